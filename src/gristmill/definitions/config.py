@@ -1,0 +1,118 @@
+"""The typed, closed model of ``gristmill.toml``.
+
+Unknown keys are load-time errors that name the file and line, so a typo such as
+``paralelism = 4`` is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gristmill.errors import ConfigError, Location
+
+CONFIG_FILE = "gristmill.toml"
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DuckDBSettings(_Closed):
+    """Settings of the embedded DuckDB engine."""
+
+    memory_limit: str = "4GB"
+    """DuckDB's ``memory_limit``; larger intermediates spill to ``temp_directory``."""
+    threads: Annotated[int, Field(ge=1)] | None = None
+    """Worker threads; defaults to the number of cores."""
+    temp_directory: str | None = None
+    """Where DuckDB spills; defaults to ``.gristmill/tmp`` in the project."""
+
+
+class ProjectConfig(_Closed):
+    """The contents of ``gristmill.toml``."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")]
+    """Project name, shown in the CLI and UI."""
+    lake: str = "lake"
+    """Folder (relative to the project) or URI holding the Delta tables."""
+    catalog: str = "sqlite:///.gristmill/catalog.db"
+    """SQLAlchemy URL of the catalog; relative SQLite paths are inside the project."""
+    engine: Literal["duckdb"] = "duckdb"
+    """Engine that runs SQL steps."""
+    parallelism: Annotated[int, Field(ge=1, le=64)] = 2
+    """How many independent steps may run at once."""
+    modules: list[str] | None = None
+    """Python files that define sources and tables; default: every ``*.py`` at the top."""
+    sql: str = "sql"
+    """Folder whose ``*.sql`` files are SQL steps named by their file name."""
+    duckdb: DuckDBSettings = DuckDBSettings()
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of the key at ``loc`` (tomllib keeps no positions)."""
+    lines = text.splitlines()
+    section_start = 0
+    if len(loc) > 1 and isinstance(loc[0], str):
+        header = re.compile(rf"^\s*\[\s*{re.escape(loc[0])}\s*\]")
+        for i, line in enumerate(lines):
+            if header.match(line):
+                section_start = i
+                break
+    key = str(loc[-1])
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for i in range(section_start, len(lines)):
+        if pattern.match(lines[i]):
+            return i + 1
+    return None
+
+
+def load_config(project_dir: Path) -> ProjectConfig:
+    """Read and validate ``gristmill.toml`` in ``project_dir``."""
+    path = project_dir / CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {CONFIG_FILE}: {exc.strerror}", location=Location(path))
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"malformed TOML: {exc.msg}",
+            location=Location(path, exc.lineno),
+            hint="fix the syntax at that line (strings need quotes, tables [brackets])",
+        )
+    try:
+        return ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        key = ".".join(str(p) for p in loc)
+        if first["type"] == "extra_forbidden":
+            valid = _valid_keys(loc)
+            raise ConfigError(
+                f"unknown key {key!r}",
+                location=Location(path, _line_of(text, loc)),
+                hint=f"valid keys here: {', '.join(valid)}",
+            )
+        if first["type"] == "missing":
+            raise ConfigError(f"missing required key {key!r}", location=Location(path))
+        raise ConfigError(
+            f"invalid value for {key!r}: {first['msg']}",
+            location=Location(path, _line_of(text, loc)),
+        )
+
+
+def _valid_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = ProjectConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            break
+        if issubclass(field.annotation, BaseModel):
+            model = field.annotation
+    return sorted(model.model_fields)

@@ -1,0 +1,288 @@
+"""Declarative objects a project module creates: sources, tables, feature views.
+
+They are plain frozen values that remember where they were defined; creating one does no
+I/O. The loader collects every instance bound at a module's top level.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gristmill.definitions.contracts import Contract, RowCheck, RowCount, flatten_checks
+from gristmill.errors import DefinitionError, Location
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class FileFormat(StrEnum):
+    CSV = "csv"
+    PARQUET = "parquet"
+    JSONL = "jsonl"
+
+
+_EXTENSIONS = {
+    ".csv": FileFormat.CSV,
+    ".tsv": FileFormat.CSV,
+    ".parquet": FileFormat.PARQUET,
+    ".pq": FileFormat.PARQUET,
+    ".jsonl": FileFormat.JSONL,
+    ".ndjson": FileFormat.JSONL,
+    ".json": FileFormat.JSONL,
+}
+
+
+class StepKind(StrEnum):
+    INGEST = "ingest"
+    SQL = "sql"
+    PYTHON = "python"
+
+
+def _caller_location(depth: int = 2) -> Location:
+    frame = sys._getframe(depth)
+    return Location(Path(frame.f_code.co_filename), frame.f_lineno)
+
+
+def _check_name(name: str, location: Location) -> None:
+    import re
+
+    if not re.match(NAME_PATTERN, name):
+        raise DefinitionError(
+            f"invalid name {name!r}",
+            location=location,
+            hint="names are identifiers: letters, digits and underscores, not starting with a digit",
+        )
+
+
+def _contract(
+    columns: Mapping[str, str] | None,
+    checks: Sequence[RowCheck | tuple[RowCheck, ...]],
+    row_count: RowCount | None,
+    max_quarantine_share: float,
+    location: Location,
+) -> Contract:
+    try:
+        return Contract(
+            columns=dict(columns or {}),
+            checks=flatten_checks(checks),
+            row_count=row_count,
+            max_quarantine_share=max_quarantine_share,
+        )
+    except DefinitionError as exc:
+        raise DefinitionError(exc.message, location=location, hint=exc.hint) from None
+
+
+@dataclass(frozen=True)
+class Definition:
+    """Anything with a name in the project graph."""
+
+    name: str
+    location: Location
+    description: str
+
+    @property
+    def kind(self) -> StepKind:
+        raise NotImplementedError
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Marks a table as a feature view: an entity key and an event timestamp."""
+
+    entity: tuple[str, ...]
+    timestamp: str
+
+
+@dataclass(frozen=True)
+class Source(Definition):
+    """Files ingested incrementally into a raw table of the same name."""
+
+    path: str
+    format: FileFormat
+    contract: Contract
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def kind(self) -> StepKind:
+        return StepKind.INGEST
+
+
+@dataclass(frozen=True)
+class Table(Definition):
+    """A table produced by a SQL or Python step."""
+
+    contract: Contract
+    sql: str | None = None
+    sql_path: Path | None = None
+    function: Callable[..., Any] | None = field(default=None, compare=False)
+    inputs: tuple[str, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+    feature: FeatureSpec | None = None
+
+    @property
+    def kind(self) -> StepKind:
+        return StepKind.PYTHON if self.function is not None else StepKind.SQL
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        return self.inputs
+
+
+def source(
+    name: str,
+    path: str,
+    *,
+    columns: Mapping[str, str],
+    format: str | None = None,  # noqa: A002
+    checks: Sequence[RowCheck | tuple[RowCheck, ...]] = (),
+    row_count: RowCount | None = None,
+    max_quarantine_share: float = 0.05,
+    options: Mapping[str, Any] | None = None,
+    description: str = "",
+) -> Source:
+    """Declare files (a path or glob, relative to the project) to ingest into table ``name``.
+
+    Args:
+        name: the raw table the files are ingested into.
+        path: file path or glob, e.g. ``data/transactions/*.csv``.
+        columns: declared column names and DuckDB types; values that do not cast are
+            quarantined with the check ``type(column TYPE)``.
+        format: ``csv``, ``parquet`` or ``jsonl``; inferred from the extension if omitted.
+        checks: row checks (``gm.not_null``, ``gm.unique``, ...).
+        row_count: bounds on the table's rows after ingestion.
+        max_quarantine_share: the step fails if a larger share of new rows is quarantined.
+        options: extra reader options passed to DuckDB (e.g. ``{"delim": ";"}``).
+    """
+    location = _caller_location()
+    _check_name(name, location)
+    if not columns:
+        raise DefinitionError(f"source {name!r} declares no columns", location=location)
+    fmt = _resolve_format(name, path, format, location)
+    return Source(
+        name=name,
+        location=location,
+        description=description,
+        path=path,
+        format=fmt,
+        contract=_contract(columns, checks, row_count, max_quarantine_share, location),
+        options=tuple(sorted((options or {}).items())),
+    )
+
+
+def _resolve_format(name: str, path: str, given: str | None, location: Location) -> FileFormat:
+    valid = ", ".join(f.value for f in FileFormat)
+    if given is not None:
+        try:
+            return FileFormat(given)
+        except ValueError:
+            raise DefinitionError(
+                f"source {name!r}: unknown format {given!r}", location=location, hint=f"use {valid}"
+            ) from None
+    suffix = Path(path.replace("*", "x")).suffix.lower()
+    if suffix not in _EXTENSIONS:
+        raise DefinitionError(
+            f"source {name!r}: cannot tell the format of {path!r}",
+            location=location,
+            hint=f"pass format= one of {valid}",
+        )
+    return _EXTENSIONS[suffix]
+
+
+def table(
+    name_or_function: str | Callable[..., Any] | None = None,
+    *,
+    sql: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    checks: Sequence[RowCheck | tuple[RowCheck, ...]] = (),
+    row_count: RowCount | None = None,
+    max_quarantine_share: float = 0.05,
+    params: Mapping[str, Any] | None = None,
+    entity: str | Sequence[str] | None = None,
+    timestamp: str | None = None,
+    description: str = "",
+) -> Any:
+    """Declare a table built by SQL, or decorate a Python function that builds one.
+
+    SQL: ``gm.table("daily", sql="select ... from transactions")`` or a file
+    ``sql/daily.sql`` (found automatically; declare it here only to add a contract).
+    Python: ``@gm.table`` over a function whose parameter names are its input tables and
+    which returns an Arrow table (or Polars/pandas frame).
+    """
+    location = _caller_location()
+    feature = _feature(entity, timestamp, location)
+
+    def build(name: str, function: Callable[..., Any] | None) -> Table:
+        _check_name(name, location)
+        inputs: tuple[str, ...] = ()
+        loc = location
+        if function is not None:
+            inputs = tuple(inspect.signature(function).parameters)
+            loc = Location(Path(inspect.getfile(function)), function.__code__.co_firstlineno)
+        return Table(
+            name=name,
+            location=loc,
+            description=description or (inspect.getdoc(function) or "" if function else ""),
+            contract=_contract(columns, checks, row_count, max_quarantine_share, loc),
+            sql=sql,
+            function=function,
+            inputs=inputs,
+            params=tuple(sorted((params or {}).items())),
+            feature=feature,
+        )
+
+    if callable(name_or_function):
+        return build(name_or_function.__name__, name_or_function)
+    if isinstance(name_or_function, str):
+        return build(name_or_function, None)
+
+    def decorator(function: Callable[..., Any]) -> Table:
+        return build(function.__name__, function)
+
+    return decorator
+
+
+def feature_view(
+    name: str,
+    *,
+    entity: str | Sequence[str],
+    timestamp: str,
+    sql: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    checks: Sequence[RowCheck | tuple[RowCheck, ...]] = (),
+    row_count: RowCount | None = None,
+    max_quarantine_share: float = 0.05,
+    description: str = "",
+) -> Table:
+    """Declare a feature view: a table with an entity key and an as-of timestamp."""
+    location = _caller_location()
+    _check_name(name, location)
+    return Table(
+        name=name,
+        location=location,
+        description=description,
+        contract=_contract(columns, checks, row_count, max_quarantine_share, location),
+        sql=sql,
+        feature=_feature(entity, timestamp, location),
+    )
+
+
+def _feature(
+    entity: str | Sequence[str] | None, timestamp: str | None, location: Location
+) -> FeatureSpec | None:
+    if entity is None and timestamp is None:
+        return None
+    if entity is None or timestamp is None:
+        raise DefinitionError(
+            "a feature view needs both entity= and timestamp=", location=location
+        )
+    keys = (entity,) if isinstance(entity, str) else tuple(entity)
+    return FeatureSpec(entity=keys, timestamp=timestamp)

@@ -1,0 +1,144 @@
+"""One exception tree for the whole package.
+
+Domain code raises a specific subclass and hands it the data it needs to explain itself:
+what went wrong, where (file and line when known) and what to do. The CLI and the HTTP
+app each translate these in exactly one place; anything that is not a ``GristmillError``
+is a bug and is shown with its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a project file that an error points at."""
+
+    path: Path
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else str(self.path)
+
+
+class GristmillError(Exception):
+    """Root of every error a user can cause and fix."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, location: Location | None = None, hint: str = "") -> None:
+        self.message = message
+        self.location = location
+        self.hint = hint
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        hint = f"\n  hint: {self.hint}" if self.hint else ""
+        return f"{where}{self.message}{hint}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "location": str(self.location) if self.location else None,
+            "hint": self.hint or None,
+        }
+
+
+class ProjectNotFoundError(GristmillError):
+    """No gristmill.toml in the folder or its parents."""
+
+    exit_code = 2
+
+
+class ConfigError(GristmillError):
+    """gristmill.toml is malformed or holds an unknown or invalid key."""
+
+    exit_code = 2
+
+
+class DefinitionError(GristmillError):
+    """A project module or SQL file defines something invalid."""
+
+    exit_code = 2
+
+
+class GraphError(DefinitionError):
+    """Cycles, unknown references or duplicate names in the project graph."""
+
+
+class SelectionError(GristmillError):
+    """A selection such as ``+name`` names nothing in the graph."""
+
+    exit_code = 2
+
+
+class UnknownTableError(GristmillError):
+    """A command names a table that the project does not define."""
+
+    exit_code = 2
+
+
+class VersionNotFoundError(GristmillError):
+    """A table version that was never committed."""
+
+    exit_code = 2
+
+
+class NotMaterializedError(GristmillError):
+    """A table exists in the project but has never been built."""
+
+    exit_code = 2
+
+
+class SourceReadError(GristmillError):
+    """A source file cannot be found or parsed."""
+
+
+class ContractViolation(GristmillError):
+    """Too many rows broke a contract, or a table-level check failed."""
+
+
+class StepFailed(GristmillError):
+    """The engine failed while running a step (SQL or Python error)."""
+
+
+class CatalogError(GristmillError):
+    """The catalog cannot be opened or is newer than this release."""
+
+    exit_code = 2
+
+
+class LakeError(GristmillError):
+    """A Delta table is missing, unreadable or was changed outside Gristmill."""
+
+
+class UnknownNameError(GristmillError):
+    """A registry lookup (engine, format, example) for a name that does not exist."""
+
+    exit_code = 2
+
+    def __init__(self, kind: str, name: str, valid: list[str]) -> None:
+        super().__init__(
+            f"unknown {kind} {name!r}",
+            hint=f"valid {kind}s: {', '.join(sorted(valid))}",
+        )
+
+
+class MissingExtraError(GristmillError):
+    """An optional library is needed but not installed."""
+
+    exit_code = 2
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"this needs the optional package {module!r}, which is not installed",
+            hint=f"pip install 'gristmill[{extra}]'",
+        )
+
+
+class RunFailed(GristmillError):
+    """A run finished with failed or blocked steps (details were reported per step)."""

@@ -1,0 +1,1 @@
+"""Storage layer: the lake (Delta tables), the catalog (SQLAlchemy) and their helpers."""

@@ -1,0 +1,19 @@
+"""The catalog of runs and materializations."""
+
+from gristmill.storage.catalog.records import (
+    IngestedFile,
+    Materialization,
+    RunRecord,
+    StepRecord,
+)
+from gristmill.storage.catalog.store import Catalog, CatalogReader, resolve_url
+
+__all__ = [
+    "Catalog",
+    "CatalogReader",
+    "IngestedFile",
+    "Materialization",
+    "RunRecord",
+    "StepRecord",
+    "resolve_url",
+]

@@ -1,0 +1,94 @@
+"""Value objects the catalog stores and returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class IngestedFile:
+    path: str
+    size: int
+    mtime_ns: int
+    rows: int = 0
+    quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class Materialization:
+    """One committed version of a table and everything that made it."""
+
+    table_name: str
+    version: int
+    run_id: str
+    kind: str
+    mode: str
+    fingerprint: str
+    inputs: dict[str, int]
+    rows: int
+    rows_added: int
+    quarantined: int
+    schema: list[dict[str, str]]
+    started_at: datetime
+    finished_at: datetime
+    recovered: bool = False
+    files: tuple[IngestedFile, ...] = ()
+    quarantine_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON form, stored in the Delta commit so the catalog can be rebuilt from it."""
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["finished_at"] = self.finished_at.isoformat()
+        data.pop("recovered")
+        return data
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], version: int) -> Materialization:
+        data = dict(record)
+        data["version"] = version
+        data["started_at"] = datetime.fromisoformat(data["started_at"])
+        data["finished_at"] = datetime.fromisoformat(data["finished_at"])
+        data["files"] = tuple(IngestedFile(**f) for f in data.get("files", ()))
+        data["recovered"] = True
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    selection: str
+    full_refresh: bool
+    summary: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    run_id: str
+    table_name: str
+    kind: str
+    status: str
+    reason: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    version: int | None
+    error: str | None

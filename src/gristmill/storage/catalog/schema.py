@@ -1,0 +1,97 @@
+"""The catalog's current schema as SQLAlchemy Core tables.
+
+Changes to these tables ship with an Alembic migration in ``migrations/versions`` and a
+new ``HEAD_REVISION``; existing catalogs are upgraded when a project is opened.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+HEAD_REVISION = "0001"
+
+metadata = MetaData()
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status", String(16), nullable=False),
+    Column("selection", Text, nullable=False),
+    Column("full_refresh", Boolean, nullable=False),
+    Column("summary", JSON),
+)
+
+step_runs = Table(
+    "step_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), ForeignKey("runs.run_id"), nullable=False, index=True),
+    Column("table_name", String(255), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("version", Integer),
+    Column("error", Text),
+)
+
+materializations = Table(
+    "materializations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("table_name", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("run_id", String(36), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("rows_added", BigInteger, nullable=False),
+    Column("quarantined", BigInteger, nullable=False),
+    Column("schema", JSON, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("recovered", Boolean, nullable=False),
+    UniqueConstraint("table_name", "version", name="uq_materialization_version"),
+)
+
+ingested_files = Table(
+    "ingested_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("table_name", String(255), nullable=False, index=True),
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("quarantined", BigInteger, nullable=False),
+)
+
+quarantine_counts = Table(
+    "quarantine_counts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("table_name", String(255), nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    Column("check_name", Text, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)

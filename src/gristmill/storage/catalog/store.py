@@ -1,0 +1,354 @@
+"""The catalog: runs, steps, materializations and ingested files, on SQLAlchemy Core.
+
+SQLite inside the project by default, PostgreSQL by URL. The schema is versioned with
+Alembic and upgraded when a project is opened.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
+
+from gristmill.errors import CatalogError, MissingExtraError
+from gristmill.storage.catalog import schema as s
+from gristmill.storage.catalog.records import (
+    IngestedFile,
+    Materialization,
+    RunRecord,
+    StepRecord,
+    as_utc,
+    utcnow,
+)
+
+
+def resolve_url(url: str, root: Path) -> str:
+    """Make a relative SQLite path relative to the project folder."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise CatalogError(f"invalid catalog URL {url!r}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            path = root / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(parsed.set(database=str(path)))
+    return url
+
+
+def _engine(url: str) -> Engine:
+    try:
+        backend = make_url(url).get_backend_name()
+        if backend == "sqlite":
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except NoSuchModuleError as exc:
+        raise CatalogError(f"unsupported catalog URL {url!r}: {exc}") from None
+    except ModuleNotFoundError as exc:
+        raise MissingExtraError(exc.name or "driver", "postgres") from None
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class CatalogReader:
+    """Read-only view of the catalog; what the planner and reports depend on."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._engine.connect() as conn:
+            yield conn
+
+    def latest(self, table_name: str) -> Materialization | None:
+        m = s.materializations
+        query = (
+            select(m).where(m.c.table_name == table_name).order_by(m.c.version.desc()).limit(1)
+        )
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+            return self._materialization(conn, row) if row else None
+
+    def latest_versions(self) -> dict[str, int]:
+        m = s.materializations
+        query = select(m.c.table_name, func.max(m.c.version)).group_by(m.c.table_name)
+        with self._read() as conn:
+            return {name: int(v) for name, v in conn.execute(query)}
+
+    def materialization(self, table_name: str, version: int) -> Materialization | None:
+        m = s.materializations
+        query = select(m).where(m.c.table_name == table_name, m.c.version == version)
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+            return self._materialization(conn, row) if row else None
+
+    def history(self, table_name: str) -> list[Materialization]:
+        m = s.materializations
+        query = select(m).where(m.c.table_name == table_name).order_by(m.c.version)
+        with self._read() as conn:
+            rows = conn.execute(query).mappings().all()
+            return [self._materialization(conn, row) for row in rows]
+
+    def ingested_files(self, table_name: str) -> list[IngestedFile]:
+        f = s.ingested_files
+        query = select(f).where(f.c.table_name == table_name).order_by(f.c.id)
+        with self._read() as conn:
+            return [_file(row) for row in conn.execute(query).mappings()]
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        r = s.runs
+        query = select(r).order_by(r.c.started_at.desc()).limit(limit)
+        with self._read() as conn:
+            return [_run(row) for row in conn.execute(query).mappings()]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        r = s.runs
+        with self._read() as conn:
+            row = conn.execute(select(r).where(r.c.run_id == run_id)).mappings().first()
+            return _run(row) if row else None
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        t = s.step_runs
+        query = select(t).where(t.c.run_id == run_id).order_by(t.c.id)
+        with self._read() as conn:
+            return [_step(row) for row in conn.execute(query).mappings()]
+
+    def _materialization(self, conn: Connection, row: Any) -> Materialization:
+        f, q = s.ingested_files, s.quarantine_counts
+        name, version = row["table_name"], row["version"]
+        files = conn.execute(
+            select(f).where(f.c.table_name == name, f.c.version == version).order_by(f.c.id)
+        ).mappings()
+        counts = conn.execute(
+            select(q.c.check_name, q.c.rows).where(q.c.table_name == name, q.c.version == version)
+        )
+        return Materialization(
+            table_name=name,
+            version=version,
+            run_id=row["run_id"],
+            kind=row["kind"],
+            mode=row["mode"],
+            fingerprint=row["fingerprint"],
+            inputs=dict(row["inputs"]),
+            rows=row["rows"],
+            rows_added=row["rows_added"],
+            quarantined=row["quarantined"],
+            schema=list(row["schema"]),
+            started_at=as_utc(row["started_at"]),  # type: ignore[arg-type]
+            finished_at=as_utc(row["finished_at"]),  # type: ignore[arg-type]
+            recovered=bool(row["recovered"]),
+            files=tuple(_file(r) for r in files),
+            quarantine_counts={c: int(n) for c, n in counts},
+        )
+
+
+class Catalog(CatalogReader):
+    """The writable catalog. Writes are serialized: runner threads share one instance."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(_engine(url))
+        self.url = url
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def reader(self) -> CatalogReader:
+        return CatalogReader(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._lock, self._engine.begin() as conn:
+            yield conn
+
+    def _migrate(self) -> None:
+        try:
+            current = self._revision()
+        except OperationalError as exc:
+            raise CatalogError(
+                f"cannot open the catalog at {self._engine.url!r}: {exc.orig}",
+                hint="check `catalog` in gristmill.toml and that the database is reachable",
+            ) from None
+        if current == s.HEAD_REVISION:
+            return
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        from alembic import command
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        known = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
+        if current is not None and current not in known:
+            raise CatalogError(
+                f"the catalog has schema revision {current!r}, newer than this release knows",
+                hint="upgrade gristmill (pip install -U gristmill)",
+            )
+        with self._lock, self._engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def _revision(self) -> str | None:
+        with self._engine.connect() as conn:
+            try:
+                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+            except (OperationalError, ProgrammingError) as exc:
+                if "alembic_version" in str(exc):
+                    conn.rollback()
+                    return None
+                raise
+
+    def start_run(self, run_id: str, selection: str, full_refresh: bool) -> None:
+        with self._write() as conn:
+            conn.execute(
+                insert(s.runs).values(
+                    run_id=run_id,
+                    started_at=utcnow(),
+                    status="running",
+                    selection=selection,
+                    full_refresh=full_refresh,
+                )
+            )
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(s.runs)
+                .where(s.runs.c.run_id == run_id)
+                .values(status=status, finished_at=utcnow(), summary=summary)
+            )
+
+    def mark_abandoned_runs(self) -> int:
+        """Runs left 'running' by a killed process become 'crashed'."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(s.runs).where(s.runs.c.status == "running").values(status="crashed")
+            )
+            conn.execute(
+                update(s.step_runs)
+                .where(s.step_runs.c.status == "running")
+                .values(status="crashed", error="the process stopped before the step finished")
+            )
+            return result.rowcount or 0
+
+    def record_step(self, step: StepRecord) -> None:
+        t = s.step_runs
+        values = {
+            "status": step.status,
+            "reason": step.reason,
+            "started_at": step.started_at,
+            "finished_at": step.finished_at,
+            "version": step.version,
+            "error": step.error,
+        }
+        with self._write() as conn:
+            updated = conn.execute(
+                update(t)
+                .where(t.c.run_id == step.run_id, t.c.table_name == step.table_name)
+                .values(**values)
+            )
+            if not updated.rowcount:
+                conn.execute(
+                    insert(t).values(
+                        run_id=step.run_id, table_name=step.table_name, kind=step.kind, **values
+                    )
+                )
+
+    def record_materialization(self, m: Materialization) -> None:
+        """Store a committed version with its files and quarantine counts, atomically."""
+        with self._write() as conn:
+            conn.execute(
+                insert(s.materializations).values(
+                    table_name=m.table_name,
+                    version=m.version,
+                    run_id=m.run_id,
+                    kind=m.kind,
+                    mode=m.mode,
+                    fingerprint=m.fingerprint,
+                    inputs=m.inputs,
+                    rows=m.rows,
+                    rows_added=m.rows_added,
+                    quarantined=m.quarantined,
+                    schema=m.schema,
+                    started_at=m.started_at,
+                    finished_at=m.finished_at,
+                    recovered=m.recovered,
+                )
+            )
+            if m.files:
+                conn.execute(
+                    insert(s.ingested_files),
+                    [
+                        {
+                            "table_name": m.table_name,
+                            "version": m.version,
+                            "path": f.path,
+                            "size": f.size,
+                            "mtime_ns": f.mtime_ns,
+                            "rows": f.rows,
+                            "quarantined": f.quarantined,
+                        }
+                        for f in m.files
+                    ],
+                )
+            if m.quarantine_counts:
+                conn.execute(
+                    insert(s.quarantine_counts),
+                    [
+                        {"table_name": m.table_name, "version": m.version, "check_name": c, "rows": n}
+                        for c, n in sorted(m.quarantine_counts.items())
+                    ],
+                )
+
+
+def _file(row: Any) -> IngestedFile:
+    return IngestedFile(
+        path=row["path"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        rows=row["rows"],
+        quarantined=row["quarantined"],
+    )
+
+
+def _run(row: Any) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        started_at=as_utc(row["started_at"]),  # type: ignore[arg-type]
+        finished_at=as_utc(row["finished_at"]),
+        status=row["status"],
+        selection=row["selection"],
+        full_refresh=bool(row["full_refresh"]),
+        summary=row["summary"],
+    )
+
+
+def _step(row: Any) -> StepRecord:
+    return StepRecord(
+        run_id=row["run_id"],
+        table_name=row["table_name"],
+        kind=row["kind"],
+        status=row["status"],
+        reason=row["reason"],
+        started_at=as_utc(row["started_at"]),
+        finished_at=as_utc(row["finished_at"]),
+        version=row["version"],
+        error=row["error"],
+    )
