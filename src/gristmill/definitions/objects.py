@@ -167,13 +167,21 @@ def source(
     if not columns:
         raise DefinitionError(f"source {name!r} declares no columns", location=location)
     fmt = _resolve_format(name, path, format, location)
+    contract = _contract(columns, checks, row_count, max_quarantine_share, location)
+    undeclared = contract.unknown_columns(list(columns))
+    if undeclared:
+        raise DefinitionError(
+            f"source {name!r} checks columns it does not declare: {', '.join(undeclared)}",
+            location=location,
+            hint="add them to columns={...} with their types",
+        )
     return Source(
         name=name,
         location=location,
         description=description,
         path=path,
         format=fmt,
-        contract=_contract(columns, checks, row_count, max_quarantine_share, location),
+        contract=contract,
         options=tuple(sorted((options or {}).items())),
     )
 

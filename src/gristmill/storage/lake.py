@@ -102,6 +102,7 @@ class Lake:
         mode: WriteMode,
         record: Mapping[str, Any],
         predicate: str | None = None,
+        merge_schema: bool = False,
     ) -> int:
         """Commit ``data`` as the next version of ``name`` and return that version."""
         path = str(self.path(name))
@@ -111,13 +112,22 @@ class Lake:
                 path,
                 data,
                 mode=mode,
-                schema_mode="overwrite" if mode == "overwrite" and predicate is None else None,
+                schema_mode=_schema_mode(mode, predicate, merge_schema),
                 predicate=predicate,
                 commit_properties=properties,
             )
         except DeltaError as exc:
             raise LakeError(f"writing table {name!r} failed: {exc}") from exc
         return DeltaTable(path).version()
+
+    def has_commit_after(self, name: str, version: int | None) -> bool:
+        """Cheap check (one stat) for a commit newer than ``version``, per the Delta log layout."""
+        following = 0 if version is None else version + 1
+        return (self.path(name) / "_delta_log" / f"{following:020d}.json").exists()
+
+    def delete(self, name: str, predicate: str) -> None:
+        """Delete rows matching ``predicate`` (used to replace orphaned quarantine rows)."""
+        self._table(name).delete(predicate)
 
     def commits(self, name: str, after: int | None = None) -> list[Commit]:
         """Commits newer than ``after`` (all when None), oldest first."""
@@ -138,3 +148,13 @@ class Lake:
                 )
             )
         return sorted(out, key=lambda c: c.version)
+
+
+def _schema_mode(
+    mode: WriteMode, predicate: str | None, merge_schema: bool
+) -> Literal["merge", "overwrite"] | None:
+    if merge_schema:
+        return "merge"
+    if mode == "overwrite" and predicate is None:
+        return "overwrite"
+    return None

@@ -36,6 +36,7 @@ class Materialization:
     kind: str
     mode: str
     fingerprint: str
+    code_hash: str
     inputs: dict[str, int]
     rows: int
     rows_added: int

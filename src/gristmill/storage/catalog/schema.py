@@ -62,6 +62,7 @@ materializations = Table(
     Column("kind", String(16), nullable=False),
     Column("mode", String(16), nullable=False),
     Column("fingerprint", String(64), nullable=False),
+    Column("code_hash", String(64), nullable=False),
     Column("inputs", JSON, nullable=False),
     Column("rows", BigInteger, nullable=False),
     Column("rows_added", BigInteger, nullable=False),

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("mode", sa.String(16), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
+        sa.Column("code_hash", sa.String(64), nullable=False),
         sa.Column("inputs", sa.JSON, nullable=False),
         sa.Column("rows", sa.BigInteger, nullable=False),
         sa.Column("rows_added", sa.BigInteger, nullable=False),

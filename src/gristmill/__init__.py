@@ -1,0 +1,46 @@
+"""Gristmill: the ML engineer's last mile in one Python package.
+
+Project modules use the declarative API below::
+
+    import gristmill as gm
+
+    transactions = gm.source("transactions", "data/transactions/*.csv",
+                             columns={"txn_id": "VARCHAR", "amount": "DOUBLE"},
+                             checks=[gm.not_null("txn_id"), gm.unique("txn_id"),
+                                     gm.in_range("amount", min=0)])
+"""
+
+from gristmill.definitions.contracts import (
+    accepted_values,
+    in_range,
+    matches,
+    not_null,
+    row_count,
+    unique,
+)
+from gristmill.definitions.objects import feature_view, source, table
+from gristmill.errors import GristmillError
+
+__version__ = "0.1.0"
+
+
+def open_project(path: str | None = None):  # type: ignore[no-untyped-def]
+    """Open a project for reading tables from Python: ``open_project().read("t", 3)``."""
+    from gristmill.service import Workspace
+
+    return Workspace.open(path)
+
+
+__all__ = [
+    "GristmillError",
+    "accepted_values",
+    "feature_view",
+    "in_range",
+    "matches",
+    "not_null",
+    "open_project",
+    "row_count",
+    "source",
+    "table",
+    "unique",
+]

@@ -1,0 +1,88 @@
+"""What every engine offers the runner: sessions that register inputs and stream results.
+
+Core code asks an engine for a capability through its flags, never by its name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from gristmill.errors import UnknownNameError
+
+
+class Session(ABC):
+    """One step's private workspace inside an engine (its own inputs and temp objects)."""
+
+    @abstractmethod
+    def register(self, name: str, data: pads.Dataset | pa.Table) -> None:
+        """Make ``data`` readable under ``name``."""
+
+    @abstractmethod
+    def define(self, name: str, sql: str) -> None:
+        """Create a temporary view; raises ``EngineSqlError`` with the line on failure."""
+
+    @abstractmethod
+    def materialize(self, name: str, sql: str) -> None:
+        """Create a temporary table from a query (spilling to disk when large)."""
+
+    @abstractmethod
+    def reader(self, sql: str, batch_rows: int = 65_536) -> pa.RecordBatchReader:
+        """Stream a query's result as Arrow record batches."""
+
+    @abstractmethod
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a small query and return its rows."""
+
+    @abstractmethod
+    def columns(self, name: str) -> list[tuple[str, str]]:
+        """Column names and types of a view or table."""
+
+
+class EngineSqlError(Exception):
+    """Raised by sessions: the engine's message and the 1-based line it points at."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class Engine(ABC):
+    name: ClassVar[str]
+    SUPPORTS_SPILLING: ClassVar[bool] = False
+    SUPPORTS_ARROW_STREAMING: ClassVar[bool] = False
+
+    @abstractmethod
+    def session(self) -> AbstractContextManager[Session]: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources held across sessions."""
+
+
+_ENGINES: dict[str, Callable[..., Engine]] = {}
+
+
+def register(name: str) -> Callable[[type[Engine]], type[Engine]]:
+    def decorate(cls: type[Engine]) -> type[Engine]:
+        _ENGINES[name] = cls
+        return cls
+
+    return decorate
+
+
+def create_engine(name: str, **settings: Any) -> Engine:
+    from gristmill.execution.engines import duckdb as _duckdb  # noqa: F401 - registers itself
+
+    try:
+        factory = _ENGINES[name]
+    except KeyError:
+        raise UnknownNameError("engine", name, list(_ENGINES)) from None
+    return factory(**settings)
+
+

@@ -1,0 +1,227 @@
+"""The runner: executes a plan's steps in dependency order, independent ones in parallel.
+
+Each step reads the exact input versions recorded in the catalog at the moment it starts,
+writes one Delta commit, then records the materialization. A failed step blocks its
+downstream steps; the others go on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from gristmill.definitions.graph import Graph
+from gristmill.errors import GristmillError, StepFailed
+from gristmill.execution.engines import Engine
+from gristmill.execution.reporter import Reporter, StepResult, StepStatus
+from gristmill.execution.steps import StepContext, run_step
+from gristmill.planning import Action, Plan, PlannedStep
+from gristmill.planning.fingerprint import Fingerprint
+from gristmill.storage.catalog import Catalog, Materialization, StepRecord
+from gristmill.storage.catalog.records import utcnow
+from gristmill.storage.lake import Lake
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    status: str
+    steps: tuple[StepResult, ...]
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("success", "noop")
+
+
+class Runner:
+    def __init__(
+        self,
+        *,
+        root: Path,
+        graph: Graph,
+        catalog: Catalog,
+        lake: Lake,
+        engine_factory: Callable[[], Engine],
+        reporter: Reporter,
+        parallelism: int,
+    ) -> None:
+        self.root = root
+        self.graph = graph
+        self.catalog = catalog
+        self.lake = lake
+        self._engine_factory = engine_factory
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self.reporter = reporter
+        self.parallelism = parallelism
+
+    def run(self, plan: Plan, run_id: str) -> RunResult:
+        try:
+            return self._run(plan, run_id)
+        finally:
+            if self._engine is not None:
+                self._engine.close()
+
+    def _engine_for_step(self) -> Engine:
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = self._engine_factory()
+            return self._engine
+
+    def _run(self, plan: Plan, run_id: str) -> RunResult:
+        started = time.perf_counter()
+        results: dict[str, StepResult] = {
+            s.name: StepResult(s.name, s.kind.value, StepStatus.SKIPPED, s.reason)
+            for s in plan.steps
+            if s.action is Action.SKIP
+        }
+        for result in results.values():
+            self.reporter.step_finished(result)
+        pending = {s.name: s for s in plan.to_run}
+        running: dict[Future[StepResult], str] = {}
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="step") as pool:
+            while pending or running:
+                for name in self._ready(pending, set(running.values())):
+                    step = pending.pop(name)
+                    blocker = self._blocker(step, results)
+                    if blocker:
+                        results[name] = self._blocked(run_id, step, blocker)
+                        continue
+                    self.reporter.step_started(name, step.reason)
+                    running[pool.submit(self._execute, run_id, step)] = name
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    results[name] = future.result()
+                    self.reporter.step_finished(results[name])
+        ordered = tuple(results[s.name] for s in plan.steps)
+        failed = any(r.status in (StepStatus.FAILED, StepStatus.BLOCKED) for r in ordered)
+        status = "failed" if failed else ("noop" if plan.is_noop else "success")
+        return RunResult(run_id, status, ordered, time.perf_counter() - started)
+
+    @staticmethod
+    def _ready(pending: dict[str, PlannedStep], running: set[str]) -> list[str]:
+        """Steps none of whose inputs is still waiting or building."""
+        return [
+            name
+            for name, step in pending.items()
+            if not any(d in pending or d in running for d in step.dependencies)
+        ]
+
+    def _blocker(self, step: PlannedStep, results: dict[str, StepResult]) -> str | None:
+        for dep in step.dependencies:
+            result = results.get(dep)
+            if result and result.status in (StepStatus.FAILED, StepStatus.BLOCKED):
+                return dep
+        return None
+
+    def _blocked(self, run_id: str, step: PlannedStep, blocker: str) -> StepResult:
+        result = StepResult(step.name, step.kind.value, StepStatus.BLOCKED,
+                            f"blocked: upstream {blocker!r} did not build")
+        self.catalog.record_step(
+            StepRecord(run_id, step.name, step.kind.value, "blocked", result.reason, None, None,
+                       None, None)
+        )
+        self.reporter.step_finished(result)
+        return result
+
+    def _execute(self, run_id: str, step: PlannedStep) -> StepResult:
+        started_at = utcnow()
+        clock = time.perf_counter()
+        record = StepRecord(run_id, step.name, step.kind.value, "running", step.reason,
+                            started_at, None, None, None)
+        self.catalog.record_step(record)
+        try:
+            materialization = self._materialize(run_id, step, started_at)
+        except GristmillError as exc:
+            return self._failed(record, step, exc, time.perf_counter() - clock)
+        except Exception as exc:  # a bug or an engine failure: keep the traceback on record
+            error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
+            self.catalog.record_step(
+                replace(record, status="failed", finished_at=utcnow(),
+                        error=str(error) + "\n" + traceback.format_exc())
+            )
+            return StepResult(step.name, step.kind.value, StepStatus.FAILED, step.reason,
+                              duration_s=time.perf_counter() - clock, error=error.to_dict())
+        self.catalog.record_step(
+            replace(record, status="success", finished_at=utcnow(),
+                    version=materialization.version)
+        )
+        return StepResult(
+            name=step.name,
+            kind=step.kind.value,
+            status=StepStatus.SUCCESS,
+            reason=step.reason,
+            version=materialization.version,
+            mode=materialization.mode,
+            rows=materialization.rows,
+            rows_added=materialization.rows_added,
+            quarantined=materialization.quarantined,
+            quarantine_counts=materialization.quarantine_counts,
+            files=tuple(f.path for f in materialization.files),
+            duration_s=time.perf_counter() - clock,
+        )
+
+    def _failed(
+        self, record: StepRecord, step: PlannedStep, exc: GristmillError, seconds: float
+    ) -> StepResult:
+        self.catalog.record_step(
+            replace(record, status="failed", finished_at=utcnow(), error=str(exc))
+        )
+        return StepResult(step.name, step.kind.value, StepStatus.FAILED, step.reason,
+                          duration_s=seconds, error=exc.to_dict())
+
+    def _materialize(self, run_id: str, step: PlannedStep, started_at: object) -> Materialization:
+        definition = self.graph.nodes[step.name]
+        inputs = self._input_versions(step)
+        previous = self.catalog.latest(step.name)
+        if step.files:
+            input_state: dict[str, object] = {f.path: [f.size, f.mtime_ns] for f in step.files}
+            if previous and step.mode.value == "append":
+                input_state["__previous__"] = previous.fingerprint
+        else:
+            input_state = dict(inputs)
+        fingerprint = Fingerprint.of(step.code_hash, input_state)
+        template = Materialization(
+            table_name=step.name,
+            version=-1,
+            run_id=run_id,
+            kind=step.kind.value,
+            mode=step.mode.value,
+            fingerprint=fingerprint.value,
+            code_hash=step.code_hash,
+            inputs=inputs,
+            rows=0,
+            rows_added=0,
+            quarantined=0,
+            schema=[],
+            started_at=started_at,  # type: ignore[arg-type]
+            finished_at=started_at,  # type: ignore[arg-type]
+        )
+        with self._engine_for_step().session() as session:
+            ctx = StepContext(self.root, self.lake, session, step, definition, inputs, template,
+                              previous)
+            materialization = run_step(ctx)
+        materialization = replace(materialization, finished_at=utcnow())
+        self.catalog.record_materialization(materialization)
+        return materialization
+
+    def _input_versions(self, step: PlannedStep) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        for dep in step.dependencies:
+            latest = self.catalog.latest(dep)
+            if latest is None:
+                raise StepFailed(
+                    f"{step.name}: input {dep!r} has never been built",
+                    hint=f"run `gristmill run +{step.name}` to build it with its inputs",
+                )
+            versions[dep] = latest.version
+        return versions

@@ -1,0 +1,186 @@
+"""The three kinds of step: ingest files, run SQL, call a Python function.
+
+Each prepares a relation in the step's engine session and hands it to the writer.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import pyarrow as pa
+
+from gristmill.definitions.contracts import ORDER_COLUMN
+from gristmill.definitions.objects import Definition, Source, Table
+from gristmill.errors import Location, MissingExtraError, StepFailed
+from gristmill.execution.engines import EngineSqlError, Session
+from gristmill.execution.ingest import check_files, raw_relation_sql
+from gristmill.execution.writer import WriteRequest, write
+from gristmill.planning import PlannedStep, WriteMode
+from gristmill.storage.catalog import Materialization
+from gristmill.storage.lake import Lake
+
+RELATION = "__gm_relation"
+STEP_VIEW = "__gm_step"
+EXISTING = "__gm_existing"
+
+
+@dataclass(frozen=True)
+class StepContext:
+    root: Path
+    lake: Lake
+    session: Session
+    planned: PlannedStep
+    definition: Definition
+    inputs: dict[str, int]
+    """Exact versions of the inputs, as read by this step."""
+    template: Materialization
+    previous: Materialization | None
+
+
+def run_step(ctx: StepContext) -> Materialization:
+    for name, version in ctx.inputs.items():
+        ctx.session.register(name, ctx.lake.dataset(name, version))
+    definition = ctx.definition
+    if isinstance(definition, Source):
+        return _ingest(ctx, definition)
+    assert isinstance(definition, Table)
+    if definition.function is not None:
+        return _python(ctx, definition)
+    return _sql(ctx, definition)
+
+
+def _ingest(ctx: StepContext, source: Source) -> Materialization:
+    files = [f.path for f in ctx.planned.files]
+    check_files(ctx.session, source, ctx.root, files)
+    ctx.session.define(RELATION, raw_relation_sql(source, ctx.root, files))
+    appending = ctx.planned.mode is WriteMode.APPEND and ctx.previous is not None
+    if appending:
+        assert ctx.previous is not None
+        ctx.session.register(EXISTING, ctx.lake.dataset(source.name, ctx.previous.version))
+    return write(
+        ctx.session,
+        ctx.lake,
+        WriteRequest(
+            table=source.name,
+            relation=RELATION,
+            contract=source.contract,
+            mode=ctx.planned.mode if appending else WriteMode.OVERWRITE,
+            template=ctx.template,
+            keep_only_declared=True,
+            existing=EXISTING if appending else None,
+            previous_rows=ctx.previous.rows if appending and ctx.previous else 0,
+            files=ctx.planned.files,
+        ),
+    )
+
+
+def _sql(ctx: StepContext, table: Table) -> Materialization:
+    sql = (table.sql or "").strip().rstrip(";")
+    try:
+        ctx.session.define(STEP_VIEW, sql)
+    except EngineSqlError as exc:
+        base = table.location.line or 1
+        line = base + exc.line - 1 if exc.line else table.location.line
+        raise StepFailed(
+            f"{table.name}: {exc.message}",
+            location=Location(table.sql_path or table.location.path, line),
+            hint="fix the SQL; `gristmill run +" + table.name + "` reruns it with its inputs",
+        ) from None
+    return _write_table(ctx, table, STEP_VIEW)
+
+
+def _python(ctx: StepContext, table: Table) -> Materialization:
+    assert table.function is not None
+    hints = _hints(table.function)
+    args = {
+        name: _convert(ctx.lake.read(name, version), hints.get(name))
+        for name, version in ctx.inputs.items()
+    }
+    try:
+        result = table.function(**args, **dict(table.params))
+    except Exception as exc:  # the user's code failed: report where, keep the traceback
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if Path(f.filename) == table.location.path]
+        line = frames[-1].lineno if frames else table.location.line
+        raise StepFailed(
+            f"{table.name}: {type(exc).__name__}: {exc}",
+            location=Location(table.location.path, line),
+        ) from exc
+    ctx.session.register("__gm_result", _to_arrow(table, result))
+    return _write_table(ctx, table, "__gm_result")
+
+
+def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
+    relation = view
+    if not table.contract.is_empty:
+        _check_declared(ctx, table, view)
+        ctx.session.define(
+            RELATION, f'SELECT *, row_number() OVER () AS "{ORDER_COLUMN}" FROM "{view}"'
+        )
+        relation = RELATION
+    return write(
+        ctx.session,
+        ctx.lake,
+        WriteRequest(
+            table=table.name,
+            relation=relation,
+            contract=table.contract,
+            mode=WriteMode.OVERWRITE,
+            template=ctx.template,
+        ),
+    )
+
+
+def _check_declared(ctx: StepContext, table: Table, view: str) -> None:
+    produced = {c for c, _ in ctx.session.columns(view)}
+    needed = set(table.contract.columns) | {
+        c for check in table.contract.checks for c in check.columns
+    }
+    missing = sorted(needed - produced)
+    if missing:
+        raise StepFailed(
+            f"{table.name}: the contract names column(s) {', '.join(missing)} "
+            "that the step does not produce",
+            location=table.location,
+            hint=f"the step produces: {', '.join(sorted(produced))}",
+        )
+
+
+def _hints(function: Any) -> dict[str, Any]:
+    try:
+        return get_type_hints(function)
+    except (NameError, TypeError):  # unresolvable annotations: hand over Arrow
+        return {}
+
+
+def _convert(data: pa.Table, hint: Any) -> Any:
+    module = getattr(hint, "__module__", "") or ""
+    if module.startswith("polars"):
+        try:
+            import polars as pl
+        except ModuleNotFoundError:
+            raise MissingExtraError("polars", "polars") from None
+        return pl.from_arrow(data)
+    if module.startswith("pandas"):
+        return data.to_pandas()
+    return data
+
+
+def _to_arrow(table: Table, result: Any) -> pa.Table:
+    if isinstance(result, pa.Table):
+        return result
+    if isinstance(result, pa.RecordBatchReader):
+        return result.read_all()
+    module = type(result).__module__
+    if module.startswith("polars"):
+        return result.to_arrow()
+    if module.startswith("pandas"):
+        return pa.Table.from_pandas(result, preserve_index=False)
+    raise StepFailed(
+        f"{table.name}: the function returned {type(result).__name__}",
+        location=table.location,
+        hint="return a pyarrow.Table, a polars DataFrame or a pandas DataFrame",
+    )

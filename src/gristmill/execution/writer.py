@@ -1,0 +1,164 @@
+"""Writing one step's rows: apply the contract, quarantine failures, commit a version.
+
+Order matters for crash safety: quarantined rows are written first, tagged with the
+version the table is about to get; the table commit comes last and is the moment the
+step's result becomes visible. A rerun after a crash replaces orphaned quarantine rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyarrow as pa
+
+from gristmill.definitions.contracts import Contract
+from gristmill.errors import ContractViolation
+from gristmill.execution.checks import (
+    FAILURES,
+    FILE_COLUMN,
+    checked_query,
+    good_rows_sql,
+    quarantine_sql,
+)
+from gristmill.execution.engines import Session
+from gristmill.planning import WriteMode
+from gristmill.storage.catalog import IngestedFile, Materialization
+from gristmill.storage.lake import Lake
+
+CHECKED = "__gm_checked"
+
+
+@dataclass
+class WriteRequest:
+    """What to write: a view in the session, its contract and how to commit it."""
+
+    table: str
+    relation: str
+    contract: Contract
+    mode: WriteMode
+    template: Materialization
+    """Everything about the materialization except version, rows and counts."""
+    keep_only_declared: bool = False
+    existing: str | None = None
+    previous_rows: int = 0
+    files: tuple[IngestedFile, ...] = field(default_factory=tuple)
+
+
+def write(session: Session, lake: Lake, request: WriteRequest) -> Materialization:
+    columns = [c for c, _ in session.columns(request.relation)]
+    if request.contract.is_empty and not request.files:
+        return _commit(lake, request, session.reader(f'SELECT * FROM "{request.relation}"'), {})
+    query = checked_query(
+        request.relation,
+        columns,
+        request.contract,
+        keep_only_declared=request.keep_only_declared,
+        existing=request.existing,
+    )
+    session.materialize(CHECKED, query.sql)
+    (total, bad), = session.rows(
+        f'SELECT count(*), count(*) FILTER (WHERE len("{FAILURES}") > 0) FROM "{CHECKED}"'
+    )
+    counts = dict(
+        session.rows(
+            f'SELECT f, count(*) FROM (SELECT unnest("{FAILURES}") AS f FROM "{CHECKED}") '
+            "GROUP BY f ORDER BY f"
+        )
+    )
+    _enforce_share(request, total, bad, counts)
+    _enforce_row_count(request, request.previous_rows + total - bad)
+    files = _file_counts(session, request, columns)
+    if bad:
+        latest = lake.latest_version(request.table)
+        next_version = 0 if latest is None else latest + 1
+        _write_quarantine(session, lake, request, query.raw_columns, next_version)
+    good = session.reader(good_rows_sql(CHECKED, query.output_columns))
+    result = _commit(lake, replace(request, files=files), good, counts, quarantined=bad)
+    session.rows(f'DROP TABLE IF EXISTS "{CHECKED}"')
+    return result
+
+
+def _commit(
+    lake: Lake,
+    request: WriteRequest,
+    data: pa.RecordBatchReader,
+    counts: dict[str, int],
+    quarantined: int = 0,
+) -> Materialization:
+    record = replace(
+        request.template,
+        mode=request.mode.value,
+        files=request.files,
+        quarantined=quarantined,
+        quarantine_counts=counts,
+        version=-1,
+    )
+    version = lake.write(request.table, data, mode=request.mode.value, record=record.to_record())
+    rows = lake.count(request.table, version)
+    schema = [{"name": f.name, "type": str(f.type)} for f in lake.schema(request.table, version)]
+    return replace(
+        record,
+        version=version,
+        rows=rows,
+        rows_added=rows - request.previous_rows,
+        schema=schema,
+    )
+
+
+def _enforce_share(request: WriteRequest, total: int, bad: int, counts: dict[str, int]) -> None:
+    limit = request.contract.max_quarantine_share
+    if total and bad / total > limit:
+        detail = ", ".join(f"{check}: {n}" for check, n in counts.items())
+        raise ContractViolation(
+            f"{request.table}: {bad} of {total} rows ({bad / total:.1%}) broke the contract, "
+            f"more than the limit of {limit:.0%} ({detail}); nothing was written",
+            hint="fix the input, or raise max_quarantine_share if this share is expected",
+        )
+
+
+def _enforce_row_count(request: WriteRequest, rows: int) -> None:
+    bounds = request.contract.row_count
+    if bounds is not None and bounds.violated_by(rows):
+        raise ContractViolation(
+            f"{request.table}: {bounds.name} failed with {rows} rows; nothing was written",
+            hint="check the input files or adjust row_count=",
+        )
+
+
+def _file_counts(
+    session: Session, request: WriteRequest, columns: list[str]
+) -> tuple[IngestedFile, ...]:
+    if not request.files or FILE_COLUMN not in columns:
+        return request.files
+    per_file: dict[str, tuple[Any, Any]] = {
+        name: (good, bad)
+        for name, good, bad in session.rows(
+            f'SELECT "{FILE_COLUMN}", count(*) FILTER (WHERE len("{FAILURES}") = 0), '
+            f'count(*) FILTER (WHERE len("{FAILURES}") > 0) FROM "{CHECKED}" GROUP BY 1'
+        )
+    }
+    return tuple(
+        replace(f, rows=int(per_file.get(f.path, (0, 0))[0]),
+                quarantined=int(per_file.get(f.path, (0, 0))[1]))
+        for f in request.files
+    )
+
+
+def _write_quarantine(
+    session: Session, lake: Lake, request: WriteRequest, raw: tuple[str, ...], version: int
+) -> None:
+    name = lake.quarantine_name(request.table)
+    for commit in lake.commits(name, after=(lake.latest_version(name) or 0) - 1):
+        if commit.record and commit.record.get("table_version") == version:
+            lake.delete(name, f"_table_version = {version}")
+    sql = quarantine_sql(CHECKED, raw, list(request.contract.columns), request.template.run_id,
+                         version)
+    lake.write(
+        name,
+        session.reader(sql),
+        mode="append",
+        record={"table": request.table, "table_version": version,
+                "run_id": request.template.run_id},
+        merge_schema=True,
+    )

@@ -1,0 +1,5 @@
+"""Planning layer: fingerprints and the plan of steps to run or skip."""
+
+from gristmill.planning.planner import Action, Plan, PlannedStep, WriteMode, build_plan
+
+__all__ = ["Action", "Plan", "PlannedStep", "WriteMode", "build_plan"]

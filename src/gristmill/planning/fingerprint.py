@@ -1,0 +1,91 @@
+"""Fingerprints: what a step's output depends on, as frozen values.
+
+The code hash covers what changes the data: normalized SQL or Python source, parameters,
+the contract and, for sources, the reader settings. Descriptions and feature metadata are
+left out, so editing them never forces a rebuild. The fingerprint adds the exact input
+versions (or, for sources, the ingested files).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import singledispatch
+from typing import Any
+
+from gristmill.definitions.objects import Definition, Source, Table
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@singledispatch
+def code_hash(definition: Definition) -> str:
+    raise TypeError(f"no fingerprint for {type(definition).__name__}")
+
+
+@code_hash.register
+def _source(definition: Source) -> str:
+    return _digest(
+        {
+            "kind": "ingest",
+            "path": definition.path,
+            "format": definition.format.value,
+            "options": definition.options,
+            "contract": definition.contract.describe(),
+        }
+    )
+
+
+@code_hash.register
+def _table(definition: Table) -> str:
+    if definition.function is not None:
+        code = normalized_python(definition.function)
+    else:
+        from gristmill.definitions.sql import parse_sql
+
+        code = parse_sql(definition.sql or "", definition.location).normalized
+    return _digest(
+        {
+            "kind": definition.kind.value,
+            "code": code,
+            "params": definition.params,
+            "contract": definition.contract.describe(),
+        }
+    )
+
+
+def normalized_python(function: Any) -> str:
+    """Function source without comments, docstring or formatting."""
+    source = textwrap.dedent(inspect.getsource(function))
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            node.decorator_list = []
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A step's code hash plus the exact state of its inputs."""
+
+    code: str
+    inputs: tuple[tuple[str, Any], ...]
+
+    @property
+    def value(self) -> str:
+        return _digest({"code": self.code, "inputs": self.inputs})
+
+    @classmethod
+    def of(cls, code: str, inputs: Mapping[str, Any]) -> Fingerprint:
+        return cls(code=code, inputs=tuple(sorted(inputs.items())))

@@ -1,0 +1,88 @@
+"""Public shapes returned by the service layer to the CLI, the API and the UI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def to_jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: to_jsonable(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "value") and type(value).__module__ != "builtins":
+        return value.value
+    return value
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    name: str
+    kind: str
+    version: int | None
+    rows: int | None
+    built_at: datetime | None
+    state: str
+    """``fresh``, ``stale`` or ``never built``."""
+    reason: str
+    quarantined: int
+    feature_view: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    kind: str
+    defined_at: str
+    inputs: list[str]
+    version: int | None
+    rows: int | None
+    columns: list[dict[str, str]]
+    description: str
+    feature_view: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    table: str
+    version: int
+    run_id: str
+    mode: str
+    fingerprint: str
+    rows: int
+    rows_added: int
+    quarantined: int
+    quarantine_counts: dict[str, int]
+    inputs: dict[str, int]
+    files: list[str]
+    built_at: datetime
+    duration_s: float
+    recovered: bool
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None
+    selection: str
+    full_refresh: bool
+    summary: dict[str, Any] | None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    name: str
+    kind: str
+    version: int | None
+    inputs: list[LineageNode]
+    """For --upstream: what this version read (exact versions when built)."""
+    files: list[str] = field(default_factory=list)

@@ -1,0 +1,376 @@
+"""The service layer: one object that the CLI, the HTTP API and the UI all call.
+
+It wires the layers together (definitions -> planning -> execution -> storage) and turns
+internal records into the public shapes of ``shapes.py``. It never prints.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from gristmill.definitions.graph import Graph
+from gristmill.definitions.loader import Project, load_project
+from gristmill.definitions.objects import Source, Table
+from gristmill.errors import GristmillError, MissingExtraError, NotMaterializedError
+from gristmill.execution.engines import Engine, create_engine
+from gristmill.execution.recovery import Recovery, reconcile
+from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
+from gristmill.execution.runner import Runner, RunResult
+from gristmill.planning import Plan, build_plan
+from gristmill.service.shapes import (
+    LineageNode,
+    RunInfo,
+    TableInfo,
+    TableStatus,
+    VersionInfo,
+)
+from gristmill.storage.catalog import Catalog, Materialization, resolve_url
+from gristmill.storage.lake import Lake
+
+STATE_DIR = ".gristmill"
+Frame = Literal["arrow", "polars", "pandas"]
+
+
+class RunInProgressError(GristmillError):
+    """Another process is running this project."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    result: RunResult
+    plan: Plan
+    recovery: Recovery
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for step in self.result.steps:
+            counts[step.status.value] = counts.get(step.status.value, 0) + 1
+        return {
+            "status": self.result.status,
+            "steps": counts,
+            "rows_written": sum(s.rows_added or 0 for s in self.result.steps),
+            "quarantined": sum(s.quarantined for s in self.result.steps),
+            "duration_s": round(self.result.duration_s, 3),
+            "recovered_versions": [list(a) for a in self.recovery.adopted],
+            "crashed_runs_closed": self.recovery.crashed_runs,
+        }
+
+
+class Workspace:
+    """A loaded project with its catalog and lake."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self.root = project.root
+        self.state_dir = self.root / STATE_DIR
+
+    @classmethod
+    def open(cls, path: Path | str | None = None) -> Workspace:
+        return cls(load_project(Path(path) if path else Path.cwd()))
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        self.state_dir.mkdir(exist_ok=True)
+        return Catalog(resolve_url(self.project.config.catalog, self.root))
+
+    @cached_property
+    def lake(self) -> Lake:
+        lake = Path(self.project.config.lake)
+        return Lake(lake if lake.is_absolute() else self.root / lake)
+
+    @property
+    def graph(self) -> Graph:
+        return self.project.graph
+
+    def close(self) -> None:
+        if "catalog" in self.__dict__:
+            self.catalog.close()
+
+    # ---- running ---------------------------------------------------------------------
+
+    def plan(self, selection: Sequence[str] = (), *, full_refresh: bool = False) -> Plan:
+        return build_plan(self.graph, self.catalog.reader(), self.root,
+                          selection=selection, full_refresh=full_refresh)
+
+    def run(
+        self,
+        selection: Sequence[str] = (),
+        *,
+        full_refresh: bool = False,
+        reporter: Reporter | None = None,
+    ) -> RunOutcome:
+        reporter = reporter or NullReporter()
+        with self._run_lock():
+            recovery = reconcile(self.graph, self.catalog, self.lake)
+            plan = self.plan(selection, full_refresh=full_refresh)
+            reporter.plan_ready(plan)
+            run_id = uuid.uuid4().hex
+            self.catalog.start_run(run_id, " ".join(selection), full_refresh)
+            result = self._runner(reporter).run(plan, run_id)
+            outcome = RunOutcome(result=result, plan=plan, recovery=recovery)
+            self.catalog.finish_run(run_id, result.status, outcome.summary())
+        return outcome
+
+    def _engine(self) -> Engine:
+        settings = self.project.config.duckdb
+        temp = Path(settings.temp_directory) if settings.temp_directory else self.state_dir / "tmp"
+        return create_engine(
+            self.project.config.engine,
+            memory_limit=settings.memory_limit,
+            threads=settings.threads,
+            temp_directory=temp,
+        )
+
+    def _runner(self, reporter: Reporter) -> Runner:
+        return Runner(
+            root=self.root,
+            graph=self.graph,
+            catalog=self.catalog,
+            lake=self.lake,
+            engine_factory=self._engine,
+            reporter=reporter,
+            parallelism=self.project.config.parallelism,
+        )
+
+    @contextmanager
+    def _run_lock(self) -> Iterator[None]:
+        self.state_dir.mkdir(exist_ok=True)
+        path = self.state_dir / "run.lock"
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise RunInProgressError(
+                    f"another run of this project is in progress (pid {handle.read().strip()})",
+                    hint="wait for it to finish; a killed run releases the lock by itself",
+                ) from None
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def status(self) -> list[TableStatus]:
+        plan = self.plan()
+        out = []
+        for step in plan.steps:
+            last = self.catalog.latest(step.name)
+            state = "never built" if last is None else ("stale" if step.action.value == "run"
+                                                        else "fresh")
+            out.append(
+                TableStatus(
+                    name=step.name,
+                    kind=step.kind.value,
+                    version=last.version if last else None,
+                    rows=last.rows if last else None,
+                    built_at=last.finished_at if last else None,
+                    state=state,
+                    reason=step.reason,
+                    quarantined=last.quarantined if last else 0,
+                    feature_view=self._feature(step.name),
+                )
+            )
+        return out
+
+    def tables(self) -> list[TableInfo]:
+        out = []
+        for name in self.graph.order:
+            node = self.graph.nodes[name]
+            last = self.catalog.latest(name)
+            out.append(
+                TableInfo(
+                    name=name,
+                    kind=node.kind.value,
+                    defined_at=str(node.location),
+                    inputs=list(node.dependencies),
+                    version=last.version if last else None,
+                    rows=last.rows if last else None,
+                    columns=last.schema if last else _declared(node),
+                    description=node.description,
+                    feature_view=self._feature(name),
+                )
+            )
+        return out
+
+    def _feature(self, name: str) -> dict[str, Any] | None:
+        node = self.graph.nodes[name]
+        if isinstance(node, Table) and node.feature is not None:
+            return {"entity": list(node.feature.entity), "timestamp": node.feature.timestamp}
+        return None
+
+    def materialization(self, table: str, version: int | None = None) -> Materialization:
+        self.graph.get(table)
+        if version is None:
+            found = self.catalog.latest(table)
+            if found is None:
+                raise NotMaterializedError(
+                    f"table {table!r} has not been built yet",
+                    hint=f"run `gristmill run +{table}`",
+                )
+            return found
+        found = self.catalog.materialization(table, version)
+        if found is None:
+            versions = [m.version for m in self.catalog.history(table)]
+            from gristmill.errors import VersionNotFoundError
+
+            raise VersionNotFoundError(
+                f"table {table!r} has no version {version}",
+                hint=f"versions: {_ranges(versions)}" if versions else f"run `gristmill run +{table}`",
+            )
+        return found
+
+    def read(
+        self,
+        table: str,
+        version: int | None = None,
+        *,
+        limit: int | None = None,
+        columns: list[str] | None = None,
+        as_: Frame = "arrow",
+    ) -> Any:
+        """A table version as Arrow (default), Polars or pandas."""
+        m = self.materialization(table, version)
+        data = self.lake.read(table, m.version, columns=columns, limit=limit)
+        return _frame(data, as_)
+
+    def quarantine(self, table: str, version: int | None = None, limit: int | None = None) -> pa.Table:
+        m = self.materialization(table, version)
+        name = self.lake.quarantine_name(table)
+        if not self.lake.exists(name):
+            return pa.table({})
+        import pyarrow.compute as pc
+
+        data = self.lake.read(name, self.lake.latest_version(name) or 0)
+        data = data.filter(pc.equal(data["_table_version"], m.version))
+        return data.slice(0, limit) if limit is not None else data
+
+    def history(self, table: str) -> list[VersionInfo]:
+        self.graph.get(table)
+        return [_version_info(m) for m in self.catalog.history(table)]
+
+    def runs(self, limit: int = 20) -> list[RunInfo]:
+        return [_run_info(r) for r in self.catalog.runs(limit)]
+
+    def run_info(self, run_id: str) -> RunInfo:
+        matches = [r for r in self.catalog.runs(10_000) if r.run_id.startswith(run_id)]
+        if len(matches) != 1:
+            from gristmill.errors import UnknownTableError
+
+            raise UnknownTableError(
+                f"no single run matches {run_id!r} ({len(matches)} found)",
+                hint="`gristmill runs` lists run ids; a unique prefix is enough",
+            )
+        steps = [
+            {"table": s.table_name, "kind": s.kind, "status": s.status, "reason": s.reason,
+             "version": s.version, "error": s.error}
+            for s in self.catalog.steps(matches[0].run_id)
+        ]
+        info = _run_info(matches[0])
+        return RunInfo(**{**info.__dict__, "steps": steps})
+
+    def lineage(
+        self, table: str, *, upstream: bool = True, version: int | None = None
+    ) -> LineageNode:
+        """Upstream: the exact versions this version read, down to source files.
+        Downstream: the tables that read this one (latest versions)."""
+        node = self.graph.get(table)
+        m = self.catalog.latest(table) if version is None else self.materialization(table, version)
+        if upstream:
+            inputs = m.inputs if m else {d: None for d in node.dependencies}
+            children = [self._upstream(dep, v) for dep, v in sorted(inputs.items())]
+        else:
+            children = [self.lineage(d, upstream=False) for d in self.graph.downstream[table]]
+        files = [f.path for f in self._all_files(table, m)] if isinstance(node, Source) else []
+        return LineageNode(name=table, kind=node.kind.value, version=m.version if m else None,
+                           inputs=children, files=files)
+
+    def _upstream(self, table: str, version: int | None) -> LineageNode:
+        return self.lineage(table, upstream=True, version=version)
+
+    def _all_files(self, table: str, m: Materialization | None) -> list[Any]:
+        if m is None:
+            return []
+        return [f for f in self.catalog.ingested_files(table) if _file_in(f, m, self.catalog)]
+
+
+def _file_in(f: Any, m: Materialization, catalog: Catalog) -> bool:
+    # Files of appended versions accumulate; an overwrite starts the set again.
+    history = [h for h in catalog.history(m.table_name) if h.version <= m.version]
+    start = max((h.version for h in history if h.mode == "overwrite"), default=0)
+    return any(h.version >= start and f.path in {x.path for x in h.files} for h in history)
+
+
+def _declared(node: Any) -> list[dict[str, str]]:
+    return [{"name": c, "type": t} for c, t in node.contract.columns.items()]
+
+
+def _frame(data: pa.Table, as_: Frame) -> Any:
+    if as_ == "arrow":
+        return data
+    if as_ == "polars":
+        try:
+            import polars as pl
+        except ModuleNotFoundError:
+            raise MissingExtraError("polars", "polars") from None
+        return pl.from_arrow(data)
+    try:
+        import pandas  # noqa: F401
+    except ModuleNotFoundError:
+        raise MissingExtraError("pandas", "pandas") from None
+    return data.to_pandas()
+
+
+def _ranges(versions: list[int]) -> str:
+    if not versions:
+        return "none"
+    return f"{versions[0]}..{versions[-1]}" if len(versions) > 3 else ", ".join(map(str, versions))
+
+
+def _version_info(m: Materialization) -> VersionInfo:
+    return VersionInfo(
+        table=m.table_name,
+        version=m.version,
+        run_id=m.run_id,
+        mode=m.mode,
+        fingerprint=m.fingerprint,
+        rows=m.rows,
+        rows_added=m.rows_added,
+        quarantined=m.quarantined,
+        quarantine_counts=m.quarantine_counts,
+        inputs=m.inputs,
+        files=[f.path for f in m.files],
+        built_at=m.finished_at,
+        duration_s=round(m.duration_s, 3),
+        recovered=m.recovered,
+    )
+
+
+def _run_info(r: Any) -> RunInfo:
+    return RunInfo(
+        run_id=r.run_id,
+        status=r.status,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        selection=r.selection,
+        full_refresh=r.full_refresh,
+        summary=r.summary,
+    )
+
+
+__all__ = ["RunOutcome", "StepStatus", "Workspace"]
