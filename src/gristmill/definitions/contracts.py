@@ -10,14 +10,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from sqlglot import exp
+from typing import TYPE_CHECKING
 
 from gristmill.errors import DefinitionError
+
+if TYPE_CHECKING:  # sqlglot is only needed when checks run, not when a project loads
+    from sqlglot import exp
 
 
 def col(name: str) -> exp.Column:
     """A quoted column reference, safe for any column name."""
+    from sqlglot import exp
+
     return exp.column(exp.to_identifier(name, quoted=True))
 
 
@@ -35,6 +39,8 @@ class RowCheck:
 
     def failure(self) -> exp.Expression:
         """SQL condition that is TRUE when a row breaks this check."""
+        from sqlglot import exp
+
         raise NotImplementedError
 
 
@@ -51,6 +57,8 @@ class NotNull(RowCheck):
         return (self.column,)
 
     def failure(self) -> exp.Expression:
+        from sqlglot import exp
+
         return col(self.column).is_(exp.null())
 
 
@@ -69,6 +77,8 @@ class Unique(RowCheck):
         return self.keys
 
     def failure(self) -> exp.Expression:
+        from sqlglot import exp
+
         # The first row per key (in input order) is kept; ORDER_COLUMN is added by the
         # engine so that the choice is deterministic.
         window = exp.Window(
@@ -101,6 +111,8 @@ class Range(RowCheck):
         return (self.column,)
 
     def failure(self) -> exp.Expression:
+        from sqlglot import exp
+
         parts: list[exp.Expression] = []
         if self.min is not None:
             parts.append(exp.LT(this=col(self.column), expression=_literal(self.min)))
@@ -123,6 +135,8 @@ class AcceptedValues(RowCheck):
         return (self.column,)
 
     def failure(self) -> exp.Expression:
+        from sqlglot import exp
+
         return exp.In(this=col(self.column), expressions=[_literal(v) for v in self.values]).not_()
 
 
@@ -146,6 +160,8 @@ class Regex(RowCheck):
         return (self.column,)
 
     def failure(self) -> exp.Expression:
+        from sqlglot import exp
+
         return exp.RegexpFullMatch(
             this=exp.cast(col(self.column), "VARCHAR"), expression=exp.Literal.string(self.pattern)
         ).not_()
@@ -167,6 +183,8 @@ class TypeCheck(RowCheck):
         return (self.column,)
 
     def failure(self) -> exp.Expression:
+        from sqlglot import exp
+
         raw = col(raw_column(self.column))
         return exp.and_(raw.is_(exp.null()).not_(), col(self.column).is_(exp.null()))
 
@@ -197,6 +215,8 @@ def raw_column(name: str) -> str:
 
 
 def _literal(value: object) -> exp.Expression:
+    from sqlglot import exp
+
     if isinstance(value, bool):
         return exp.Boolean(this=value)
     if isinstance(value, int | float):

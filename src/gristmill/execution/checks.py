@@ -14,6 +14,7 @@ from sqlglot import exp
 from gristmill.definitions.contracts import (
     ORDER_COLUMN,
     Contract,
+    NotNull,
     RowCheck,
     Unique,
     col,
@@ -61,7 +62,7 @@ def checked_query(
         *(exp.alias_(col(c), raw_column(c), quoted=True) for c in declared),
         *(col(c) for c in available if c in internal),
     ).from_(exp.to_identifier(relation, quoted=True))
-    failures = [_failure_case(check, existing) for check in contract.row_checks()]
+    failures = [_failure_case(check, existing, declared) for check in contract.row_checks()]
     failure_list = exp.Anonymous(
         this="list_filter",
         expressions=[
@@ -88,8 +89,13 @@ def _typed(column: str, type_: str | None) -> exp.Expression:
                       column, quoted=True)
 
 
-def _failure_case(check: RowCheck, existing: str | None) -> exp.Expression:
+def _failure_case(
+    check: RowCheck, existing: str | None, declared: dict[str, str]
+) -> exp.Expression:
     condition = check.failure()
+    if isinstance(check, NotNull) and check.column in declared:
+        # A value that is present but does not cast is a type failure, not a missing value.
+        condition = col(raw_column(check.column)).is_(exp.null())
     if isinstance(check, Unique) and existing is not None:
         condition = exp.or_(condition, _exists_in(check.keys, existing))
     return exp.Case(ifs=[exp.If(this=condition, true=exp.Literal.string(check.name))])

@@ -19,7 +19,6 @@ from gristmill.definitions.graph import Graph
 from gristmill.errors import GristmillError, StepFailed
 from gristmill.execution.engines import Engine
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus
-from gristmill.execution.steps import StepContext, run_step
 from gristmill.planning import Action, Plan, PlannedStep
 from gristmill.planning.fingerprint import Fingerprint
 from gristmill.storage.catalog import Catalog, Materialization, StepRecord
@@ -206,6 +205,8 @@ class Runner:
             started_at=started_at,  # type: ignore[arg-type]
             finished_at=started_at,  # type: ignore[arg-type]
         )
+        from gristmill.execution.steps import StepContext, run_step
+
         with self._engine_for_step().session() as session:
             ctx = StepContext(self.root, self.lake, session, step, definition, inputs, template,
                               previous)

@@ -14,9 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Literal
 
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.loader import Project, load_project
@@ -36,6 +34,9 @@ from gristmill.service.shapes import (
 )
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
 from gristmill.storage.lake import Lake
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 STATE_DIR = ".gristmill"
 Frame = Literal["arrow", "polars", "pandas"]
@@ -252,6 +253,8 @@ class Workspace:
     def quarantine(self, table: str, version: int | None = None, limit: int | None = None) -> pa.Table:
         m = self.materialization(table, version)
         name = self.lake.quarantine_name(table)
+        import pyarrow as pa
+
         if not self.lake.exists(name):
             return pa.table({})
         import pyarrow.compute as pc
@@ -304,16 +307,12 @@ class Workspace:
         return self.lineage(table, upstream=True, version=version)
 
     def _all_files(self, table: str, m: Materialization | None) -> list[Any]:
+        """Files behind a source version: those of the last overwrite and appends since."""
         if m is None:
             return []
-        return [f for f in self.catalog.ingested_files(table) if _file_in(f, m, self.catalog)]
-
-
-def _file_in(f: Any, m: Materialization, catalog: Catalog) -> bool:
-    # Files of appended versions accumulate; an overwrite starts the set again.
-    history = [h for h in catalog.history(m.table_name) if h.version <= m.version]
-    start = max((h.version for h in history if h.mode == "overwrite"), default=0)
-    return any(h.version >= start and f.path in {x.path for x in h.files} for h in history)
+        history = [h for h in self.catalog.history(table) if h.version <= m.version]
+        start = max((h.version for h in history if h.mode == "overwrite"), default=0)
+        return [f for h in history if h.version >= start for f in h.files]
 
 
 def _declared(node: Any) -> list[dict[str, str]]:

@@ -12,14 +12,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import pyarrow as pa
-import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from typing import TYPE_CHECKING, Any, Literal
 
 from gristmill.errors import LakeError, VersionNotFoundError
+
+if TYPE_CHECKING:  # heavy imports stay lazy so that a no-op run starts fast
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable
 
 METADATA_KEY = "gristmill"
 QUARANTINE_SUFFIX = "__quarantine"
@@ -49,14 +49,19 @@ class Lake:
         return f"{name}{QUARANTINE_SUFFIX}"
 
     def exists(self, name: str) -> bool:
-        return DeltaTable.is_deltatable(str(self.path(name)))
+        return (self.path(name) / "_delta_log").is_dir()
 
     def latest_version(self, name: str) -> int | None:
         if not self.exists(name):
             return None
+        from deltalake import DeltaTable
+
         return DeltaTable(str(self.path(name))).version()
 
     def _table(self, name: str, version: int | None = None) -> DeltaTable:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError, TableNotFoundError
+
         try:
             return DeltaTable(str(self.path(name)), version=version)
         except TableNotFoundError:
@@ -105,6 +110,9 @@ class Lake:
         merge_schema: bool = False,
     ) -> int:
         """Commit ``data`` as the next version of ``name`` and return that version."""
+        from deltalake import CommitProperties, DeltaTable, write_deltalake
+        from deltalake.exceptions import DeltaError
+
         path = str(self.path(name))
         properties = CommitProperties(custom_metadata={METADATA_KEY: json.dumps(record)})
         try:
@@ -133,6 +141,8 @@ class Lake:
         """Commits newer than ``after`` (all when None), oldest first."""
         if not self.exists(name):
             return []
+        from deltalake import DeltaTable
+
         out = []
         for entry in DeltaTable(str(self.path(name))).history():
             version = int(entry["version"])

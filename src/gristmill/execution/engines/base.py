@@ -8,12 +8,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
-
-import pyarrow as pa
-import pyarrow.dataset as pads
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gristmill.errors import UnknownNameError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as pads
 
 
 class Session(ABC):

@@ -1,0 +1,197 @@
+"""The ``gristmill`` command: thin commands over the service layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gristmill.cli import render
+from gristmill.cli.progress import RichReporter
+from gristmill.errors import RunFailed
+from gristmill.service import Workspace
+
+app = typer.Typer(
+    name="gristmill",
+    help="Versioned tables, contracts and features for ML engineers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--project", "-p", help="Project folder (default: the current folder or a parent).",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
+TableArg = Annotated[str, typer.Argument(help="Table name.")]
+
+
+def _open(project: Path | None) -> Workspace:
+    return Workspace.open(project)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create.")],
+    example: Annotated[str, typer.Option(help="Example to copy: churn.")] = "churn",
+    scale: Annotated[str, typer.Option(help="Data size: small, medium or large.")] = "small",
+    seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 7,
+    json: JsonOpt = False,
+) -> None:
+    """Create a project from an example, with generated data."""
+    from gristmill.service.init import init_project
+
+    created = init_project(directory, example=example, scale=scale, seed=seed)
+    if json:
+        render.emit_json(created)
+        return
+    render.out.print(f"created [bold]{created['project']}[/] in {created['path']} "
+                     f"({created['files']} data files, scale {scale})")
+    render.out.print(f"next: cd {directory} && gristmill run")
+
+
+@app.command()
+def run(
+    select: Annotated[list[str] | None, typer.Argument(
+        help="What to run: name, +name (with upstream), name+ (with downstream).")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild everything selected.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Build stale tables: ingest new files, check contracts, run SQL and Python steps."""
+    ws = _open(project)
+    if dry_run:
+        plan = ws.plan(select or (), full_refresh=full_refresh)
+        render.emit_json(plan) if json else render.plan_table(plan)
+        return
+    if json:
+        outcome = ws.run(select or (), full_refresh=full_refresh)
+        render.emit_json({"run_id": outcome.result.run_id, "summary": outcome.summary(),
+                          "steps": outcome.result.steps})
+    else:
+        with RichReporter() as reporter:
+            outcome = ws.run(select or (), full_refresh=full_refresh, reporter=reporter)
+        render.run_summary(outcome.result.steps, outcome.summary())
+    if not outcome.ok:
+        raise RunFailed(f"run {outcome.result.run_id[:8]} failed", hint="see the errors above")
+
+
+@app.command()
+def status(project: ProjectOpt = None, json: JsonOpt = False) -> None:
+    """Every table: version, rows, and whether it is fresh or stale (and why)."""
+    rows = _open(project).status()
+    if json:
+        return render.emit_json(rows)
+    render.records("status", [r.__dict__ for r in rows],
+                   ["name", "kind", "version", "rows", "quarantined", "built_at", "state", "reason"])
+
+
+@app.command()
+def tables(project: ProjectOpt = None, json: JsonOpt = False) -> None:
+    """Sources and tables defined by the project."""
+    rows = _open(project).tables()
+    if json:
+        return render.emit_json(rows)
+    view = [{**r.__dict__, "inputs": ", ".join(r.inputs), "columns": len(r.columns),
+             "feature_view": "yes" if r.feature_view else ""} for r in rows]
+    render.records("tables", view,
+                   ["name", "kind", "inputs", "version", "rows", "columns", "feature_view",
+                    "defined_at"])
+
+
+@app.command()
+def runs(
+    run_id: Annotated[str | None, typer.Argument(help="Show one run's steps.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Recent runs, or the steps of one run."""
+    ws = _open(project)
+    if run_id:
+        info = ws.run_info(run_id)
+        if json:
+            return render.emit_json(info)
+        return render.records(f"run {info.run_id} ({info.status})", info.steps,
+                              ["table", "kind", "status", "version", "reason", "error"])
+    rows = ws.runs(limit)
+    if json:
+        return render.emit_json(rows)
+    view = [{**r.__dict__, "run_id": r.run_id[:12],
+             "steps": str((r.summary or {}).get("steps", "")),
+             "rows": (r.summary or {}).get("rows_written")} for r in rows]
+    render.records("runs", view, ["run_id", "status", "started_at", "selection", "steps", "rows"])
+
+
+@app.command()
+def show(
+    table: TableArg,
+    version: Annotated[int | None, typer.Option(help="Version (default: latest).")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="Rows to show.")] = 10,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Rows of a table version."""
+    ws = _open(project)
+    m = ws.materialization(table, version)
+    data = ws.read(table, m.version, limit=limit)
+    if json:
+        return render.emit_json({"table": table, "version": m.version, "rows": m.rows,
+                                 "data": data.to_pylist()})
+    render.arrow(data, f"{table} v{m.version} ({m.rows:,} rows, showing {data.num_rows})")
+
+
+@app.command()
+def quarantine(
+    table: TableArg,
+    version: Annotated[int | None, typer.Option(help="Version (default: latest).")] = None,
+    limit: Annotated[int, typer.Option(min=0, help="Rows to show.")] = 10,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Rows that broke the contract of a table version, with the checks they failed."""
+    ws = _open(project)
+    m = ws.materialization(table, version)
+    data = ws.quarantine(table, m.version, limit=limit)
+    if json:
+        return render.emit_json({"table": table, "version": m.version,
+                                 "quarantined": m.quarantined, "counts": m.quarantine_counts,
+                                 "data": data.to_pylist()})
+    render.arrow(data, f"{table} v{m.version}: {m.quarantined:,} quarantined "
+                       f"{m.quarantine_counts}")
+
+
+@app.command()
+def history(table: TableArg, project: ProjectOpt = None, json: JsonOpt = False) -> None:
+    """Every version of a table: run, fingerprint, rows, input versions."""
+    rows = _open(project).history(table)
+    if json:
+        return render.emit_json(rows)
+    view = [{**r.__dict__, "version": f"v{r.version}", "run_id": r.run_id[:12],
+             "fingerprint": r.fingerprint[:12],
+             "inputs": ", ".join(f"{k} v{v}" for k, v in r.inputs.items()) or
+             ", ".join(r.files[:3]) + (" …" if len(r.files) > 3 else ""),
+             "recovered": "yes" if r.recovered else ""} for r in rows]
+    render.records(f"history of {table}", view,
+                   ["version", "built_at", "run_id", "mode", "fingerprint", "rows", "rows_added",
+                    "quarantined", "inputs", "recovered"])
+
+
+@app.command()
+def lineage(
+    table: TableArg,
+    upstream: Annotated[bool, typer.Option("--upstream/--downstream",
+                                           help="What it was built from, or what reads it.")] = True,
+    version: Annotated[int | None, typer.Option(help="Version (default: latest).")] = None,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """The lineage of a table version: exact input versions down to source files."""
+    node = _open(project).lineage(table, upstream=upstream, version=version)
+    if json:
+        return render.emit_json(node)
+    render.lineage(node, upstream)

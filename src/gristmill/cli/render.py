@@ -1,0 +1,180 @@
+"""Turning service-layer shapes into rich tables or one JSON document."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+from typing import TYPE_CHECKING
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from gristmill.execution.reporter import StepResult, StepStatus
+from gristmill.planning import Plan
+from gristmill.service.shapes import LineageNode, to_jsonable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATUS_STYLE = {
+    "success": "green",
+    "fresh": "green",
+    "skipped": "dim",
+    "noop": "dim",
+    "failed": "bold red",
+    "blocked": "yellow",
+    "stale": "yellow",
+    "never built": "yellow",
+    "crashed": "red",
+    "running": "cyan",
+}
+
+
+def emit_json(value: Any) -> None:
+    data = orjson.dumps(to_jsonable(value), option=orjson.OPT_INDENT_2, default=_default)
+    sys.stdout.write(data.decode() + "\n")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def styled(text: str) -> str:
+    style = STATUS_STYLE.get(text)
+    return f"[{style}]{text}[/]" if style else text
+
+
+def fmt_int(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def run_summary(steps: tuple[StepResult, ...], summary: dict[str, Any]) -> None:
+    shown = [s for s in steps if s.status is not StepStatus.SKIPPED]
+    if shown:
+        _steps_table(shown)
+    _details(steps)
+    skipped = len(steps) - len(shown)
+    if summary["status"] == "noop":
+        out.print(f"[green]nothing to do[/]: all {len(steps)} tables are fresh "
+                  f"({summary['duration_s']:.3f}s)")
+    else:
+        out.print(
+            f"{styled(summary['status'])}: {summary['steps']} — "
+            f"{summary['rows_written']:,} rows written, {summary['quarantined']:,} quarantined, "
+            f"{summary['duration_s']:.2f}s" + (f"; {skipped} fresh, skipped" if skipped else "")
+        )
+    if summary["recovered_versions"]:
+        out.print(f"[cyan]recovered[/] after a crash: {summary['recovered_versions']}")
+
+
+def _steps_table(steps: list[StepResult]) -> None:
+    table = Table(title="run summary", title_justify="left")
+    for column in ("table", "status", "version", "rows", "added", "quarantined", "time", "note"):
+        table.add_column(column, justify="right" if column in ("version", "rows", "added",
+                                                               "quarantined", "time") else "left")
+    for step in steps:
+        note = step.reason
+        if step.files:
+            note = f"{len(step.files)} file(s): {', '.join(step.files[:3])}" + (
+                " …" if len(step.files) > 3 else "")
+        if step.status is StepStatus.FAILED and step.error:
+            note = "see error below"
+        table.add_row(
+            step.name,
+            styled(step.status.value),
+            "" if step.version is None else f"v{step.version}",
+            fmt_int(step.rows),
+            fmt_int(step.rows_added),
+            fmt_int(step.quarantined) if step.quarantined else "",
+            f"{step.duration_s:.2f}s" if step.status is StepStatus.SUCCESS else "",
+            note,
+        )
+    out.print(table)
+
+
+def _details(steps: tuple[StepResult, ...]) -> None:
+    for step in steps:
+        if step.quarantine_counts:
+            counts = ", ".join(f"{c}: {n:,}" for c, n in step.quarantine_counts.items())
+            out.print(f"  [yellow]quarantined[/] {step.name}: {counts} "
+                      f"(see `gristmill quarantine {step.name}`)")
+    for step in steps:
+        if step.error:
+            location = f"{step.error['location']}: " if step.error.get("location") else ""
+            err.print(f"[bold red]error[/] in {step.name}: {location}{step.error['message']}")
+            if step.error.get("hint"):
+                err.print(f"  hint: {step.error['hint']}")
+
+
+def plan_table(plan: Plan) -> None:
+    table = Table(title="plan", title_justify="left")
+    table.add_column("table")
+    table.add_column("kind")
+    table.add_column("action")
+    table.add_column("reason")
+    for step in plan.steps:
+        table.add_row(step.name, step.kind.value,
+                      styled("run" if step.action.value == "run" else "skipped"), step.reason)
+    out.print(table)
+
+
+def records(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    out.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return fmt_time(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, str):
+        return styled(value)
+    return str(value)
+
+
+def arrow(data: pa.Table, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for field in data.schema:
+        table.add_column(f"{field.name}\n[dim]{field.type}[/]")
+    for row in data.to_pylist():
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    out.print(table)
+
+
+def lineage(node: LineageNode, upstream: bool) -> None:
+    tree = Tree(_label(node))
+    _grow(tree, node)
+    out.print(f"[dim]{'upstream (what it was built from)' if upstream else 'downstream'}[/]")
+    out.print(tree)
+
+
+def _label(node: LineageNode) -> str:
+    version = "never built" if node.version is None else f"v{node.version}"
+    return f"[bold]{node.name}[/] [dim]{node.kind}[/] {version}"
+
+
+def _grow(tree: Tree, node: LineageNode) -> None:
+    for child in node.inputs:
+        _grow(tree.add(_label(child)), child)
+    for path in node.files:
+        tree.add(f"[dim]file[/] {path}")

@@ -1,0 +1,1 @@
+"""Example projects: a template folder plus a seeded data generator each."""

@@ -1,0 +1,1 @@
+"""The churn example: users, transactions, clickstream events and churn labels."""

@@ -1,0 +1,33 @@
+"""Creating a project from an example template with generated data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gristmill.errors import GristmillError, UnknownNameError
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = ("churn",)
+
+
+def init_project(directory: Path, *, example: str, scale: str, seed: int) -> dict[str, Any]:
+    from gristmill.examples.churn.generator import SCALES, generate
+
+    if example not in EXAMPLES:
+        raise UnknownNameError("example", example, list(EXAMPLES))
+    if scale not in SCALES:
+        raise UnknownNameError("scale", scale, list(SCALES))
+    directory = directory.resolve()
+    if directory.exists() and any(directory.iterdir()):
+        raise GristmillError(
+            f"{directory} exists and is not empty",
+            hint="choose a new folder name, or remove the folder first",
+        )
+    template = EXAMPLES_DIR / example / "project"
+    shutil.copytree(template, directory, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    counts = generate(directory / "data", scale=scale, seed=seed)
+    return {"project": example, "path": str(directory), "scale": scale, "seed": seed,
+            "files": sum(counts.values()), "data": counts}
