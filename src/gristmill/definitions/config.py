@@ -81,9 +81,11 @@ def load_config(project_dir: Path) -> ProjectConfig:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's TOMLDecodeError keeps the position only in its message.
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         raise ConfigError(
-            f"malformed TOML: {exc.msg}",
-            location=Location(path, exc.lineno),
+            f"malformed TOML: {re.sub(r' [(]at line.*', '', str(exc))}",
+            location=Location(path, int(match.group(1)) if match else None),
             hint="fix the syntax at that line (strings need quotes, tables [brackets])",
         )
     try:

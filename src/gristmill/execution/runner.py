@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gristmill import failpoints
 from gristmill.definitions.graph import Graph
 from gristmill.errors import GristmillError, StepFailed
 from gristmill.execution.engines import Engine
@@ -212,6 +213,7 @@ class Runner:
                               previous)
             materialization = run_step(ctx)
         materialization = replace(materialization, finished_at=utcnow())
+        failpoints.hit("after_commit", step.name)
         self.catalog.record_materialization(materialization)
         return materialization
 

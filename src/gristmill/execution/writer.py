@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from gristmill import failpoints
 from gristmill.definitions.contracts import Contract
 from gristmill.errors import ContractViolation
 from gristmill.execution.checks import (
@@ -73,6 +74,7 @@ def write(session: Session, lake: Lake, request: WriteRequest) -> Materializatio
         latest = lake.latest_version(request.table)
         next_version = 0 if latest is None else latest + 1
         _write_quarantine(session, lake, request, query.raw_columns, next_version)
+        failpoints.hit("after_quarantine", request.table)
     good = session.reader(good_rows_sql(CHECKED, query.output_columns))
     result = _commit(lake, replace(request, files=files), good, counts, quarantined=bad)
     session.rows(f'DROP TABLE IF EXISTS "{CHECKED}"')

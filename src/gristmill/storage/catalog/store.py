@@ -166,7 +166,11 @@ class Catalog(CatalogReader):
         super().__init__(_engine(url))
         self.url = url
         self._lock = threading.Lock()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def reader(self) -> CatalogReader:
         return CatalogReader(self._engine)

@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny real projects on disk and the CLI run in-process."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gristmill.cli import main
+from gristmill.service import Workspace
+
+BASIC_MODULE = '''
+import pyarrow as pa
+import gristmill as gm
+
+txns = gm.source(
+    "txns", "data/*.csv",
+    columns={"id": "VARCHAR", "user_id": "VARCHAR", "amount": "DOUBLE"},
+    checks=[gm.not_null("id", "user_id"), gm.unique("id"), gm.in_range("amount", min=0)],
+    max_quarantine_share=0.6,
+)
+'''
+
+BASIC_SQL = {
+    "per_user.sql": "select user_id, sum(amount) as total, count(*) as n\nfrom txns\ngroup by user_id\n",
+    "top_users.sql": "select user_id, total\nfrom per_user\nwhere total > 5\n",
+}
+
+BASIC_CSV = "id,user_id,amount\n1,u1,10\n2,u1,5\n3,u2,abc\n4,,3\n5,u3,-1\n6,u2,7\n6,u2,8\n"
+
+
+def write_project(
+    root: Path,
+    *,
+    module: str = BASIC_MODULE,
+    sql: dict[str, str] | None = None,
+    data: dict[str, str] | None = None,
+    toml: str = 'name = "t"\n',
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "gristmill.toml").write_text(toml)
+    (root / "pipeline.py").write_text(textwrap.dedent(module))
+    (root / "sql").mkdir(exist_ok=True)
+    for name, text in (BASIC_SQL if sql is None else sql).items():
+        (root / "sql" / name).write_text(text)
+    (root / "data").mkdir(exist_ok=True)
+    for name, text in ({"a.csv": BASIC_CSV} if data is None else data).items():
+        (root / "data" / name).write_text(text)
+    return root
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_project(tmp_path / "proj")
+
+
+@pytest.fixture
+def workspace(project: Path) -> Workspace:
+    ws = Workspace.open(project)
+    yield ws
+    ws.close()
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    def invoke(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke

@@ -1,0 +1,108 @@
+"""The catalog contract, run over every backend: SQLite and a real PostgreSQL."""
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+
+from gristmill.errors import CatalogError
+from gristmill.storage.catalog import Catalog, IngestedFile, Materialization, StepRecord
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    name = f"gm_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def materialization(version: int, mode: str = "overwrite") -> Materialization:
+    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=version)
+    return Materialization(
+        table_name="t",
+        version=version,
+        run_id=f"run{version}",
+        kind="ingest",
+        mode=mode,
+        fingerprint=f"fp{version}",
+        code_hash="code",
+        inputs={"a": 3},
+        rows=10 * (version + 1),
+        rows_added=10,
+        quarantined=2,
+        schema=[{"name": "x", "type": "int64"}],
+        started_at=start,
+        finished_at=start + timedelta(seconds=3),
+        files=(IngestedFile("data/a.csv", 100, 123, 8, 2),),
+        quarantine_counts={"not_null(x)": 2},
+    )
+
+
+def test_migrates_to_head_and_reopens(url: str) -> None:
+    Catalog(url).close()
+    catalog = Catalog(url)  # second open: already at head, no migration
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar() == "0001"
+    engine.dispose()
+    assert catalog.latest_versions() == {}
+    catalog.close()
+
+
+def test_materialization_round_trip(url: str) -> None:
+    catalog = Catalog(url)
+    catalog.record_materialization(materialization(0))
+    catalog.record_materialization(materialization(1, "append"))
+    latest = catalog.latest("t")
+    assert latest == materialization(1, "append")
+    assert latest.duration_s == 3.0
+    assert [m.version for m in catalog.history("t")] == [0, 1]
+    assert catalog.latest_versions() == {"t": 1}
+    assert catalog.materialization("t", 0).quarantine_counts == {"not_null(x)": 2}
+    assert [f.path for f in catalog.ingested_files("t")] == ["data/a.csv", "data/a.csv"]
+    assert catalog.materialization("t", 7) is None
+    catalog.close()
+
+
+def test_runs_steps_and_abandoned_runs(url: str) -> None:
+    catalog = Catalog(url)
+    catalog.start_run("r1", "+t", False)
+    catalog.record_step(StepRecord("r1", "t", "sql", "running", "never built", None, None, None, None))
+    assert catalog.mark_abandoned_runs() == 1
+    assert catalog.run("r1").status == "crashed"
+    assert catalog.steps("r1")[0].status == "crashed"
+    catalog.start_run("r2", "", True)
+    catalog.finish_run("r2", "success", {"rows": 5})
+    runs = catalog.runs()
+    assert [r.run_id for r in runs] == ["r2", "r1"]
+    assert runs[0].summary == {"rows": 5} and runs[0].full_refresh
+    catalog.close()
+
+
+def test_newer_schema_is_refused(url: str) -> None:
+    Catalog(url).close()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("update alembic_version set version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(CatalogError, match="newer than this release"):
+        Catalog(url)
+
+
+def test_unreachable_catalog_is_a_clear_error() -> None:
+    with pytest.raises(CatalogError, match="cannot open the catalog"):
+        Catalog("postgresql+psycopg://postgres@127.0.0.1:1/none")

@@ -1,0 +1,30 @@
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from gristmill.errors import VersionNotFoundError
+from gristmill.storage.lake import Lake
+
+
+def test_versions_are_immutable_and_readable(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    assert lake.latest_version("t") is None
+    v0 = lake.write("t", pa.table({"x": [1, 2]}), mode="overwrite", record={"run_id": "a"})
+    v1 = lake.write("t", pa.table({"x": [3]}), mode="append", record={"run_id": "b"})
+    v2 = lake.write("t", pa.table({"y": ["z"]}), mode="overwrite", record={"run_id": "c"})
+    assert (v0, v1, v2) == (0, 1, 2)
+    assert lake.read("t", 0).to_pydict() == {"x": [1, 2]}
+    assert sorted(lake.read("t", 1)["x"].to_pylist()) == [1, 2, 3]
+    assert lake.read("t", 2).to_pydict() == {"y": ["z"]}
+    assert lake.count("t", 1) == 3
+    assert [c.record["run_id"] for c in lake.commits("t")] == ["a", "b", "c"]
+    assert [c.version for c in lake.commits("t", after=0)] == [1, 2]
+    assert lake.has_commit_after("t", 1) and not lake.has_commit_after("t", 2)
+
+
+def test_missing_version(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    lake.write("t", pa.table({"x": [1]}), mode="overwrite", record={})
+    with pytest.raises(VersionNotFoundError, match="no version 5"):
+        lake.read("t", 5)
