@@ -233,7 +233,8 @@ def table(
         inputs: tuple[str, ...] = ()
         loc = location
         if function is not None:
-            inputs = tuple(inspect.signature(function).parameters)
+            inputs = tuple(p for p in inspect.signature(function).parameters
+                           if p not in (params or {}))
             loc = Location(Path(inspect.getfile(function)), function.__code__.co_firstlineno)
         return Table(
             name=name,

@@ -134,7 +134,13 @@ def good_rows_sql(checked: str, columns: Sequence[str]) -> str:
 
 
 def quarantine_sql(
-    checked: str, raw_columns: Sequence[str], declared: Sequence[str], run_id: str, version: int
+    checked: str,
+    raw_columns: Sequence[str],
+    declared: Sequence[str],
+    run_id: str,
+    version: int,
+    *,
+    has_file: bool,
 ) -> str:
     """Quarantined rows: original values as text, the failed checks, file, row, run, version."""
     values = [
@@ -143,12 +149,12 @@ def quarantine_sql(
         )
         for c in raw_columns
     ]
-    has_file = exp.column(exp.to_identifier(FILE_COLUMN, quoted=True))
+    file_column = col(FILE_COLUMN) if has_file else exp.cast(exp.null(), "VARCHAR")
     return (
         exp.select(
             *values,
             exp.alias_(col(FAILURES), "_checks"),
-            exp.alias_(has_file, "_file"),
+            exp.alias_(file_column, "_file"),
             exp.alias_(col(ORDER_COLUMN), "_row"),
             exp.alias_(exp.Literal.string(run_id), "_run_id"),
             exp.alias_(exp.cast(exp.Literal.number(version), "BIGINT"), "_table_version"),

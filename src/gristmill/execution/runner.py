@@ -88,6 +88,8 @@ class Runner:
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="step") as pool:
             while pending or running:
                 for name in self._ready(pending, set(running.values())):
+                    if len(running) >= self.parallelism:
+                        break
                     step = pending.pop(name)
                     blocker = self._blocker(step, results)
                     if blocker:

@@ -73,7 +73,8 @@ def write(session: Session, lake: Lake, request: WriteRequest) -> Materializatio
     if bad:
         latest = lake.latest_version(request.table)
         next_version = 0 if latest is None else latest + 1
-        _write_quarantine(session, lake, request, query.raw_columns, next_version)
+        _write_quarantine(session, lake, request, query.raw_columns, next_version,
+                          has_file=FILE_COLUMN in columns)
         failpoints.hit("after_quarantine", request.table)
     good = session.reader(good_rows_sql(CHECKED, query.output_columns))
     result = _commit(lake, replace(request, files=files), good, counts, quarantined=bad)
@@ -148,14 +149,20 @@ def _file_counts(
 
 
 def _write_quarantine(
-    session: Session, lake: Lake, request: WriteRequest, raw: tuple[str, ...], version: int
+    session: Session,
+    lake: Lake,
+    request: WriteRequest,
+    raw: tuple[str, ...],
+    version: int,
+    *,
+    has_file: bool,
 ) -> None:
     name = lake.quarantine_name(request.table)
     for commit in lake.commits(name, after=(lake.latest_version(name) or 0) - 1):
         if commit.record and commit.record.get("table_version") == version:
             lake.delete(name, f"_table_version = {version}")
     sql = quarantine_sql(CHECKED, raw, list(request.contract.columns), request.template.run_id,
-                         version)
+                         version, has_file=has_file)
     lake.write(
         name,
         session.reader(sql),

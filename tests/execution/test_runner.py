@@ -1,0 +1,176 @@
+"""The runner over real DuckDB, Delta and SQLite."""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gristmill.execution.reporter import StepResult, StepStatus
+from gristmill.planning import Plan
+from gristmill.service import Workspace
+from tests.conftest import write_project
+
+
+def test_run_builds_every_table_with_exact_lineage(workspace: Workspace) -> None:
+    outcome = workspace.run()
+    assert outcome.result.status == "success"
+    assert workspace.read("per_user").sort_by("user_id").to_pydict() == {
+        "user_id": ["u1", "u2"], "total": [15.0, 7.0], "n": [2, 1]}
+    assert workspace.read("top_users").sort_by("user_id").to_pydict() == {
+        "user_id": ["u1", "u2"], "total": [15.0, 7.0]}
+    per_user = workspace.catalog.latest("per_user")
+    assert per_user.inputs == {"txns": 0}
+    assert per_user.rows == 2 and per_user.version == 0
+    again = Workspace.open(workspace.root).run()
+    assert again.result.status == "noop"
+    assert [s.status for s in again.result.steps] == [StepStatus.SKIPPED] * 3
+
+
+def test_old_versions_stay_readable_as_arrow_polars_pandas(workspace: Workspace, project: Path) -> None:
+    workspace.run()
+    (project / "data" / "b.csv").write_text("id,user_id,amount\n30,u1,100\n")
+    Workspace.open(project).run()
+    assert workspace.read("per_user", 0).sort_by("user_id")["total"].to_pylist() == [15.0, 7.0]
+    assert workspace.read("per_user", 1).sort_by("user_id")["total"].to_pylist() == [115.0, 7.0]
+    frame = workspace.read("per_user", 0, as_="polars").sort("user_id")
+    assert frame["total"].to_list() == [15.0, 7.0]
+    pdf = workspace.read("per_user", 1, as_="pandas").sort_values("user_id")
+    assert pdf["n"].tolist() == [3, 1]
+
+
+def test_sql_error_names_file_line_and_blocks_downstream(tmp_path: Path) -> None:
+    sql = {
+        "per_user.sql": "select user_id,\n  sum(amount) as total\nfrom txns\nwhere nope > 1\ngroup by 1\n",
+        "top_users.sql": "select * from per_user\n",
+    }
+    ws = Workspace.open(write_project(tmp_path, sql=sql))
+    outcome = ws.run()
+    steps = {s.name: s for s in outcome.result.steps}
+    assert not outcome.ok
+    assert steps["txns"].status is StepStatus.SUCCESS
+    assert steps["per_user"].status is StepStatus.FAILED
+    assert steps["per_user"].error["location"].endswith("per_user.sql:4")
+    assert 'Referenced column "nope" not found' in steps["per_user"].error["message"]
+    assert steps["top_users"].status is StepStatus.BLOCKED
+    assert steps["top_users"].reason == "blocked: upstream 'per_user' did not build"
+    run = ws.run_info(outcome.result.run_id)
+    assert run.status == "failed"
+    assert {s["table"]: s["status"] for s in run.steps} == {
+        "txns": "success", "per_user": "failed", "top_users": "blocked"}
+
+
+PY_MODULE = '''
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import gristmill as gm
+
+txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR", "amount": "DOUBLE"})
+
+@gm.table
+def with_polars(txns: pl.DataFrame) -> pl.DataFrame:
+    return txns.with_columns((pl.col("amount") * 2).alias("double"))
+
+@gm.table(params={"factor": 3})
+def with_pandas(with_polars: pd.DataFrame, factor: int) -> pd.DataFrame:
+    with_polars["triple"] = with_polars["amount"] * factor
+    return with_polars
+
+@gm.table
+def broken(txns: pa.Table) -> pa.Table:
+    return txns.column("missing")
+'''
+
+
+def test_python_steps_take_and_return_polars_and_pandas(tmp_path: Path) -> None:
+    root = write_project(tmp_path, module=PY_MODULE, sql={},
+                         data={"a.csv": "id,amount\n1,1.5\n2,2\n"})
+    ws = Workspace.open(root)
+    steps = {s.name: s for s in ws.run().result.steps}
+    assert steps["with_pandas"].status is StepStatus.SUCCESS
+    data = ws.read("with_pandas").sort_by("id").to_pydict()
+    assert data == {"id": ["1", "2"], "amount": [1.5, 2.0], "double": [3.0, 4.0],
+                    "triple": [4.5, 6.0]}
+    error = steps["broken"].error
+    assert steps["broken"].status is StepStatus.FAILED
+    assert error["message"].startswith("broken: KeyError")
+    assert error["location"].endswith("pipeline.py:20")  # the failing line
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+
+    def plan_ready(self, plan: Plan) -> None:
+        pass
+
+    def step_started(self, name: str, reason: str) -> None:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+    def step_finished(self, result: StepResult) -> None:
+        if result.status is not StepStatus.SKIPPED:
+            with self.lock:
+                self.active -= 1
+
+
+def test_independent_steps_run_in_parallel_bounded(tmp_path: Path) -> None:
+    module = '''
+import time
+import pyarrow as pa
+import gristmill as gm
+txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR"})
+''' + "".join(f'''
+@gm.table
+def slow_{i}(txns: pa.Table) -> pa.Table:
+    time.sleep(0.3)
+    return txns
+''' for i in range(4))
+    root = write_project(tmp_path, module=module, sql={}, data={"a.csv": "id\n1\n"},
+                         toml='name = "t"\nparallelism = 2\n')
+    recorder = Recorder()
+    started = time.perf_counter()
+    assert Workspace.open(root).run(reporter=recorder).ok
+    elapsed = time.perf_counter() - started
+    assert recorder.peak == 2
+    assert elapsed < 4 * 0.3 + 0.6  # two at a time, not one by one
+
+
+def test_selection_runs_only_what_is_picked(workspace: Workspace) -> None:
+    outcome = workspace.run(["+per_user"])
+    assert [s.name for s in outcome.result.steps] == ["txns", "per_user"]
+    assert workspace.catalog.latest("top_users") is None
+
+
+def test_selected_step_without_built_input_fails_clearly(workspace: Workspace) -> None:
+    step = workspace.run(["per_user"]).result.steps[0]
+    assert step.status is StepStatus.FAILED
+    assert "input 'txns' has never been built" in step.error["message"]
+
+
+def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
+    module = '''
+import gristmill as gm
+events = gm.source("events", "data/*.parquet", columns={"id": "VARCHAR"})
+'''
+    root = write_project(tmp_path, module=module, sql={}, data={"broken.parquet": "not parquet"})
+    step = Workspace.open(root).run().result.steps[0]
+    assert step.status is StepStatus.FAILED
+    assert step.error["message"].startswith("cannot read data/broken.parquet as parquet")
+
+
+def test_file_missing_a_declared_column(tmp_path: Path) -> None:
+    root = write_project(tmp_path, data={"a.csv": "id,amount\n1,2\n"})
+    step = Workspace.open(root).run().result.steps[0]
+    assert step.error["message"] == "data/a.csv lacks declared column(s) user_id"
+
+
+def test_concurrent_run_is_refused(workspace: Workspace) -> None:
+    from gristmill.service.workspace import RunInProgressError
+
+    with workspace._run_lock(), pytest.raises(RunInProgressError, match="in progress"):
+        Workspace.open(workspace.root).run()
