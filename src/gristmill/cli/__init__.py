@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     as_json = "--json" in args
     try:
-        app(args=args, prog_name="gristmill", standalone_mode=False)
+        # Standalone mode lets typer report usage errors (exit 2); ours propagate to here.
+        app(args=args, prog_name="gristmill", standalone_mode=True)
     except GristmillError as exc:
         if as_json:
             emit_json(exc.to_dict())
@@ -36,13 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
         err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}")
         if debug:
             err.print(traceback.format_exc(), markup=False)

@@ -77,6 +77,8 @@ def run(
             outcome = ws.run(select or (), full_refresh=full_refresh, reporter=reporter)
         render.run_summary(outcome.result.steps, outcome.summary())
     if not outcome.ok:
+        if json:  # the document above already says what failed
+            raise typer.Exit(code=RunFailed.exit_code)
         raise RunFailed(f"run {outcome.result.run_id[:8]} failed", hint="see the errors above")
 
 

@@ -1,0 +1,159 @@
+"""Every CLI command, its --json form and its errors (run in-process on real projects)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_project
+
+
+def test_run_then_noop(cli, project: Path) -> None:
+    first = cli("run", "--project", str(project))
+    assert first.code == 0
+    assert "success" in first.stdout and "quarantined txns" in first.stdout
+    assert "not_null(user_id): 1" in first.stdout
+    again = cli("run", "--project", str(project), "--json")
+    assert again.code == 0
+    doc = again.json()
+    assert doc["summary"]["status"] == "noop"
+    assert [s["status"] for s in doc["steps"]] == ["skipped"] * 3
+    text = cli("run", "--project", str(project))
+    assert "nothing to do: all 3 tables are fresh" in text.stdout
+
+
+def test_run_json_is_one_document(cli, project: Path) -> None:
+    result = cli("run", "-p", str(project), "--json")
+    doc = result.json()
+    steps = {s["name"]: s for s in doc["steps"]}
+    assert steps["txns"]["files"] == ["data/a.csv"]
+    assert steps["txns"]["quarantine_counts"]["unique(id)"] == 1
+    assert steps["per_user"]["rows"] == 2
+
+
+def test_dry_run_shows_the_plan(cli, project: Path) -> None:
+    doc = cli("run", "+per_user", "--dry-run", "-p", str(project), "--json").json()
+    assert [(s["name"], s["action"], s["reason"]) for s in doc["steps"]] == [
+        ("txns", "run", "never ingested"), ("per_user", "run", "never built")]
+
+
+def test_status_tables_runs(cli, project: Path) -> None:
+    before = {r["name"]: r["state"] for r in cli("status", "-p", str(project), "--json").json()}
+    assert before == {"txns": "never built", "per_user": "never built", "top_users": "never built"}
+    cli("run", "-p", str(project))
+    status = cli("status", "-p", str(project), "--json").json()
+    assert {r["name"]: (r["state"], r["version"], r["rows"]) for r in status} == {
+        "txns": ("fresh", 0, 3), "per_user": ("fresh", 0, 2), "top_users": ("fresh", 0, 2)}
+    assert "fresh" in cli("status", "-p", str(project)).stdout
+    tables = {t["name"]: t for t in cli("tables", "-p", str(project), "--json").json()}
+    assert tables["per_user"]["inputs"] == ["txns"]
+    assert [c["name"] for c in tables["per_user"]["columns"]] == ["user_id", "total", "n"]
+    runs = cli("runs", "-p", str(project), "--json").json()
+    assert runs[0]["status"] == "success" and runs[0]["summary"]["rows_written"] == 7
+    detail = cli("runs", runs[0]["run_id"][:8], "-p", str(project), "--json").json()
+    assert [s["table"] for s in detail["steps"]] == ["txns", "per_user", "top_users"]
+    assert "runs" in cli("runs", "-p", str(project)).stdout
+
+
+def test_show_history_lineage_quarantine(cli, project: Path) -> None:
+    cli("run", "-p", str(project))
+    (project / "data" / "b.csv").write_text("id,user_id,amount\n30,u1,100\n")
+    cli("run", "-p", str(project))
+    shown = cli("show", "per_user", "--version", "0", "--limit", "5", "-p", str(project), "--json").json()
+    assert shown["version"] == 0
+    assert sorted((r["user_id"], r["total"]) for r in shown["data"]) == [("u1", 15.0), ("u2", 7.0)]
+    table = cli("show", "per_user", "-p", str(project))
+    assert "per_user v1" in table.stdout and "115.0" in table.stdout
+    history = cli("history", "txns", "-p", str(project), "--json").json()
+    assert [(h["version"], h["mode"], h["rows"], h["files"]) for h in history] == [
+        (0, "overwrite", 3, ["data/a.csv"]), (1, "append", 4, ["data/b.csv"])]
+    assert len(history[1]["fingerprint"]) == 64
+    per_user = cli("history", "per_user", "-p", str(project), "--json").json()
+    assert [h["inputs"] for h in per_user] == [{"txns": 0}, {"txns": 1}]
+    up = cli("lineage", "top_users", "--upstream", "-p", str(project), "--json").json()
+    assert (up["name"], up["version"]) == ("top_users", 1)
+    assert up["inputs"][0]["inputs"][0]["files"] == ["data/a.csv", "data/b.csv"]
+    old = cli("lineage", "per_user", "--version", "0", "-p", str(project), "--json").json()
+    assert old["inputs"][0]["version"] == 0 and old["inputs"][0]["files"] == ["data/a.csv"]
+    down = cli("lineage", "txns", "--downstream", "-p", str(project), "--json").json()
+    assert [n["name"] for n in down["inputs"]] == ["per_user"]
+    assert "top_users" in cli("lineage", "txns", "--downstream", "-p", str(project)).stdout
+    q = cli("quarantine", "txns", "--version", "0", "-p", str(project), "--json").json()
+    assert q["quarantined"] == 4 and len(q["data"]) == 4
+    assert "type(amount DOUBLE)" in cli("quarantine", "txns", "--version", "0", "-p", str(project)).stdout
+
+
+def test_init_creates_a_runnable_project(cli, tmp_path: Path) -> None:
+    created = cli("init", str(tmp_path / "demo"), "--scale", "tiny", "--json").json()
+    assert created["data"] == {"users": 1, "transactions": 9, "events": 9, "labels": 1}
+    assert (tmp_path / "demo" / "gristmill.toml").exists()
+    again = cli("init", str(tmp_path / "demo"))
+    assert again.code != 0 and "is not empty" in again.stderr
+    bad = cli("init", str(tmp_path / "other"), "--example", "fraud")
+    assert bad.code == 2 and "unknown example 'fraud'" in bad.stderr and "churn" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "nope"], "no table named 'nope'"),
+        (["show", "per_usr"], "did you mean 'per_user'"),
+        (["history", "nope"], "no table named 'nope'"),
+        (["lineage", "nope"], "no table named 'nope'"),
+        (["run", "+nope"], "selection '+nope' names nothing"),
+        (["runs", "ffff"], "no single run matches 'ffff'"),
+    ],
+)
+def test_unknown_names(cli, project: Path, args: list[str], message: str) -> None:
+    result = cli(*args, "-p", str(project))
+    assert result.code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_version_and_unbuilt_table(cli, project: Path) -> None:
+    unbuilt = cli("show", "per_user", "-p", str(project))
+    assert unbuilt.code == 2 and "has not been built yet" in unbuilt.stderr
+    cli("run", "-p", str(project))
+    bad = cli("show", "per_user", "--version", "9", "-p", str(project), "--json")
+    assert bad.code == 2
+    assert bad.json() == {"error": "VersionNotFoundError",
+                          "message": "table 'per_user' has no version 9",
+                          "location": None, "hint": "versions: 0"}
+    negative = cli("show", "per_user", "--limit", "-1", "-p", str(project))
+    assert negative.code == 2 and "Traceback" not in negative.stderr
+
+
+def test_malformed_toml(cli, project: Path) -> None:
+    (project / "gristmill.toml").write_text('name = "t"\nlake = [\n')
+    result = cli("status", "-p", str(project))
+    assert result.code == 2
+    assert "gristmill.toml:" in result.stderr and "malformed TOML" in result.stderr
+
+
+def test_no_project_here(cli, tmp_path: Path) -> None:
+    result = cli("status", "-p", str(tmp_path))
+    assert result.code == 2 and "no gristmill.toml" in result.stderr
+    assert "gristmill init" in result.stderr
+
+
+def test_sql_error_exit_code_and_location(cli, tmp_path: Path) -> None:
+    root = write_project(tmp_path, sql={"per_user.sql": "select user_id,\n  total\nfrom txns\n"})
+    result = cli("run", "-p", str(root))
+    assert result.code == 1
+    assert "per_user.sql:2" in result.stderr
+    assert 'Referenced column "total" not found' in result.stderr
+    doc = cli("run", "-p", str(root), "--json")
+    assert doc.code == 1
+    lines = doc.stdout.strip()
+    steps = json.loads(lines)["steps"]
+    assert steps[1]["error"]["location"].endswith("per_user.sql:2")
+
+
+def test_unreadable_file(cli, tmp_path: Path) -> None:
+    root = write_project(tmp_path, data={"a.csv": "id,user_id,amount\n1,u1,1\n"})
+    (root / "data" / "b.csv").write_bytes(b"\x00\x01garbage\xff\n\x00")
+    result = cli("run", "-p", str(root))
+    assert result.code == 1
+    assert "data/b.csv" in result.stderr
+    assert "Traceback" not in result.stderr
