@@ -56,7 +56,7 @@ select
     sp.as_of,
     sp.plan,
     sp.country,
-    date_diff('day', sp.signup_ts, sp.as_of) as tenure_days,
+    cast(floor((epoch(sp.as_of) - epoch(sp.signup_ts)) / 86400) as integer) as tenure_days,
     coalesce(tw.txn_count_7d, 0) as txn_count_7d,
     coalesce(tw.txn_count_30d, 0) as txn_count_30d,
     coalesce(tw.txn_count_90d, 0) as txn_count_90d,
@@ -71,7 +71,8 @@ select
     coalesce(ew.logins_30d, 0) as logins_30d,
     coalesce(ew.support_tickets_30d, 0) as support_tickets_30d,
     coalesce(ew.session_seconds_30d, 0) as session_seconds_30d,
-    date_diff('day', lt.last_txn_ts, sp.as_of) as days_since_last_txn
+    -- whole days elapsed (not calendar boundaries crossed)
+    cast(floor((epoch(sp.as_of) - epoch(lt.last_txn_ts)) / 86400) as integer) as days_since_last_txn
 from spine sp
 left join txn_windows tw on tw.user_id = sp.user_id and tw.as_of = sp.as_of
 left join event_windows ew on ew.user_id = sp.user_id and ew.as_of = sp.as_of
