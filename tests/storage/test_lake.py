@@ -13,7 +13,8 @@ def test_versions_are_immutable_and_readable(tmp_path: Path) -> None:
     v0 = lake.write("t", pa.table({"x": [1, 2]}), mode="overwrite", record={"run_id": "a"})
     v1 = lake.write("t", pa.table({"x": [3]}), mode="append", record={"run_id": "b"})
     v2 = lake.write("t", pa.table({"y": ["z"]}), mode="overwrite", record={"run_id": "c"})
-    assert (v0, v1, v2) == (0, 1, 2)
+    assert [(w.version, w.rows) for w in (v0, v1, v2)] == [(0, 2), (1, 1), (2, 1)]
+    assert v2.schema.names == ["y"]
     assert lake.read("t", 0).to_pydict() == {"x": [1, 2]}
     assert sorted(lake.read("t", 1)["x"].to_pylist()) == [1, 2, 3]
     assert lake.read("t", 2).to_pydict() == {"y": ["z"]}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gristmill import failpoints
 from gristmill.definitions.graph import Graph
+from gristmill.definitions.objects import StepKind
 from gristmill.errors import GristmillError, StepFailed
 from gristmill.execution.engines import Engine
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus
@@ -76,6 +77,8 @@ class Runner:
 
     def _run(self, plan: Plan, run_id: str) -> RunResult:
         started = time.perf_counter()
+        # Exact input versions: the catalog's at the start, then what this run commits.
+        self._versions = self.catalog.latest_versions()
         results: dict[str, StepResult] = {
             s.name: StepResult(s.name, s.kind.value, StepStatus.SKIPPED, s.reason)
             for s in plan.steps
@@ -184,7 +187,7 @@ class Runner:
     def _materialize(self, run_id: str, step: PlannedStep, started_at: object) -> Materialization:
         definition = self.graph.nodes[step.name]
         inputs = self._input_versions(step)
-        previous = self.catalog.latest(step.name)
+        previous = self.catalog.latest(step.name) if step.kind is StepKind.INGEST else None
         if step.files:
             input_state: dict[str, object] = {f.path: [f.size, f.mtime_ns] for f in step.files}
             if previous and step.mode.value == "append":
@@ -217,16 +220,18 @@ class Runner:
         materialization = replace(materialization, finished_at=utcnow())
         failpoints.hit("after_commit", step.name)
         self.catalog.record_materialization(materialization)
+        with self._engine_lock:
+            self._versions[step.name] = materialization.version
         return materialization
 
     def _input_versions(self, step: PlannedStep) -> dict[str, int]:
         versions: dict[str, int] = {}
         for dep in step.dependencies:
-            latest = self.catalog.latest(dep)
+            latest = self._versions.get(dep)
             if latest is None:
                 raise StepFailed(
                     f"{step.name}: input {dep!r} has never been built",
                     hint=f"run `gristmill run +{step.name}` to build it with its inputs",
                 )
-            versions[dep] = latest.version
+            versions[dep] = latest
         return versions

@@ -97,15 +97,14 @@ def _commit(
         quarantine_counts=counts,
         version=-1,
     )
-    version = lake.write(request.table, data, mode=request.mode.value, record=record.to_record())
-    rows = lake.count(request.table, version)
-    schema = [{"name": f.name, "type": str(f.type)} for f in lake.schema(request.table, version)]
+    written = lake.write(request.table, data, mode=request.mode.value, record=record.to_record())
+    appended = request.mode is WriteMode.APPEND
     return replace(
         record,
-        version=version,
-        rows=rows,
-        rows_added=rows - request.previous_rows,
-        schema=schema,
+        version=written.version,
+        rows=written.rows + (request.previous_rows if appended else 0),
+        rows_added=written.rows,
+        schema=[{"name": f.name, "type": str(f.type)} for f in written.schema],
     )
 
 

@@ -9,7 +9,8 @@ catalog be rebuilt from the lake after a crash between the two.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +29,30 @@ WriteMode = Literal["append", "overwrite"]
 
 
 @dataclass(frozen=True)
+class Written:
+    version: int
+    rows: int
+    schema: pa.Schema
+
+
+class _RowCounter:
+    """Counts rows as a stream passes through to the writer (no second read)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def wrap(self, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+        import pyarrow as pa
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in reader:
+                self.rows += batch.num_rows
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+@dataclass(frozen=True)
 class Commit:
     version: int
     timestamp_ms: int
@@ -41,6 +66,9 @@ class Lake:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._handles: dict[str, DeltaTable] = {}
+        """Tables this process wrote, kept open at the version it committed."""
+        self._lock = threading.Lock()
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -78,6 +106,10 @@ class Lake:
             raise LakeError(f"cannot open table {name!r}: {exc}") from exc
 
     def dataset(self, name: str, version: int) -> pads.Dataset:
+        handle = self._handles.get(name)
+        if handle is not None and handle.version() == version:
+            # Written by this process: the same immutable version, without reopening the log.
+            return handle.to_pyarrow_dataset()
         return self._table(name, version).to_pyarrow_dataset()
 
     def read(
@@ -108,17 +140,21 @@ class Lake:
         record: Mapping[str, Any],
         predicate: str | None = None,
         merge_schema: bool = False,
-    ) -> int:
-        """Commit ``data`` as the next version of ``name`` and return that version."""
+    ) -> Written:
+        """Commit ``data`` as the next version of ``name``; say which version and rows."""
+        import pyarrow as pa
         from deltalake import CommitProperties, DeltaTable, write_deltalake
         from deltalake.exceptions import DeltaError
 
         path = str(self.path(name))
+        counter = _RowCounter()
+        stream = data if isinstance(data, pa.Table) else counter.wrap(data)
+        handle = self._handles.get(name)
         properties = CommitProperties(custom_metadata={METADATA_KEY: json.dumps(record)})
         try:
             write_deltalake(
-                path,
-                data,
+                handle if handle is not None else path,
+                stream,
                 mode=mode,
                 schema_mode=_schema_mode(mode, predicate, merge_schema),
                 predicate=predicate,
@@ -126,7 +162,12 @@ class Lake:
             )
         except DeltaError as exc:
             raise LakeError(f"writing table {name!r} failed: {exc}") from exc
-        return DeltaTable(path).version()
+        if handle is None:
+            handle = DeltaTable(path)
+            with self._lock:
+                self._handles[name] = handle
+        rows = data.num_rows if isinstance(data, pa.Table) else counter.rows
+        return Written(version=handle.version(), rows=rows, schema=data.schema)
 
     def has_commit_after(self, name: str, version: int | None) -> bool:
         """Cheap check (one stat) for a commit newer than ``version``, per the Delta log layout."""
@@ -135,6 +176,8 @@ class Lake:
 
     def delete(self, name: str, predicate: str) -> None:
         """Delete rows matching ``predicate`` (used to replace orphaned quarantine rows)."""
+        with self._lock:
+            self._handles.pop(name, None)
         self._table(name).delete(predicate)
 
     def commits(self, name: str, after: int | None = None) -> list[Commit]:
