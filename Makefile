@@ -34,8 +34,15 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests
 
-bench: setup
-	$(PY) benchmarks/run.py
+BENCH := benchmarks/.venv
+$(BENCH)/.installed: benchmarks/requirements.txt requirements.lock
+	$(PY) -m venv $(BENCH)
+	$(BENCH)/bin/pip install -q --disable-pip-version-check -r requirements.lock -r benchmarks/requirements.txt
+	$(BENCH)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+bench: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) demo

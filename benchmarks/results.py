@@ -1,0 +1,34 @@
+"""Write one benchmark's section of RESULTS.md, keeping the other sections."""
+
+from __future__ import annotations
+
+import platform
+import re
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = "# Benchmark results\n\nEach section is rewritten by its script; figures are medians of the\nrepeats shown, measured on the machine named in the section. These machines are noisy:\ncompare ratios measured in the same run, not absolute numbers across runs.\n"
+
+
+def machine() -> str:
+    import os
+
+    cores = os.cpu_count()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {cores} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_section(name: str, body: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"<!-- {name}:start -->\n{body.rstrip()}\n\n_measured {stamp} on {machine()}_\n"
+             f"<!-- {name}:end -->")
+    pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
+    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)

@@ -1,0 +1,77 @@
+-- The churn example's user_profile in Spark SQL (Spark has no ASOF JOIN: recency is a
+-- grouped non-equi join instead). Same columns and semantics as the DuckDB version.
+with snapshots as (
+    select explode(sequence(timestamp'2025-11-01 00:00:00', timestamp'2026-07-01 00:00:00', interval 1 month)) as as_of
+),
+spine as (
+    select u.user_id, s.as_of, u.plan, u.country, u.signup_ts
+    from users u
+    join snapshots s on u.signup_ts < s.as_of
+),
+txn_windows as (
+    select
+        sp.user_id,
+        sp.as_of,
+        count(*) filter (where t.ts >= sp.as_of - interval 7 days) as txn_count_7d,
+        count(*) filter (where t.ts >= sp.as_of - interval 30 days) as txn_count_30d,
+        count(*) as txn_count_90d,
+        sum(t.amount) filter (where t.ts >= sp.as_of - interval 7 days) as amount_sum_7d,
+        sum(t.amount) filter (where t.ts >= sp.as_of - interval 30 days) as amount_sum_30d,
+        sum(t.amount) as amount_sum_90d,
+        avg(t.amount) as amount_avg_90d,
+        count(distinct t.merchant_category) as category_diversity_90d,
+        count(distinct t.channel) as channel_count_90d
+    from spine sp
+    join transactions t
+        on t.user_id = sp.user_id
+        and t.ts < sp.as_of
+        and t.ts >= sp.as_of - interval 90 days
+    group by sp.user_id, sp.as_of
+),
+event_windows as (
+    select
+        sp.user_id,
+        sp.as_of,
+        count(*) filter (where e.ts >= sp.as_of - interval 7 days) as event_count_7d,
+        count(*) as event_count_30d,
+        count(*) filter (where e.event_type = 'login') as logins_30d,
+        count(*) filter (where e.event_type = 'support_ticket') as support_tickets_30d,
+        sum(e.duration_s) as session_seconds_30d
+    from spine sp
+    join events e
+        on e.user_id = sp.user_id
+        and e.ts < sp.as_of
+        and e.ts >= sp.as_of - interval 30 days
+    group by sp.user_id, sp.as_of
+),
+last_txn as (
+    select sp.user_id, sp.as_of, max(t.ts) as last_txn_ts
+    from spine sp
+    join transactions t on sp.user_id = t.user_id and t.ts < sp.as_of
+    group by sp.user_id, sp.as_of
+)
+select
+    sp.user_id,
+    sp.as_of,
+    sp.plan,
+    sp.country,
+    cast(floor((unix_timestamp(sp.as_of) - unix_timestamp(sp.signup_ts)) / 86400) as int) as tenure_days,
+    coalesce(tw.txn_count_7d, 0) as txn_count_7d,
+    coalesce(tw.txn_count_30d, 0) as txn_count_30d,
+    coalesce(tw.txn_count_90d, 0) as txn_count_90d,
+    coalesce(tw.amount_sum_7d, 0) as amount_sum_7d,
+    coalesce(tw.amount_sum_30d, 0) as amount_sum_30d,
+    coalesce(tw.amount_sum_90d, 0) as amount_sum_90d,
+    tw.amount_avg_90d,
+    coalesce(tw.category_diversity_90d, 0) as category_diversity_90d,
+    coalesce(tw.channel_count_90d, 0) as channel_count_90d,
+    coalesce(ew.event_count_7d, 0) as event_count_7d,
+    coalesce(ew.event_count_30d, 0) as event_count_30d,
+    coalesce(ew.logins_30d, 0) as logins_30d,
+    coalesce(ew.support_tickets_30d, 0) as support_tickets_30d,
+    coalesce(ew.session_seconds_30d, 0) as session_seconds_30d,
+    cast(floor((unix_timestamp(sp.as_of) - unix_timestamp(lt.last_txn_ts)) / 86400) as int) as days_since_last_txn
+from spine sp
+left join txn_windows tw on tw.user_id = sp.user_id and tw.as_of = sp.as_of
+left join event_windows ew on ew.user_id = sp.user_id and ew.as_of = sp.as_of
+left join last_txn lt on lt.user_id = sp.user_id and lt.as_of = sp.as_of
