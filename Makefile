@@ -37,8 +37,8 @@ lint: setup
 BENCH := benchmarks/.venv
 $(BENCH)/.installed: benchmarks/requirements.txt requirements.lock
 	$(PY) -m venv $(BENCH)
-	$(BENCH)/bin/pip install -q --disable-pip-version-check -r requirements.lock -r benchmarks/requirements.txt
-	$(BENCH)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	# the package's own pins (pyproject) plus the peers; the dev lock is not used here
+	$(BENCH)/bin/pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -e .
 	touch $@
 
 bench: $(BENCH)/.installed

@@ -8,41 +8,59 @@ spine as (
     from users u
     join snapshots s on u.signup_ts < s.as_of
 ),
+-- Each transaction counts towards the month starts in (ts, ts + 90 days]: expanding it to
+-- those (at most 3) snapshots avoids joining every user-month with every transaction.
+txn_snapshots as (
+    select *
+    from (
+        select
+            user_id, ts, amount, merchant_category, channel,
+            unnest(generate_series(date_trunc('month', ts) + interval 1 month,
+                                   ts + interval 90 day, interval 1 month)) as as_of
+        from transactions
+    )
+    where as_of <= timestamp '2026-07-01'
+),
 txn_windows as (
     select
-        sp.user_id,
-        sp.as_of,
-        count(*) filter (where t.ts >= sp.as_of - interval 7 day) as txn_count_7d,
-        count(*) filter (where t.ts >= sp.as_of - interval 30 day) as txn_count_30d,
+        user_id,
+        as_of,
+        count(*) filter (where ts >= as_of - interval 7 day) as txn_count_7d,
+        count(*) filter (where ts >= as_of - interval 30 day) as txn_count_30d,
         count(*) as txn_count_90d,
-        sum(t.amount) filter (where t.ts >= sp.as_of - interval 7 day) as amount_sum_7d,
-        sum(t.amount) filter (where t.ts >= sp.as_of - interval 30 day) as amount_sum_30d,
-        sum(t.amount) as amount_sum_90d,
-        avg(t.amount) as amount_avg_90d,
-        count(distinct t.merchant_category) as category_diversity_90d,
-        count(distinct t.channel) as channel_count_90d
-    from spine sp
-    join transactions t
-        on t.user_id = sp.user_id
-        and t.ts < sp.as_of
-        and t.ts >= sp.as_of - interval 90 day
-    group by sp.user_id, sp.as_of
+        sum(amount) filter (where ts >= as_of - interval 7 day) as amount_sum_7d,
+        sum(amount) filter (where ts >= as_of - interval 30 day) as amount_sum_30d,
+        sum(amount) as amount_sum_90d,
+        avg(amount) as amount_avg_90d,
+        -- same as count(distinct ...), about 5x faster in DuckDB here
+        len(list_distinct(list(merchant_category))) as category_diversity_90d,
+        len(list_distinct(list(channel))) as channel_count_90d
+    from txn_snapshots
+    where as_of >= timestamp '2025-11-01'
+    group by user_id, as_of
+),
+event_snapshots as (
+    select *
+    from (
+        select
+            user_id, ts, event_type, duration_s,
+            unnest(generate_series(date_trunc('month', ts) + interval 1 month,
+                                   ts + interval 30 day, interval 1 month)) as as_of
+        from events
+    )
+    where as_of between timestamp '2025-11-01' and timestamp '2026-07-01'
 ),
 event_windows as (
     select
-        sp.user_id,
-        sp.as_of,
-        count(*) filter (where e.ts >= sp.as_of - interval 7 day) as event_count_7d,
+        user_id,
+        as_of,
+        count(*) filter (where ts >= as_of - interval 7 day) as event_count_7d,
         count(*) as event_count_30d,
-        count(*) filter (where e.event_type = 'login') as logins_30d,
-        count(*) filter (where e.event_type = 'support_ticket') as support_tickets_30d,
-        sum(e.duration_s) as session_seconds_30d
-    from spine sp
-    join events e
-        on e.user_id = sp.user_id
-        and e.ts < sp.as_of
-        and e.ts >= sp.as_of - interval 30 day
-    group by sp.user_id, sp.as_of
+        count(*) filter (where event_type = 'login') as logins_30d,
+        count(*) filter (where event_type = 'support_ticket') as support_tickets_30d,
+        sum(duration_s) as session_seconds_30d
+    from event_snapshots
+    group by user_id, as_of
 ),
 last_txn as (
     -- recency over the whole history, not only the 90-day window
