@@ -35,8 +35,12 @@ def peak_rss_mb() -> float:
 
 def worker(name: str, *args: str, timeout: int = 3600) -> dict:
     """Run one contender in a fresh interpreter; it prints one JSON line last."""
-    proc = subprocess.run([sys.executable, __file__, "_worker", name, *args],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, __file__, "_worker", name, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -44,13 +48,15 @@ def worker(name: str, *args: str, timeout: int = 3600) -> dict:
 
 # ---- (c) chained steps --------------------------------------------------------------
 
+
 def chain_project(root: Path, n: int) -> Path:
     (root / "sql").mkdir(parents=True)
     (root / "data").mkdir()
     (root / "gristmill.toml").write_text('name = "chain"\nparallelism = 1\n')
     (root / "data" / "a.csv").write_text("x\n1\n")
     (root / "pipeline.py").write_text(
-        'import gristmill as gm\ns_0 = gm.source("s_0", "data/*.csv", columns={"x": "BIGINT"})\n')
+        'import gristmill as gm\ns_0 = gm.source("s_0", "data/*.csv", columns={"x": "BIGINT"})\n'
+    )
     for i in range(1, n + 1):
         (root / "sql" / f"s_{i}.sql").write_text(f"select x + 1 as x from s_{i - 1}\n")
     return root
@@ -84,14 +90,17 @@ def w_chain_dagster(n: str) -> dict:
 
     def make(i: int):  # noqa: ANN202
         if i == 0:
+
             @dg.asset(name="s_0")
             def first() -> int:
                 return 1
+
             return first
 
         @dg.asset(name=f"s_{i}", ins={"prev": dg.AssetIn(key=f"s_{i - 1}")})
         def step(prev: int) -> int:
             return prev + 1
+
         return step
 
     assets = [make(i) for i in range(steps + 1)]
@@ -100,8 +109,11 @@ def w_chain_dagster(n: str) -> dict:
         instance = dg.DagsterInstance.ephemeral(tempdir=tmp)
         for _ in range(4):
             start = time.perf_counter()
-            result = dg.materialize(assets, instance=instance,
-                                    resources={"io_manager": dg.FilesystemIOManager(base_dir=tmp)})
+            result = dg.materialize(
+                assets,
+                instance=instance,
+                resources={"io_manager": dg.FilesystemIOManager(base_dir=tmp)},
+            )
             times.append(time.perf_counter() - start)
             assert result.success and result.output_for_node(f"s_{steps}") == steps + 1
     return {"cold_s": times[0], "warm_s": median(times[1:]), "rss_mb": peak_rss_mb()}
@@ -134,8 +146,12 @@ def w_chain_prefect(n: str) -> dict:
 def prefect_env() -> dict[str, str]:
     home = DATA / "prefect-home"
     home.mkdir(parents=True, exist_ok=True)
-    return {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_LOGGING_LEVEL": "WARNING", "DO_NOT_TRACK": "1"}
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "DO_NOT_TRACK": "1",
+    }
 
 
 def bench_chain(n: int = 100) -> str:
@@ -146,8 +162,10 @@ def bench_chain(n: int = 100) -> str:
     results["prefect"] = worker("chain_prefect", str(n))
     base = results["gristmill"]["warm_s"]
     for name, r in results.items():
-        rows.append(f"| {name} | {r['warm_s'] / n * 1000:.1f} | {r['cold_s']:.2f} | "
-                    f"{r['warm_s'] / base:.1f}x | {r['rss_mb']:.0f} |")
+        rows.append(
+            f"| {name} | {r['warm_s'] / n * 1000:.1f} | {r['cold_s']:.2f} | "
+            f"{r['warm_s'] / base:.1f}x | {r['rss_mb']:.0f} |"
+        )
     g = results["gristmill"]
     return (
         f"### (c) {n} trivial chained steps: runner overhead per step\n\n"
@@ -166,20 +184,23 @@ def bench_chain(n: int = 100) -> str:
 
 # ---- (d) no-op re-run of the example ------------------------------------------------
 
+
 def bench_noop() -> str:
     gm = [sys.executable, "-m", "gristmill"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "demo"
-        subprocess.run([*gm, "init", str(root), "--scale", "small"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*gm, "init", str(root), "--scale", "small"], check=True, capture_output=True
+        )
         start = time.perf_counter()
         subprocess.run([*gm, "run", "-p", str(root)], check=True, capture_output=True)
         build = time.perf_counter() - start
         cli = []
         for _ in range(7):
             start = time.perf_counter()
-            out = subprocess.run([*gm, "run", "-p", str(root), "--json"], check=True,
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                [*gm, "run", "-p", str(root), "--json"], check=True, capture_output=True, text=True
+            )
             cli.append(time.perf_counter() - start)
             assert json.loads(out.stdout)["summary"]["status"] == "noop"
         start_cost = []
@@ -193,7 +214,8 @@ def bench_noop() -> str:
         f"| what | median |\n|---|---:|\n"
         f"| first build (`gristmill run`, wall) | {build:.2f} s |\n"
         f"| no-op `gristmill run` (wall, whole CLI process) | {median(cli) * 1000:.0f} ms |\n"
-        f"| of which interpreter + imports (`gristmill --help`) | {median(start_cost) * 1000:.0f} ms |\n"
+        f"| of which interpreter + imports (`gristmill --help`) | "
+        f"{median(start_cost) * 1000:.0f} ms |\n"
         f"| no-op run in process (load project, reconcile, plan, record) | "
         f"{inproc['noop_ms']:.0f} ms |\n"
     )
@@ -214,6 +236,7 @@ def w_noop_inprocess(root: str) -> dict:
 
 # ---- (a)/(b) user_profile on the large example --------------------------------------
 
+
 def large_root(scale: str) -> Path:
     return DATA / scale
 
@@ -230,19 +253,30 @@ def w_prepare(scale: str) -> dict:
         generated = time.perf_counter() - start
     # Measure the current example, even on data generated by an older checkout.
     template = Path(__file__).resolve().parents[1] / "src/gristmill/examples/churn/project"
-    for name in ("gristmill.toml", "pipeline.py", "sql/user_profile.sql",
-                 "sql/merchant_category_stats.sql"):
+    for name in (
+        "gristmill.toml",
+        "pipeline.py",
+        "sql/user_profile.sql",
+        "sql/merchant_category_stats.sql",
+    ):
         shutil.copy(template / name, root / name)
     ws = Workspace.open(root)
     start = time.perf_counter()
     outcome = ws.run(["users", "transactions", "events"])
     ingest = time.perf_counter() - start
     assert outcome.ok, [s.error for s in outcome.result.steps]
-    files = {name: [str(Path(f)) for f in _files(ws, name)] for name in
-             ("users", "transactions", "events")}
+    files = {
+        name: [str(Path(f)) for f in _files(ws, name)]
+        for name in ("users", "transactions", "events")
+    }
     rows = {name: ws.catalog.latest(name).rows for name in files}
-    return {"generated_s": generated, "ingest_s": ingest, "files": files, "rows": rows,
-            "ingest_ran": [s.name for s in outcome.result.steps if s.status.value == "success"]}
+    return {
+        "generated_s": generated,
+        "ingest_s": ingest,
+        "files": files,
+        "rows": rows,
+        "ingest_ran": [s.name for s in outcome.result.steps if s.status.value == "success"],
+    }
 
 
 def _files(ws, name: str) -> list[str]:  # noqa: ANN001
@@ -267,8 +301,10 @@ def w_profile_gristmill(scale: str) -> dict:
 def _check(table) -> list[float]:  # noqa: ANN001
     import pyarrow.compute as pc
 
-    return [float(pc.sum(table["txn_count_90d"]).as_py()),
-            round(float(pc.sum(table["amount_sum_90d"]).as_py()), 0)]
+    return [
+        float(pc.sum(table["txn_count_90d"]).as_py()),
+        round(float(pc.sum(table["amount_sum_90d"]).as_py()), 0),
+    ]
 
 
 def w_profile_duckdb(scale: str, files_json: str) -> dict:
@@ -294,11 +330,15 @@ def w_profile_spark(scale: str, files_json: str) -> dict:
     from pyspark.sql import SparkSession
 
     files = json.loads(Path(files_json).read_text())
-    spark = (SparkSession.builder.master("local[2]").appName("bench")
-             .config("spark.driver.memory", "8g")
-             .config("spark.sql.session.timeZone", "UTC")
-             .config("spark.ui.enabled", "false")
-             .config("spark.sql.shuffle.partitions", "8").getOrCreate())
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("bench")
+        .config("spark.driver.memory", "8g")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "8")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     out = tempfile.mkdtemp()
     start = time.perf_counter()
@@ -312,8 +352,13 @@ def w_profile_spark(scale: str, files_json: str) -> dict:
     table = pq.read_table(out, columns=["txn_count_90d", "amount_sum_90d"])
     spark.stop()
     shutil.rmtree(out)
-    return {"s": seconds, "rows": table.num_rows, "check": _check(table),
-            "rss_mb": peak_rss_mb(), "note": "driver Python only; the JVM is not counted"}
+    return {
+        "s": seconds,
+        "rows": table.num_rows,
+        "check": _check(table),
+        "rss_mb": peak_rss_mb(),
+        "note": "driver Python only; the JVM is not counted",
+    }
 
 
 def w_profile_pandas(scale: str, files_json: str) -> dict:
@@ -323,8 +368,10 @@ def w_profile_pandas(scale: str, files_json: str) -> dict:
 
     files = json.loads(Path(files_json).read_text())
     start = time.perf_counter()
-    read = {n: pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
-            for n, paths in files.items()}
+    read = {
+        n: pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+        for n, paths in files.items()
+    }
     users, txns, events = read["users"], read["transactions"], read["events"]
     parts = []
     for as_of in pd.date_range("2025-11-01", "2026-07-01", freq="MS"):
@@ -332,28 +379,38 @@ def w_profile_pandas(scale: str, files_json: str) -> dict:
         before = txns[txns.ts < as_of]
         w90 = before[before.ts >= as_of - pd.Timedelta(days=90)]
         g = w90.groupby("user_id")
-        feats = pd.DataFrame({
-            "txn_count_7d": (w90.ts >= as_of - pd.Timedelta(days=7)).groupby(w90.user_id).sum(),
-            "txn_count_30d": (w90.ts >= as_of - pd.Timedelta(days=30)).groupby(w90.user_id).sum(),
-            "txn_count_90d": g.size(),
-            "amount_sum_7d": w90.amount.where(w90.ts >= as_of - pd.Timedelta(days=7), 0)
-            .groupby(w90.user_id).sum(),
-            "amount_sum_30d": w90.amount.where(w90.ts >= as_of - pd.Timedelta(days=30), 0)
-            .groupby(w90.user_id).sum(),
-            "amount_sum_90d": g.amount.sum(),
-            "amount_avg_90d": g.amount.mean(),
-            "category_diversity_90d": g.merchant_category.nunique(),
-            "channel_count_90d": g.channel.nunique(),
-        })
+        feats = pd.DataFrame(
+            {
+                "txn_count_7d": (w90.ts >= as_of - pd.Timedelta(days=7)).groupby(w90.user_id).sum(),
+                "txn_count_30d": (w90.ts >= as_of - pd.Timedelta(days=30))
+                .groupby(w90.user_id)
+                .sum(),
+                "txn_count_90d": g.size(),
+                "amount_sum_7d": w90.amount.where(w90.ts >= as_of - pd.Timedelta(days=7), 0)
+                .groupby(w90.user_id)
+                .sum(),
+                "amount_sum_30d": w90.amount.where(w90.ts >= as_of - pd.Timedelta(days=30), 0)
+                .groupby(w90.user_id)
+                .sum(),
+                "amount_sum_90d": g.amount.sum(),
+                "amount_avg_90d": g.amount.mean(),
+                "category_diversity_90d": g.merchant_category.nunique(),
+                "channel_count_90d": g.channel.nunique(),
+            }
+        )
         ev = events[(events.ts < as_of) & (events.ts >= as_of - pd.Timedelta(days=30))]
         eg = ev.groupby("user_id")
-        efeats = pd.DataFrame({
-            "event_count_7d": (ev.ts >= as_of - pd.Timedelta(days=7)).groupby(ev.user_id).sum(),
-            "event_count_30d": eg.size(),
-            "logins_30d": (ev.event_type == "login").groupby(ev.user_id).sum(),
-            "support_tickets_30d": (ev.event_type == "support_ticket").groupby(ev.user_id).sum(),
-            "session_seconds_30d": eg.duration_s.sum(),
-        })
+        efeats = pd.DataFrame(
+            {
+                "event_count_7d": (ev.ts >= as_of - pd.Timedelta(days=7)).groupby(ev.user_id).sum(),
+                "event_count_30d": eg.size(),
+                "logins_30d": (ev.event_type == "login").groupby(ev.user_id).sum(),
+                "support_tickets_30d": (ev.event_type == "support_ticket")
+                .groupby(ev.user_id)
+                .sum(),
+                "session_seconds_30d": eg.duration_s.sum(),
+            }
+        )
         last = before.groupby("user_id").ts.max().rename("last_txn_ts")
         frame = spine.join(feats, on="user_id").join(efeats, on="user_id").join(last, on="user_id")
         frame["as_of"] = as_of
@@ -361,7 +418,9 @@ def w_profile_pandas(scale: str, files_json: str) -> dict:
         frame["days_since_last_txn"] = (as_of - frame.last_txn_ts).dt.total_seconds() // 86400
         parts.append(frame.drop(columns=["signup_ts", "last_txn_ts"]))
     result = pd.concat(parts, ignore_index=True)
-    counts = [c for c in result.columns if c.endswith(("_7d", "_30d", "_90d")) and c != "amount_avg_90d"]
+    counts = [
+        c for c in result.columns if c.endswith(("_7d", "_30d", "_90d")) and c != "amount_avg_90d"
+    ]
     result[counts] = result[counts].fillna(0)
     out = Path(tempfile.mkdtemp()) / "user_profile.parquet"
     result.to_parquet(out)
@@ -393,8 +452,10 @@ def bench_profile(scale: str, repeats: int, peers: list[str]) -> str:
             rows.append(f"| {name} | failed: {results[0]['error'][:120]} | | | | |")
             continue
         s = median([r["s"] for r in ok])
-        rows.append(f"| {name} | {s:.1f} | {len(ok)} | {s / d:.2f}x | {ok[0]['rss_mb']:.0f} | "
-                    f"{ok[0]['rows']:,} / {ok[0]['check']} |")
+        rows.append(
+            f"| {name} | {s:.1f} | {len(ok)} | {s / d:.2f}x | {ok[0]['rss_mb']:.0f} | "
+            f"{ok[0]['rows']:,} / {ok[0]['check']} |"
+        )
     overhead = (g - d) / d
     return (
         f"### (a, b) Building `user_profile` on the {scale} churn example\n\n"
@@ -402,7 +463,8 @@ def bench_profile(scale: str, repeats: int, peers: list[str]) -> str:
         f"transactions, {prep['rows']['events']:,} events (after contracts). Ingesting them "
         f"through gristmill (CSV/Parquet → typed, checked, quarantined, Delta) took "
         f"{prep['ingest_s']:.0f} s this run"
-        + (" (already ingested)" if not prep["ingest_ran"] else "") + ". "
+        + (" (already ingested)" if not prep["ingest_ran"] else "")
+        + ". "
         "gristmill = `run user_profile --full-refresh` (reads the Delta versions, DuckDB with "
         "the project's 8 GB memory limit, streams into a new Delta version, checks the "
         "contract, records the catalog); duckdb = the same SQL in a fresh DuckDB (8 GB) over "

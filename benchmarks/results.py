@@ -9,7 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-HEADER = "# Benchmark results\n\nEach section is rewritten by its script; figures are medians of the\nrepeats shown, measured on the machine named in the section. These machines are noisy:\ncompare ratios measured in the same run, not absolute numbers across runs.\n"
+HEADER = (
+    "# Benchmark results\n\nEach section is rewritten by its script; figures are medians of the\n"
+    "repeats shown, measured on the machine named in the section. These machines are noisy:\n"
+    "compare ratios measured in the same run, not absolute numbers across runs.\n"
+)
 
 
 def machine() -> str:
@@ -27,8 +31,12 @@ def median(values: list[float]) -> float:
 def write_section(name: str, body: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    block = (f"<!-- {name}:start -->\n{body.rstrip()}\n\n_measured {stamp} on {machine()}_\n"
-             f"<!-- {name}:end -->")
+    block = (
+        f"<!-- {name}:start -->\n{body.rstrip()}\n\n_measured {stamp} on {machine()}_\n"
+        f"<!-- {name}:end -->"
+    )
     pattern = re.compile(rf"<!-- {name}:start -->.*?<!-- {name}:end -->", re.S)
-    text = pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     RESULTS.write_text(text)

@@ -13,7 +13,7 @@ import pytest
 from gristmill.cli import main
 from gristmill.service import Workspace
 
-BASIC_MODULE = '''
+BASIC_MODULE = """
 import pyarrow as pa
 import gristmill as gm
 
@@ -23,10 +23,12 @@ txns = gm.source(
     checks=[gm.not_null("id", "user_id"), gm.unique("id"), gm.in_range("amount", min=0)],
     max_quarantine_share=0.6,
 )
-'''
+"""
 
 BASIC_SQL = {
-    "per_user.sql": "select user_id, sum(amount) as total, count(*) as n\nfrom txns\ngroup by user_id\n",
+    "per_user.sql": (
+        "select user_id, sum(amount) as total, count(*) as n\nfrom txns\ngroup by user_id\n"
+    ),
     "top_users.sql": "select user_id, total\nfrom per_user\nwhere total > 5\n",
 }
 

@@ -34,7 +34,9 @@ def test_run_json_is_one_document(cli, project: Path) -> None:
 def test_dry_run_shows_the_plan(cli, project: Path) -> None:
     doc = cli("run", "+per_user", "--dry-run", "-p", str(project), "--json").json()
     assert [(s["name"], s["action"], s["reason"]) for s in doc["steps"]] == [
-        ("txns", "run", "never ingested"), ("per_user", "run", "never built")]
+        ("txns", "run", "never ingested"),
+        ("per_user", "run", "never built"),
+    ]
 
 
 def test_status_tables_runs(cli, project: Path) -> None:
@@ -43,7 +45,10 @@ def test_status_tables_runs(cli, project: Path) -> None:
     cli("run", "-p", str(project))
     status = cli("status", "-p", str(project), "--json").json()
     assert {r["name"]: (r["state"], r["version"], r["rows"]) for r in status} == {
-        "txns": ("fresh", 0, 3), "per_user": ("fresh", 0, 2), "top_users": ("fresh", 0, 2)}
+        "txns": ("fresh", 0, 3),
+        "per_user": ("fresh", 0, 2),
+        "top_users": ("fresh", 0, 2),
+    }
     assert "fresh" in cli("status", "-p", str(project)).stdout
     tables = {t["name"]: t for t in cli("tables", "-p", str(project), "--json").json()}
     assert tables["per_user"]["inputs"] == ["txns"]
@@ -59,14 +64,18 @@ def test_show_history_lineage_quarantine(cli, project: Path) -> None:
     cli("run", "-p", str(project))
     (project / "data" / "b.csv").write_text("id,user_id,amount\n30,u1,100\n")
     cli("run", "-p", str(project))
-    shown = cli("show", "per_user", "--version", "0", "--limit", "5", "-p", str(project), "--json").json()
+    shown = cli(
+        "show", "per_user", "--version", "0", "--limit", "5", "-p", str(project), "--json"
+    ).json()
     assert shown["version"] == 0
     assert sorted((r["user_id"], r["total"]) for r in shown["data"]) == [("u1", 15.0), ("u2", 7.0)]
     table = cli("show", "per_user", "-p", str(project))
     assert "per_user v1" in table.stdout and "115.0" in table.stdout
     history = cli("history", "txns", "-p", str(project), "--json").json()
     assert [(h["version"], h["mode"], h["rows"], h["files"]) for h in history] == [
-        (0, "overwrite", 3, ["data/a.csv"]), (1, "append", 4, ["data/b.csv"])]
+        (0, "overwrite", 3, ["data/a.csv"]),
+        (1, "append", 4, ["data/b.csv"]),
+    ]
     assert len(history[1]["fingerprint"]) == 64
     per_user = cli("history", "per_user", "-p", str(project), "--json").json()
     assert [h["inputs"] for h in per_user] == [{"txns": 0}, {"txns": 1}]
@@ -80,7 +89,10 @@ def test_show_history_lineage_quarantine(cli, project: Path) -> None:
     assert "top_users" in cli("lineage", "txns", "--downstream", "-p", str(project)).stdout
     q = cli("quarantine", "txns", "--version", "0", "-p", str(project), "--json").json()
     assert q["quarantined"] == 4 and len(q["data"]) == 4
-    assert "type(amount DOUBLE)" in cli("quarantine", "txns", "--version", "0", "-p", str(project)).stdout
+    assert (
+        "type(amount DOUBLE)"
+        in cli("quarantine", "txns", "--version", "0", "-p", str(project)).stdout
+    )
 
 
 def test_init_creates_a_runnable_project(cli, tmp_path: Path) -> None:
@@ -117,9 +129,12 @@ def test_bad_version_and_unbuilt_table(cli, project: Path) -> None:
     cli("run", "-p", str(project))
     bad = cli("show", "per_user", "--version", "9", "-p", str(project), "--json")
     assert bad.code == 2
-    assert bad.json() == {"error": "VersionNotFoundError",
-                          "message": "table 'per_user' has no version 9",
-                          "location": None, "hint": "versions: 0"}
+    assert bad.json() == {
+        "error": "VersionNotFoundError",
+        "message": "table 'per_user' has no version 9",
+        "location": None,
+        "hint": "versions: 0",
+    }
     negative = cli("show", "per_user", "--limit", "-1", "-p", str(project))
     assert negative.code == 2 and "Traceback" not in negative.stderr
 

@@ -16,7 +16,9 @@ from tests.conftest import BASIC_MODULE, write_project
 
 pytestmark = pytest.mark.slow
 
-SLOW_MODULE = BASIC_MODULE + '''
+SLOW_MODULE = (
+    BASIC_MODULE
+    + """
 import time
 from pathlib import Path
 
@@ -26,7 +28,8 @@ def slow_copy(per_user: pa.Table) -> pa.Table:
     marker.write_text("x")
     time.sleep(float((Path(__file__).parent / "sleep").read_text()))
     return per_user
-'''
+"""
+)
 
 
 def make(root: Path, sleep: float = 0.0) -> Path:
@@ -40,13 +43,22 @@ def env(failpoints: str = "") -> dict[str, str]:
 
 
 def gristmill(root: Path, *args: str, failpoints: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gristmill", "run", "-p", str(root), *args],
-                          env=env(failpoints), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "gristmill", "run", "-p", str(root), *args],
+        env=env(failpoints),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def start(root: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "gristmill", "run", "-p", str(root), *args],
-                            env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gristmill", "run", "-p", str(root), *args],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -55,8 +67,7 @@ def snapshot(root: Path) -> dict[str, object]:
     for name in ws.graph.order:
         m = ws.catalog.latest(name)
         data = ws.read(name)
-        out[name] = (m.rows, m.quarantined, m.quarantine_counts,
-                     sorted(map(str, data.to_pylist())))
+        out[name] = (m.rows, m.quarantined, m.quarantine_counts, sorted(map(str, data.to_pylist())))
         out[name + "__quarantine"] = sorted(
             str({k: v for k, v in row.items() if k != "_run_id"})
             for row in ws.quarantine(name).to_pylist()
@@ -73,8 +84,15 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return snapshot(root)
 
 
-@pytest.mark.parametrize("point", ["after_quarantine:txns", "after_commit:txns",
-                                   "after_commit:per_user", "after_commit:slow_copy"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "after_quarantine:txns",
+        "after_commit:txns",
+        "after_commit:per_user",
+        "after_commit:slow_copy",
+    ],
+)
 def test_kill_at_a_failpoint_then_rerun_equals_clean_run(tmp_path: Path, clean, point) -> None:
     root = make(tmp_path / "p")
     proc = gristmill(root, failpoints=point)
@@ -90,7 +108,9 @@ def test_kill_at_a_failpoint_then_rerun_equals_clean_run(tmp_path: Path, clean, 
     runs = ws.runs()
     # the last step's commit adopted on recovery leaves nothing to do: a no-op rerun
     assert [r.status for r in runs] == [
-        "noop" if point.endswith("slow_copy") else "success", "crashed"]
+        "noop" if point.endswith("slow_copy") else "success",
+        "crashed",
+    ]
     if point.startswith("after_commit"):
         assert ws.catalog.latest(table).recovered  # adopted from the Delta commit record
         assert runs[0].summary["recovered_versions"] == [[table, 0]]
@@ -121,13 +141,16 @@ def test_kill_mid_step_leaves_no_visible_version(tmp_path: Path, clean) -> None:
 
 def test_kill_during_delta_write_of_a_large_table(tmp_path: Path) -> None:
     """A kill while Parquet files are being written leaves only unreferenced files."""
-    module = '''
+    module = """
 import gristmill as gm
 nums = gm.source("nums", "data/*.csv", columns={"i": "BIGINT"})
-'''
-    root = write_project(tmp_path / "p", module=module, sql={
-        "big.sql": "select range as i, md5(range::varchar) as h from range(30000000)"},
-        data={"a.csv": "i\n1\n"})
+"""
+    root = write_project(
+        tmp_path / "p",
+        module=module,
+        sql={"big.sql": "select range as i, md5(range::varchar) as h from range(30000000)"},
+        data={"a.csv": "i\n1\n"},
+    )
     proc = start(root)
     parquet = root / "lake" / "big"
     deadline = time.monotonic() + 120

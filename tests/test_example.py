@@ -27,13 +27,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 def test_builds_every_table_and_quarantines_dirty_rows(demo: Workspace) -> None:
     steps = {s.name: s for s in demo.outcome.result.steps}  # type: ignore[attr-defined]
-    assert set(steps) == {"users", "transactions", "events", "churn_labels", "user_profile",
-                          "merchant_category_stats", "churn_rate_by_month"}
+    assert set(steps) == {
+        "users",
+        "transactions",
+        "events",
+        "churn_labels",
+        "user_profile",
+        "merchant_category_stats",
+        "churn_rate_by_month",
+    }
     assert all(s.status is StepStatus.SUCCESS for s in steps.values())
     txns = steps["transactions"]
     assert len(txns.files) == 9
-    assert {"unique(txn_id)", "range(0 <= amount)", "type(amount DOUBLE)",
-            "not_null(user_id)"} <= set(txns.quarantine_counts)
+    assert {
+        "unique(txn_id)",
+        "range(0 <= amount)",
+        "type(amount DOUBLE)",
+        "not_null(user_id)",
+    } <= set(txns.quarantine_counts)
     assert 0 < txns.quarantined < 0.05 * (txns.rows + txns.quarantined)
     assert steps["events"].quarantine_counts.get("accepted_values(event_type)", 0) > 0
 
@@ -47,8 +58,11 @@ def test_user_profile_is_unique_per_entity_and_time(demo: Workspace) -> None:
     profile = demo.read("user_profile")
     keys = list(zip(profile["user_id"].to_pylist(), profile["as_of"].to_pylist(), strict=True))
     assert len(keys) == len(set(keys)) > 0
-    assert demo.tables()[-1].name in {"user_profile", "merchant_category_stats",
-                                      "churn_rate_by_month"}
+    assert demo.tables()[-1].name in {
+        "user_profile",
+        "merchant_category_stats",
+        "churn_rate_by_month",
+    }
     info = {t.name: t for t in demo.tables()}["user_profile"]
     assert info.feature_view == {"entity": ["user_id"], "timestamp": "as_of"}
 
@@ -78,8 +92,10 @@ def test_features_equal_a_plain_python_computation(demo: Workspace) -> None:
 def test_new_month_file_is_appended_alone(demo: Workspace, tmp_path: Path) -> None:
     root = demo.root
     extra = root / "data" / "transactions" / "transactions_2026_07.csv"
-    extra.write_text("txn_id,user_id,ts,amount,merchant_category,channel\n"
-                     "t_new_1,u_0000001,2026-07-02 10:00:00,12.5,grocery,web\n")
+    extra.write_text(
+        "txn_id,user_id,ts,amount,merchant_category,channel\n"
+        "t_new_1,u_0000001,2026-07-02 10:00:00,12.5,grocery,web\n"
+    )
     outcome = Workspace.open(root).run()
     steps = {s.name: s for s in outcome.result.steps}
     assert steps["transactions"].files == ("data/transactions/transactions_2026_07.csv",)

@@ -12,7 +12,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_defaults_and_values(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, 'name = "x"\nparallelism = 3\n[duckdb]\nmemory_limit = "1GB"\n'))
+    config = load_config(
+        write(tmp_path, 'name = "x"\nparallelism = 3\n[duckdb]\nmemory_limit = "1GB"\n')
+    )
     assert config.name == "x"
     assert config.parallelism == 3
     assert config.duckdb.memory_limit == "1GB"

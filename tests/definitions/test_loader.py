@@ -9,14 +9,14 @@ from tests.conftest import write_project
 
 
 def test_loads_sources_sql_and_python_steps(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import pyarrow as pa
 import gristmill as gm
 txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR"})
 @gm.table
 def enriched(per_user: pa.Table) -> pa.Table:
     return per_user
-'''
+"""
     root = write_project(tmp_path, module=module, sql={"per_user.sql": "select id from txns"})
     graph = load_project(root).graph
     assert graph.order == ("txns", "per_user", "enriched")
@@ -50,11 +50,11 @@ def test_cycle_is_an_error(tmp_path: Path) -> None:
 
 
 def test_duplicate_names(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import gristmill as gm
 txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR"})
 per_user = gm.table("per_user", sql="select id from txns")
-'''
+"""
     root = write_project(tmp_path, module=module, sql={"per_user.sql": "select id from txns"})
     with pytest.raises(GraphError, match="defined twice"):
         load_project(root)
@@ -78,10 +78,10 @@ def test_python_module_error_names_line(tmp_path: Path) -> None:
 
 
 def test_check_on_undeclared_source_column(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import gristmill as gm
 txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR"}, checks=[gm.not_null("amount")])
-'''
+"""
     root = write_project(tmp_path, module=module, sql={})
     with pytest.raises(DefinitionError, match="does not declare: amount"):
         load_project(root)

@@ -25,7 +25,11 @@ def test_failing_rows_are_quarantined_with_check_and_original_values(workspace: 
         "unique(id)": 1,
     }
     good = workspace.read("txns").sort_by("id").to_pydict()
-    assert good == {"id": ["1", "2", "6"], "user_id": ["u1", "u1", "u2"], "amount": [10.0, 5.0, 7.0]}
+    assert good == {
+        "id": ["1", "2", "6"],
+        "user_id": ["u1", "u1", "u2"],
+        "amount": [10.0, 5.0, 7.0],
+    }
     assert workspace.read("txns").schema.field("amount").type == pa.float64()
     rows = by_id(workspace.quarantine("txns").to_pylist())
     assert rows[("3", ("type(amount DOUBLE)",))]["amount"] == "abc"  # the original text
@@ -36,13 +40,14 @@ def test_failing_rows_are_quarantined_with_check_and_original_values(workspace: 
 
 
 def test_share_over_limit_fails_the_step_and_writes_nothing(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import gristmill as gm
 txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR", "amount": "DOUBLE"},
                  checks=[gm.in_range("amount", min=0)])
-'''
-    root = write_project(tmp_path, module=module, sql={},
-                         data={"a.csv": "id,amount\n1,1\n2,-1\n3,-2\n4,4\n"})
+"""
+    root = write_project(
+        tmp_path, module=module, sql={}, data={"a.csv": "id,amount\n1,1\n2,-1\n3,-2\n4,4\n"}
+    )
     ws = Workspace.open(root)
     step = ws.run().result.steps[0]
     assert step.status is StepStatus.FAILED
@@ -54,15 +59,19 @@ txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR", "amount": "DOUB
 
 
 def test_accepted_values_regex_and_row_count(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import gristmill as gm
 users = gm.source("users", "data/*.csv", columns={"id": "VARCHAR", "plan": "VARCHAR"},
                   checks=[gm.accepted_values("plan", ["free", "pro"]), gm.matches("id", r"u_\\d+")],
                   max_quarantine_share=0.9)
 small = gm.table("small", sql="select * from users", row_count=gm.row_count(max=1))
-'''
-    root = write_project(tmp_path, module=module, sql={},
-                         data={"a.csv": "id,plan\nu_1,free\nu_2,gold\nx_3,pro\nu_4,pro\n"})
+"""
+    root = write_project(
+        tmp_path,
+        module=module,
+        sql={},
+        data={"a.csv": "id,plan\nu_1,free\nu_2,gold\nx_3,pro\nu_4,pro\n"},
+    )
     ws = Workspace.open(root)
     steps = {s.name: s for s in ws.run().result.steps}
     assert steps["users"].quarantine_counts == {"accepted_values(plan)": 1, "regex(id)": 1}
@@ -80,15 +89,16 @@ def test_unique_holds_across_incremental_appends(workspace: Workspace, project: 
 
 
 def test_contract_on_sql_step_quarantines_its_rows(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import gristmill as gm
 txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR", "amount": "DOUBLE"})
 big = gm.table("big", sql="select id, amount * 10 as amount10 from txns",
                columns={"amount10": "INTEGER"}, checks=[gm.in_range("amount10", max=50)],
                max_quarantine_share=0.5)
-'''
-    root = write_project(tmp_path, module=module, sql={},
-                         data={"a.csv": "id,amount\n1,1\n2,2\n3,9\n"})
+"""
+    root = write_project(
+        tmp_path, module=module, sql={}, data={"a.csv": "id,amount\n1,1\n2,2\n3,9\n"}
+    )
     ws = Workspace.open(root)
     steps = {s.name: s for s in ws.run().result.steps}
     assert steps["big"].quarantine_counts == {"range(amount10 <= 50)": 1}

@@ -16,9 +16,14 @@ def test_run_builds_every_table_with_exact_lineage(workspace: Workspace) -> None
     outcome = workspace.run()
     assert outcome.result.status == "success"
     assert workspace.read("per_user").sort_by("user_id").to_pydict() == {
-        "user_id": ["u1", "u2"], "total": [15.0, 7.0], "n": [2, 1]}
+        "user_id": ["u1", "u2"],
+        "total": [15.0, 7.0],
+        "n": [2, 1],
+    }
     assert workspace.read("top_users").sort_by("user_id").to_pydict() == {
-        "user_id": ["u1", "u2"], "total": [15.0, 7.0]}
+        "user_id": ["u1", "u2"],
+        "total": [15.0, 7.0],
+    }
     per_user = workspace.catalog.latest("per_user")
     assert per_user.inputs == {"txns": 0}
     assert per_user.rows == 2 and per_user.version == 0
@@ -27,7 +32,9 @@ def test_run_builds_every_table_with_exact_lineage(workspace: Workspace) -> None
     assert [s.status for s in again.result.steps] == [StepStatus.SKIPPED] * 3
 
 
-def test_old_versions_stay_readable_as_arrow_polars_pandas(workspace: Workspace, project: Path) -> None:
+def test_old_versions_stay_readable_as_arrow_polars_pandas(
+    workspace: Workspace, project: Path
+) -> None:
     workspace.run()
     (project / "data" / "b.csv").write_text("id,user_id,amount\n30,u1,100\n")
     Workspace.open(project).run()
@@ -41,7 +48,9 @@ def test_old_versions_stay_readable_as_arrow_polars_pandas(workspace: Workspace,
 
 def test_sql_error_names_file_line_and_blocks_downstream(tmp_path: Path) -> None:
     sql = {
-        "per_user.sql": "select user_id,\n  sum(amount) as total\nfrom txns\nwhere nope > 1\ngroup by 1\n",
+        "per_user.sql": (
+            "select user_id,\n  sum(amount) as total\nfrom txns\nwhere nope > 1\ngroup by 1\n"
+        ),
         "top_users.sql": "select * from per_user\n",
     }
     ws = Workspace.open(write_project(tmp_path, sql=sql))
@@ -57,10 +66,13 @@ def test_sql_error_names_file_line_and_blocks_downstream(tmp_path: Path) -> None
     run = ws.run_info(outcome.result.run_id)
     assert run.status == "failed"
     assert {s["table"]: s["status"] for s in run.steps} == {
-        "txns": "success", "per_user": "failed", "top_users": "blocked"}
+        "txns": "success",
+        "per_user": "failed",
+        "top_users": "blocked",
+    }
 
 
-PY_MODULE = '''
+PY_MODULE = """
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -80,18 +92,23 @@ def with_pandas(with_polars: pd.DataFrame, factor: int) -> pd.DataFrame:
 @gm.table
 def broken(txns: pa.Table) -> pa.Table:
     return txns.column("missing")
-'''
+"""
 
 
 def test_python_steps_take_and_return_polars_and_pandas(tmp_path: Path) -> None:
-    root = write_project(tmp_path, module=PY_MODULE, sql={},
-                         data={"a.csv": "id,amount\n1,1.5\n2,2\n"})
+    root = write_project(
+        tmp_path, module=PY_MODULE, sql={}, data={"a.csv": "id,amount\n1,1.5\n2,2\n"}
+    )
     ws = Workspace.open(root)
     steps = {s.name: s for s in ws.run().result.steps}
     assert steps["with_pandas"].status is StepStatus.SUCCESS
     data = ws.read("with_pandas").sort_by("id").to_pydict()
-    assert data == {"id": ["1", "2"], "amount": [1.5, 2.0], "double": [3.0, 4.0],
-                    "triple": [4.5, 6.0]}
+    assert data == {
+        "id": ["1", "2"],
+        "amount": [1.5, 2.0],
+        "double": [3.0, 4.0],
+        "triple": [4.5, 6.0],
+    }
     error = steps["broken"].error
     assert steps["broken"].status is StepStatus.FAILED
     assert error["message"].startswith("broken: KeyError")
@@ -119,19 +136,27 @@ class Recorder:
 
 
 def test_independent_steps_run_in_parallel_bounded(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import time
 import pyarrow as pa
 import gristmill as gm
 txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR"})
-''' + "".join(f'''
+""" + "".join(
+        f"""
 @gm.table
 def slow_{i}(txns: pa.Table) -> pa.Table:
     time.sleep(0.3)
     return txns
-''' for i in range(4))
-    root = write_project(tmp_path, module=module, sql={}, data={"a.csv": "id\n1\n"},
-                         toml='name = "t"\nparallelism = 2\n')
+"""
+        for i in range(4)
+    )
+    root = write_project(
+        tmp_path,
+        module=module,
+        sql={},
+        data={"a.csv": "id\n1\n"},
+        toml='name = "t"\nparallelism = 2\n',
+    )
     recorder = Recorder()
     started = time.perf_counter()
     assert Workspace.open(root).run(reporter=recorder).ok
@@ -153,10 +178,10 @@ def test_selected_step_without_built_input_fails_clearly(workspace: Workspace) -
 
 
 def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
-    module = '''
+    module = """
 import gristmill as gm
 events = gm.source("events", "data/*.parquet", columns={"id": "VARCHAR"})
-'''
+"""
     root = write_project(tmp_path, module=module, sql={}, data={"broken.parquet": "not parquet"})
     step = Workspace.open(root).run().result.steps[0]
     assert step.status is StepStatus.FAILED

@@ -7,7 +7,9 @@ from gristmill.planning import Action, WriteMode
 from gristmill.service import Workspace
 
 
-def actions(ws: Workspace, *selection: str, full_refresh: bool = False) -> dict[str, tuple[str, str]]:
+def actions(
+    ws: Workspace, *selection: str, full_refresh: bool = False
+) -> dict[str, tuple[str, str]]:
     plan = ws.plan(selection, full_refresh=full_refresh)
     return {s.name: (s.action.value, s.reason) for s in plan.steps}
 
@@ -26,10 +28,13 @@ def test_after_a_run_everything_is_fresh(workspace: Workspace) -> None:
     assert actions(workspace)["per_user"] == ("skip", "fresh (v0)")
 
 
-def test_formatting_and_comments_do_not_make_a_step_stale(workspace: Workspace, project: Path) -> None:
+def test_formatting_and_comments_do_not_make_a_step_stale(
+    workspace: Workspace, project: Path
+) -> None:
     workspace.run()
     (project / "sql" / "per_user.sql").write_text(
-        "-- a comment\nSELECT user_id,   SUM(amount) AS total, COUNT(*) AS n FROM txns GROUP BY user_id"
+        "-- a comment\nSELECT user_id,   SUM(amount) AS total, COUNT(*) AS n "
+        "FROM txns GROUP BY user_id"
     )
     assert Workspace.open(project).plan().is_noop
 

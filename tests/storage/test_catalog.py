@@ -81,7 +81,9 @@ def test_materialization_round_trip(url: str) -> None:
 def test_runs_steps_and_abandoned_runs(url: str) -> None:
     catalog = Catalog(url)
     catalog.start_run("r1", "+t", False)
-    catalog.record_step(StepRecord("r1", "t", "sql", "running", "never built", None, None, None, None))
+    catalog.record_step(
+        StepRecord("r1", "t", "sql", "running", "never built", None, None, None, None)
+    )
     assert catalog.mark_abandoned_runs() == 1
     assert catalog.run("r1").status == "crashed"
     assert catalog.steps("r1")[0].status == "crashed"

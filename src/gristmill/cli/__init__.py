@@ -12,6 +12,8 @@ INTERNAL_ERROR = 70
 
 
 def main(argv: list[str] | None = None) -> None:
+    from rich.markup import escape
+
     from gristmill.cli.app import app
     from gristmill.cli.render import emit_json, err
 
@@ -27,9 +29,9 @@ def main(argv: list[str] | None = None) -> None:
             emit_json(exc.to_dict())
         else:
             where = f"{exc.location}: " if exc.location else ""
-            err.print(f"[bold red]error:[/] {where}{exc.message}", markup=True)
+            err.print(f"[bold red]error:[/] {escape(where + exc.message)}")
             if exc.hint:
-                err.print(f"  hint: {exc.hint}")
+                err.print(f"  hint: {escape(exc.hint)}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -37,10 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}")
+        err.print(f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}")
         if debug:
             err.print(traceback.format_exc(), markup=False)
         else:
-            err.print("  this is a bug in gristmill; rerun with --debug for the traceback "
-                      "and report it")
+            err.print(
+                "  this is a bug in gristmill; rerun with --debug for the traceback and report it"
+            )
         sys.exit(INTERNAL_ERROR)

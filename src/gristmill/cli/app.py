@@ -22,8 +22,12 @@ app = typer.Typer(
 
 ProjectOpt = Annotated[
     Path | None,
-    typer.Option("--project", "-p", help="Project folder (default: the current folder or a parent).",
-                 show_default=False),
+    typer.Option(
+        "--project",
+        "-p",
+        help="Project folder (default: the current folder or a parent).",
+        show_default=False,
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
 TableArg = Annotated[str, typer.Argument(help="Table name.")]
@@ -48,16 +52,22 @@ def init(
     if json:
         render.emit_json(created)
         return
-    render.out.print(f"created [bold]{created['project']}[/] in {created['path']} "
-                     f"({created['files']} data files, scale {scale})")
+    render.out.print(
+        f"created [bold]{created['project']}[/] in {created['path']} "
+        f"({created['files']} data files, scale {scale})"
+    )
     render.out.print(f"next: cd {directory} && gristmill run")
 
 
 @app.command()
 def run(
-    select: Annotated[list[str] | None, typer.Argument(
-        help="What to run: name, +name (with upstream), name+ (with downstream).")] = None,
-    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild everything selected.")] = False,
+    select: Annotated[
+        list[str] | None,
+        typer.Argument(help="What to run: name, +name (with upstream), name+ (with downstream)."),
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild everything selected.")
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
     project: ProjectOpt = None,
     json: JsonOpt = False,
@@ -70,8 +80,13 @@ def run(
         return
     if json:
         outcome = ws.run(select or (), full_refresh=full_refresh)
-        render.emit_json({"run_id": outcome.result.run_id, "summary": outcome.summary(),
-                          "steps": outcome.result.steps})
+        render.emit_json(
+            {
+                "run_id": outcome.result.run_id,
+                "summary": outcome.summary(),
+                "steps": outcome.result.steps,
+            }
+        )
     else:
         with RichReporter() as reporter:
             outcome = ws.run(select or (), full_refresh=full_refresh, reporter=reporter)
@@ -88,8 +103,11 @@ def status(project: ProjectOpt = None, json: JsonOpt = False) -> None:
     rows = _open(project).status()
     if json:
         return render.emit_json(rows)
-    render.records("status", [r.__dict__ for r in rows],
-                   ["name", "kind", "version", "rows", "quarantined", "built_at", "state", "reason"])
+    render.records(
+        "status",
+        [r.__dict__ for r in rows],
+        ["name", "kind", "version", "rows", "quarantined", "built_at", "state", "reason"],
+    )
 
 
 @app.command()
@@ -98,11 +116,20 @@ def tables(project: ProjectOpt = None, json: JsonOpt = False) -> None:
     rows = _open(project).tables()
     if json:
         return render.emit_json(rows)
-    view = [{**r.__dict__, "inputs": ", ".join(r.inputs), "columns": len(r.columns),
-             "feature_view": "yes" if r.feature_view else ""} for r in rows]
-    render.records("tables", view,
-                   ["name", "kind", "inputs", "version", "rows", "columns", "feature_view",
-                    "defined_at"])
+    view = [
+        {
+            **r.__dict__,
+            "inputs": ", ".join(r.inputs),
+            "columns": len(r.columns),
+            "feature_view": "yes" if r.feature_view else "",
+        }
+        for r in rows
+    ]
+    render.records(
+        "tables",
+        view,
+        ["name", "kind", "inputs", "version", "rows", "columns", "feature_view", "defined_at"],
+    )
 
 
 @app.command()
@@ -118,14 +145,23 @@ def runs(
         info = ws.run_info(run_id)
         if json:
             return render.emit_json(info)
-        return render.records(f"run {info.run_id} ({info.status})", info.steps,
-                              ["table", "kind", "status", "version", "reason", "error"])
+        return render.records(
+            f"run {info.run_id} ({info.status})",
+            info.steps,
+            ["table", "kind", "status", "version", "reason", "error"],
+        )
     rows = ws.runs(limit)
     if json:
         return render.emit_json(rows)
-    view = [{**r.__dict__, "run_id": r.run_id[:12],
-             "steps": str((r.summary or {}).get("steps", "")),
-             "rows": (r.summary or {}).get("rows_written")} for r in rows]
+    view = [
+        {
+            **r.__dict__,
+            "run_id": r.run_id[:12],
+            "steps": str((r.summary or {}).get("steps", "")),
+            "rows": (r.summary or {}).get("rows_written"),
+        }
+        for r in rows
+    ]
     render.records("runs", view, ["run_id", "status", "started_at", "selection", "steps", "rows"])
 
 
@@ -142,8 +178,9 @@ def show(
     m = ws.materialization(table, version)
     data = ws.read(table, m.version, limit=limit)
     if json:
-        return render.emit_json({"table": table, "version": m.version, "rows": m.rows,
-                                 "data": data.to_pylist()})
+        return render.emit_json(
+            {"table": table, "version": m.version, "rows": m.rows, "data": data.to_pylist()}
+        )
     render.arrow(data, f"{table} v{m.version} ({m.rows:,} rows, showing {data.num_rows})")
 
 
@@ -160,11 +197,16 @@ def quarantine(
     m = ws.materialization(table, version)
     data = ws.quarantine(table, m.version, limit=limit)
     if json:
-        return render.emit_json({"table": table, "version": m.version,
-                                 "quarantined": m.quarantined, "counts": m.quarantine_counts,
-                                 "data": data.to_pylist()})
-    render.arrow(data, f"{table} v{m.version}: {m.quarantined:,} quarantined "
-                       f"{m.quarantine_counts}")
+        return render.emit_json(
+            {
+                "table": table,
+                "version": m.version,
+                "quarantined": m.quarantined,
+                "counts": m.quarantine_counts,
+                "data": data.to_pylist(),
+            }
+        )
+    render.arrow(data, f"{table} v{m.version}: {m.quarantined:,} quarantined {m.quarantine_counts}")
 
 
 @app.command()
@@ -173,21 +215,43 @@ def history(table: TableArg, project: ProjectOpt = None, json: JsonOpt = False) 
     rows = _open(project).history(table)
     if json:
         return render.emit_json(rows)
-    view = [{**r.__dict__, "version": f"v{r.version}", "run_id": r.run_id[:12],
-             "fingerprint": r.fingerprint[:12],
-             "inputs": ", ".join(f"{k} v{v}" for k, v in r.inputs.items()) or
-             ", ".join(r.files[:3]) + (" …" if len(r.files) > 3 else ""),
-             "recovered": "yes" if r.recovered else ""} for r in rows]
-    render.records(f"history of {table}", view,
-                   ["version", "built_at", "run_id", "mode", "fingerprint", "rows", "rows_added",
-                    "quarantined", "inputs", "recovered"])
+    view = [
+        {
+            **r.__dict__,
+            "version": f"v{r.version}",
+            "run_id": r.run_id[:12],
+            "fingerprint": r.fingerprint[:12],
+            "inputs": ", ".join(f"{k} v{v}" for k, v in r.inputs.items())
+            or ", ".join(r.files[:3]) + (" …" if len(r.files) > 3 else ""),
+            "recovered": "yes" if r.recovered else "",
+        }
+        for r in rows
+    ]
+    render.records(
+        f"history of {table}",
+        view,
+        [
+            "version",
+            "built_at",
+            "run_id",
+            "mode",
+            "fingerprint",
+            "rows",
+            "rows_added",
+            "quarantined",
+            "inputs",
+            "recovered",
+        ],
+    )
 
 
 @app.command()
 def lineage(
     table: TableArg,
-    upstream: Annotated[bool, typer.Option("--upstream/--downstream",
-                                           help="What it was built from, or what reads it.")] = True,
+    upstream: Annotated[
+        bool,
+        typer.Option("--upstream/--downstream", help="What it was built from, or what reads it."),
+    ] = True,
     version: Annotated[int | None, typer.Option(help="Version (default: latest).")] = None,
     project: ProjectOpt = None,
     json: JsonOpt = False,

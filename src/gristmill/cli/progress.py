@@ -64,7 +64,9 @@ class RichReporter:
                 self._progress.advance(self._overall)
             detail = ""
             if result.status is StepStatus.SUCCESS:
-                detail = f"v{result.version}, {result.rows:,} rows" if result.rows is not None else ""
+                detail = (
+                    f"v{result.version}, {result.rows:,} rows" if result.rows is not None else ""
+                )
                 if result.files:
                     detail += f", ingested {len(result.files)} file(s)"
                 if result.quarantined:

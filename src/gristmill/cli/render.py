@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -68,8 +67,10 @@ def run_summary(steps: tuple[StepResult, ...], summary: dict[str, Any]) -> None:
     _details(steps)
     skipped = len(steps) - len(shown)
     if summary["status"] == "noop":
-        out.print(f"[green]nothing to do[/]: all {len(steps)} tables are fresh "
-                  f"({summary['duration_s']:.3f}s)")
+        out.print(
+            f"[green]nothing to do[/]: all {len(steps)} tables are fresh "
+            f"({summary['duration_s']:.3f}s)"
+        )
     else:
         out.print(
             f"{styled(summary['status'])}: {summary['steps']} — "
@@ -83,13 +84,18 @@ def run_summary(steps: tuple[StepResult, ...], summary: dict[str, Any]) -> None:
 def _steps_table(steps: list[StepResult]) -> None:
     table = Table(title="run summary", title_justify="left")
     for column in ("table", "status", "version", "rows", "added", "quarantined", "time", "note"):
-        table.add_column(column, justify="right" if column in ("version", "rows", "added",
-                                                               "quarantined", "time") else "left")
+        table.add_column(
+            column,
+            justify="right"
+            if column in ("version", "rows", "added", "quarantined", "time")
+            else "left",
+        )
     for step in steps:
         note = step.reason
         if step.files:
             note = f"{len(step.files)} file(s): {', '.join(step.files[:3])}" + (
-                " …" if len(step.files) > 3 else "")
+                " …" if len(step.files) > 3 else ""
+            )
         if step.status is StepStatus.FAILED and step.error:
             note = "see error below"
         table.add_row(
@@ -109,14 +115,17 @@ def _details(steps: tuple[StepResult, ...]) -> None:
     for step in steps:
         if step.quarantine_counts:
             counts = ", ".join(f"{c}: {n:,}" for c, n in step.quarantine_counts.items())
-            out.print(f"  [yellow]quarantined[/] {step.name}: {counts} "
-                      f"(see `gristmill quarantine {step.name}`)")
+            out.print(
+                f"  [yellow]quarantined[/] {step.name}: {counts} "
+                f"(see `gristmill quarantine {step.name}`)"
+            )
     for step in steps:
         if step.error:
             location = f"{step.error['location']}: " if step.error.get("location") else ""
-            err.print(f"[bold red]error[/] in {step.name}: {location}{step.error['message']}")
+            message = escape(location + step.error["message"])
+            err.print(f"[bold red]error[/] in {step.name}: {message}")
             if step.error.get("hint"):
-                err.print(f"  hint: {step.error['hint']}")
+                err.print(f"  hint: {escape(step.error['hint'])}")
 
 
 def plan_table(plan: Plan) -> None:
@@ -126,8 +135,12 @@ def plan_table(plan: Plan) -> None:
     table.add_column("action")
     table.add_column("reason")
     for step in plan.steps:
-        table.add_row(step.name, step.kind.value,
-                      styled("run" if step.action.value == "run" else "skipped"), step.reason)
+        table.add_row(
+            step.name,
+            step.kind.value,
+            styled("run" if step.action.value == "run" else "skipped"),
+            step.reason,
+        )
     out.print(table)
 
 
@@ -148,8 +161,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, str):
-        return styled(value)
-    return str(value)
+        return styled(value) if value in STATUS_STYLE else escape(value)
+    return escape(str(value))
 
 
 def arrow(data: pa.Table, title: str) -> None:
@@ -157,7 +170,7 @@ def arrow(data: pa.Table, title: str) -> None:
     for field in data.schema:
         table.add_column(f"{field.name}\n[dim]{field.type}[/]")
     for row in data.to_pylist():
-        table.add_row(*("" if v is None else str(v) for v in row.values()))
+        table.add_row(*("" if v is None else escape(str(v)) for v in row.values()))
     out.print(table)
 
 

@@ -77,7 +77,9 @@ def load_config(project_dir: Path) -> ProjectConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read {CONFIG_FILE}: {exc.strerror}", location=Location(path))
+        raise ConfigError(
+            f"cannot read {CONFIG_FILE}: {exc.strerror}", location=Location(path)
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -87,7 +89,7 @@ def load_config(project_dir: Path) -> ProjectConfig:
             f"malformed TOML: {re.sub(r' [(]at line.*', '', str(exc))}",
             location=Location(path, int(match.group(1)) if match else None),
             hint="fix the syntax at that line (strings need quotes, tables [brackets])",
-        )
+        ) from None
     try:
         return ProjectConfig.model_validate(data)
     except ValidationError as exc:
@@ -100,13 +102,13 @@ def load_config(project_dir: Path) -> ProjectConfig:
                 f"unknown key {key!r}",
                 location=Location(path, _line_of(text, loc)),
                 hint=f"valid keys here: {', '.join(valid)}",
-            )
+            ) from None
         if first["type"] == "missing":
-            raise ConfigError(f"missing required key {key!r}", location=Location(path))
+            raise ConfigError(f"missing required key {key!r}", location=Location(path)) from None
         raise ConfigError(
             f"invalid value for {key!r}: {first['msg']}",
             location=Location(path, _line_of(text, loc)),
-        )
+        ) from None
 
 
 def _valid_keys(loc: tuple[Any, ...]) -> list[str]:

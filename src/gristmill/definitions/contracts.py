@@ -39,7 +39,6 @@ class RowCheck:
 
     def failure(self) -> exp.Expression:
         """SQL condition that is TRUE when a row breaks this check."""
-        from sqlglot import exp
 
         raise NotImplementedError
 
@@ -149,7 +148,9 @@ class Regex(RowCheck):
         try:
             re.compile(self.pattern)
         except re.error as exc:
-            raise DefinitionError(f"regex({self.column}): invalid pattern {self.pattern!r}: {exc}")
+            raise DefinitionError(
+                f"regex({self.column}): invalid pattern {self.pattern!r}: {exc}"
+            ) from None
 
     @property
     def name(self) -> str:

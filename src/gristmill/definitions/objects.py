@@ -55,7 +55,7 @@ def _check_name(name: str, location: Location) -> None:
         raise DefinitionError(
             f"invalid name {name!r}",
             location=location,
-            hint="names are identifiers: letters, digits and underscores, not starting with a digit",
+            hint="names are identifiers: letters, digits, underscores; not starting with a digit",
         )
 
 
@@ -233,8 +233,9 @@ def table(
         inputs: tuple[str, ...] = ()
         loc = location
         if function is not None:
-            inputs = tuple(p for p in inspect.signature(function).parameters
-                           if p not in (params or {}))
+            inputs = tuple(
+                p for p in inspect.signature(function).parameters if p not in (params or {})
+            )
             loc = Location(Path(inspect.getfile(function)), function.__code__.co_firstlineno)
         return Table(
             name=name,
@@ -290,8 +291,6 @@ def _feature(
     if entity is None and timestamp is None:
         return None
     if entity is None or timestamp is None:
-        raise DefinitionError(
-            "a feature view needs both entity= and timestamp=", location=location
-        )
+        raise DefinitionError("a feature view needs both entity= and timestamp=", location=location)
     keys = (entity,) if isinstance(entity, str) else tuple(entity)
     return FeatureSpec(entity=keys, timestamp=timestamp)

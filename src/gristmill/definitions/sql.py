@@ -44,7 +44,11 @@ def parse_sql(text: str, location: Location) -> ParsedSql:
             location=location,
         )
     tree = statements[0]
-    return ParsedSql(text=text, normalized=tree.sql(dialect=DIALECT, comments=False), references=_references(tree))
+    return ParsedSql(
+        text=text,
+        normalized=tree.sql(dialect=DIALECT, comments=False),
+        references=_references(tree),
+    )
 
 
 def _references(tree: exp.Expression) -> tuple[str, ...]:

@@ -85,8 +85,11 @@ def checked_query(
 def _typed(column: str, type_: str | None) -> exp.Expression:
     if type_ is None:
         return col(column)
-    return exp.alias_(exp.TryCast(this=col(column), to=exp.DataType.build(type_, dialect=DIALECT)),
-                      column, quoted=True)
+    return exp.alias_(
+        exp.TryCast(this=col(column), to=exp.DataType.build(type_, dialect=DIALECT)),
+        column,
+        quoted=True,
+    )
 
 
 def _failure_case(

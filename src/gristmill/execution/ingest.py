@@ -85,9 +85,7 @@ def raw_relation_sql(source: Source, root: Path, files: Sequence[str]) -> str:
     """All rows of ``files`` with their file and a stable row order."""
     call = _reader_call(source, [str(root / f) for f in files], probe=False)
     prefix = len(str(root)) + 1
-    relative = exp.Substring(
-        this=exp.column("filename"), start=exp.Literal.number(prefix + 1)
-    )
+    relative = exp.Substring(this=exp.column("filename"), start=exp.Literal.number(prefix + 1))
     columns = [exp.column(exp.to_identifier(c, quoted=True)) for c in source.contract.columns]
     return (
         exp.select(

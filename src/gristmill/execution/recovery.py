@@ -42,10 +42,11 @@ def reconcile(graph: Graph, catalog: Catalog, lake: Lake) -> Recovery:
             materialization = replace(
                 materialization,
                 rows=rows,
-                rows_added=rows - (previous.rows if previous and
-                                   materialization.mode == "append" else 0),
-                schema=[{"name": f.name, "type": str(f.type)}
-                        for f in lake.schema(name, commit.version)],
+                rows_added=rows
+                - (previous.rows if previous and materialization.mode == "append" else 0),
+                schema=[
+                    {"name": f.name, "type": str(f.type)} for f in lake.schema(name, commit.version)
+                ],
             )
             catalog.record_materialization(materialization)
             adopted.append((name, commit.version))

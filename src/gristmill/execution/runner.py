@@ -129,11 +129,16 @@ class Runner:
         return None
 
     def _blocked(self, run_id: str, step: PlannedStep, blocker: str) -> StepResult:
-        result = StepResult(step.name, step.kind.value, StepStatus.BLOCKED,
-                            f"blocked: upstream {blocker!r} did not build")
+        result = StepResult(
+            step.name,
+            step.kind.value,
+            StepStatus.BLOCKED,
+            f"blocked: upstream {blocker!r} did not build",
+        )
         self.catalog.record_step(
-            StepRecord(run_id, step.name, step.kind.value, "blocked", result.reason, None, None,
-                       None, None)
+            StepRecord(
+                run_id, step.name, step.kind.value, "blocked", result.reason, None, None, None, None
+            )
         )
         self.reporter.step_finished(result)
         return result
@@ -141,8 +146,9 @@ class Runner:
     def _execute(self, run_id: str, step: PlannedStep) -> StepResult:
         started_at = utcnow()
         clock = time.perf_counter()
-        record = StepRecord(run_id, step.name, step.kind.value, "running", step.reason,
-                            started_at, None, None, None)
+        record = StepRecord(
+            run_id, step.name, step.kind.value, "running", step.reason, started_at, None, None, None
+        )
         self.catalog.record_step(record)
         try:
             materialization = self._materialize(run_id, step, started_at)
@@ -151,14 +157,23 @@ class Runner:
         except Exception as exc:  # a bug or an engine failure: keep the traceback on record
             error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
             self.catalog.record_step(
-                replace(record, status="failed", finished_at=utcnow(),
-                        error=str(error) + "\n" + traceback.format_exc())
+                replace(
+                    record,
+                    status="failed",
+                    finished_at=utcnow(),
+                    error=str(error) + "\n" + traceback.format_exc(),
+                )
             )
-            return StepResult(step.name, step.kind.value, StepStatus.FAILED, step.reason,
-                              duration_s=time.perf_counter() - clock, error=error.to_dict())
+            return StepResult(
+                step.name,
+                step.kind.value,
+                StepStatus.FAILED,
+                step.reason,
+                duration_s=time.perf_counter() - clock,
+                error=error.to_dict(),
+            )
         self.catalog.record_step(
-            replace(record, status="success", finished_at=utcnow(),
-                    version=materialization.version)
+            replace(record, status="success", finished_at=utcnow(), version=materialization.version)
         )
         return StepResult(
             name=step.name,
@@ -181,8 +196,14 @@ class Runner:
         self.catalog.record_step(
             replace(record, status="failed", finished_at=utcnow(), error=str(exc))
         )
-        return StepResult(step.name, step.kind.value, StepStatus.FAILED, step.reason,
-                          duration_s=seconds, error=exc.to_dict())
+        return StepResult(
+            step.name,
+            step.kind.value,
+            StepStatus.FAILED,
+            step.reason,
+            duration_s=seconds,
+            error=exc.to_dict(),
+        )
 
     def _materialize(self, run_id: str, step: PlannedStep, started_at: object) -> Materialization:
         definition = self.graph.nodes[step.name]
@@ -214,8 +235,9 @@ class Runner:
         from gristmill.execution.steps import StepContext, run_step
 
         with self._engine_for_step().session() as session:
-            ctx = StepContext(self.root, self.lake, session, step, definition, inputs, template,
-                              previous)
+            ctx = StepContext(
+                self.root, self.lake, session, step, definition, inputs, template, previous
+            )
             materialization = run_step(ctx)
         materialization = replace(materialization, finished_at=utcnow())
         failpoints.hit("after_commit", step.name)

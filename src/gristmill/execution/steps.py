@@ -102,8 +102,11 @@ def _python(ctx: StepContext, table: Table) -> Materialization:
     try:
         result = table.function(**args, **dict(table.params))
     except Exception as exc:  # the user's code failed: report where, keep the traceback
-        frames = [f for f in traceback.extract_tb(exc.__traceback__)
-                  if Path(f.filename) == table.location.path]
+        frames = [
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if Path(f.filename) == table.location.path
+        ]
         line = frames[-1].lineno if frames else table.location.line
         raise StepFailed(
             f"{table.name}: {type(exc).__name__}: {exc}",

@@ -58,7 +58,7 @@ def write(session: Session, lake: Lake, request: WriteRequest) -> Materializatio
         existing=request.existing,
     )
     session.materialize(CHECKED, query.sql)
-    (total, bad), = session.rows(
+    ((total, bad),) = session.rows(
         f'SELECT count(*), count(*) FILTER (WHERE len("{FAILURES}") > 0) FROM "{CHECKED}"'
     )
     counts = dict(
@@ -73,8 +73,9 @@ def write(session: Session, lake: Lake, request: WriteRequest) -> Materializatio
     if bad:
         latest = lake.latest_version(request.table)
         next_version = 0 if latest is None else latest + 1
-        _write_quarantine(session, lake, request, query.raw_columns, next_version,
-                          has_file=FILE_COLUMN in columns)
+        _write_quarantine(
+            session, lake, request, query.raw_columns, next_version, has_file=FILE_COLUMN in columns
+        )
         failpoints.hit("after_quarantine", request.table)
     good = session.reader(good_rows_sql(CHECKED, query.output_columns))
     result = _commit(lake, replace(request, files=files), good, counts, quarantined=bad)
@@ -141,8 +142,11 @@ def _file_counts(
         )
     }
     return tuple(
-        replace(f, rows=int(per_file.get(f.path, (0, 0))[0]),
-                quarantined=int(per_file.get(f.path, (0, 0))[1]))
+        replace(
+            f,
+            rows=int(per_file.get(f.path, (0, 0))[0]),
+            quarantined=int(per_file.get(f.path, (0, 0))[1]),
+        )
         for f in request.files
     )
 
@@ -160,13 +164,22 @@ def _write_quarantine(
     for commit in lake.commits(name, after=(lake.latest_version(name) or 0) - 1):
         if commit.record and commit.record.get("table_version") == version:
             lake.delete(name, f"_table_version = {version}")
-    sql = quarantine_sql(CHECKED, raw, list(request.contract.columns), request.template.run_id,
-                         version, has_file=has_file)
+    sql = quarantine_sql(
+        CHECKED,
+        raw,
+        list(request.contract.columns),
+        request.template.run_id,
+        version,
+        has_file=has_file,
+    )
     lake.write(
         name,
         session.reader(sql),
         mode="append",
-        record={"table": request.table, "table_version": version,
-                "run_id": request.template.run_id},
+        record={
+            "table": request.table,
+            "table_version": version,
+            "run_id": request.template.run_id,
+        },
         merge_schema=True,
     )

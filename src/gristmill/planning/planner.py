@@ -97,8 +97,9 @@ def _plan_step(
         return _plan_source(node, last, current, root, state, full_refresh)
 
     def run(reason: str) -> PlannedStep:
-        return PlannedStep(node.name, node.kind, Action.RUN, reason, current,
-                           dependencies=node.dependencies)
+        return PlannedStep(
+            node.name, node.kind, Action.RUN, reason, current, dependencies=node.dependencies
+        )
 
     if full_refresh:
         return run("full refresh")
@@ -117,7 +118,11 @@ def _plan_step(
     if moved:
         return run(f"inputs changed: {', '.join(moved)}")
     return PlannedStep(
-        node.name, node.kind, Action.SKIP, f"fresh (v{last.version})", current,
+        node.name,
+        node.kind,
+        Action.SKIP,
+        f"fresh (v{last.version})",
+        current,
         dependencies=node.dependencies,
     )
 
@@ -132,7 +137,9 @@ def _plan_source(
 ) -> PlannedStep:
     files = list_files(root, node)
 
-    def step(action: Action, reason: str, mode: WriteMode, todo: Iterable[IngestedFile]) -> PlannedStep:
+    def step(
+        action: Action, reason: str, mode: WriteMode, todo: Iterable[IngestedFile]
+    ) -> PlannedStep:
         return PlannedStep(node.name, node.kind, action, reason, current, mode, tuple(todo))
 
     if full_refresh:
@@ -140,14 +147,22 @@ def _plan_source(
     if last is None:
         return step(Action.RUN, "never ingested", WriteMode.OVERWRITE, files)
     if last.code_hash != current:
-        return step(Action.RUN, "definition changed: re-ingesting all files",
-                    WriteMode.OVERWRITE, files)
+        return step(
+            Action.RUN, "definition changed: re-ingesting all files", WriteMode.OVERWRITE, files
+        )
     seen = {f.path: f for f in state.ingested_files(node.name)}
-    changed = [f.path for f in files if f.path in seen and
-               (seen[f.path].size, seen[f.path].mtime_ns) != (f.size, f.mtime_ns)]
+    changed = [
+        f.path
+        for f in files
+        if f.path in seen and (seen[f.path].size, seen[f.path].mtime_ns) != (f.size, f.mtime_ns)
+    ]
     if changed:
-        return step(Action.RUN, f"{len(changed)} ingested file(s) changed ({changed[0]}): "
-                    "re-ingesting all files", WriteMode.OVERWRITE, files)
+        return step(
+            Action.RUN,
+            f"{len(changed)} ingested file(s) changed ({changed[0]}): re-ingesting all files",
+            WriteMode.OVERWRITE,
+            files,
+        )
     new = [f for f in files if f.path not in seen]
     if new:
         return step(Action.RUN, f"{len(new)} new file(s)", WriteMode.APPEND, new)

@@ -16,8 +16,11 @@ def list_files(root: Path, source: Source) -> list[IngestedFile]:
         path = Path(name)
         if path.is_file():
             stat = path.stat()
-            found.append(IngestedFile(path=_relative(path, root), size=stat.st_size,
-                                      mtime_ns=stat.st_mtime_ns))
+            found.append(
+                IngestedFile(
+                    path=_relative(path, root), size=stat.st_size, mtime_ns=stat.st_mtime_ns
+                )
+            )
     return found
 
 

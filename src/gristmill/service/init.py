@@ -26,8 +26,15 @@ def init_project(directory: Path, *, example: str, scale: str, seed: int) -> dic
             hint="choose a new folder name, or remove the folder first",
         )
     template = EXAMPLES_DIR / example / "project"
-    shutil.copytree(template, directory, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        template, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
     counts = generate(directory / "data", scale=scale, seed=seed)
-    return {"project": example, "path": str(directory), "scale": scale, "seed": seed,
-            "files": sum(counts.values()), "data": counts}
+    return {
+        "project": example,
+        "path": str(directory),
+        "scale": scale,
+        "seed": seed,
+        "files": sum(counts.values()),
+        "data": counts,
+    }

@@ -104,8 +104,13 @@ class Workspace:
     # ---- running ---------------------------------------------------------------------
 
     def plan(self, selection: Sequence[str] = (), *, full_refresh: bool = False) -> Plan:
-        return build_plan(self.graph, self.catalog.reader(), self.root,
-                          selection=selection, full_refresh=full_refresh)
+        return build_plan(
+            self.graph,
+            self.catalog.reader(),
+            self.root,
+            selection=selection,
+            full_refresh=full_refresh,
+        )
 
     def run(
         self,
@@ -172,8 +177,11 @@ class Workspace:
         out = []
         for step in plan.steps:
             last = self.catalog.latest(step.name)
-            state = "never built" if last is None else ("stale" if step.action.value == "run"
-                                                        else "fresh")
+            state = (
+                "never built"
+                if last is None
+                else ("stale" if step.action.value == "run" else "fresh")
+            )
             out.append(
                 TableStatus(
                     name=step.name,
@@ -232,7 +240,9 @@ class Workspace:
 
             raise VersionNotFoundError(
                 f"table {table!r} has no version {version}",
-                hint=f"versions: {_ranges(versions)}" if versions else f"run `gristmill run +{table}`",
+                hint=f"versions: {_ranges(versions)}"
+                if versions
+                else f"run `gristmill run +{table}`",
             )
         return found
 
@@ -250,7 +260,9 @@ class Workspace:
         data = self.lake.read(table, m.version, columns=columns, limit=limit)
         return _frame(data, as_)
 
-    def quarantine(self, table: str, version: int | None = None, limit: int | None = None) -> pa.Table:
+    def quarantine(
+        self, table: str, version: int | None = None, limit: int | None = None
+    ) -> pa.Table:
         m = self.materialization(table, version)
         name = self.lake.quarantine_name(table)
         import pyarrow as pa
@@ -280,8 +292,14 @@ class Workspace:
                 hint="`gristmill runs` lists run ids; a unique prefix is enough",
             )
         steps = [
-            {"table": s.table_name, "kind": s.kind, "status": s.status, "reason": s.reason,
-             "version": s.version, "error": s.error}
+            {
+                "table": s.table_name,
+                "kind": s.kind,
+                "status": s.status,
+                "reason": s.reason,
+                "version": s.version,
+                "error": s.error,
+            }
             for s in self.catalog.steps(matches[0].run_id)
         ]
         info = _run_info(matches[0])
@@ -300,8 +318,13 @@ class Workspace:
         else:
             children = [self.lineage(d, upstream=False) for d in self.graph.downstream[table]]
         files = [f.path for f in self._all_files(table, m)] if isinstance(node, Source) else []
-        return LineageNode(name=table, kind=node.kind.value, version=m.version if m else None,
-                           inputs=children, files=files)
+        return LineageNode(
+            name=table,
+            kind=node.kind.value,
+            version=m.version if m else None,
+            inputs=children,
+            files=files,
+        )
 
     def _upstream(self, table: str, version: int | None) -> LineageNode:
         return self.lineage(table, upstream=True, version=version)

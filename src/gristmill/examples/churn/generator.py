@@ -24,8 +24,22 @@ END = np.datetime64("2026-07-01T00:00:00", "us")
 LABEL_DATES = [np.datetime64(f"2026-{m:02d}-01T00:00:00", "us") for m in (3, 4, 5, 6)]
 DAY_US = 86_400_000_000
 
-CATEGORIES = np.array(["grocery", "fuel", "restaurants", "travel", "electronics", "fashion",
-                       "health", "entertainment", "utilities", "home", "sports", "education"])
+CATEGORIES = np.array(
+    [
+        "grocery",
+        "fuel",
+        "restaurants",
+        "travel",
+        "electronics",
+        "fashion",
+        "health",
+        "entertainment",
+        "utilities",
+        "home",
+        "sports",
+        "education",
+    ]
+)
 CATEGORY_MEAN = np.array([45, 60, 35, 400, 250, 80, 50, 30, 90, 120, 70, 150], dtype=float)
 CHANNELS = np.array(["web", "mobile", "store"])
 EVENT_TYPES = np.array(["login", "view", "search", "add_to_cart", "checkout", "support_ticket"])
@@ -98,7 +112,9 @@ def _users(rng: np.random.Generator, n: int) -> Users:
     )
 
 
-def _activity(rng: np.random.Generator, users: Users, n: int, decay: bool) -> tuple[np.ndarray, np.ndarray]:
+def _activity(
+    rng: np.random.Generator, users: Users, n: int, decay: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``n`` (user index, timestamp) pairs within each user's active period."""
     active = ((users.churn - users.signup) / np.timedelta64(1, "us")).astype(float)
     weight = users.rate * active
@@ -107,7 +123,7 @@ def _activity(rng: np.random.Generator, users: Users, n: int, decay: bool) -> tu
     u = rng.random(n)
     will_churn = users.churn[who] < END
     if decay:
-        u = np.where(will_churn, u ** 1.6, u)
+        u = np.where(will_churn, u**1.6, u)
     ts = users.signup[who] + (u * active[who]).astype("timedelta64[us]")
     return who, ts
 
@@ -231,8 +247,10 @@ def _write_labels(folder: Path, users: Users) -> int:
         for user_id, label_ts, churned in zip(
             table["user_id"].to_pylist(),
             pc.strftime(table["label_ts"], format="%Y-%m-%dT%H:%M:%S").to_pylist(),
-            table["churned"].to_pylist(), strict=True,
+            table["churned"].to_pylist(),
+            strict=True,
         ):
-            handle.write(orjson.dumps({"user_id": user_id, "label_ts": label_ts,
-                                       "churned": churned}) + b"\n")
+            handle.write(
+                orjson.dumps({"user_id": user_id, "label_ts": label_ts, "churned": churned}) + b"\n"
+            )
     return 1

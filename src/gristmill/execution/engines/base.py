@@ -85,5 +85,3 @@ def create_engine(name: str, **settings: Any) -> Engine:
     except KeyError:
         raise UnknownNameError("engine", name, list(_ENGINES)) from None
     return factory(**settings)
-
-

@@ -78,9 +78,7 @@ class CatalogReader:
 
     def latest(self, table_name: str) -> Materialization | None:
         m = s.materializations
-        query = (
-            select(m).where(m.c.table_name == table_name).order_by(m.c.version.desc()).limit(1)
-        )
+        query = select(m).where(m.c.table_name == table_name).order_by(m.c.version.desc()).limit(1)
         with self._read() as conn:
             row = conn.execute(query).mappings().first()
             return self._materialization(conn, row) if row else None
@@ -193,10 +191,9 @@ class Catalog(CatalogReader):
             ) from None
         if current == s.HEAD_REVISION:
             return
+        from alembic import command
         from alembic.config import Config
         from alembic.script import ScriptDirectory
-
-        from alembic import command
 
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
@@ -318,7 +315,12 @@ class Catalog(CatalogReader):
                 conn.execute(
                     insert(s.quarantine_counts),
                     [
-                        {"table_name": m.table_name, "version": m.version, "check_name": c, "rows": n}
+                        {
+                            "table_name": m.table_name,
+                            "version": m.version,
+                            "check_name": c,
+                            "rows": n,
+                        }
                         for c, n in sorted(m.quarantine_counts.items())
                     ],
                 )

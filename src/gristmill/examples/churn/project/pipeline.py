@@ -10,15 +10,32 @@ import gristmill as gm
 
 PLANS = ["free", "basic", "premium"]
 CHANNELS = ["web", "mobile", "store"]
-CATEGORIES = ["grocery", "fuel", "restaurants", "travel", "electronics", "fashion", "health",
-              "entertainment", "utilities", "home", "sports", "education"]
+CATEGORIES = [
+    "grocery",
+    "fuel",
+    "restaurants",
+    "travel",
+    "electronics",
+    "fashion",
+    "health",
+    "entertainment",
+    "utilities",
+    "home",
+    "sports",
+    "education",
+]
 EVENT_TYPES = ["login", "view", "search", "add_to_cart", "checkout", "support_ticket"]
 
 users = gm.source(
     "users",
     "data/users/*.csv",
-    columns={"user_id": "VARCHAR", "signup_ts": "TIMESTAMP", "plan": "VARCHAR",
-             "country": "VARCHAR", "birth_year": "INTEGER"},
+    columns={
+        "user_id": "VARCHAR",
+        "signup_ts": "TIMESTAMP",
+        "plan": "VARCHAR",
+        "country": "VARCHAR",
+        "birth_year": "INTEGER",
+    },
     checks=[
         gm.not_null("user_id", "signup_ts", "plan"),
         gm.unique("user_id"),
@@ -32,8 +49,14 @@ users = gm.source(
 transactions = gm.source(
     "transactions",
     "data/transactions/*.csv",
-    columns={"txn_id": "VARCHAR", "user_id": "VARCHAR", "ts": "TIMESTAMP", "amount": "DOUBLE",
-             "merchant_category": "VARCHAR", "channel": "VARCHAR"},
+    columns={
+        "txn_id": "VARCHAR",
+        "user_id": "VARCHAR",
+        "ts": "TIMESTAMP",
+        "amount": "DOUBLE",
+        "merchant_category": "VARCHAR",
+        "channel": "VARCHAR",
+    },
     checks=[
         gm.not_null("txn_id", "user_id", "ts", "amount"),
         gm.unique("txn_id"),
@@ -47,8 +70,14 @@ transactions = gm.source(
 events = gm.source(
     "events",
     "data/events/*.parquet",
-    columns={"event_id": "VARCHAR", "user_id": "VARCHAR", "ts": "TIMESTAMP",
-             "event_type": "VARCHAR", "device": "VARCHAR", "duration_s": "DOUBLE"},
+    columns={
+        "event_id": "VARCHAR",
+        "user_id": "VARCHAR",
+        "ts": "TIMESTAMP",
+        "event_type": "VARCHAR",
+        "device": "VARCHAR",
+        "duration_s": "DOUBLE",
+    },
     checks=[
         gm.not_null("event_id", "user_id", "ts"),
         gm.unique("event_id"),
@@ -61,8 +90,11 @@ churn_labels = gm.source(
     "churn_labels",
     "data/labels/*.jsonl",
     columns={"user_id": "VARCHAR", "label_ts": "TIMESTAMP", "churned": "INTEGER"},
-    checks=[gm.not_null("user_id", "label_ts", "churned"), gm.unique("user_id", "label_ts"),
-            gm.accepted_values("churned", [0, 1])],
+    checks=[
+        gm.not_null("user_id", "label_ts", "churned"),
+        gm.unique("user_id", "label_ts"),
+        gm.accepted_values("churned", [0, 1]),
+    ],
     description="Did a user active at label_ts churn within 30 days? (entity, time, label)",
 )
 
@@ -70,8 +102,11 @@ user_profile = gm.feature_view(
     "user_profile",
     entity="user_id",
     timestamp="as_of",
-    checks=[gm.not_null("user_id", "as_of"), gm.unique("user_id", "as_of"),
-            gm.in_range("category_diversity_90d", min=0, max=len(CATEGORIES))],
+    checks=[
+        gm.not_null("user_id", "as_of"),
+        gm.unique("user_id", "as_of"),
+        gm.in_range("category_diversity_90d", min=0, max=len(CATEGORIES)),
+    ],
     row_count=gm.row_count(min=1),
     description="Per user and month start: windowed spend, activity, recency and diversity.",
 )
@@ -80,8 +115,9 @@ user_profile = gm.feature_view(
 @gm.table
 def churn_rate_by_month(churn_labels: pa.Table) -> pa.Table:
     """Share of labelled users who churned, per label date (a Python step over Arrow)."""
-    grouped = churn_labels.group_by("label_ts").aggregate([("churned", "mean"),
-                                                           ("churned", "count")])
+    grouped = churn_labels.group_by("label_ts").aggregate(
+        [("churned", "mean"), ("churned", "count")]
+    )
     grouped = grouped.rename_columns(["label_ts", "churn_rate", "users"])
     return grouped.sort_by("label_ts").set_column(
         1, "churn_rate", pc.round(grouped.sort_by("label_ts")["churn_rate"], 4)

@@ -74,8 +74,11 @@ class DuckDBEngine(Engine):
         self, *, memory_limit: str = "4GB", threads: int | None = None, temp_directory: Path
     ) -> None:
         self._lock = threading.Lock()
-        self._settings = {"memory_limit": memory_limit, "threads": threads,
-                          "temp_directory": str(temp_directory)}
+        self._settings = {
+            "memory_limit": memory_limit,
+            "threads": threads,
+            "temp_directory": str(temp_directory),
+        }
         self._db: duckdb.DuckDBPyConnection | None = None
 
     def _database(self) -> duckdb.DuckDBPyConnection:
