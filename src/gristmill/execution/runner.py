@@ -234,9 +234,18 @@ class Runner:
         )
         from gristmill.execution.steps import StepContext, run_step
 
-        with self._engine_for_step().session() as session:
+        engine = self._engine_for_step()
+        with engine.session() as session:
             ctx = StepContext(
-                self.root, self.lake, session, step, definition, inputs, template, previous
+                self.root,
+                self.lake,
+                session,
+                step,
+                definition,
+                inputs,
+                template,
+                previous,
+                engine_scans_parquet=engine.SUPPORTS_PARQUET_SCAN,
             )
             materialization = run_step(ctx)
         materialization = replace(materialization, finished_at=utcnow())

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # heavy imports stay lazy so that a no-op run starts fast
     from deltalake import DeltaTable
 
 METADATA_KEY = "gristmill"
+PLAIN_PARQUET_FEATURES = frozenset({"timestampNtz"})
+"""Delta reader features that need nothing beyond reading the Parquet files."""
 QUARANTINE_SUFFIX = "__quarantine"
 
 WriteMode = Literal["append", "overwrite"]
@@ -111,6 +113,21 @@ class Lake:
             # Written by this process: the same immutable version, without reopening the log.
             return handle.to_pyarrow_dataset()
         return self._table(name, version).to_pyarrow_dataset()
+
+    def parquet_files(self, name: str, version: int) -> list[str] | None:
+        """The Parquet files that make up a version, when reading them plainly is exact.
+
+        None when the version needs Delta semantics a plain Parquet reader lacks (deletion
+        vectors, column mapping, partition values kept in the log) or has no files; read
+        the ``dataset`` then.
+        """
+        handle = self._handles.get(name)
+        table = handle if handle is not None and handle.version() == version else None
+        table = table or self._table(name, version)
+        features = set(table.protocol().reader_features or [])
+        if features - PLAIN_PARQUET_FEATURES or table.metadata().partition_columns:
+            return None
+        return table.file_uris() or None
 
     def read(
         self,

@@ -24,6 +24,10 @@ class Session(ABC):
     def register(self, name: str, data: pads.Dataset | pa.Table) -> None:
         """Make ``data`` readable under ``name``."""
 
+    def register_parquet(self, name: str, files: list[str]) -> None:
+        """Make Parquet files readable under ``name`` (engines with SUPPORTS_PARQUET_SCAN)."""
+        raise NotImplementedError
+
     @abstractmethod
     def define(self, name: str, sql: str) -> None:
         """Create a temporary view; raises ``EngineSqlError`` with the line on failure."""
@@ -58,6 +62,8 @@ class Engine(ABC):
     name: ClassVar[str]
     SUPPORTS_SPILLING: ClassVar[bool] = False
     SUPPORTS_ARROW_STREAMING: ClassVar[bool] = False
+    SUPPORTS_PARQUET_SCAN: ClassVar[bool] = False
+    """Reads a Delta version's Parquet files natively (faster than an Arrow dataset)."""
 
     @abstractmethod
     def session(self) -> AbstractContextManager[Session]: ...

@@ -36,6 +36,15 @@ class DuckDBSession(Session):
     def register(self, name: str, data: pads.Dataset | pa.Table) -> None:
         self._cursor.register(name, data)
 
+    def register_parquet(self, name: str, files: list[str]) -> None:
+        from sqlglot import exp
+
+        scan = exp.Anonymous(
+            this="read_parquet",
+            expressions=[exp.Array(expressions=[exp.Literal.string(f) for f in files])],
+        )
+        self.define(name, exp.select(exp.Star()).from_(scan).sql(dialect="duckdb"))
+
     def define(self, name: str, sql: str) -> None:
         self._run(f'CREATE OR REPLACE TEMP VIEW "{name}" AS {sql}')
 
@@ -69,6 +78,7 @@ class DuckDBEngine(Engine):
     name = "duckdb"
     SUPPORTS_SPILLING = True
     SUPPORTS_ARROW_STREAMING = True
+    SUPPORTS_PARQUET_SCAN = True
 
     def __init__(
         self, *, memory_limit: str = "4GB", threads: int | None = None, temp_directory: Path
