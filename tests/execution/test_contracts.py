@@ -106,3 +106,21 @@ big = gm.table("big", sql="select id, amount * 10 as amount10 from txns",
     assert data.to_pydict() == {"id": ["1", "2"], "amount10": [10, 20]}
     assert data.schema.field("amount10").type == pa.int32()
     assert ws.quarantine("big").column("amount10").to_pylist() == ["90.0"]
+
+
+def test_unique_on_a_sql_step_keeps_the_same_row_whatever_the_order(tmp_path: Path) -> None:
+    module = """
+import gristmill as gm
+txns = gm.source("txns", "data/*.csv", columns={"k": "VARCHAR", "v": "VARCHAR"})
+dedup = gm.table("dedup", sql="select k, v from txns", checks=[gm.unique("k")],
+                 max_quarantine_share=0.9)
+"""
+    for name, rows in (("forward", "1,b\n1,a\n2,c\n"), ("backward", "2,c\n1,a\n1,b\n")):
+        root = write_project(tmp_path / name, module=module, sql={}, data={"a.csv": "k,v\n" + rows})
+        ws = Workspace.open(root)
+        assert ws.run().ok
+        assert ws.read("dedup").sort_by("k").to_pydict() == {"k": ["1", "2"], "v": ["a", "c"]}
+        quarantined = ws.quarantine("dedup").to_pylist()
+        assert [(r["k"], r["v"], r["_checks"], r["_row"]) for r in quarantined] == [
+            ("1", "b", ["unique(k)"], None)
+        ]

@@ -17,6 +17,10 @@ from gristmill.errors import DefinitionError
 if TYPE_CHECKING:  # sqlglot is only needed when checks run, not when a project loads
     from sqlglot import exp
 
+ORDER_COLUMN = "__gm_order"
+"""Input order of ingested rows (file, then row), added by the engine."""
+RAW_PREFIX = "__gm_raw_"
+
 
 def col(name: str) -> exp.Column:
     """A quoted column reference, safe for any column name."""
@@ -75,15 +79,19 @@ class Unique(RowCheck):
     def columns(self) -> tuple[str, ...]:
         return self.keys
 
-    def failure(self) -> exp.Expression:
+    def failure(self, order_by: tuple[str, ...] = (ORDER_COLUMN,)) -> exp.Expression:
+        """Later duplicates fail; the first per key in ``order_by`` order is kept.
+
+        Ingestion orders by file and row (first occurrence wins). SQL and Python steps
+        have no input order, so the engine orders by all their columns instead: the kept
+        row is then a function of the data alone.
+        """
         from sqlglot import exp
 
-        # The first row per key (in input order) is kept; ORDER_COLUMN is added by the
-        # engine so that the choice is deterministic.
         window = exp.Window(
             this=exp.RowNumber(),
             partition_by=[col(k) for k in self.keys],
-            order=exp.Order(expressions=[exp.Ordered(this=col(ORDER_COLUMN))]),
+            order=exp.Order(expressions=[exp.Ordered(this=col(c)) for c in order_by]),
         )
         not_null = exp.and_(*(col(k).is_(exp.null()).not_() for k in self.keys))
         return exp.and_(not_null, exp.GT(this=window, expression=exp.Literal.number(1)))
@@ -205,10 +213,6 @@ class RowCount:
         return (self.min is not None and rows < self.min) or (
             self.max is not None and rows > self.max
         )
-
-
-ORDER_COLUMN = "__gm_order"
-RAW_PREFIX = "__gm_raw_"
 
 
 def raw_column(name: str) -> str:

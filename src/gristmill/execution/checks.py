@@ -46,8 +46,8 @@ def checked_query(
     """SELECT over ``relation`` that types the declared columns and lists failed checks.
 
     Args:
-        relation: a view holding the step's rows plus ``ORDER_COLUMN`` (and maybe
-            ``FILE_COLUMN``).
+        relation: a view holding the step's rows, for sources with ``ORDER_COLUMN``
+            and ``FILE_COLUMN``.
         available: the view's columns, in order.
         keep_only_declared: sources keep only declared columns; SQL steps keep all.
         existing: a view of the table's current rows; ``unique`` then also fails rows
@@ -62,7 +62,8 @@ def checked_query(
         *(exp.alias_(col(c), raw_column(c), quoted=True) for c in declared),
         *(col(c) for c in available if c in internal),
     ).from_(exp.to_identifier(relation, quoted=True))
-    failures = [_failure_case(check, existing, declared) for check in contract.row_checks()]
+    order = (ORDER_COLUMN,) if ORDER_COLUMN in available else tuple(output)
+    failures = [_failure_case(check, existing, declared, order) for check in contract.row_checks()]
     failure_list = exp.Anonymous(
         this="list_filter",
         expressions=[
@@ -93,9 +94,9 @@ def _typed(column: str, type_: str | None) -> exp.Expression:
 
 
 def _failure_case(
-    check: RowCheck, existing: str | None, declared: dict[str, str]
+    check: RowCheck, existing: str | None, declared: dict[str, str], order: tuple[str, ...]
 ) -> exp.Expression:
-    condition = check.failure()
+    condition = check.failure(order) if isinstance(check, Unique) else check.failure()
     if isinstance(check, NotNull) and check.column in declared:
         # A value that is present but does not cast is a type failure, not a missing value.
         condition = col(raw_column(check.column)).is_(exp.null())
@@ -144,6 +145,7 @@ def quarantine_sql(
     version: int,
     *,
     has_file: bool,
+    has_order: bool,
 ) -> str:
     """Quarantined rows: original values as text, the failed checks, file, row, run, version."""
     values = [
@@ -158,7 +160,7 @@ def quarantine_sql(
             *values,
             exp.alias_(col(FAILURES), "_checks"),
             exp.alias_(file_column, "_file"),
-            exp.alias_(col(ORDER_COLUMN), "_row"),
+            exp.alias_(col(ORDER_COLUMN) if has_order else exp.cast(exp.null(), "BIGINT"), "_row"),
             exp.alias_(exp.Literal.string(run_id), "_run_id"),
             exp.alias_(exp.cast(exp.Literal.number(version), "BIGINT"), "_table_version"),
         )

@@ -12,7 +12,6 @@ from typing import Any, get_type_hints
 
 import pyarrow as pa
 
-from gristmill.definitions.contracts import ORDER_COLUMN
 from gristmill.definitions.objects import Definition, Source, Table
 from gristmill.errors import Location, MissingExtraError, StepFailed
 from gristmill.execution.engines import EngineSqlError, Session
@@ -132,19 +131,16 @@ def _python(ctx: StepContext, table: Table) -> Materialization:
 
 
 def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
-    relation = view
+    # No row numbering here: a query's output has no order, and numbering it would
+    # push the whole result through one thread.
     if not table.contract.is_empty:
         _check_declared(ctx, table, view)
-        ctx.session.define(
-            RELATION, f'SELECT *, row_number() OVER () AS "{ORDER_COLUMN}" FROM "{view}"'
-        )
-        relation = RELATION
     return write(
         ctx.session,
         ctx.lake,
         WriteRequest(
             table=table.name,
-            relation=relation,
+            relation=view,
             contract=table.contract,
             mode=WriteMode.OVERWRITE,
             template=ctx.template,

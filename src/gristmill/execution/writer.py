@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from gristmill import failpoints
-from gristmill.definitions.contracts import Contract
+from gristmill.definitions.contracts import ORDER_COLUMN, Contract
 from gristmill.errors import ContractViolation
 from gristmill.execution.checks import (
     FAILURES,
@@ -74,7 +74,13 @@ def write(session: Session, lake: Lake, request: WriteRequest) -> Materializatio
         latest = lake.latest_version(request.table)
         next_version = 0 if latest is None else latest + 1
         _write_quarantine(
-            session, lake, request, query.raw_columns, next_version, has_file=FILE_COLUMN in columns
+            session,
+            lake,
+            request,
+            query.raw_columns,
+            next_version,
+            has_file=FILE_COLUMN in columns,
+            has_order=ORDER_COLUMN in columns,
         )
         failpoints.hit("after_quarantine", request.table)
     good = session.reader(good_rows_sql(CHECKED, query.output_columns))
@@ -159,6 +165,7 @@ def _write_quarantine(
     version: int,
     *,
     has_file: bool,
+    has_order: bool,
 ) -> None:
     name = lake.quarantine_name(request.table)
     for commit in lake.commits(name, after=(lake.latest_version(name) or 0) - 1):
@@ -171,6 +178,7 @@ def _write_quarantine(
         request.template.run_id,
         version,
         has_file=has_file,
+        has_order=has_order,
     )
     lake.write(
         name,
