@@ -1,5 +1,5 @@
--- The churn example's user_profile in Spark SQL (Spark has no ASOF JOIN: recency is a
--- grouped non-equi join instead). Same columns and semantics as the DuckDB version.
+-- The churn example's user_profile in Spark SQL, the same plan as the DuckDB version
+-- (Spark has no ASOF JOIN: recency is a grouped non-equi join instead).
 with snapshots as (
     select explode(sequence(timestamp'2025-11-01 00:00:00', timestamp'2026-07-01 00:00:00', interval 1 month)) as as_of
 ),
@@ -8,41 +8,61 @@ spine as (
     from users u
     join snapshots s on u.signup_ts < s.as_of
 ),
+-- As in the DuckDB version: each row is expanded to the month starts it counts towards.
+txn_snapshots as (
+    select *
+    from (
+        select
+            user_id, ts, amount, merchant_category, channel,
+            explode(sequence(date_trunc('MONTH', ts) + interval 1 month,
+                             ts + interval 90 days, interval 1 month)) as as_of
+        from transactions
+    )
+    where as_of <= timestamp'2026-07-01 00:00:00'
+),
 txn_windows as (
     select
-        sp.user_id,
-        sp.as_of,
-        count(*) filter (where t.ts >= sp.as_of - interval 7 days) as txn_count_7d,
-        count(*) filter (where t.ts >= sp.as_of - interval 30 days) as txn_count_30d,
+        user_id,
+        as_of,
+        count(*) filter (where ts >= as_of - interval 7 days) as txn_count_7d,
+        count(*) filter (where ts >= as_of - interval 30 days) as txn_count_30d,
         count(*) as txn_count_90d,
-        sum(t.amount) filter (where t.ts >= sp.as_of - interval 7 days) as amount_sum_7d,
-        sum(t.amount) filter (where t.ts >= sp.as_of - interval 30 days) as amount_sum_30d,
-        sum(t.amount) as amount_sum_90d,
-        avg(t.amount) as amount_avg_90d,
-        count(distinct t.merchant_category) as category_diversity_90d,
-        count(distinct t.channel) as channel_count_90d
-    from spine sp
-    join transactions t
-        on t.user_id = sp.user_id
-        and t.ts < sp.as_of
-        and t.ts >= sp.as_of - interval 90 days
-    group by sp.user_id, sp.as_of
+        sum(amount) filter (where ts >= as_of - interval 7 days) as amount_sum_7d,
+        sum(amount) filter (where ts >= as_of - interval 30 days) as amount_sum_30d,
+        sum(amount) as amount_sum_90d,
+        avg(amount) as amount_avg_90d,
+        count(distinct merchant_category) as category_diversity_90d,
+        count(distinct channel) as channel_count_90d
+    from txn_snapshots
+    where as_of >= timestamp'2025-11-01 00:00:00'
+    group by user_id, as_of
+),
+event_snapshots as (
+    select *
+    from (
+        select
+            user_id, ts, event_type, duration_s,
+            -- Spark's sequence() fails when start > stop, where DuckDB returns nothing
+            explode(case
+                when date_trunc('MONTH', ts) + interval 1 month <= ts + interval 30 days
+                then sequence(date_trunc('MONTH', ts) + interval 1 month,
+                              ts + interval 30 days, interval 1 month)
+                else array() end) as as_of
+        from events
+    )
+    where as_of between timestamp'2025-11-01 00:00:00' and timestamp'2026-07-01 00:00:00'
 ),
 event_windows as (
     select
-        sp.user_id,
-        sp.as_of,
-        count(*) filter (where e.ts >= sp.as_of - interval 7 days) as event_count_7d,
+        user_id,
+        as_of,
+        count(*) filter (where ts >= as_of - interval 7 days) as event_count_7d,
         count(*) as event_count_30d,
-        count(*) filter (where e.event_type = 'login') as logins_30d,
-        count(*) filter (where e.event_type = 'support_ticket') as support_tickets_30d,
-        sum(e.duration_s) as session_seconds_30d
-    from spine sp
-    join events e
-        on e.user_id = sp.user_id
-        and e.ts < sp.as_of
-        and e.ts >= sp.as_of - interval 30 days
-    group by sp.user_id, sp.as_of
+        count(*) filter (where event_type = 'login') as logins_30d,
+        count(*) filter (where event_type = 'support_ticket') as support_tickets_30d,
+        sum(duration_s) as session_seconds_30d
+    from event_snapshots
+    group by user_id, as_of
 ),
 last_txn as (
     select sp.user_id, sp.as_of, max(t.ts) as last_txn_ts
