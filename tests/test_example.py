@@ -58,11 +58,6 @@ def test_user_profile_is_unique_per_entity_and_time(demo: Workspace) -> None:
     profile = demo.read("user_profile")
     keys = list(zip(profile["user_id"].to_pylist(), profile["as_of"].to_pylist(), strict=True))
     assert len(keys) == len(set(keys)) > 0
-    assert demo.tables()[-1].name in {
-        "user_profile",
-        "merchant_category_stats",
-        "churn_rate_by_month",
-    }
     info = {t.name: t for t in demo.tables()}["user_profile"]
     assert info.feature_view == {"entity": ["user_id"], "timestamp": "as_of"}
 

@@ -88,6 +88,12 @@ class VersionNotFoundError(GristmillError):
     exit_code = 2
 
 
+class UnknownRunError(GristmillError):
+    """A command names a run id (or prefix) that matches no single run."""
+
+    exit_code = 2
+
+
 class NotMaterializedError(GristmillError):
     """A table exists in the project but has never been built."""
 

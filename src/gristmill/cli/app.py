@@ -174,14 +174,13 @@ def show(
     json: JsonOpt = False,
 ) -> None:
     """Rows of a table version."""
-    ws = _open(project)
-    m = ws.materialization(table, version)
-    data = ws.read(table, m.version, limit=limit)
+    sample = _open(project).sample(table, version, limit=limit)
     if json:
-        return render.emit_json(
-            {"table": table, "version": m.version, "rows": m.rows, "data": data.to_pylist()}
-        )
-    render.arrow(data, f"{table} v{m.version} ({m.rows:,} rows, showing {data.num_rows})")
+        return render.emit_json(sample.to_dict())
+    render.arrow(
+        sample.data,
+        f"{table} v{sample.version} ({sample.rows:,} rows, showing {sample.data.num_rows})",
+    )
 
 
 @app.command()
@@ -193,20 +192,13 @@ def quarantine(
     json: JsonOpt = False,
 ) -> None:
     """Rows that broke the contract of a table version, with the checks they failed."""
-    ws = _open(project)
-    m = ws.materialization(table, version)
-    data = ws.quarantine(table, m.version, limit=limit)
+    sample = _open(project).sample(table, version, limit=limit, quarantined=True)
     if json:
-        return render.emit_json(
-            {
-                "table": table,
-                "version": m.version,
-                "quarantined": m.quarantined,
-                "counts": m.quarantine_counts,
-                "data": data.to_pylist(),
-            }
-        )
-    render.arrow(data, f"{table} v{m.version}: {m.quarantined:,} quarantined {m.quarantine_counts}")
+        return render.emit_json(sample.to_dict())
+    render.arrow(
+        sample.data,
+        f"{table} v{sample.version}: {sample.quarantined:,} quarantined {sample.quarantine_counts}",
+    )
 
 
 @app.command()

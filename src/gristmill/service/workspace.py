@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.loader import Project, load_project
 from gristmill.definitions.objects import Source, Table
-from gristmill.errors import GristmillError, MissingExtraError, NotMaterializedError
+from gristmill.errors import (
+    GristmillError,
+    MissingExtraError,
+    NotMaterializedError,
+    UnknownRunError,
+    VersionNotFoundError,
+)
 from gristmill.execution.engines import Engine, create_engine
 from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
@@ -68,6 +74,26 @@ class RunOutcome:
             "duration_s": round(self.result.duration_s, 3),
             "recovered_versions": [list(a) for a in self.recovery.adopted],
             "crashed_runs_closed": self.recovery.crashed_runs,
+        }
+
+
+@dataclass(frozen=True)
+class TableSample:
+    table: str
+    version: int
+    rows: int
+    quarantined: int
+    quarantine_counts: dict[str, int]
+    data: pa.Table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "version": self.version,
+            "rows": self.rows,
+            "quarantined": self.quarantined,
+            "counts": self.quarantine_counts,
+            "data": self.data.to_pylist(),
         }
 
 
@@ -236,8 +262,6 @@ class Workspace:
         found = self.catalog.materialization(table, version)
         if found is None:
             versions = [m.version for m in self.catalog.history(table)]
-            from gristmill.errors import VersionNotFoundError
-
             raise VersionNotFoundError(
                 f"table {table!r} has no version {version}",
                 hint=f"versions: {_ranges(versions)}"
@@ -259,6 +283,18 @@ class Workspace:
         m = self.materialization(table, version)
         data = self.lake.read(table, m.version, columns=columns, limit=limit)
         return _frame(data, as_)
+
+    def sample(
+        self, table: str, version: int | None = None, *, limit: int, quarantined: bool = False
+    ) -> TableSample:
+        """A version's first rows, or its quarantined rows, with what the catalog knows."""
+        m = self.materialization(table, version)
+        data = (
+            self.quarantine(table, m.version, limit=limit)
+            if quarantined
+            else self.read(table, m.version, limit=limit)
+        )
+        return TableSample(table, m.version, m.rows, m.quarantined, m.quarantine_counts, data)
 
     def quarantine(
         self, table: str, version: int | None = None, limit: int | None = None
@@ -285,9 +321,7 @@ class Workspace:
     def run_info(self, run_id: str) -> RunInfo:
         matches = [r for r in self.catalog.runs(10_000) if r.run_id.startswith(run_id)]
         if len(matches) != 1:
-            from gristmill.errors import UnknownTableError
-
-            raise UnknownTableError(
+            raise UnknownRunError(
                 f"no single run matches {run_id!r} ({len(matches)} found)",
                 hint="`gristmill runs` lists run ids; a unique prefix is enough",
             )
