@@ -18,6 +18,16 @@ from gristmill.definitions.contracts import (
     row_count,
     unique,
 )
+from gristmill.definitions.models import (
+    features,
+    kfold,
+    lightgbm,
+    model,
+    sklearn,
+    time_split,
+    training_set,
+    xgboost,
+)
 from gristmill.definitions.objects import feature_view, source, table
 from gristmill.errors import GristmillError
 
@@ -35,6 +45,14 @@ __all__ = [
     "GristmillError",
     "accepted_values",
     "feature_view",
+    "features",
+    "kfold",
+    "lightgbm",
+    "model",
+    "sklearn",
+    "time_split",
+    "training_set",
+    "xgboost",
     "in_range",
     "matches",
     "not_null",

@@ -148,3 +148,23 @@ class MissingExtraError(GristmillError):
 
 class RunFailed(GristmillError):
     """A run finished with failed or blocked steps (details were reported per step)."""
+
+
+class UnknownModelError(GristmillError):
+    """A model name, version or alias that the project or registry does not have."""
+
+    exit_code = 2
+
+
+class GateRefused(GristmillError):
+    """A promotion was refused because one or more of the model's gates failed."""
+
+    exit_code = 1
+
+
+class ArtifactError(GristmillError):
+    """A stored artifact is missing, or its bytes do not match its SHA-256 digest."""
+
+
+class TrainingFailed(GristmillError):
+    """Training could not run on the data it was given (empty split, one class, ...)."""

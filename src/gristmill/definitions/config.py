@@ -42,6 +42,8 @@ class ProjectConfig(_Closed):
     """Folder (relative to the project) or URI holding the Delta tables."""
     catalog: str = "sqlite:///.gristmill/catalog.db"
     """SQLAlchemy URL of the catalog; relative SQLite paths are inside the project."""
+    artifacts: str = ".gristmill/artifacts"
+    """Folder (relative to the project) of model files, stored by their SHA-256."""
     engine: Literal["duckdb"] = "duckdb"
     """Engine that runs SQL steps."""
     parallelism: Annotated[int, Field(ge=1, le=64)] = 2

@@ -27,6 +27,8 @@ class Graph:
                         location=node.location,
                         hint=_did_you_mean(dep, self.nodes),
                     )
+        for node in self.nodes.values():
+            node.validate(self.nodes)
         try:
             _ = self.order
         except graphlib.CycleError as exc:

@@ -41,6 +41,8 @@ class StepKind(StrEnum):
     INGEST = "ingest"
     SQL = "sql"
     PYTHON = "python"
+    TRAINING_SET = "training_set"
+    MODEL = "model"
 
 
 def _caller_location(depth: int = 2) -> Location:
@@ -92,6 +94,9 @@ class Definition:
     @property
     def dependencies(self) -> tuple[str, ...]:
         return ()
+
+    def validate(self, nodes: Mapping[str, Definition]) -> None:
+        """Check references to other definitions (their names are known to exist)."""
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from gristmill.definitions.graph import Graph
 from gristmill.definitions.objects import StepKind
 from gristmill.errors import GristmillError, StepFailed
 from gristmill.execution.engines import Engine
+from gristmill.execution.ml.train import Trained
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus
 from gristmill.planning import Action, Plan, PlannedStep
 from gristmill.planning.fingerprint import Fingerprint
+from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, StepRecord
 from gristmill.storage.catalog.records import utcnow
 from gristmill.storage.lake import Lake
@@ -51,7 +53,9 @@ class Runner:
         engine_factory: Callable[[], Engine],
         reporter: Reporter,
         parallelism: int,
+        artifacts: ArtifactStore,
     ) -> None:
+        self.artifacts = artifacts
         self.root = root
         self.graph = graph
         self.catalog = catalog
@@ -208,7 +212,11 @@ class Runner:
     def _materialize(self, run_id: str, step: PlannedStep, started_at: object) -> Materialization:
         definition = self.graph.nodes[step.name]
         inputs = self._input_versions(step)
-        previous = self.catalog.latest(step.name) if step.kind is StepKind.INGEST else None
+        previous = (
+            self.catalog.latest(step.name)
+            if step.kind in (StepKind.INGEST, StepKind.MODEL)
+            else None
+        )
         if step.files:
             input_state: dict[str, object] = {f.path: [f.size, f.mtime_ns] for f in step.files}
             if previous and step.mode.value == "append":
@@ -246,11 +254,19 @@ class Runner:
                 template,
                 previous,
                 engine_scans_parquet=engine.SUPPORTS_PARQUET_SCAN,
+                nodes=self.graph.nodes,
+                state=self.catalog.reader(),
+                artifacts=self.artifacts,
             )
-            materialization = run_step(ctx)
-        materialization = replace(materialization, finished_at=utcnow())
-        failpoints.hit("after_commit", step.name)
-        self.catalog.record_materialization(materialization)
+            output = run_step(ctx)
+        if isinstance(output, Trained):
+            materialization = output.materialization
+            failpoints.hit("after_commit", step.name)
+            self.catalog.record_model_version(output.model_version, materialization)
+        else:
+            materialization = replace(output, finished_at=utcnow())
+            failpoints.hit("after_commit", step.name)
+            self.catalog.record_materialization(materialization)
         with self._engine_lock:
             self._versions[step.name] = materialization.version
         return materialization

@@ -6,19 +6,23 @@ Each prepares a relation in the step's engine session and hands it to the writer
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import pyarrow as pa
 
+from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Source, Table
 from gristmill.errors import Location, MissingExtraError, StepFailed
 from gristmill.execution.engines import EngineSqlError, Session
 from gristmill.execution.ingest import check_files, raw_relation_sql
 from gristmill.execution.writer import WriteRequest, write
 from gristmill.planning import PlannedStep, WriteMode
-from gristmill.storage.catalog import Materialization
+from gristmill.execution.ml.train import Trained
+from gristmill.storage.artifacts import ArtifactStore
+from gristmill.storage.catalog import CatalogReader, Materialization
 from gristmill.storage.lake import Lake
 
 RELATION = "__gm_relation"
@@ -38,14 +42,24 @@ class StepContext:
     template: Materialization
     previous: Materialization | None
     engine_scans_parquet: bool = False
+    nodes: Mapping[str, Definition] = field(default_factory=dict)
+    """The graph's definitions, for steps that read other definitions' settings."""
+    state: CatalogReader | None = None
+    artifacts: ArtifactStore | None = None
 
 
-def run_step(ctx: StepContext) -> Materialization:
+def run_step(ctx: StepContext) -> Materialization | Trained:
     for name, version in ctx.inputs.items():
         register_input(ctx, name, version)
     definition = ctx.definition
     if isinstance(definition, Source):
         return _ingest(ctx, definition)
+    if isinstance(definition, TrainingSet):
+        from gristmill.execution import training_sets
+
+        return training_sets.build(ctx.session, ctx.lake, definition, ctx.nodes, ctx.template)
+    if isinstance(definition, Model):
+        return _train(ctx, definition)
     assert isinstance(definition, Table)
     if definition.function is not None:
         return _python(ctx, definition)
@@ -89,6 +103,16 @@ def _ingest(ctx: StepContext, source: Source) -> Materialization:
             files=ctx.planned.files,
         ),
     )
+
+
+def _train(ctx: StepContext, model: Model) -> Trained:
+    from gristmill.execution.ml.train import train
+
+    assert ctx.state is not None and ctx.artifacts is not None
+    training_set = ctx.state.materialization(model.training_set, ctx.inputs[model.training_set])
+    assert training_set is not None, "the runner only starts steps whose inputs exist"
+    version = ctx.previous.version + 1 if ctx.previous else 1
+    return train(ctx.session, ctx.artifacts, model, training_set, ctx.template, version)
 
 
 def _sql(ctx: StepContext, table: Table) -> Materialization:

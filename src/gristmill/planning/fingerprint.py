@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import singledispatch
 from typing import Any
 
+from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Source, Table
 
 
@@ -58,6 +59,43 @@ def _table(definition: Table) -> str:
             "code": code,
             "params": definition.params,
             "contract": definition.contract.describe(),
+        }
+    )
+
+
+@code_hash.register
+def _training_set(definition: TrainingSet) -> str:
+    return _digest(
+        {
+            "kind": "training_set",
+            "labels": definition.labels,
+            "entity": definition.entity,
+            "timestamp": definition.timestamp,
+            "label": definition.label,
+            "features": [
+                [f.view, f.columns, f.ttl.total_seconds() if f.ttl else None, f.prefix]
+                for f in definition.features
+            ],
+        }
+    )
+
+
+@code_hash.register
+def _model(definition: Model) -> str:
+    # Gates, intended use and limitations decide promotion and the card, not the model.
+    return _digest(
+        {
+            "kind": "model",
+            "task": definition.task.value,
+            "estimator": [definition.estimator.kind.value, definition.estimator.params],
+            "split": definition.split.describe(),
+            "label": definition.label,
+            "features": definition.features,
+            "exclude": definition.exclude,
+            "categorical": definition.categorical,
+            "threshold": definition.threshold,
+            "bootstrap": definition.bootstrap,
+            "seed": definition.seed,
         }
     )
 

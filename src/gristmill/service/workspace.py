@@ -38,6 +38,7 @@ from gristmill.service.shapes import (
     TableStatus,
     VersionInfo,
 )
+from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
 from gristmill.storage.lake import Lake
 
@@ -119,6 +120,11 @@ class Workspace:
         lake = Path(self.project.config.lake)
         return Lake(lake if lake.is_absolute() else self.root / lake)
 
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        folder = Path(self.project.config.artifacts)
+        return ArtifactStore(folder if folder.is_absolute() else self.root / folder)
+
     @property
     def graph(self) -> Graph:
         return self.project.graph
@@ -176,6 +182,7 @@ class Workspace:
             engine_factory=self._engine,
             reporter=reporter,
             parallelism=self.project.config.parallelism,
+            artifacts=self.artifacts,
         )
 
     @contextmanager
@@ -373,7 +380,8 @@ class Workspace:
 
 
 def _declared(node: Any) -> list[dict[str, str]]:
-    return [{"name": c, "type": t} for c, t in node.contract.columns.items()]
+    contract = getattr(node, "contract", None)
+    return [{"name": c, "type": t} for c, t in contract.columns.items()] if contract else []
 
 
 def _frame(data: pa.Table, as_: Frame) -> Any:

@@ -231,7 +231,9 @@ def _write_labels(folder: Path, users: Users) -> int:
     rows = []
     for at in LABEL_DATES:
         active = (users.signup < at) & (users.churn > at)
-        churned = users.churn[active] <= at + np.timedelta64(30 * DAY_US, "us")
+        # END marks "never churned", so it must not count as churning in the last window
+        ends = users.churn[active]
+        churned = (ends <= at + np.timedelta64(30 * DAY_US, "us")) & (ends < END)
         rows.append(
             pa.table(
                 {

@@ -3,6 +3,8 @@
 from gristmill.storage.catalog.records import (
     IngestedFile,
     Materialization,
+    ModelEvent,
+    ModelVersion,
     RunRecord,
     StepRecord,
 )
@@ -13,6 +15,8 @@ __all__ = [
     "CatalogReader",
     "IngestedFile",
     "Materialization",
+    "ModelEvent",
+    "ModelVersion",
     "RunRecord",
     "StepRecord",
     "resolve_url",

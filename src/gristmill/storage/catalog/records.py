@@ -47,6 +47,9 @@ class Materialization:
     recovered: bool = False
     files: tuple[IngestedFile, ...] = ()
     quarantine_counts: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    """What a step kind reports about its output (training sets: label rows without
+    features, per view; models: the model version's metrics)."""
 
     @property
     def duration_s(self) -> float:
@@ -93,3 +96,43 @@ class StepRecord:
     finished_at: datetime | None
     version: int | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One trained, evaluated and registered version of a model."""
+
+    model: str
+    version: int
+    run_id: str
+    created_at: datetime
+    task: str
+    estimator: str
+    training_set: str
+    training_set_version: int
+    code_hash: str
+    fingerprint: str
+    artifact_digest: str
+    """SHA-256 of the native model file (LightGBM/XGBoost text, skops)."""
+    manifest_digest: str
+    """SHA-256 of the manifest: features, encodings, label, threshold, file format."""
+    duration_s: float
+    metrics: dict[str, dict[str, Any]]
+    """metric -> {"value", "low", "high"} (bootstrap 95% interval)."""
+    details: dict[str, Any]
+    """params, features, split, rows, baseline, importance, curves, environment, card."""
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """An entry of the audit trail: who moved which alias to which version, and why."""
+
+    model: str
+    action: str
+    alias: str | None
+    version: int
+    previous_version: int | None
+    actor: str
+    reason: str
+    at: datetime
+    gates: list[dict[str, Any]] | None = None

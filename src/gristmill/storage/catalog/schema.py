@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     MetaData,
@@ -21,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -71,6 +72,7 @@ materializations = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=False),
     Column("recovered", Boolean, nullable=False),
+    Column("stats", JSON),
     UniqueConstraint("table_name", "version", name="uq_materialization_version"),
 )
 
@@ -95,4 +97,50 @@ quarantine_counts = Table(
     Column("version", Integer, nullable=False),
     Column("check_name", Text, nullable=False),
     Column("rows", BigInteger, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("task", String(32), nullable=False),
+    Column("estimator", String(32), nullable=False),
+    Column("training_set", String(255), nullable=False),
+    Column("training_set_version", Integer, nullable=False),
+    Column("code_hash", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("artifact_digest", String(64), nullable=False),
+    Column("manifest_digest", String(64), nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("details", JSON, nullable=False),
+    UniqueConstraint("model", "version", name="uq_model_version"),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("model", String(255), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+model_events = Table(
+    "model_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False, index=True),
+    Column("action", String(16), nullable=False),
+    Column("alias", String(64)),
+    Column("version", Integer, nullable=False),
+    Column("previous_version", Integer),
+    Column("actor", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("gates", JSON),
 )

@@ -7,12 +7,22 @@ Alembic and upgraded when a project is opened.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
@@ -21,6 +31,8 @@ from gristmill.storage.catalog import schema as s
 from gristmill.storage.catalog.records import (
     IngestedFile,
     Materialization,
+    ModelEvent,
+    ModelVersion,
     RunRecord,
     StepRecord,
     as_utc,
@@ -154,7 +166,40 @@ class CatalogReader:
             recovered=bool(row["recovered"]),
             files=tuple(_file(r) for r in files),
             quarantine_counts={c: int(n) for c, n in counts},
+            stats=dict(row["stats"] or {}),
         )
+
+    # ---- models ----------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        mv = s.model_versions
+        with self._read() as conn:
+            return list(conn.execute(select(mv.c.model).distinct().order_by(mv.c.model)).scalars())
+
+    def model_versions(self, model: str) -> list[ModelVersion]:
+        mv = s.model_versions
+        query = select(mv).where(mv.c.model == model).order_by(mv.c.version)
+        with self._read() as conn:
+            return [_model_version(row) for row in conn.execute(query).mappings()]
+
+    def model_version(self, model: str, version: int) -> ModelVersion | None:
+        mv = s.model_versions
+        query = select(mv).where(mv.c.model == model, mv.c.version == version)
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+            return _model_version(row) if row else None
+
+    def aliases(self, model: str) -> dict[str, int]:
+        a = s.model_aliases
+        query = select(a.c.alias, a.c.version).where(a.c.model == model).order_by(a.c.alias)
+        with self._read() as conn:
+            return {alias: int(version) for alias, version in conn.execute(query)}
+
+    def model_events(self, model: str) -> list[ModelEvent]:
+        e = s.model_events
+        query = select(e).where(e.c.model == model).order_by(e.c.id)
+        with self._read() as conn:
+            return [_event(row) for row in conn.execute(query).mappings()]
 
 
 class Catalog(CatalogReader):
@@ -273,9 +318,13 @@ class Catalog(CatalogReader):
                     )
                 )
 
-    def record_materialization(self, m: Materialization) -> None:
+    def record_materialization(
+        self, m: Materialization, *, extra: Callable[[Connection], None] | None = None
+    ) -> None:
         """Store a committed version with its files and quarantine counts, atomically."""
         with self._write() as conn:
+            if extra is not None:
+                extra(conn)
             conn.execute(
                 insert(s.materializations).values(
                     table_name=m.table_name,
@@ -293,6 +342,7 @@ class Catalog(CatalogReader):
                     started_at=m.started_at,
                     finished_at=m.finished_at,
                     recovered=m.recovered,
+                    stats=m.stats or None,
                 )
             )
             if m.files:
@@ -324,6 +374,39 @@ class Catalog(CatalogReader):
                         for c, n in sorted(m.quarantine_counts.items())
                     ],
                 )
+
+    def record_model_version(self, version: ModelVersion, m: Materialization) -> None:
+        """Register a model version together with its materialization, atomically."""
+        self.record_materialization(m, extra=lambda conn: _insert_version(conn, version))
+
+    def move_alias(self, event: ModelEvent) -> None:
+        """Point ``event.alias`` at ``event.version`` (or remove it) and record the event."""
+        a = s.model_aliases
+        with self._write() as conn:
+            conn.execute(delete(a).where(a.c.model == event.model, a.c.alias == event.alias))
+            if event.action != "demote":
+                conn.execute(
+                    insert(a).values(
+                        model=event.model, alias=event.alias, version=event.version, updated_at=event.at
+                    )
+                )
+            conn.execute(insert(s.model_events).values(**event.__dict__))
+
+
+def _insert_version(conn: Connection, v: ModelVersion) -> None:
+    conn.execute(insert(s.model_versions).values(**v.__dict__))
+
+
+def _model_version(row: Any) -> ModelVersion:
+    data = {k: row[k] for k in ModelVersion.__dataclass_fields__}
+    data["created_at"] = as_utc(data["created_at"])
+    return ModelVersion(**data)
+
+
+def _event(row: Any) -> ModelEvent:
+    data = {k: row[k] for k in ModelEvent.__dataclass_fields__}
+    data["at"] = as_utc(data["at"])
+    return ModelEvent(**data)
 
 
 def _file(row: Any) -> IngestedFile:

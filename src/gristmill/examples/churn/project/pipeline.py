@@ -122,3 +122,33 @@ def churn_rate_by_month(churn_labels: pa.Table) -> pa.Table:
     return grouped.sort_by("label_ts").set_column(
         1, "churn_rate", pc.round(grouped.sort_by("label_ts")["churn_rate"], 4)
     )
+
+
+churn_training = gm.training_set(
+    "churn_training",
+    labels="churn_labels",
+    entity="user_id",
+    timestamp="label_ts",
+    label="churned",
+    # each label takes the user's latest monthly profile at or before its time
+    features=[gm.features("user_profile", ttl="45d")],
+    description="Churn labels with the user's profile as it was at the label's time.",
+)
+
+churn = gm.model(
+    "churn",
+    training_set="churn_training",
+    # shallow trees: the example has a few thousand labelled users
+    estimator=gm.lightgbm(n_estimators=150, learning_rate=0.05, num_leaves=4, min_data_in_leaf=100),
+    split=gm.time_split(test_fraction=0.25),  # train on the past, test on the latest labels
+    threshold=0.2,  # about 1 in 9 users churns: flag the riskiest
+    gates=[
+        "roc_auc >= 0.70",
+        "roc_auc >= champion.roc_auc - 0.005",
+    ],
+    intended_use="Rank active users by their risk of churning in the next 30 days, "
+    "to choose who gets a retention offer.",
+    limitations="Trained on synthetic data; users active less than a month have sparse "
+    "features. Not for decisions about individuals without human review.",
+    description="Will an active user churn within 30 days?",
+)

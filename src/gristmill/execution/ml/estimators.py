@@ -1,0 +1,254 @@
+"""Estimator backends behind one small interface, chosen through a registry.
+
+Each backend fits on the encoded features, predicts scores (the positive class's
+probability, or the value for regression), explains a prediction by per-feature
+contributions where it can, and writes and reads its model in a safe native format:
+LightGBM's and XGBoost's own text/JSON model files and skops for scikit-learn (loaded
+against an explicit list of trusted types). Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from gristmill.definitions.models import Estimator, EstimatorKind, Task
+from gristmill.errors import ArtifactError, MissingExtraError, UnknownNameError
+from gristmill.execution.ml.features import Feature, FeatureKind, to_matrix, to_pandas
+
+DEFAULT_ROUNDS = 200
+_ROUND_ALIASES = ("n_estimators", "num_iterations", "num_boost_round", "num_round", "num_trees")
+
+
+class Backend(ABC):
+    kind: ClassVar[EstimatorKind]
+    format: ClassVar[str]
+
+    def __init__(self, task: Task, features: Sequence[Feature]) -> None:
+        self.task = task
+        self.features = tuple(features)
+
+    @abstractmethod
+    def fit(self, spec: Estimator, data: pa.Table, y: np.ndarray, seed: int) -> Any: ...
+
+    @abstractmethod
+    def predict(self, model: Any, data: pa.Table | pa.RecordBatch) -> np.ndarray: ...
+
+    @abstractmethod
+    def dumps(self, model: Any) -> bytes: ...
+
+    @abstractmethod
+    def loads(self, data: bytes) -> Any: ...
+
+    def importance(self, model: Any) -> dict[str, float]:
+        return {}
+
+    def params(self, spec: Estimator) -> dict[str, Any]:
+        return dict(spec.params)
+
+
+_BACKENDS: dict[EstimatorKind, type[Backend]] = {}
+
+
+def register(cls: type[Backend]) -> type[Backend]:
+    _BACKENDS[cls.kind] = cls
+    return cls
+
+
+def backend(kind: EstimatorKind | str, task: Task, features: Sequence[Feature]) -> Backend:
+    try:
+        return _BACKENDS[EstimatorKind(kind)](task, features)
+    except (KeyError, ValueError):
+        raise UnknownNameError("estimator", str(kind), [k.value for k in _BACKENDS]) from None
+
+
+def _normalized(values: dict[str, float]) -> dict[str, float]:
+    total = sum(values.values()) or 1.0
+    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+    return {k: round(v / total, 6) for k, v in ranked}
+
+
+@register
+class LightGBMBackend(Backend):
+    kind = EstimatorKind.LIGHTGBM
+    format = "lightgbm-text"
+
+    def params(self, spec: Estimator) -> dict[str, Any]:
+        params = {
+            "objective": "binary" if self.task is Task.CLASSIFICATION else "regression",
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_data_in_leaf": 20,
+            "verbose": -1,
+            "deterministic": True,
+            "force_col_wise": True,
+        }
+        params.update(spec.params)
+        return params
+
+    def fit(self, spec: Estimator, data: pa.Table, y: np.ndarray, seed: int) -> Any:
+        import lightgbm as lgb
+
+        params = self.params(spec)
+        rounds = DEFAULT_ROUNDS
+        for alias in _ROUND_ALIASES:
+            if alias in params:
+                rounds = int(params.pop(alias))
+        params["seed"] = params.get("seed", seed)
+        categorical = [i for i, f in enumerate(self.features) if f.kind is FeatureKind.CATEGORICAL]
+        dataset = lgb.Dataset(
+            to_matrix(data, self.features),
+            label=y,
+            feature_name=[f.name for f in self.features],
+            categorical_feature=categorical or "auto",
+            params={"verbose": -1},
+        )
+        return lgb.train(params, dataset, num_boost_round=rounds)
+
+    def predict(self, model: Any, data: pa.Table | pa.RecordBatch) -> np.ndarray:
+        return np.asarray(model.predict(to_matrix(data, self.features)), dtype=np.float64)
+
+    def dumps(self, model: Any) -> bytes:
+        return str(model.model_to_string()).encode()
+
+    def loads(self, data: bytes) -> Any:
+        import lightgbm as lgb
+
+        return lgb.Booster(model_str=data.decode())
+
+    def importance(self, model: Any) -> dict[str, float]:
+        gains = model.feature_importance(importance_type="gain")
+        return _normalized({f.name: float(g) for f, g in zip(self.features, gains, strict=True)})
+
+
+@register
+class XGBoostBackend(Backend):
+    kind = EstimatorKind.XGBOOST
+    format = "xgboost-json"
+
+    def _xgb(self) -> Any:
+        try:
+            import xgboost
+        except ModuleNotFoundError:
+            raise MissingExtraError("xgboost", "xgboost") from None
+        return xgboost
+
+    def fit(self, spec: Estimator, data: pa.Table, y: np.ndarray, seed: int) -> Any:
+        xgb = self._xgb()
+        params = {
+            "objective": "binary:logistic" if self.task is Task.CLASSIFICATION else "reg:squarederror",
+            "eta": 0.1,
+            "max_depth": 6,
+            "seed": seed,
+            "nthread": 1,
+        }
+        params.update(spec.params)
+        rounds = DEFAULT_ROUNDS
+        for alias in _ROUND_ALIASES:
+            if alias in params:
+                rounds = int(params.pop(alias))
+        matrix = xgb.DMatrix(to_matrix(data, self.features), label=y, missing=np.nan)
+        return xgb.train(params, matrix, num_boost_round=rounds)
+
+    def predict(self, model: Any, data: pa.Table | pa.RecordBatch) -> np.ndarray:
+        xgb = self._xgb()
+        matrix = xgb.DMatrix(to_matrix(data, self.features), missing=np.nan)
+        return np.asarray(model.predict(matrix), dtype=np.float64)
+
+    def dumps(self, model: Any) -> bytes:
+        return bytes(model.save_raw(raw_format="json"))
+
+    def loads(self, data: bytes) -> Any:
+        xgb = self._xgb()
+        booster = xgb.Booster()
+        booster.load_model(bytearray(data))
+        return booster
+
+
+# Types a scikit-learn artifact may hold: anything from these packages and nothing else.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+@register
+class SklearnBackend(Backend):
+    kind = EstimatorKind.SKLEARN
+    format = "skops"
+
+    def fit(self, spec: Estimator, data: pa.Table, y: np.ndarray, seed: int) -> Any:
+        from sklearn.base import clone
+
+        model = clone(spec.obj)
+        _seed(model, seed)
+        return model.fit(to_pandas(data, self.features), y)
+
+    def predict(self, model: Any, data: pa.Table | pa.RecordBatch) -> np.ndarray:
+        frame = to_pandas(data, self.features)
+        if self.task is Task.CLASSIFICATION:
+            return np.asarray(model.predict_proba(frame)[:, 1], dtype=np.float64)
+        return np.asarray(model.predict(frame), dtype=np.float64)
+
+    def dumps(self, model: Any) -> bytes:
+        import skops.io as sio
+
+        return canonical_zip(sio.dumps(model))
+
+    def loads(self, data: bytes) -> Any:
+        import skops.io as sio
+
+        found = sio.get_untrusted_types(data=data)
+        refused = [t for t in found if not t.startswith(TRUSTED_PREFIXES)]
+        if refused:
+            raise ArtifactError(
+                f"the scikit-learn artifact holds types outside the trusted list: "
+                f"{', '.join(refused)}",
+                hint="only scikit-learn, numpy and scipy types are loaded",
+            )
+        return sio.loads(data, trusted=found)
+
+    def importance(self, model: Any) -> dict[str, float]:
+        final = model.steps[-1][1] if hasattr(model, "steps") else model
+        names = [f.name for f in self.features]
+        values = getattr(final, "feature_importances_", None)
+        if values is None and hasattr(final, "coef_"):
+            values = np.abs(np.ravel(final.coef_))
+        if values is None or len(values) != len(names):
+            return {}
+        return _normalized({n: float(v) for n, v in zip(names, values, strict=True)})
+
+
+def _seed(model: Any, seed: int) -> None:
+    params = model.get_params(deep=True)
+    fixed = {k: seed for k, v in params.items() if k.endswith("random_state") and v is None}
+    if fixed:
+        model.set_params(**fixed)
+
+
+def canonical_zip(data: bytes) -> bytes:
+    """The same model as the same bytes: skops names files by object id and stamps times.
+
+    Entries are renamed in order of first mention in ``schema.json`` and written sorted,
+    with a fixed timestamp, so equal models get equal digests.
+    """
+    source = zipfile.ZipFile(io.BytesIO(data))
+    schema = source.read("schema.json").decode()
+    names = [n for n in source.namelist() if n != "schema.json"]
+    order = sorted(names, key=lambda n: (schema.find(json.dumps(n)[1:-1]), n))
+    renames = {name: f"{i:05d}{name[name.rfind('.'):]}" for i, name in enumerate(order)}
+    for old, new in renames.items():
+        schema = schema.replace(f'"{old}"', f'"{new}"')
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
+        entries: list[tuple[str, Callable[[], bytes]]] = [("schema.json", schema.encode)]
+        entries += [(renames[n], lambda n=n: source.read(n)) for n in names]
+        for name, read in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            target.writestr(info, read())
+    return out.getvalue()
