@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from gristmill.cli import render
 from gristmill.cli.progress import RichReporter
 from gristmill.errors import RunFailed
 from gristmill.service import Workspace
+from gristmill.service.workspace import RunOutcome
 
 app = typer.Typer(
     name="gristmill",
@@ -78,8 +80,13 @@ def run(
         plan = ws.plan(select or (), full_refresh=full_refresh)
         render.emit_json(plan) if json else render.plan_table(plan)
         return
+    report_run(lambda **kw: ws.run(select or (), full_refresh=full_refresh, **kw), json)
+
+
+def report_run(start: Callable[..., RunOutcome], json: bool) -> RunOutcome:
+    """Run with progress bars (or quietly for --json), print the summary, fail on failure."""
     if json:
-        outcome = ws.run(select or (), full_refresh=full_refresh)
+        outcome = start()
         render.emit_json(
             {
                 "run_id": outcome.result.run_id,
@@ -89,12 +96,13 @@ def run(
         )
     else:
         with RichReporter() as reporter:
-            outcome = ws.run(select or (), full_refresh=full_refresh, reporter=reporter)
+            outcome = start(reporter=reporter)
         render.run_summary(outcome.result.steps, outcome.summary())
     if not outcome.ok:
         if json:  # the document above already says what failed
             raise typer.Exit(code=RunFailed.exit_code)
         raise RunFailed(f"run {outcome.result.run_id[:8]} failed", hint="see the errors above")
+    return outcome
 
 
 @app.command()
@@ -253,3 +261,6 @@ def lineage(
     if json:
         return render.emit_json(node)
     render.lineage(node, upstream)
+
+
+from gristmill.cli import models as _models  # noqa: E402,F401 - registers the model commands

@@ -241,7 +241,9 @@ def time_split(test_fraction: float = 0.25) -> TimeSplit:
 
 def kfold(folds: int = 5) -> KFold:
     if folds < 2:
-        raise DefinitionError(f"kfold needs at least 2 folds, not {folds}", location=_caller_location())
+        raise DefinitionError(
+            f"kfold needs at least 2 folds, not {folds}", location=_caller_location()
+        )
     return KFold(folds)
 
 

@@ -18,9 +18,9 @@ from gristmill.definitions.objects import Definition, Source, Table
 from gristmill.errors import Location, MissingExtraError, StepFailed
 from gristmill.execution.engines import EngineSqlError, Session
 from gristmill.execution.ingest import check_files, raw_relation_sql
+from gristmill.execution.ml.train import Trained
 from gristmill.execution.writer import WriteRequest, write
 from gristmill.planning import PlannedStep, WriteMode
-from gristmill.execution.ml.train import Trained
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import CatalogReader, Materialization
 from gristmill.storage.lake import Lake
@@ -67,17 +67,24 @@ def run_step(ctx: StepContext) -> Materialization | Trained:
 
 
 def register_input(ctx: StepContext, name: str, version: int, *, alias: str = "") -> None:
-    """Expose one exact Delta version to the step under ``alias`` (default: its name).
+    """Expose one exact Delta version to the step under ``alias`` (default: its name)."""
+    expose(ctx.session, ctx.lake, name, version, alias=alias, scan=ctx.engine_scans_parquet)
 
-    Engines that scan Parquet natively get the version's file list, resolved by deltalake
-    from the Delta log (DuckDB's ASOF join over an Arrow dataset was 30x slower here);
-    others, and versions that need Delta semantics, get an Arrow dataset.
+
+def expose(
+    session: Session, lake: Lake, name: str, version: int, *, alias: str = "", scan: bool
+) -> None:
+    """Make a table version readable in ``session``.
+
+    Engines that scan Parquet natively (``scan``) get the version's file list, resolved by
+    deltalake from the Delta log (DuckDB's ASOF join over an Arrow dataset was 30x slower
+    here); others, and versions that need Delta semantics, get an Arrow dataset.
     """
-    files = ctx.lake.parquet_files(name, version) if ctx.engine_scans_parquet else None
+    files = lake.parquet_files(name, version) if scan else None
     if files is not None:
-        ctx.session.register_parquet(alias or name, files)
+        session.register_parquet(alias or name, files)
     else:
-        ctx.session.register(alias or name, ctx.lake.dataset(name, version))
+        session.register(alias or name, lake.dataset(name, version))
 
 
 def _ingest(ctx: StepContext, source: Source) -> Materialization:

@@ -80,7 +80,9 @@ def point_in_time_sql(spec: TrainingSet, joins: list[_ViewJoin]) -> str:
         in_range = f"{ts} IS NOT NULL"
         if j.ref.ttl is not None:
             seconds = j.ref.ttl.total_seconds()
-            in_range += f" AND {ts} >= l.{q(spec.timestamp)} - to_microseconds({int(seconds * 1e6)})"
+            in_range += (
+                f" AND {ts} >= l.{q(spec.timestamp)} - to_microseconds({int(seconds * 1e6)})"
+            )
         for source, output in j.columns.items():
             selected.append(f"CASE WHEN {in_range} THEN {j.alias}.{q(source)} END AS {q(output)}")
         selected.append(f"CASE WHEN {in_range} THEN {ts} END AS {q(j.found_column)}")
@@ -102,9 +104,9 @@ def _view_join(
     assert isinstance(view, Table) and view.feature is not None
     available = [c for c, _ in session.columns(ref.view)]
     keys = {*view.feature.entity, view.feature.timestamp}
-    wanted = list(ref.columns) if ref.columns is not None else [
-        c for c in available if c not in keys
-    ]
+    wanted = (
+        list(ref.columns) if ref.columns is not None else [c for c in available if c not in keys]
+    )
     _require(spec, ref.view, available, [*view.feature.entity, view.feature.timestamp, *wanted])
     return _ViewJoin(
         ref=ref,
@@ -134,7 +136,7 @@ def _check_collisions(spec: TrainingSet, label_columns: list[str], joins: list[_
                     f"{spec.name}: column {output!r} of {j.ref.view!r} clashes with "
                     f"{seen[output]!r}",
                     location=spec.location,
-                    hint=f"gm.features({j.ref.view!r}, prefix=...) or columns=[...] keeps them apart",
+                    hint=f"gm.features({j.ref.view!r}, prefix=...) keeps the columns apart",
                 )
             seen[output] = j.ref.view
 

@@ -8,7 +8,7 @@ equal those of its latest materialization.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -68,7 +68,9 @@ def build_plan(
     *,
     selection: Sequence[str] = (),
     full_refresh: bool = False,
+    force: Sequence[str] = (),
 ) -> Plan:
+    """Plan ``selection`` (all by default); names in ``force`` run even when fresh."""
     chosen = graph.select(selection)
     latest = {name: state.latest(name) for name in chosen}
     versions = state.latest_versions()
@@ -77,6 +79,8 @@ def build_plan(
     for name in chosen:
         node = graph.nodes[name]
         step = _plan_step(node, latest[name], versions, running, root, state, full_refresh)
+        if name in force and step.action is Action.SKIP:
+            step = replace(step, action=Action.RUN, reason=f"requested ({step.reason})")
         if step.action is Action.RUN:
             running.add(name)
         steps.append(step)

@@ -86,3 +86,85 @@ class LineageNode:
     inputs: list[LineageNode]
     """For --upstream: what this version read (exact versions when built)."""
     files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    training_set: str
+    estimator: str
+    versions: int
+    latest: int | None
+    aliases: dict[str, int]
+    headline: dict[str, float | None]
+    """The latest version's metric values."""
+    defined: bool = True
+    """False when the registry has versions of a model the project no longer defines."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    model: str
+    version: int
+    aliases: list[str]
+    created_at: datetime
+    run_id: str
+    task: str
+    estimator: str
+    metrics: dict[str, dict[str, float | None]]
+    baseline: dict[str, Any]
+    params: dict[str, Any]
+    features: list[dict[str, Any]]
+    importance: dict[str, float]
+    split: dict[str, Any]
+    curves: dict[str, Any]
+    lineage: dict[str, Any]
+    """training set version -> the exact input versions it read, and the code hash."""
+    artifact: dict[str, Any]
+    environment: dict[str, str]
+    duration_s: float
+    intended_use: str
+    limitations: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    model: str
+    a: int
+    b: int
+    metrics: list[dict[str, Any]]
+    """metric, a, b, delta, and whether b's interval overlaps a's."""
+    params: list[dict[str, Any]]
+    """Only the parameters that differ."""
+    features_added: list[str]
+    features_removed: list[str]
+    training_sets: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Promotion:
+    model: str
+    alias: str
+    version: int
+    previous_version: int | None
+    action: str
+    """``promote``, ``override`` (gates failed, --force) or ``rollback``."""
+    gates: list[dict[str, Any]]
+    actor: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    model: str
+    model_version: int
+    table: str
+    table_version: int
+    as_of: datetime | None
+    predictions_table: str
+    predictions_version: int
+    rows: int
+    duration_s: float
+    score_mean: float | None
+    predicted_positive: int | None

@@ -45,6 +45,8 @@ from gristmill.storage.lake import Lake
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from gristmill.service.models import Models
+
 STATE_DIR = ".gristmill"
 Frame = Literal["arrow", "polars", "pandas"]
 
@@ -125,6 +127,13 @@ class Workspace:
         folder = Path(self.project.config.artifacts)
         return ArtifactStore(folder if folder.is_absolute() else self.root / folder)
 
+    @cached_property
+    def models(self) -> Models:
+        """The model registry: versions, aliases and gates, batch scoring."""
+        from gristmill.service.models import Models
+
+        return Models(self)
+
     @property
     def graph(self) -> Graph:
         return self.project.graph
@@ -135,13 +144,20 @@ class Workspace:
 
     # ---- running ---------------------------------------------------------------------
 
-    def plan(self, selection: Sequence[str] = (), *, full_refresh: bool = False) -> Plan:
+    def plan(
+        self,
+        selection: Sequence[str] = (),
+        *,
+        full_refresh: bool = False,
+        force: Sequence[str] = (),
+    ) -> Plan:
         return build_plan(
             self.graph,
             self.catalog.reader(),
             self.root,
             selection=selection,
             full_refresh=full_refresh,
+            force=force,
         )
 
     def run(
@@ -149,12 +165,13 @@ class Workspace:
         selection: Sequence[str] = (),
         *,
         full_refresh: bool = False,
+        force: Sequence[str] = (),
         reporter: Reporter | None = None,
     ) -> RunOutcome:
         reporter = reporter or NullReporter()
-        with self._run_lock():
+        with self.run_lock():
             recovery = reconcile(self.graph, self.catalog, self.lake)
-            plan = self.plan(selection, full_refresh=full_refresh)
+            plan = self.plan(selection, full_refresh=full_refresh, force=force)
             reporter.plan_ready(plan)
             run_id = uuid.uuid4().hex
             self.catalog.start_run(run_id, " ".join(selection), full_refresh)
@@ -163,7 +180,7 @@ class Workspace:
             self.catalog.finish_run(run_id, result.status, outcome.summary())
         return outcome
 
-    def _engine(self) -> Engine:
+    def engine(self) -> Engine:
         settings = self.project.config.duckdb
         temp = Path(settings.temp_directory) if settings.temp_directory else self.state_dir / "tmp"
         return create_engine(
@@ -179,14 +196,14 @@ class Workspace:
             graph=self.graph,
             catalog=self.catalog,
             lake=self.lake,
-            engine_factory=self._engine,
+            engine_factory=self.engine,
             reporter=reporter,
             parallelism=self.project.config.parallelism,
             artifacts=self.artifacts,
         )
 
     @contextmanager
-    def _run_lock(self) -> Iterator[None]:
+    def run_lock(self) -> Iterator[None]:
         self.state_dir.mkdir(exist_ok=True)
         path = self.state_dir / "run.lock"
         with open(path, "a+") as handle:
@@ -257,7 +274,8 @@ class Workspace:
         return None
 
     def materialization(self, table: str, version: int | None = None) -> Materialization:
-        self.graph.get(table)
+        if table not in self.graph.nodes and self.catalog.latest(table) is None:
+            self.graph.get(table)  # raises, naming the tables there are
         if version is None:
             found = self.catalog.latest(table)
             if found is None:
@@ -319,7 +337,7 @@ class Workspace:
         return data.slice(0, limit) if limit is not None else data
 
     def history(self, table: str) -> list[VersionInfo]:
-        self.graph.get(table)
+        self.materialization(table)
         return [_version_info(m) for m in self.catalog.history(table)]
 
     def runs(self, limit: int = 20) -> list[RunInfo]:

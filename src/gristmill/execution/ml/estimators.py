@@ -143,7 +143,9 @@ class XGBoostBackend(Backend):
     def fit(self, spec: Estimator, data: pa.Table, y: np.ndarray, seed: int) -> Any:
         xgb = self._xgb()
         params = {
-            "objective": "binary:logistic" if self.task is Task.CLASSIFICATION else "reg:squarederror",
+            "objective": "binary:logistic"
+            if self.task is Task.CLASSIFICATION
+            else "reg:squarederror",
             "eta": 0.1,
             "max_depth": 6,
             "seed": seed,
@@ -240,7 +242,7 @@ def canonical_zip(data: bytes) -> bytes:
     schema = source.read("schema.json").decode()
     names = [n for n in source.namelist() if n != "schema.json"]
     order = sorted(names, key=lambda n: (schema.find(json.dumps(n)[1:-1]), n))
-    renames = {name: f"{i:05d}{name[name.rfind('.'):]}" for i, name in enumerate(order)}
+    renames = {name: f"{i:05d}{name[name.rfind('.') :]}" for i, name in enumerate(order)}
     for old, new in renames.items():
         schema = schema.replace(f'"{old}"', f'"{new}"')
     out = io.BytesIO()

@@ -47,8 +47,11 @@ def _is_text(t: pa.DataType) -> bool:
 
 
 def _is_numeric(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or (
-        pa.types.is_decimal(t)
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or (pa.types.is_decimal(t))
     )
 
 
@@ -61,7 +64,9 @@ def infer_features(
         column = data[name]
         is_cat = name in categorical if categorical is not None else _is_text(column.type)
         if is_cat:
-            values = pc.unique(pc.cast(column, pa.string()) if not _is_text(column.type) else column)
+            values = pc.unique(
+                pc.cast(column, pa.string()) if not _is_text(column.type) else column
+            )
             cats = sorted(v for v in values.to_pylist() if v is not None)
             out.append(Feature(name, FeatureKind.CATEGORICAL, tuple(str(c) for c in cats)))
         elif _is_numeric(column.type):

@@ -97,7 +97,9 @@ def _bootstrap(
     }
 
 
-def baseline(task: Task, y_train: np.ndarray, y_test: np.ndarray, threshold: float) -> dict[str, Any]:
+def baseline(
+    task: Task, y_train: np.ndarray, y_test: np.ndarray, threshold: float
+) -> dict[str, Any]:
     """Metrics of the constant predictor: the training prior (classification) or mean."""
     constant = float(np.mean(y_train))
     scores = np.full(len(y_test), constant)
@@ -108,8 +110,11 @@ def baseline(task: Task, y_train: np.ndarray, y_test: np.ndarray, threshold: flo
             values[name] = fn(y_test, scores)
         except ValueError:  # e.g. ROC AUC on a single-class test set
             values[name] = None
-    return {"predictor": "prior" if task is Task.CLASSIFICATION else "mean", "value": constant,
-            "metrics": values}
+    return {
+        "predictor": "prior" if task is Task.CLASSIFICATION else "mean",
+        "value": constant,
+        "metrics": values,
+    }
 
 
 def curves(task: Task, y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:

@@ -387,7 +387,10 @@ class Catalog(CatalogReader):
             if event.action != "demote":
                 conn.execute(
                     insert(a).values(
-                        model=event.model, alias=event.alias, version=event.version, updated_at=event.at
+                        model=event.model,
+                        alias=event.alias,
+                        version=event.version,
+                        updated_at=event.at,
                     )
                 )
             conn.execute(insert(s.model_events).values(**event.__dict__))

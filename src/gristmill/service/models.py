@@ -1,0 +1,458 @@
+"""The model registry as the CLI, API and UI see it: versions, aliases, gates, scoring.
+
+Training itself is a step of the graph (``Workspace.run``); this module reads what it
+registered, moves aliases through the gates with an audit trail, and batch-scores.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from gristmill.definitions.models import Model
+from gristmill.definitions.objects import Table
+from gristmill.errors import GateRefused, GristmillError, UnknownModelError
+from gristmill.execution.ml.bundle import LoadedModel, load
+from gristmill.service.shapes import (
+    Comparison,
+    ModelSummary,
+    ModelVersionInfo,
+    Promotion,
+    ScoreResult,
+)
+from gristmill.storage.catalog import Materialization, ModelEvent, ModelVersion
+from gristmill.storage.catalog.records import utcnow
+
+if TYPE_CHECKING:
+    from gristmill.service.workspace import RunOutcome, Workspace
+
+LOWER_IS_BETTER = {"log_loss", "brier", "rmse", "mae"}
+
+
+class Models:
+    """Registry operations over one workspace."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.catalog = ws.catalog
+
+    # ---- training --------------------------------------------------------------------
+
+    def train(self, name: str, **run_options: Any) -> RunOutcome:
+        """Build the model's inputs if stale, then train and register a new version."""
+        self.spec(name)
+        return self.ws.run([f"+{name}"], force=[name], **run_options)
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def spec(self, name: str) -> Model:
+        node = self.ws.graph.nodes.get(name)
+        if not isinstance(node, Model):
+            defined = sorted(n for n, d in self.ws.graph.nodes.items() if isinstance(d, Model))
+            raise UnknownModelError(
+                f"no model named {name!r} in this project",
+                hint=f"models: {', '.join(defined)}" if defined else "declare one with gm.model()",
+            )
+        return node
+
+    def list(self) -> list[ModelSummary]:
+        defined = {n: d for n, d in self.ws.graph.nodes.items() if isinstance(d, Model)}
+        out = []
+        for name in sorted(set(defined) | set(self.catalog.model_names())):
+            versions = self.catalog.model_versions(name)
+            spec = defined.get(name)
+            latest = versions[-1] if versions else None
+            out.append(
+                ModelSummary(
+                    name=name,
+                    training_set=spec.training_set if spec else latest.training_set,  # type: ignore[union-attr]
+                    estimator=spec.estimator.kind.value if spec else latest.estimator,  # type: ignore[union-attr]
+                    versions=len(versions),
+                    latest=latest.version if latest else None,
+                    aliases=self.catalog.aliases(name),
+                    headline={k: v["value"] for k, v in latest.metrics.items()} if latest else {},
+                    defined=spec is not None,
+                )
+            )
+        return out
+
+    def version(self, name: str, ref: str | int | None = None) -> ModelVersion:
+        """A version by number, by alias (``champion``) or ``latest`` (the default)."""
+        versions = self.catalog.model_versions(name)
+        if not versions:
+            self.spec(name)
+            raise UnknownModelError(
+                f"model {name!r} has no versions yet", hint=f"run `gristmill train {name}`"
+            )
+        if ref is None or ref == "latest":
+            return versions[-1]
+        number = _as_int(ref)
+        if number is None:
+            aliases = self.catalog.aliases(name)
+            if str(ref) not in aliases:
+                raise UnknownModelError(
+                    f"model {name!r} has no alias {ref!r}",
+                    hint=f"aliases: {', '.join(f'{a} -> v{v}' for a, v in aliases.items())}"
+                    if aliases
+                    else f"promote a version first: `gristmill promote {name} N --alias {ref}`",
+                )
+            number = aliases[str(ref)]
+        found = next((v for v in versions if v.version == number), None)
+        if found is None:
+            raise UnknownModelError(
+                f"model {name!r} has no version {number}",
+                hint=f"versions: 1..{versions[-1].version}",
+            )
+        return found
+
+    def show(self, name: str, ref: str | int | None = None) -> ModelVersionInfo:
+        v = self.version(name, ref)
+        d = v.details
+        training_set = self.catalog.materialization(v.training_set, v.training_set_version)
+        return ModelVersionInfo(
+            model=v.model,
+            version=v.version,
+            aliases=[a for a, n in self.catalog.aliases(name).items() if n == v.version],
+            created_at=v.created_at,
+            run_id=v.run_id,
+            task=v.task,
+            estimator=v.estimator,
+            metrics=v.metrics,
+            baseline=d.get("baseline", {}),
+            params=d.get("params", {}),
+            features=d.get("features", []),
+            importance=d.get("importance", {}),
+            split=d.get("split", {}),
+            curves=d.get("curves", {}),
+            lineage={
+                "training_set": v.training_set,
+                "training_set_version": v.training_set_version,
+                "inputs": training_set.inputs if training_set else {},
+                "label_rows": d.get("training_set_stats", {}).get("labels"),
+                "label_rows_without_features": d.get("training_set_stats", {}).get("missing"),
+                "code_hash": v.code_hash,
+                "fingerprint": v.fingerprint,
+            },
+            artifact={**d.get("artifact", {}), "manifest": v.manifest_digest},
+            environment=d.get("environment", {}),
+            duration_s=v.duration_s,
+            intended_use=d.get("intended_use", ""),
+            limitations=d.get("limitations", ""),
+        )
+
+    def card(self, name: str, ref: str | int | None = None, *, format: str = "md") -> str:  # noqa: A002
+        """The version's model card as Markdown (``md``) or self-contained ``html``."""
+        from gristmill.service import cards
+
+        if format not in ("md", "html"):
+            raise UnknownModelError(f"unknown card format {format!r}", hint="use md or html")
+        info = self.show(name, ref)
+        return cards.markdown(info) if format == "md" else cards.to_html(info)
+
+    def events(self, name: str) -> list[ModelEvent]:
+        self.version(name)
+        return self.catalog.model_events(name)
+
+    def compare(self, name: str, a: str | int, b: str | int) -> Comparison:
+        va, vb = self.version(name, a), self.version(name, b)
+        rows = []
+        for metric in dict.fromkeys([*va.metrics, *vb.metrics]):
+            ma, mb = va.metrics.get(metric, {}), vb.metrics.get(metric, {})
+            x, y = ma.get("value"), mb.get("value")
+            delta = y - x if x is not None and y is not None else None
+            better = None
+            if delta is not None and delta != 0:
+                better = (delta < 0) if metric in LOWER_IS_BETTER else (delta > 0)
+            rows.append(
+                {
+                    "metric": metric,
+                    "a": x,
+                    "b": y,
+                    "delta": delta,
+                    "b_better": better,
+                    "intervals_overlap": _overlap(ma, mb),
+                }
+            )
+        pa_, pb = va.details.get("params", {}), vb.details.get("params", {})
+        params = [
+            {"param": k, "a": pa_.get(k), "b": pb.get(k)}
+            for k in sorted(set(pa_) | set(pb))
+            if pa_.get(k) != pb.get(k)
+        ]
+        fa = {f["name"] for f in va.details.get("features", [])}
+        fb = {f["name"] for f in vb.details.get("features", [])}
+        return Comparison(
+            model=name,
+            a=va.version,
+            b=vb.version,
+            metrics=rows,
+            params=params,
+            features_added=sorted(fb - fa),
+            features_removed=sorted(fa - fb),
+            training_sets={"a": va.training_set_version, "b": vb.training_set_version},
+        )
+
+    def load(self, name: str, ref: str | int | None = None) -> LoadedModel:
+        """A version's model, loaded after both its files' digests are verified."""
+        v = self.version(name, ref)
+        return load(self.ws.artifacts, name, v.version, v.manifest_digest)
+
+    # ---- aliases ---------------------------------------------------------------------
+
+    def promote(
+        self,
+        name: str,
+        ref: str | int,
+        *,
+        alias: str = "champion",
+        reason: str = "",
+        force: bool = False,
+        actor: str | None = None,
+    ) -> Promotion:
+        """Point ``alias`` at a version if the spec's gates pass (``force`` overrides)."""
+        _check_alias(alias)
+        candidate = self.version(name, ref)
+        aliases = self.catalog.aliases(name)
+        previous = aliases.get(alias)
+        rollback = previous is not None and candidate.version < previous
+        others = {
+            a: self.version(name, v).metrics
+            for a, v in aliases.items()
+            if v != candidate.version and not rollback
+        }
+        results = [g.check(candidate.metrics, others) for g in self.spec(name).gates]
+        failed = [r for r in results if not r.passed]
+        if failed and not force:
+            raise GateRefused(
+                f"{name} v{candidate.version} did not pass "
+                + "; ".join(f"`{r.gate}` ({r.detail})" for r in failed),
+                hint="improve the model, or override with --force --reason '...' "
+                "(recorded in the audit trail)",
+            )
+        if force and failed and not reason.strip():
+            raise GateRefused(
+                "--force needs --reason: an override is recorded with why",
+                hint=f"gristmill promote {name} {candidate.version} --alias {alias} --force "
+                '--reason "..."',
+            )
+        action = "override" if failed else ("rollback" if rollback else "promote")
+        return self._move(name, alias, candidate.version, previous, action, reason, actor, results)
+
+    def rollback(
+        self, name: str, *, alias: str = "champion", reason: str = "", actor: str | None = None
+    ) -> Promotion:
+        """Point ``alias`` back at the version it held before its last move."""
+        current = self.catalog.aliases(name).get(alias)
+        moves = [e for e in self.catalog.model_events(name) if e.alias == alias]
+        before = next((e.previous_version for e in reversed(moves) if e.version == current), None)
+        if current is None or before is None:
+            raise UnknownModelError(
+                f"alias {alias!r} of {name!r} has no earlier version to roll back to",
+                hint=f"`gristmill models history {name}` shows the alias's moves",
+            )
+        return self._move(name, alias, before, current, "rollback", reason, actor, [])
+
+    def _move(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        previous: int | None,
+        action: str,
+        reason: str,
+        actor: str | None,
+        results: list[Any],
+    ) -> Promotion:
+        event = ModelEvent(
+            model=name,
+            action=action,
+            alias=alias,
+            version=version,
+            previous_version=previous,
+            actor=actor or os.environ.get("GRISTMILL_ACTOR") or _user(),
+            reason=reason,
+            at=utcnow(),
+            gates=[r.to_dict() for r in results],
+        )
+        self.catalog.move_alias(event)
+        return Promotion(
+            model=name,
+            alias=alias,
+            version=version,
+            previous_version=previous,
+            action=action,
+            gates=event.gates or [],
+            actor=event.actor,
+            reason=reason,
+            at=event.at,
+        )
+
+    # ---- batch scoring ---------------------------------------------------------------
+
+    def score(
+        self,
+        name: str,
+        *,
+        table: str,
+        version: int | None = None,
+        as_of: datetime | None = None,
+        model: str | int | None = None,
+        into: str | None = None,
+        batch_rows: int = 65_536,
+    ) -> ScoreResult:
+        """Score a table version with a model version (default: ``champion``)."""
+        from gristmill.execution.ml.scoring import ScoreRequest, score
+
+        clock = time.perf_counter()
+        loaded = self.load(name, model if model is not None else self._default_ref(name))
+        source = self.ws.materialization(table, version)
+        node = self.ws.graph.get(table)
+        feature = node.feature if isinstance(node, Table) else None
+        columns = [c["name"] for c in source.schema]
+        missing = [f for f in loaded.feature_names if f not in columns]
+        if missing:
+            raise GristmillError(
+                f"table {table!r} v{source.version} lacks feature(s) {', '.join(missing)} "
+                f"that {name} v{loaded.version} needs",
+                hint="score a table with the training set's feature columns (its feature view)",
+            )
+        keys = (*feature.entity, feature.timestamp) if feature else ()
+        request = ScoreRequest(
+            table=table,
+            version=source.version,
+            into=into or f"{name}__predictions",
+            keys=keys,
+            timestamp=feature.timestamp if feature else None,
+            as_of=as_of,
+            batch_rows=batch_rows,
+        )
+        result = self._write_scores(name, loaded, request, score)
+        stats = result.stats
+        return ScoreResult(
+            model=name,
+            model_version=loaded.version,
+            table=table,
+            table_version=source.version,
+            as_of=as_of,
+            predictions_table=request.into,
+            predictions_version=result.version,
+            rows=result.rows,
+            duration_s=round(time.perf_counter() - clock, 3),
+            score_mean=stats.get("score_mean"),
+            predicted_positive=stats.get("predicted_positive"),
+        )
+
+    def _default_ref(self, name: str) -> str | int:
+        return "champion" if "champion" in self.catalog.aliases(name) else "latest"
+
+    def _write_scores(
+        self, name: str, loaded: LoadedModel, request: Any, score: Any
+    ) -> Materialization:
+        from gristmill.execution.steps import expose
+
+        run_id = uuid.uuid4().hex
+        with self.ws.run_lock():
+            self.catalog.start_run(run_id, f"score {name} {request.table}", False)
+            now = utcnow()
+            template = Materialization(
+                table_name=request.into,
+                version=-1,
+                run_id=run_id,
+                kind="predictions",
+                mode="overwrite",
+                fingerprint=loaded.manifest.artifact,
+                code_hash=loaded.manifest.artifact,
+                inputs={request.table: request.version},
+                rows=0,
+                rows_added=0,
+                quarantined=0,
+                schema=[],
+                started_at=now,
+                finished_at=now,
+                stats={
+                    "model": name,
+                    "model_version": loaded.version,
+                    "as_of": _iso(request.as_of),
+                },
+            )
+            engine = self.ws.engine()
+            status = "failed"
+            try:
+                with engine.session() as session:
+                    scan = engine.SUPPORTS_PARQUET_SCAN
+                    expose(session, self.ws.lake, request.table, request.version, scan=scan)
+                    written = score(session, self.ws.lake, loaded, request, template)
+                    expose(
+                        session,
+                        self.ws.lake,
+                        written.table_name,
+                        written.version,
+                        alias="__gm_scored",
+                        scan=scan,
+                    )
+                    written = _with_summary(session, written)
+                written = _finished(written)
+                self.catalog.record_materialization(written)
+                status = "success"
+            finally:
+                engine.close()
+                self.catalog.finish_run(run_id, status, {"status": status, "scored": name})
+        return written
+
+
+def _with_summary(session: Any, m: Materialization) -> Materialization:
+    from dataclasses import replace
+
+    has_predicted = any(c["name"] == "predicted" for c in m.schema)
+    positive = 'sum("predicted")' if has_predicted else "NULL"
+    ((mean, pos),) = session.rows(f'SELECT avg("score"), {positive} FROM "__gm_scored"')
+    stats = {
+        **m.stats,
+        "score_mean": float(mean) if mean is not None else None,
+        "predicted_positive": int(pos) if pos is not None else None,
+    }
+    return replace(m, stats=stats)
+
+
+def _finished(m: Materialization) -> Materialization:
+    from dataclasses import replace
+
+    return replace(m, finished_at=utcnow())
+
+
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool | None:
+    if None in (a.get("low"), a.get("high"), b.get("low"), b.get("high")):
+        return None
+    return bool(a["low"] <= b["high"] and b["low"] <= a["high"])
+
+
+def _as_int(ref: str | int) -> int | None:
+    if isinstance(ref, int):
+        return ref
+    text = ref[1:] if ref.lower().startswith("v") else ref
+    return int(text) if text.isdigit() else None
+
+
+def _check_alias(alias: str) -> None:
+    import re
+
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$", alias) or alias == "latest":
+        raise UnknownModelError(
+            f"invalid alias {alias!r}",
+            hint="an alias is a word like champion, challenger or staging (not 'latest')",
+        )
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
