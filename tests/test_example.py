@@ -35,6 +35,8 @@ def test_builds_every_table_and_quarantines_dirty_rows(demo: Workspace) -> None:
         "user_profile",
         "merchant_category_stats",
         "churn_rate_by_month",
+        "churn_training",
+        "churn",
     }
     assert all(s.status is StepStatus.SUCCESS for s in steps.values())
     txns = steps["transactions"]

@@ -197,5 +197,5 @@ def test_file_missing_a_declared_column(tmp_path: Path) -> None:
 def test_concurrent_run_is_refused(workspace: Workspace) -> None:
     from gristmill.service.workspace import RunInProgressError
 
-    with workspace._run_lock(), pytest.raises(RunInProgressError, match="in progress"):
+    with workspace.run_lock(), pytest.raises(RunInProgressError, match="in progress"):
         Workspace.open(workspace.root).run()

@@ -13,7 +13,7 @@ import io
 import json
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -233,24 +233,45 @@ def _seed(model: Any, seed: int) -> None:
 
 
 def canonical_zip(data: bytes) -> bytes:
-    """The same model as the same bytes: skops names files by object id and stamps times.
+    """The same model as the same bytes.
 
-    Entries are renamed in order of first mention in ``schema.json`` and written sorted,
-    with a fixed timestamp, so equal models get equal digests.
+    skops names array files and tags shared objects by ``id()`` and stamps the zip with
+    the time. Here both are renumbered in order of first appearance in ``schema.json`` and
+    the entries are written sorted with a fixed timestamp, so equal models get equal
+    digests. The mapping is one-to-one, so what loads is unchanged.
     """
     source = zipfile.ZipFile(io.BytesIO(data))
-    schema = source.read("schema.json").decode()
-    names = [n for n in source.namelist() if n != "schema.json"]
-    order = sorted(names, key=lambda n: (schema.find(json.dumps(n)[1:-1]), n))
-    renames = {name: f"{i:05d}{name[name.rfind('.') :]}" for i, name in enumerate(order)}
-    for old, new in renames.items():
-        schema = schema.replace(f'"{old}"', f'"{new}"')
+    schema = json.loads(source.read("schema.json"))
+    ids: dict[int, int] = {}
+    files: dict[str, str] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key == "__id__" and isinstance(value, int):
+                    out[key] = ids.setdefault(value, len(ids) + 1)
+                elif key == "file" and isinstance(value, str) and value in names:
+                    suffix = value[value.rfind(".") :]
+                    out[key] = files.setdefault(value, f"{len(files):05d}{suffix}")
+                else:
+                    out[key] = walk(value)
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    names = set(source.namelist()) - {"schema.json"}
+    canonical = json.dumps(walk(schema), sort_keys=True).encode()
+    unmapped = names - set(files)
+    if unmapped:
+        raise ArtifactError(f"unexpected files in the skops archive: {sorted(unmapped)}")
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as target:
-        entries: list[tuple[str, Callable[[], bytes]]] = [("schema.json", schema.encode)]
-        entries += [(renames[n], lambda n=n: source.read(n)) for n in names]
-        for name, read in sorted(entries):
+        entries = [("schema.json", canonical)]
+        entries += [(new, source.read(old)) for old, new in files.items()]
+        for name, payload in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            target.writestr(info, read())
+            target.writestr(info, payload)
     return out.getvalue()

@@ -1,0 +1,228 @@
+"""Training, evaluation, registry and batch scoring on the churn example (tiny scale)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from sklearn import metrics as skm
+
+from gristmill.errors import ArtifactError, GateRefused
+from gristmill.service import Workspace
+from gristmill.service.init import init_project
+from tests.conftest import CliResult
+
+pytestmark = pytest.mark.slow
+
+EXTRA_MODELS = """
+
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+churn_strict = gm.model(
+    "churn_strict", training_set="churn_training",
+    estimator=gm.lightgbm(n_estimators=20), gates=["roc_auc >= 0.99"],
+)
+churn_relative = gm.model(
+    "churn_relative", training_set="churn_training",
+    estimator=gm.lightgbm(n_estimators=20), gates=["roc_auc >= champion.roc_auc + 0.001"],
+)
+churn_linear = gm.model(
+    "churn_linear", training_set="churn_training", split=gm.kfold(3), bootstrap=50,
+    estimator=gm.sklearn(make_pipeline(
+        ColumnTransformer([
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()),
+             make_column_selector(dtype_include="number")),
+            ("cat", OneHotEncoder(handle_unknown="ignore"),
+             make_column_selector(dtype_include=object)),
+        ]),
+        LogisticRegression(max_iter=500),
+    )),
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    root = tmp_path_factory.mktemp("models") / "demo"
+    init_project(root, example="churn", scale="small", seed=3)
+    with open(root / "pipeline.py", "a") as handle:
+        handle.write(EXTRA_MODELS)
+    ws = Workspace.open(root)
+    outcome = ws.run()
+    assert outcome.ok, [s.error for s in outcome.result.steps if s.error]
+    yield ws
+    ws.close()
+
+
+def _test_rows(ws: Workspace, name: str) -> tuple[object, np.ndarray]:
+    version = ws.models.version(name, 1)
+    cutoff = datetime.fromisoformat(version.details["split"]["cutoff"])
+    data = ws.read("churn_training", version.training_set_version)
+    test = data.filter(pc.greater_equal(data["label_ts"], cutoff))
+    return test, test["churned"].to_numpy()
+
+
+def test_metrics_equal_scikit_learn_on_the_same_predictions(ws: Workspace) -> None:
+    v1 = ws.models.version("churn", 1)
+    test, y = _test_rows(ws, "churn")
+    assert len(y) == v1.details["split"]["test_rows"]
+    scores = ws.models.load("churn", 1).predict(test)
+    t = v1.details["threshold"]
+    expected = {
+        "roc_auc": skm.roc_auc_score(y, scores),
+        "pr_auc": skm.average_precision_score(y, scores),
+        "log_loss": skm.log_loss(y, scores),
+        "brier": skm.brier_score_loss(y, scores),
+        "precision": skm.precision_score(y, scores >= t),
+        "recall": skm.recall_score(y, scores >= t),
+        "f1": skm.f1_score(y, scores >= t),
+    }
+    for name, value in expected.items():
+        assert v1.metrics[name]["value"] == pytest.approx(value, abs=1e-12), name
+        assert v1.metrics[name]["low"] <= v1.metrics[name]["high"]
+    assert (
+        v1.metrics["roc_auc"]["low"]
+        < v1.metrics["roc_auc"]["value"]
+        < v1.metrics["roc_auc"]["high"]
+    )
+    baseline = v1.details["baseline"]
+    assert baseline["metrics"]["roc_auc"] == 0.5
+    assert baseline["metrics"]["brier"] == pytest.approx(
+        skm.brier_score_loss(y, np.full(len(y), baseline["value"]))
+    )
+
+
+def test_a_time_split_trains_on_the_past_and_tests_on_the_future(ws: Workspace) -> None:
+    split = ws.models.version("churn", 1).details["split"]
+    assert split["kind"] == "time"
+    data = ws.read("churn_training")
+    cutoff = datetime.fromisoformat(split["cutoff"])
+    before = pc.sum(pc.less(data["label_ts"], cutoff)).as_py()
+    assert split["train_rows"] == before
+    assert split["train_rows"] + split["test_rows"] == data.num_rows
+    assert split["train_until"].split(" .. ")[1] < split["cutoff"]
+
+
+def test_training_twice_gives_the_same_digest_and_metrics(ws: Workspace) -> None:
+    for name in ("churn", "churn_linear"):
+        outcome = ws.models.train(name)
+        assert outcome.ok
+        first, again = ws.models.version(name, 1), ws.models.version(name, "latest")
+        assert again.version == first.version + 1
+        assert again.artifact_digest == first.artifact_digest
+        assert again.manifest_digest == first.manifest_digest
+        assert again.metrics == first.metrics
+
+
+def test_a_scikit_learn_pipeline_round_trips_through_skops(ws: Workspace) -> None:
+    v = ws.models.version("churn_linear", 1)
+    assert v.details["artifact"]["format"] == "skops"
+    assert v.details["split"] == {
+        "kind": "kfold",
+        "folds": 3,
+        "train_rows": ws.materialization("churn_training").rows,
+        "test_rows": ws.materialization("churn_training").rows,
+    }
+    loaded = ws.models.load("churn_linear", 1)
+    rows = ws.read("churn_training", limit=50)
+    scores = loaded.predict(rows)
+    assert scores.shape == (50,) and ((scores > 0) & (scores < 1)).all()
+    assert 0.5 < v.metrics["roc_auc"]["value"] < 1
+
+
+def test_a_failing_gate_refuses_the_promotion_and_force_records_an_override(
+    ws: Workspace,
+) -> None:
+    with pytest.raises(GateRefused, match=r"roc_auc >= 0.99"):
+        ws.models.promote("churn_strict", 1, alias="champion")
+    assert ws.catalog.aliases("churn_strict") == {}
+    with pytest.raises(GateRefused, match="--force needs --reason"):
+        ws.models.promote("churn_strict", 1, force=True)
+    done = ws.models.promote("churn_strict", 1, force=True, reason="demo", actor="ana")
+    assert done.action == "override"
+    assert ws.catalog.aliases("churn_strict") == {"champion": 1}
+    (event,) = ws.models.events("churn_strict")
+    assert (event.action, event.actor, event.reason, event.version) == (
+        "override",
+        "ana",
+        "demo",
+        1,
+    )
+    assert event.gates[0]["passed"] is False and event.gates[0]["bound"] == 0.99
+
+
+def test_gates_compare_with_the_champion_and_rollback_is_recorded(ws: Workspace) -> None:
+    first = ws.models.promote("churn_relative", 1, reason="first")
+    assert first.action == "promote"
+    assert "no champion yet" in first.gates[0]["detail"]
+    assert ws.models.train("churn_relative").ok
+    # v2 equals v1, so it is not better than the champion by 0.001
+    with pytest.raises(GateRefused, match="champion.roc_auc"):
+        ws.models.promote("churn_relative", 2)
+    ws.models.promote("churn_relative", 2, force=True, reason="hotfix", actor="bo")
+    back = ws.models.rollback("churn_relative", reason="bad deploy", actor="bo")
+    assert (back.action, back.version, back.previous_version) == ("rollback", 1, 2)
+    actions = [(e.action, e.version) for e in ws.models.events("churn_relative")]
+    assert actions == [("promote", 1), ("override", 2), ("rollback", 1)]
+
+
+def test_a_tampered_artifact_is_refused(ws: Workspace, cli: Callable[..., CliResult]) -> None:
+    v = ws.models.version("churn_strict", 1)
+    path = ws.artifacts.path(v.artifact_digest)
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.replace(b"learning_rate", b"learning_rat3", 1))
+        with pytest.raises(ArtifactError, match="changed on disk"):
+            ws.models.load("churn_strict", 1)
+        result = cli("score", "churn_strict", "--table", "user_profile", "--project", str(ws.root))
+        assert result.code == 1
+        assert "refusing to load" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        path.write_bytes(original)
+    assert ws.models.load("churn_strict", 1).version == 1
+
+
+def test_batch_scoring_takes_each_users_latest_profile_as_of_a_time(ws: Workspace) -> None:
+    as_of = datetime(2026, 4, 15)
+    result = ws.models.score("churn", table="user_profile", as_of=as_of, model=1)
+    predictions = ws.read(result.predictions_table, result.predictions_version)
+    profile = ws.read("user_profile", result.table_version).to_pandas()
+    expected = profile[profile.as_of <= as_of].sort_values("as_of").groupby("user_id").tail(1)
+    assert result.rows == predictions.num_rows == len(expected)
+    got = predictions.to_pandas().set_index("user_id").loc[expected.user_id]
+    assert (got["as_of"].to_numpy() == expected["as_of"].to_numpy()).all()
+    assert set(predictions["model_version"].to_pylist()) == {1}
+    assert set(predictions["model"].to_pylist()) == {"churn"}
+    import pyarrow as pa
+
+    direct = ws.models.load("churn", 1).predict(
+        pa.Table.from_pandas(expected, preserve_index=False)
+    )
+    np.testing.assert_allclose(got["score"].to_numpy(), direct, rtol=0, atol=0)
+    assert (got["predicted"].to_numpy() == (direct >= 0.2)).all()
+    history = ws.history(result.predictions_table)
+    assert history[-1].inputs == {"user_profile": result.table_version}
+
+
+def test_cli_lists_shows_compares_and_refuses(ws: Workspace, cli: Callable[..., CliResult]) -> None:
+    p = ("--project", str(ws.root))
+    listed = {m["name"]: m for m in cli("models", "--json", *p).json()}
+    assert listed["churn"]["versions"] >= 1 and listed["churn"]["training_set"] == "churn_training"
+    shown = cli("models", "show", "churn", "1", "--json", *p).json()
+    assert shown["metrics"]["roc_auc"]["low"] is not None
+    assert shown["lineage"]["inputs"] == {"churn_labels": 0, "user_profile": 0}
+    compared = cli("models", "compare", "churn", "1", "2", "--json", *p)
+    assert compared.code == 0 and all(r["delta"] == 0 for r in compared.json()["metrics"])
+    refused = cli("promote", "churn_strict", "1", "--alias", "prod", "--json", *p)
+    assert refused.code == 1 and refused.json()["error"] == "GateRefused"
+    unknown = cli("models", "show", "churn", "99", *p)
+    assert unknown.code == 2 and "no version 99" in unknown.stderr
+    card = cli("models", "card", "churn", "1", "--format", "html", *p)
+    assert "<table>" in card.stdout and "Intended use" in card.stdout
