@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-feast-env bench-training-set clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: setup
 	cd demo && $(GM) history transactions
 	cd demo && $(GM) lineage user_profile --upstream
 	cd demo && $(GM) quarantine transactions --limit 5
+	@echo "--- the model trained by the run: metrics with 95% intervals, gates, scoring"
+	cd demo && $(GM) models
+	cd demo && $(GM) models show churn 1
+	cd demo && $(GM) promote churn 1 --alias champion --reason "first model; gates pass on the example data"
+	cd demo && $(GM) score churn --table user_profile --as-of 2026-06-01
+	cd demo && $(GM) show churn__predictions --limit 5
+	cd demo && $(GM) models card churn champion --format html --out churn-card.html
 
 test: setup
 	$(BIN)/pytest
@@ -41,8 +48,20 @@ $(BENCH)/.installed: benchmarks/requirements.txt requirements.lock
 	$(BENCH)/bin/pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -e .
 	touch $@
 
-bench: $(BENCH)/.installed
+FEAST := benchmarks/.venv-feast
+$(FEAST)/.installed: benchmarks/requirements-feast.txt
+	$(PY) -m venv $(FEAST)
+	$(FEAST)/bin/pip install -q --disable-pip-version-check -r benchmarks/requirements-feast.txt
+	touch $@
+
+bench-feast-env: $(FEAST)/.installed
+
+bench: $(BENCH)/.installed $(FEAST)/.installed
 	$(BENCH)/bin/python benchmarks/pipeline.py
+	$(BENCH)/bin/python benchmarks/training_set.py
+
+bench-training-set: $(BENCH)/.installed $(FEAST)/.installed
+	$(BENCH)/bin/python benchmarks/training_set.py
 
 clean:
 	rm -rf $(VENV) demo

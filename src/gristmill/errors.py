@@ -168,3 +168,9 @@ class ArtifactError(GristmillError):
 
 class TrainingFailed(GristmillError):
     """Training could not run on the data it was given (empty split, one class, ...)."""
+
+
+class ScoringError(GristmillError):
+    """A table cannot be scored by a model version (it lacks the model's features)."""
+
+    exit_code = 2

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from gristmill.definitions.models import Model
 from gristmill.definitions.objects import Table
-from gristmill.errors import GateRefused, GristmillError, UnknownModelError
+from gristmill.errors import GateRefused, ScoringError, UnknownModelError
 from gristmill.execution.ml.bundle import LoadedModel, load
 from gristmill.service.shapes import (
     Comparison,
@@ -315,7 +315,7 @@ class Models:
         columns = [c["name"] for c in source.schema]
         missing = [f for f in loaded.feature_names if f not in columns]
         if missing:
-            raise GristmillError(
+            raise ScoringError(
                 f"table {table!r} v{source.version} lacks feature(s) {', '.join(missing)} "
                 f"that {name} v{loaded.version} needs",
                 hint="score a table with the training set's feature columns (its feature view)",
