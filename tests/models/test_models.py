@@ -33,6 +33,10 @@ churn_relative = gm.model(
     "churn_relative", training_set="churn_training",
     estimator=gm.lightgbm(n_estimators=20), gates=["roc_auc >= champion.roc_auc + 0.001"],
 )
+churn_xgb = gm.model(
+    "churn_xgb", training_set="churn_training", bootstrap=20,
+    estimator=gm.xgboost(n_estimators=30, max_depth=3),
+)
 churn_linear = gm.model(
     "churn_linear", training_set="churn_training", split=gm.kfold(3), bootstrap=50,
     estimator=gm.sklearn(make_pipeline(
@@ -111,7 +115,7 @@ def test_a_time_split_trains_on_the_past_and_tests_on_the_future(ws: Workspace) 
 
 
 def test_training_twice_gives_the_same_digest_and_metrics(ws: Workspace) -> None:
-    for name in ("churn", "churn_linear"):
+    for name in ("churn", "churn_linear", "churn_xgb"):
         outcome = ws.models.train(name)
         assert outcome.ok
         first, again = ws.models.version(name, 1), ws.models.version(name, "latest")
@@ -226,3 +230,12 @@ def test_cli_lists_shows_compares_and_refuses(ws: Workspace, cli: Callable[..., 
     assert unknown.code == 2 and "no version 99" in unknown.stderr
     card = cli("models", "card", "churn", "1", "--format", "html", *p)
     assert "<table>" in card.stdout and "Intended use" in card.stdout
+
+
+def test_xgboost_models_store_native_json_and_score(ws: Workspace) -> None:
+    v = ws.models.version("churn_xgb", 1)
+    assert v.details["artifact"]["format"] == "xgboost-json"
+    assert ws.artifacts.get(v.artifact_digest).startswith(b"{")
+    test, y = _test_rows(ws, "churn_xgb")
+    scores = ws.models.load("churn_xgb", 1).predict(test)
+    assert v.metrics["roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(y, scores), abs=1e-12)
