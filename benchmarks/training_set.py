@@ -50,6 +50,11 @@ bench_training = gm.training_set(
 '''
 
 
+def parquet(files: list[str]) -> str:
+    """read_parquet over a file list (views cannot take prepared parameters)."""
+    return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -81,10 +86,8 @@ def w_prepare() -> dict:
     import duckdb
 
     con = duckdb.connect()
-    con.execute(
-        "create view churn_labels as select * from read_parquet(?)",
-        [ws.lake.parquet_files("churn_labels", ws.catalog.latest("churn_labels").version)],
-    )
+    labels = ws.lake.parquet_files("churn_labels", ws.catalog.latest("churn_labels").version)
+    con.execute(f"create view churn_labels as select * from {parquet(labels)}")
     # 1M labels; times moved into the month (0-27 days, some hours) so they rarely
     # coincide with a profile snapshot, as real label times would not.
     con.execute(
@@ -104,10 +107,10 @@ def w_prepare() -> dict:
     assert outcome.ok, [s.error for s in outcome.result.steps if s.error]
     profile = ws.catalog.latest("user_profile")
     FEAST_DIR.mkdir(parents=True, exist_ok=True)
+    files = ws.lake.parquet_files("user_profile", profile.version)
     con.execute(
-        f"copy (select * from read_parquet(?)) to '{FEAST_DIR / 'user_profile.parquet'}' "
-        "(format parquet)",
-        [ws.lake.parquet_files("user_profile", profile.version)],
+        f"copy (select * from {parquet(files)}) to '{FEAST_DIR / 'user_profile.parquet'}' "
+        "(format parquet)"
     )
     con.execute(
         f"copy (select user_id, label_ts as event_timestamp, churned "
@@ -133,8 +136,7 @@ def w_gristmill() -> dict:
 
     con = duckdb.connect()
     con.execute(
-        "create view t as select * from read_parquet(?)",
-        [ws.lake.parquet_files("bench_training", m.version)],
+        f"create view t as select * from {parquet(ws.lake.parquet_files('bench_training', m.version))}"
     )
     ((rows, matched, checksum),) = con.execute(
         "select count(*), count(amount_sum_90d), round(sum(amount_sum_90d), 2) from t"
