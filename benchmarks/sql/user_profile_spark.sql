@@ -27,10 +27,12 @@ txn_windows as (
         count(*) filter (where ts >= as_of - interval 7 days) as txn_count_7d,
         count(*) filter (where ts >= as_of - interval 30 days) as txn_count_30d,
         count(*) as txn_count_90d,
-        sum(amount) filter (where ts >= as_of - interval 7 days) as amount_sum_7d,
-        sum(amount) filter (where ts >= as_of - interval 30 days) as amount_sum_30d,
-        sum(amount) as amount_sum_90d,
-        avg(amount) as amount_avg_90d,
+        -- rounded: parallel float sums differ in the last bit from run to run; money in
+        -- cents makes every rebuild (and so the model trained on it) bit-identical
+        round(sum(amount) filter (where ts >= as_of - interval 7 days), 2) as amount_sum_7d,
+        round(sum(amount) filter (where ts >= as_of - interval 30 days), 2) as amount_sum_30d,
+        round(sum(amount), 2) as amount_sum_90d,
+        round(avg(amount), 4) as amount_avg_90d,
         count(distinct merchant_category) as category_diversity_90d,
         count(distinct channel) as channel_count_90d
     from txn_snapshots
@@ -60,7 +62,7 @@ event_windows as (
         count(*) as event_count_30d,
         count(*) filter (where event_type = 'login') as logins_30d,
         count(*) filter (where event_type = 'support_ticket') as support_tickets_30d,
-        sum(duration_s) as session_seconds_30d
+        round(sum(duration_s), 3) as session_seconds_30d
     from event_snapshots
     group by user_id, as_of
 ),
