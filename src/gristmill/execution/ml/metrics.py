@@ -60,7 +60,7 @@ def evaluate(
     """metric -> {"value", "low", "high"}; bounds are None without resamples."""
     functions = metric_functions(task, threshold)
     values = {name: fn(y, scores) for name, fn in functions.items()}
-    bounds = _bootstrap(task, functions, y, scores, resamples, seed)
+    bounds = _bootstrap(task, list(functions), y, scores, threshold, resamples, seed)
     return {
         name: {
             "value": values[name],
@@ -73,28 +73,93 @@ def evaluate(
 
 def _bootstrap(
     task: Task,
-    functions: dict[str, Metric],
+    functions: list[str],
     y: np.ndarray,
     scores: np.ndarray,
+    threshold: float,
     resamples: int,
     seed: int,
 ) -> dict[str, tuple[float, float]]:
+    """Percentile intervals over resamples of the rows, drawn with replacement.
+
+    A resample is represented by how often each row was drawn (its weight), and each
+    metric is computed from weighted counts in one pass over rows pre-sorted by score:
+    the same value scikit-learn gives on the resampled rows (tested), without sorting
+    again, so 200 resamples of a million rows take seconds, not minutes.
+    """
     if resamples <= 0 or len(y) < 2:
         return {}
     rng = np.random.default_rng(seed)
+    weighted = _Weighted(task, y, scores, threshold)
     samples: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(resamples):
-        idx = rng.integers(0, len(y), len(y))
-        ys, ss = y[idx], scores[idx]
-        if task is Task.CLASSIFICATION and ys.min() == ys.max():
+        weights = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y))
+        values = weighted.metrics(weights.astype(np.float64))
+        if values is None:
             continue  # one class only: ranking metrics are undefined on this resample
-        for name, fn in functions.items():
-            samples[name].append(fn(ys, ss))
+        for name in functions:
+            samples[name].append(values[name])
     return {
         name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
         for name, v in samples.items()
         if v
     }
+
+
+class _Weighted:
+    """Metrics of rows drawn with given multiplicities, in O(rows) per resample."""
+
+    def __init__(self, task: Task, y: np.ndarray, scores: np.ndarray, threshold: float) -> None:
+        self.task = task
+        self.y = y.astype(np.float64)
+        self.scores = scores.astype(np.float64)
+        if task is Task.CLASSIFICATION:
+            self.groups = np.unique(self.scores, return_inverse=True)[1]
+            eps = np.finfo(self.scores.dtype).eps
+            p = np.clip(self.scores, eps, 1 - eps)
+            self.loss = -(self.y * np.log(p) + (1 - self.y) * np.log(1 - p))
+            self.squared = (self.scores - self.y) ** 2
+            self.decided = self.scores >= threshold
+
+    def metrics(self, w: np.ndarray) -> dict[str, float] | None:
+        if self.task is Task.REGRESSION:
+            return self._regression(w)
+        y = self.y
+        positive = np.bincount(self.groups, weights=w * y)
+        negative = np.bincount(self.groups, weights=w * (1 - y))
+        total_p, total_n = positive.sum(), negative.sum()
+        if total_p == 0 or total_n == 0:
+            return None
+        below = np.cumsum(negative) - negative
+        auc = float(np.sum(positive * (below + 0.5 * negative)) / (total_p * total_n))
+        tp, fp = np.cumsum(positive[::-1]), np.cumsum(negative[::-1])
+        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+        recall_steps = positive[::-1] / total_p
+        weight = w.sum()
+        hit_tp = float(np.sum(w * y * self.decided))
+        hit_fp = float(np.sum(w * (1 - y) * self.decided))
+        miss = total_p - hit_tp
+        return {
+            "roc_auc": auc,
+            "pr_auc": float(np.sum(recall_steps * precision)),
+            "log_loss": float(np.sum(w * self.loss) / weight),
+            "brier": float(np.sum(w * self.squared) / weight),
+            "precision": hit_tp / (hit_tp + hit_fp) if hit_tp + hit_fp else 0.0,
+            "recall": hit_tp / total_p,
+            "f1": 2 * hit_tp / (2 * hit_tp + hit_fp + miss) if hit_tp + hit_fp + miss else 0.0,
+        }
+
+    def _regression(self, w: np.ndarray) -> dict[str, float]:
+        weight = w.sum()
+        errors = self.scores - self.y
+        mean = np.sum(w * self.y) / weight
+        total = np.sum(w * (self.y - mean) ** 2)
+        residual = np.sum(w * errors**2)
+        return {
+            "rmse": float(np.sqrt(residual / weight)),
+            "mae": float(np.sum(w * np.abs(errors)) / weight),
+            "r2": float(1 - residual / total) if total > 0 else 0.0,
+        }
 
 
 def baseline(
