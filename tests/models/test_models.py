@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pytest
 from sklearn import metrics as skm
 
-from gristmill.errors import ArtifactError, GateRefused
+from gristmill.errors import ArtifactError, GateRefused, ScoringError
 from gristmill.service import Workspace
 from gristmill.service.init import init_project
 from tests.conftest import CliResult
@@ -239,3 +239,16 @@ def test_xgboost_models_store_native_json_and_score(ws: Workspace) -> None:
     test, y = _test_rows(ws, "churn_xgb")
     scores = ws.models.load("churn_xgb", 1).predict(test)
     assert v.metrics["roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(y, scores), abs=1e-12)
+
+
+def test_scoring_a_plain_table_keeps_its_other_columns(ws: Workspace) -> None:
+    training = ws.materialization("churn_training")
+    result = ws.models.score("churn", table="churn_training", model=1, into="scored_labels")
+    scored = ws.read("scored_labels", result.predictions_version)
+    assert result.rows == scored.num_rows == training.rows
+    assert {"user_id", "label_ts", "churned", "user_profile__as_of", "score"} <= set(
+        scored.column_names
+    )
+    assert "tenure_days" not in scored.column_names  # a feature: not repeated
+    with pytest.raises(ScoringError, match="--as-of needs a feature view"):
+        ws.models.score("churn", table="churn_training", as_of=datetime(2026, 5, 1))

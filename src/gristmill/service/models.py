@@ -320,7 +320,17 @@ class Models:
                 f"that {name} v{loaded.version} needs",
                 hint="score a table with the training set's feature columns (its feature view)",
             )
-        keys = (*feature.entity, feature.timestamp) if feature else ()
+        if as_of is not None and feature is None:
+            raise ScoringError(
+                f"--as-of needs a feature view; {table!r} has no entity and timestamp",
+                hint="drop --as-of to score every row, or score a feature view",
+            )
+        # a feature view keeps its keys; any other table keeps its non-feature columns
+        keys = (
+            (*feature.entity, feature.timestamp)
+            if feature
+            else tuple(c for c in columns if c not in loaded.feature_names)
+        )
         request = ScoreRequest(
             table=table,
             version=source.version,

@@ -30,7 +30,7 @@ class ScoreRequest:
     version: int
     into: str
     keys: tuple[str, ...]
-    """Columns carried into the predictions (entity and timestamp of a feature view)."""
+    """Columns carried into the predictions (a feature view's entity and timestamp)."""
     timestamp: str | None = None
     as_of: datetime | None = None
     batch_rows: int = 65_536
