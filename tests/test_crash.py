@@ -113,7 +113,11 @@ def test_kill_at_a_failpoint_then_rerun_equals_clean_run(tmp_path: Path, clean, 
     ]
     if point.startswith("after_commit"):
         assert ws.catalog.latest(table).recovered  # adopted from the Delta commit record
-        assert runs[0].summary["recovered_versions"] == [[table, 0]]
+        recovered = runs[0].summary["recovered_versions"]
+        # A sibling step running in parallel (top_users beside slow_copy) may also have
+        # committed before the kill without being recorded: it is adopted too.
+        assert [table, 0] in recovered
+        assert {name for name, _ in recovered} <= {table, "top_users"}
     assert ws.plan().is_noop
     ws.close()
 
