@@ -197,11 +197,11 @@ def _holdout(spec: Model, data: _Data, split: TimeSplit) -> tuple[Backend, Any, 
     details = _evaluation(spec, y_train, y_test, scores)
     details["split"] = {
         **split.describe(),
-        "cutoff": str(cutoff),
+        "cutoff": _when(cutoff),
         "train_rows": int(len(y_train)),
         "test_rows": int(len(y_test)),
-        "train_until": str(ordered[0]) + " .. " + str(data.times[~test].max()),
-        "test_from": str(cutoff) + " .. " + str(ordered[-1]),
+        "train_until": _when(ordered[0]) + " .. " + _when(data.times[~test].max()),
+        "test_from": _when(cutoff) + " .. " + _when(ordered[-1]),
     }
     return engine, model, details
 
@@ -268,6 +268,13 @@ def _environment() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return env
+
+
+def _when(value: Any) -> str:
+    """A label time as text: ``2026-05-01 00:00:00`` rather than numpy's long form."""
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value, unit="s")).replace("T", " ")
+    return str(value)
 
 
 def _plain(value: Any) -> Any:
