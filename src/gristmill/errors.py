@@ -174,3 +174,7 @@ class ScoringError(GristmillError):
     """A table cannot be scored by a model version (it lacks the model's features)."""
 
     exit_code = 2
+
+
+class OnlineStoreError(GristmillError):
+    """The online store cannot be reached or written."""

@@ -263,4 +263,24 @@ def lineage(
     render.lineage(node, upstream)
 
 
+@app.command()
+def lookup(
+    view: Annotated[str, typer.Argument(help="Online feature view.")],
+    keys: Annotated[list[str], typer.Argument(help="Entity keys.")],
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Online features of entities: each one's latest row, as serving reads it."""
+    rows = _open(project).lookup(view, keys)
+    found = [
+        {"key": k, "found": r is not None, "features": r} for k, r in zip(keys, rows, strict=True)
+    ]
+    if json:
+        return render.emit_json(found)
+    for row in found:
+        render.out.print(
+            f"[bold]{row['key']}[/]: {row['features'] if row['found'] else 'not found'}"
+        )
+
+
 from gristmill.cli import models as _models  # noqa: E402,F401 - registers the model commands

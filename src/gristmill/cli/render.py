@@ -79,6 +79,12 @@ def run_summary(steps: tuple[StepResult, ...], summary: dict[str, Any]) -> None:
         )
     if summary["recovered_versions"]:
         out.print(f"[cyan]recovered[/] after a crash: {summary['recovered_versions']}")
+    for sync in summary.get("online", []):
+        out.print(
+            f"online store: {sync['view']} v{sync['version']} ({sync['mode']}): "
+            f"{sync['upserted']:,} entities written, {sync['deleted']:,} deleted, "
+            f"{sync['rows']:,} online, {sync['duration_s']:.2f}s"
+        )
 
 
 def _steps_table(steps: list[StepResult]) -> None:

@@ -44,6 +44,8 @@ class ProjectConfig(_Closed):
     """SQLAlchemy URL of the catalog; relative SQLite paths are inside the project."""
     artifacts: str = ".gristmill/artifacts"
     """Folder (relative to the project) of model files, stored by their SHA-256."""
+    online_store: str = "sqlite:///.gristmill/online.db"
+    """Where serving reads features: ``sqlite:///path`` or ``redis://host:port/db``."""
     engine: Literal["duckdb"] = "duckdb"
     """Engine that runs SQL steps."""
     parallelism: Annotated[int, Field(ge=1, le=64)] = 2

@@ -105,6 +105,8 @@ class FeatureSpec:
 
     entity: tuple[str, ...]
     timestamp: str
+    online: bool = True
+    """Keep each entity's latest row in the online store (filled by every run)."""
 
 
 @dataclass(frozen=True)
@@ -275,9 +277,14 @@ def feature_view(
     checks: Sequence[RowCheck | tuple[RowCheck, ...]] = (),
     row_count: RowCount | None = None,
     max_quarantine_share: float = 0.05,
+    online: bool = True,
     description: str = "",
 ) -> Table:
-    """Declare a feature view: a table with an entity key and an as-of timestamp."""
+    """Declare a feature view: a table with an entity key and an as-of timestamp.
+
+    With ``online=True`` (the default) every run keeps each entity's latest row in the
+    project's online store, where serving reads it.
+    """
     location = _caller_location()
     _check_name(name, location)
     return Table(
@@ -286,16 +293,19 @@ def feature_view(
         description=description,
         contract=_contract(columns, checks, row_count, max_quarantine_share, location),
         sql=sql,
-        feature=_feature(entity, timestamp, location),
+        feature=_feature(entity, timestamp, location, online),
     )
 
 
 def _feature(
-    entity: str | Sequence[str] | None, timestamp: str | None, location: Location
+    entity: str | Sequence[str] | None,
+    timestamp: str | None,
+    location: Location,
+    online: bool = True,
 ) -> FeatureSpec | None:
     if entity is None and timestamp is None:
         return None
     if entity is None or timestamp is None:
         raise DefinitionError("a feature view needs both entity= and timestamp=", location=location)
     keys = (entity,) if isinstance(entity, str) else tuple(entity)
-    return FeatureSpec(entity=keys, timestamp=timestamp)
+    return FeatureSpec(entity=keys, timestamp=timestamp, online=online)

@@ -27,6 +27,7 @@ from gristmill.errors import (
     VersionNotFoundError,
 )
 from gristmill.execution.engines import Engine, create_engine
+from gristmill.execution.online import OnlineSync
 from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
 from gristmill.execution.runner import Runner, RunResult
@@ -41,6 +42,7 @@ from gristmill.service.shapes import (
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
 from gristmill.storage.lake import Lake
+from gristmill.storage.online import OnlineStore, open_online_store
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,6 +62,7 @@ class RunOutcome:
     result: RunResult
     plan: Plan
     recovery: Recovery
+    online: tuple[OnlineSync, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -77,6 +80,19 @@ class RunOutcome:
             "duration_s": round(self.result.duration_s, 3),
             "recovered_versions": [list(a) for a in self.recovery.adopted],
             "crashed_runs_closed": self.recovery.crashed_runs,
+            "online": [
+                {
+                    "view": o.view,
+                    "version": o.version,
+                    "mode": o.mode,
+                    "upserted": o.upserted,
+                    "deleted": o.deleted,
+                    "rows": o.rows,
+                    "duration_s": o.duration_s,
+                }
+                for o in self.online
+                if o.mode != "fresh"
+            ],
         }
 
 
@@ -141,6 +157,8 @@ class Workspace:
     def close(self) -> None:
         if "catalog" in self.__dict__:
             self.catalog.close()
+        if "online_store" in self.__dict__:
+            self.online_store.close()
 
     # ---- running ---------------------------------------------------------------------
 
@@ -176,9 +194,53 @@ class Workspace:
             run_id = uuid.uuid4().hex
             self.catalog.start_run(run_id, " ".join(selection), full_refresh)
             result = self._runner(reporter).run(plan, run_id)
-            outcome = RunOutcome(result=result, plan=plan, recovery=recovery)
+            online = self.sync_online()
+            outcome = RunOutcome(result=result, plan=plan, recovery=recovery, online=online)
             self.catalog.finish_run(run_id, result.status, outcome.summary())
         return outcome
+
+    def sync_online(self) -> tuple[OnlineSync, ...]:
+        """Bring every online feature view's latest version into the online store."""
+        from gristmill.execution.online import sync_view
+
+        views = [t for t in self.graph.tables() if t.feature is not None and t.feature.online]
+        latest = self.catalog.latest_versions()
+        todo = [v for v in views if v.name in latest]
+        if not todo:
+            return ()
+        engine = self.engine()
+        try:
+            with engine.session() as session:
+                return tuple(
+                    sync_view(
+                        session,
+                        self.lake,
+                        self.online_store,
+                        view,
+                        latest[view.name],
+                        scan=engine.SUPPORTS_PARQUET_SCAN,
+                    )
+                    for view in todo
+                )
+        finally:
+            engine.close()
+
+    def lookup(self, view: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Online features of entities (for composite keys, values joined by \\x1f)."""
+        import orjson
+
+        node = self.graph.get(view)
+        if not isinstance(node, Table) or node.feature is None or not node.feature.online:
+            raise NotMaterializedError(
+                f"{view!r} is not an online feature view",
+                hint="declare it with gm.feature_view(..., online=True) and run",
+            )
+        found = self.online_store.get(view, list(keys))
+        return [orjson.loads(v) if v is not None else None for v in found]
+
+    @cached_property
+    def online_store(self) -> OnlineStore:
+        return open_online_store(self.project.config.online_store, self.root, self.project.name)
 
     def engine(self) -> Engine:
         settings = self.project.config.duckdb

@@ -107,6 +107,14 @@ class Lake:
                 ) from exc
             raise LakeError(f"cannot open table {name!r}: {exc}") from exc
 
+    def has_version(self, name: str, version: int) -> bool:
+        """Whether ``version`` of ``name`` can still be read (not vacuumed, table exists)."""
+        try:
+            self._table(name, version)
+        except (LakeError, VersionNotFoundError):
+            return False
+        return True
+
     def dataset(self, name: str, version: int) -> pads.Dataset:
         handle = self._handles.get(name)
         if handle is not None and handle.version() == version:

@@ -1,0 +1,105 @@
+"""The default online store: one SQLite file, a table per feature view."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from gristmill.errors import OnlineStoreError
+from gristmill.storage.online.base import OnlineStore, SyncState, register
+
+META = "gm_online_meta"
+
+
+def _table(view: str) -> str:
+    return f'"fv__{view}"'
+
+
+@register("sqlite")
+class SQLiteOnlineStore(OnlineStore):
+    scheme = "sqlite"
+
+    def __init__(self, url: str, root: Path, project: str) -> None:
+        if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+            raise OnlineStoreError(
+                f"invalid SQLite online store URL {url!r}",
+                hint="write sqlite:///relative/path.db or sqlite:////absolute/path.db",
+            )
+        path = Path(url[len("sqlite:///") :])
+        self.path = path if path.is_absolute() else root / path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connection() as conn:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {META} "
+                "(view TEXT PRIMARY KEY, version INTEGER NOT NULL, rows INTEGER NOT NULL)"
+            )
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def state(self, view: str) -> SyncState | None:
+        row = (
+            self._connection()
+            .execute(f"SELECT version, rows FROM {META} WHERE view = ?", (view,))
+            .fetchone()
+        )
+        return SyncState(view, int(row[0]), int(row[1])) if row else None
+
+    def write(
+        self,
+        view: str,
+        rows: Iterable[tuple[Sequence[str], Sequence[str]]],
+        deleted: Sequence[str],
+        state: SyncState,
+        *,
+        replace: bool,
+    ) -> None:
+        conn = self._connection()
+        table = _table(view)
+        with conn:  # one transaction: readers see the old rows or the new ones
+            if replace:
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                " WITHOUT ROWID"
+            )
+            for keys, values in rows:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO {table} (key, value) VALUES (?, ?)",
+                    zip(keys, values, strict=True),
+                )
+            if deleted:
+                conn.executemany(f"DELETE FROM {table} WHERE key = ?", ((k,) for k in deleted))
+            conn.execute(
+                f"INSERT OR REPLACE INTO {META} (view, version, rows) VALUES (?, ?, ?)",
+                (view, state.version, state.rows),
+            )
+
+    def get(self, view: str, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        marks = ", ".join("?" * len(keys))
+        try:
+            found = dict(
+                self._connection()
+                .execute(f"SELECT key, value FROM {_table(view)} WHERE key IN ({marks})", keys)
+                .fetchall()
+            )
+        except sqlite3.OperationalError:  # the view was never synced
+            return [None] * len(keys)
+        return [found.get(k) for k in keys]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
