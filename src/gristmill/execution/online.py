@@ -39,8 +39,14 @@ class OnlineSync:
     duration_s: float
 
 
+def value_columns(view: Table, columns: Sequence[str]) -> tuple[str, ...]:
+    """The columns stored per entity: all but the entity key."""
+    assert view.feature is not None
+    return tuple(c for c in columns if c not in view.feature.entity)
+
+
 def latest_sql(relation: str, view: Table, columns: Sequence[str]) -> str:
-    """Each entity's latest row of ``relation`` as (key, JSON value)."""
+    """Each entity's latest row of ``relation`` as (key, JSON array of values)."""
     assert view.feature is not None
     entity, ts = view.feature.entity, view.feature.timestamp
     key = (
@@ -48,10 +54,10 @@ def latest_sql(relation: str, view: Table, columns: Sequence[str]) -> str:
         if len(entity) == 1
         else "concat_ws(chr(31), " + ", ".join(f"CAST({q(k)} AS VARCHAR)" for k in entity) + ")"
     )
-    pairs = ", ".join(f"'{c}', {q(c)}" for c in columns if c not in entity)
+    values = ", ".join(q(c) for c in value_columns(view, columns))
     partition = ", ".join(q(k) for k in entity)
     return (
-        f"SELECT {key} AS key, json_object({pairs})::VARCHAR AS value FROM {q(relation)} "
+        f"SELECT {key} AS key, json_array({values})::VARCHAR AS value FROM {q(relation)} "
         f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {q(ts)} DESC) = 1"
     )
 
@@ -67,13 +73,17 @@ def sync_view(
 ) -> OnlineSync:
     clock = time.perf_counter()
     state = store.state(view.name)
-    if state is not None and state.version == version:
-        return OnlineSync(view.name, version, "fresh", 0, 0, state.rows, 0.0)
     expose(session, lake, view.name, version, alias=NEW, scan=scan)
     columns = [c for c, _ in session.columns(NEW)]
+    stored = value_columns(view, columns)
+    if state is not None and state.version == version and state.columns == stored:
+        return OnlineSync(view.name, version, "fresh", 0, 0, state.rows, 0.0)
     session.materialize(LATEST_NEW, latest_sql(NEW, view, columns))
     ((rows,),) = session.rows(f"SELECT count(*) FROM {LATEST_NEW}")
-    incremental = state is not None and lake.has_version(view.name, state.version)
+    # rows are compared as stored values: a changed column set means writing everything
+    incremental = (
+        state is not None and state.columns == stored and lake.has_version(view.name, state.version)
+    )
     if incremental:
         assert state is not None
         expose(session, lake, view.name, state.version, alias=OLD, scan=scan)
@@ -81,7 +91,7 @@ def sync_view(
         session.materialize(LATEST_OLD, latest_sql(OLD, view, old_columns))
         changed = (
             f"SELECT n.key, n.value FROM {LATEST_NEW} n LEFT JOIN {LATEST_OLD} o USING (key) "
-            "WHERE o.value IS DISTINCT FROM n.value"
+            "WHERE o.value IS DISTINCT FROM n.value ORDER BY n.key"
         )
         deleted = [
             r[0]
@@ -90,13 +100,14 @@ def sync_view(
             )
         ]
     else:
-        changed, deleted = f"SELECT key, value FROM {LATEST_NEW}", []
+        # in key order: appending to SQLite's B-tree in order is 3x faster than at random
+        changed, deleted = f"SELECT key, value FROM {LATEST_NEW} ORDER BY key", []
     counter = _Counter()
     store.write(
         view.name,
         counter.chunks(session.reader(changed, batch_rows=100_000)),
         deleted,
-        SyncState(view.name, version, int(rows)),
+        SyncState(view.name, version, int(rows), stored),
         replace=not incremental,
     )
     for table in (LATEST_NEW, LATEST_OLD):

@@ -235,8 +235,13 @@ class Workspace:
                 f"{view!r} is not an online feature view",
                 hint="declare it with gm.feature_view(..., online=True) and run",
             )
+        state = self.online_store.state(view)
+        if state is None:
+            return [None] * len(keys)
         found = self.online_store.get(view, list(keys))
-        return [orjson.loads(v) if v is not None else None for v in found]
+        return [
+            dict(zip(state.columns, orjson.loads(v), strict=True)) if v else None for v in found
+        ]
 
     @cached_property
     def online_store(self) -> OnlineStore:

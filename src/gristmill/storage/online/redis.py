@@ -49,7 +49,7 @@ class RedisOnlineStore(OnlineStore):
         if raw is None:
             return None
         data = orjson.loads(raw)
-        return SyncState(view, int(data["version"]), int(data["rows"]))
+        return SyncState(view, int(data["version"]), int(data["rows"]), tuple(data["columns"]))
 
     def write(
         self,
@@ -92,7 +92,11 @@ class RedisOnlineStore(OnlineStore):
                 self.client.mset(chunk)
         for start in range(0, len(deleted), CHUNK):
             self.client.unlink(*(self._key(view, k) for k in deleted[start : start + CHUNK]))
-        self.client.hset(meta, view, orjson.dumps({"version": state.version, "rows": state.rows}))
+        self.client.hset(
+            meta,
+            view,
+            orjson.dumps({"version": state.version, "rows": state.rows, "columns": state.columns}),
+        )
 
     def get(self, view: str, keys: Sequence[str]) -> list[str | None]:
         if not keys:

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import orjson
+
 from gristmill.errors import OnlineStoreError
 from gristmill.storage.online.base import OnlineStore, SyncState, register
 
@@ -34,7 +36,8 @@ class SQLiteOnlineStore(OnlineStore):
         with self._connection() as conn:
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {META} "
-                "(view TEXT PRIMARY KEY, version INTEGER NOT NULL, rows INTEGER NOT NULL)"
+                "(view TEXT PRIMARY KEY, version INTEGER NOT NULL, rows INTEGER NOT NULL, "
+                "columns TEXT NOT NULL)"
             )
 
     def _connection(self) -> sqlite3.Connection:
@@ -49,10 +52,12 @@ class SQLiteOnlineStore(OnlineStore):
     def state(self, view: str) -> SyncState | None:
         row = (
             self._connection()
-            .execute(f"SELECT version, rows FROM {META} WHERE view = ?", (view,))
+            .execute(f"SELECT version, rows, columns FROM {META} WHERE view = ?", (view,))
             .fetchone()
         )
-        return SyncState(view, int(row[0]), int(row[1])) if row else None
+        if row is None:
+            return None
+        return SyncState(view, int(row[0]), int(row[1]), tuple(orjson.loads(row[2])))
 
     def write(
         self,
@@ -80,8 +85,8 @@ class SQLiteOnlineStore(OnlineStore):
             if deleted:
                 conn.executemany(f"DELETE FROM {table} WHERE key = ?", ((k,) for k in deleted))
             conn.execute(
-                f"INSERT OR REPLACE INTO {META} (view, version, rows) VALUES (?, ?, ?)",
-                (view, state.version, state.rows),
+                f"INSERT OR REPLACE INTO {META} (view, version, rows, columns) VALUES (?, ?, ?, ?)",
+                (view, state.version, state.rows, orjson.dumps(state.columns).decode()),
             )
 
     def get(self, view: str, keys: Sequence[str]) -> list[str | None]:
