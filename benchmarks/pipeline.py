@@ -63,7 +63,7 @@ def chain_project(root: Path, n: int) -> Path:
 
 
 def w_chain_gristmill(n: str) -> dict:
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     steps = int(n)
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,7 +222,7 @@ def bench_noop() -> str:
 
 
 def w_noop_inprocess(root: str) -> dict:
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     times = []
     for _ in range(7):
@@ -242,8 +242,8 @@ def large_root(scale: str) -> Path:
 
 
 def w_prepare(scale: str) -> dict:
-    from gristmill.service import Workspace
-    from gristmill.service.init import init_project
+    from gristmill.workspace import Workspace
+    from gristmill.workspace.init import init_project
 
     root = large_root(scale)
     generated = 0.0
@@ -287,7 +287,7 @@ def _files(ws, name: str) -> list[str]:  # noqa: ANN001
 
 
 def w_profile_gristmill(scale: str) -> dict:
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     ws = Workspace.open(large_root(scale))
     start = time.perf_counter()

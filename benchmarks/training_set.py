@@ -75,7 +75,7 @@ def w_prepare() -> dict:
     sys.path.insert(0, str(HERE))
     import pipeline
 
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     pipeline.w_prepare("large")  # generates and ingests the large example once
     (LARGE / "bench_training.py").write_text(BENCH_MODULE)
@@ -125,7 +125,7 @@ def w_prepare() -> dict:
 
 
 def w_gristmill() -> dict:
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     ws = Workspace.open(LARGE)
     start = time.perf_counter()
@@ -153,7 +153,7 @@ def w_gristmill() -> dict:
 
 def w_model() -> dict:
     """Training and batch scoring the churn model on the large example (gristmill only)."""
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     ws = Workspace.open(LARGE)
     outcome = ws.run(["+churn_training"])  # the training set, built once (not timed)
@@ -179,7 +179,7 @@ def w_model() -> dict:
 
 def w_score() -> dict:
     """Batch scoring alone, in a fresh process, for its peak memory."""
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     ws = Workspace.open(LARGE)
     start = time.perf_counter()

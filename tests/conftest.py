@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.cli import main
-from gristmill.service import Workspace
+from gristmill.workspace import Workspace
 
 BASIC_MODULE = """
 import pyarrow as pa

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gristmill.service import Workspace
+from gristmill.workspace import Workspace
 from tests.conftest import BASIC_MODULE, write_project
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import pytest
 
 from gristmill.examples.churn.generator import generate
 from gristmill.execution.reporter import StepStatus
-from gristmill.service import Workspace
-from gristmill.service.init import init_project
+from gristmill.workspace import Workspace
+from gristmill.workspace.init import init_project
 
 pytestmark = pytest.mark.slow
 

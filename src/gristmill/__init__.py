@@ -29,6 +29,7 @@ from gristmill.definitions.models import (
     xgboost,
 )
 from gristmill.definitions.objects import feature_view, source, table
+from gristmill.definitions.services import decision, service
 from gristmill.errors import GristmillError
 
 __version__ = "0.1.0"
@@ -36,7 +37,7 @@ __version__ = "0.1.0"
 
 def open_project(path: str | None = None):  # type: ignore[no-untyped-def]
     """Open a project for reading tables from Python: ``open_project().read("t", 3)``."""
-    from gristmill.service import Workspace
+    from gristmill.workspace import Workspace
 
     return Workspace.open(path)
 
@@ -44,6 +45,7 @@ def open_project(path: str | None = None):  # type: ignore[no-untyped-def]
 __all__ = [
     "GristmillError",
     "accepted_values",
+    "decision",
     "feature_view",
     "features",
     "kfold",
@@ -58,6 +60,7 @@ __all__ = [
     "not_null",
     "open_project",
     "row_count",
+    "service",
     "source",
     "table",
     "unique",

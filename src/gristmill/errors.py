@@ -178,3 +178,27 @@ class ScoringError(GristmillError):
 
 class OnlineStoreError(GristmillError):
     """The online store cannot be reached or written."""
+
+
+class ServiceConfigError(GristmillError):
+    """A service cannot be started: its model needs features nothing provides."""
+
+    exit_code = 2
+
+
+class ServingInputError(GristmillError):
+    """A prediction request is missing a field or has one of the wrong type (HTTP 422)."""
+
+    exit_code = 2
+
+
+class EntityNotFound(GristmillError):
+    """No online features for the requested entity, and the service has no defaults (404)."""
+
+    exit_code = 2
+
+
+class UnknownServiceError(GristmillError):
+    """A service name the project does not define (HTTP 404)."""
+
+    exit_code = 2

@@ -5,7 +5,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from gristmill.execution.reporter import StepStatus
-from gristmill.service import Workspace
+from gristmill.workspace import Workspace
 from tests.conftest import write_project
 
 

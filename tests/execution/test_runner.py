@@ -8,7 +8,7 @@ import pytest
 
 from gristmill.execution.reporter import StepResult, StepStatus
 from gristmill.planning import Plan
-from gristmill.service import Workspace
+from gristmill.workspace import Workspace
 from tests.conftest import write_project
 
 
@@ -195,7 +195,7 @@ def test_file_missing_a_declared_column(tmp_path: Path) -> None:
 
 
 def test_concurrent_run_is_refused(workspace: Workspace) -> None:
-    from gristmill.service.workspace import RunInProgressError
+    from gristmill.workspace.core import RunInProgressError
 
     with workspace.run_lock(), pytest.raises(RunInProgressError, match="in progress"):
         Workspace.open(workspace.root).run()

@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gristmill.service import Workspace
-from gristmill.service.init import init_project
+from gristmill.workspace import Workspace
+from gristmill.workspace.init import init_project
 from tests.conftest import CliResult
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import pytest
 from sklearn import metrics as skm
 
 from gristmill.errors import ArtifactError, GateRefused, ScoringError
-from gristmill.service import Workspace
-from gristmill.service.init import init_project
+from gristmill.workspace import Workspace
+from gristmill.workspace.init import init_project
 from tests.conftest import CliResult
 
 pytestmark = pytest.mark.slow

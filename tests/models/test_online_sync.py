@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from gristmill.service import Workspace
+from gristmill.workspace import Workspace
 from tests.conftest import write_project
 from tests.models.test_training_set import ACTIVITY, LABELS, MODULE, PROFILE
 

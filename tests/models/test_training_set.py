@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.errors import DefinitionError
-from gristmill.service import Workspace
+from gristmill.workspace import Workspace
 from tests.conftest import write_project
 
 MODULE = """

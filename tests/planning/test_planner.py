@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from gristmill.planning import Action, WriteMode
-from gristmill.service import Workspace
+from gristmill.workspace import Workspace
 
 
 def actions(

@@ -11,8 +11,8 @@ import typer
 from gristmill.cli import render
 from gristmill.cli.progress import RichReporter
 from gristmill.errors import RunFailed
-from gristmill.service import Workspace
-from gristmill.service.workspace import RunOutcome
+from gristmill.workspace import Workspace
+from gristmill.workspace.core import RunOutcome
 
 app = typer.Typer(
     name="gristmill",
@@ -48,7 +48,7 @@ def init(
     json: JsonOpt = False,
 ) -> None:
     """Create a project from an example, with generated data."""
-    from gristmill.service.init import init_project
+    from gristmill.workspace.init import init_project
 
     created = init_project(directory, example=example, scale=scale, seed=seed)
     if json:
@@ -284,3 +284,4 @@ def lookup(
 
 
 from gristmill.cli import models as _models  # noqa: E402,F401 - registers the model commands
+from gristmill.cli import services as _services  # noqa: E402,F401 - and the service commands

@@ -14,7 +14,7 @@ from rich.tree import Tree
 
 from gristmill.execution.reporter import StepResult, StepStatus
 from gristmill.planning import Plan
-from gristmill.service.shapes import LineageNode, to_jsonable
+from gristmill.workspace.shapes import LineageNode, to_jsonable
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -8,14 +8,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from gristmill.cli.render import fmt_time, out, records
-from gristmill.service.shapes import (
+from gristmill.storage.catalog import ModelEvent
+from gristmill.workspace.shapes import (
     Comparison,
     ModelSummary,
     ModelVersionInfo,
     Promotion,
     ScoreResult,
 )
-from gristmill.storage.catalog import ModelEvent
 
 
 def _num(value: Any) -> str:

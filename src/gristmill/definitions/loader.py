@@ -6,24 +6,27 @@ import hashlib
 import importlib.util
 import sys
 import traceback
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
 from gristmill.definitions.config import CONFIG_FILE, ProjectConfig, load_config
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.objects import Definition, Table
+from gristmill.definitions.services import Service
 from gristmill.definitions.sql import parse_sql
 from gristmill.errors import DefinitionError, GraphError, Location, ProjectNotFoundError
 
 
 @dataclass(frozen=True)
 class Project:
-    """A loaded project: where it lives, its settings and its graph."""
+    """A loaded project: where it lives, its settings, its graph and its services."""
 
     root: Path
     config: ProjectConfig
     graph: Graph
+    services: Mapping[str, Service] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -46,11 +49,15 @@ def load_project(start: Path) -> Project:
     root = find_root(start)
     config = load_config(root)
     nodes: dict[str, Definition] = {}
+    services: dict[str, Definition] = {}
     for module_path in _module_paths(root, config):
         for definition in _definitions_in(_import(module_path, root)):
-            _add(nodes, definition)
+            _add(services if isinstance(definition, Service) else nodes, definition)
     _add_sql_files(root, config, nodes)
-    return Project(root=root, config=config, graph=Graph(nodes=nodes))
+    graph = Graph(nodes=nodes)
+    for service in services.values():
+        service.validate(graph.nodes)
+    return Project(root=root, config=config, graph=graph, services=services)  # type: ignore[arg-type]
 
 
 def _module_paths(root: Path, config: ProjectConfig) -> list[Path]:

@@ -50,6 +50,14 @@ class Backend(ABC):
     def importance(self, model: Any) -> dict[str, float]:
         return {}
 
+    def predict_row(self, model: Any, row: np.ndarray) -> float:
+        """Score one encoded row (the online path)."""
+        raise NotImplementedError
+
+    def contributions(self, model: Any, row: np.ndarray) -> np.ndarray | None:
+        """Per-feature contributions to one encoded row's raw score, or None if unknown."""
+        return None
+
     def params(self, spec: Estimator) -> dict[str, Any]:
         return dict(spec.params)
 
@@ -115,6 +123,13 @@ class LightGBMBackend(Backend):
     def predict(self, model: Any, data: pa.Table | pa.RecordBatch) -> np.ndarray:
         return np.asarray(model.predict(to_matrix(data, self.features)), dtype=np.float64)
 
+    def predict_row(self, model: Any, row: np.ndarray) -> float:
+        return float(model.predict(row, num_threads=1)[0])
+
+    def contributions(self, model: Any, row: np.ndarray) -> np.ndarray | None:
+        # SHAP values in raw-score (log-odds) space; the last column is the bias
+        return np.asarray(model.predict(row, pred_contrib=True, num_threads=1))[0, :-1]
+
     def dumps(self, model: Any) -> bytes:
         return str(model.model_to_string()).encode()
 
@@ -164,6 +179,13 @@ class XGBoostBackend(Backend):
         matrix = xgb.DMatrix(to_matrix(data, self.features), missing=np.nan)
         return np.asarray(model.predict(matrix), dtype=np.float64)
 
+    def predict_row(self, model: Any, row: np.ndarray) -> float:
+        return float(model.inplace_predict(row)[0])
+
+    def contributions(self, model: Any, row: np.ndarray) -> np.ndarray | None:
+        matrix = self._xgb().DMatrix(row, missing=np.nan)
+        return np.asarray(model.predict(matrix, pred_contribs=True))[0, :-1]
+
     def dumps(self, model: Any) -> bytes:
         return bytes(model.save_raw(raw_format="json"))
 
@@ -195,6 +217,28 @@ class SklearnBackend(Backend):
         if self.task is Task.CLASSIFICATION:
             return np.asarray(model.predict_proba(frame)[:, 1], dtype=np.float64)
         return np.asarray(model.predict(frame), dtype=np.float64)
+
+    def predict_row(self, model: Any, row: np.ndarray) -> float:
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {
+                f.name: [f.categories[int(v)] if v == v else None]
+                if f.kind is FeatureKind.CATEGORICAL
+                else [v]
+                for f, v in zip(self.features, row[0], strict=True)
+            }
+        )
+        if self.task is Task.CLASSIFICATION:
+            return float(model.predict_proba(frame)[0, 1])
+        return float(model.predict(frame)[0])
+
+    def contributions(self, model: Any, row: np.ndarray) -> np.ndarray | None:
+        # coefficient x value for a bare linear model; pipelines transform first: unknown
+        coef = getattr(model, "coef_", None)
+        if coef is None or np.ravel(coef).shape[0] != row.shape[1]:
+            return None
+        return np.ravel(coef) * np.nan_to_num(row[0])
 
     def dumps(self, model: Any) -> bytes:
         import skops.io as sio

@@ -152,3 +152,12 @@ churn = gm.model(
     "features. Not for decisions about individuals without human review.",
     description="Will an active user churn within 30 days?",
 )
+
+churn_service = gm.service(
+    "churn",
+    model="churn",
+    alias="champion",
+    lookups=["user_profile"],  # a request names user_id; the profile comes from the store
+    policy=gm.decision({"retention_offer": 0.3, "watch": 0.15}, default="none", reasons=3),
+    description="Real-time churn risk with a retention decision and its reasons.",
+)

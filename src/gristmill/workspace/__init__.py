@@ -1,5 +1,5 @@
 """The service layer shared by the CLI, the HTTP API and the UI."""
 
-from gristmill.service.workspace import RunOutcome, Workspace
+from gristmill.workspace.core import RunOutcome, Workspace
 
 __all__ = ["RunOutcome", "Workspace"]

@@ -17,18 +17,18 @@ from gristmill.definitions.models import Model
 from gristmill.definitions.objects import Table
 from gristmill.errors import GateRefused, ScoringError, UnknownModelError
 from gristmill.execution.ml.bundle import LoadedModel, load
-from gristmill.service.shapes import (
+from gristmill.storage.catalog import Materialization, ModelEvent, ModelVersion
+from gristmill.storage.catalog.records import utcnow
+from gristmill.workspace.shapes import (
     Comparison,
     ModelSummary,
     ModelVersionInfo,
     Promotion,
     ScoreResult,
 )
-from gristmill.storage.catalog import Materialization, ModelEvent, ModelVersion
-from gristmill.storage.catalog.records import utcnow
 
 if TYPE_CHECKING:
-    from gristmill.service.workspace import RunOutcome, Workspace
+    from gristmill.workspace.core import RunOutcome, Workspace
 
 LOWER_IS_BETTER = {"log_loss", "brier", "rmse", "mae"}
 
@@ -146,7 +146,7 @@ class Models:
 
     def card(self, name: str, ref: str | int | None = None, *, format: str = "md") -> str:  # noqa: A002
         """The version's model card as Markdown (``md``) or self-contained ``html``."""
-        from gristmill.service import cards
+        from gristmill.workspace import cards
 
         if format not in ("md", "html"):
             raise UnknownModelError(f"unknown card format {format!r}", hint="use md or html")

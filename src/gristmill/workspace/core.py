@@ -32,22 +32,23 @@ from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
 from gristmill.execution.runner import Runner, RunResult
 from gristmill.planning import Plan, build_plan
-from gristmill.service.shapes import (
+from gristmill.storage.artifacts import ArtifactStore
+from gristmill.storage.catalog import Catalog, Materialization, resolve_url
+from gristmill.storage.lake import Lake
+from gristmill.storage.online import OnlineStore, open_online_store
+from gristmill.workspace.shapes import (
     LineageNode,
     RunInfo,
     TableInfo,
     TableStatus,
     VersionInfo,
 )
-from gristmill.storage.artifacts import ArtifactStore
-from gristmill.storage.catalog import Catalog, Materialization, resolve_url
-from gristmill.storage.lake import Lake
-from gristmill.storage.online import OnlineStore, open_online_store
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from gristmill.service.models import Models
+    from gristmill.workspace.models import Models
+    from gristmill.workspace.services import Services
 
 STATE_DIR = ".gristmill"
 Frame = Literal["arrow", "polars", "pandas"]
@@ -144,9 +145,16 @@ class Workspace:
         return ArtifactStore(folder if folder.is_absolute() else self.root / folder)
 
     @cached_property
+    def services(self) -> Services:
+        """Services: a model alias, online lookups and a decision policy."""
+        from gristmill.workspace.services import Services
+
+        return Services(self)
+
+    @cached_property
     def models(self) -> Models:
         """The model registry: versions, aliases and gates, batch scoring."""
-        from gristmill.service.models import Models
+        from gristmill.workspace.models import Models
 
         return Models(self)
 

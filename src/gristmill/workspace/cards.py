@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from gristmill.service.shapes import ModelVersionInfo
+from gristmill.workspace.shapes import ModelVersionInfo
 
 Block = tuple[str, Any]
 

@@ -1,0 +1,215 @@
+"""A service at run time: lookup -> encode -> score -> decide, as stages of one signature.
+
+Each stage takes the ``Call`` being answered and fills in its part; the runtime is the
+list of stages. The hot path stays out of pandas and Arrow: the online store returns
+JSON arrays, ``RowEncoder`` makes the model's float row, the booster scores it, the
+policy names the action and the model's own contributions give the reason codes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from gristmill.definitions.services import OnMissing, Service
+from gristmill.errors import EntityNotFound, ServiceConfigError, ServingInputError
+from gristmill.execution.ml.bundle import LoadedModel
+from gristmill.execution.ml.features import FeatureKind, RowEncoder
+from gristmill.storage.online import OnlineStore
+from gristmill.storage.online.base import entity_key
+
+
+@dataclass(frozen=True)
+class View:
+    """An online feature view as a service reads it."""
+
+    name: str
+    entity: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+@dataclass
+class Call:
+    """One prediction on its way through the stages."""
+
+    entity: dict[str, Any]
+    given: dict[str, Any]
+    features: dict[str, Any] = field(default_factory=dict)
+    found: bool = True
+    row: np.ndarray | None = None
+    score: float = float("nan")
+    decision: str = ""
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+
+
+Stage = Callable[[Call], None]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    request_id: str
+    service: str
+    model: str
+    model_version: int
+    entity: dict[str, Any]
+    score: float
+    decision: str
+    reasons: list[dict[str, Any]]
+    features: dict[str, Any]
+    found: bool
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "service": self.service,
+            "model": self.model,
+            "model_version": self.model_version,
+            "entity": self.entity,
+            "score": self.score,
+            "decision": self.decision,
+            "reasons": self.reasons,
+            "found": self.found,
+            "latency_ms": self.latency_ms,
+        }
+
+
+class Lookup:
+    def __init__(self, spec: Service, views: Sequence[View], store: OnlineStore) -> None:
+        self.spec = spec
+        self.views = tuple(views)
+        self.store = store
+        self.defaults = dict(spec.defaults)
+
+    def __call__(self, call: Call) -> None:
+        for view in self.views:
+            key = entity_key([call.entity[k] for k in view.entity])
+            (raw,) = self.store.get(view.name, [key])
+            if raw is None:
+                if self.spec.on_missing is OnMissing.ERROR:
+                    raise EntityNotFound(
+                        f"no online features in {view.name!r} for "
+                        + ", ".join(f"{k}={call.entity[k]!r}" for k in view.entity),
+                        hint="check the entity, or serve it with on_missing='defaults'",
+                    )
+                call.found = False
+                call.features.update(self.defaults)
+                continue
+            call.features.update(zip(view.columns, orjson.loads(raw), strict=True))
+
+
+class Encode:
+    def __init__(self, model: LoadedModel, request_features: Sequence[str]) -> None:
+        self.encoder = RowEncoder(model.manifest.features)
+        self.numeric = {
+            f.name for f in model.manifest.features if f.kind is FeatureKind.NUMERIC
+        } & set(request_features)
+
+    def __call__(self, call: Call) -> None:
+        for name in self.numeric:
+            value = call.given.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ServingInputError(f"features.{name} must be a number, not {value!r}")
+        call.features.update(call.given)
+        call.row = self.encoder.encode(call.features)
+
+
+class Score:
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    def __call__(self, call: Call) -> None:
+        assert call.row is not None
+        call.score = self.model.backend.predict_row(self.model.model, call.row)
+
+
+class Decide:
+    def __init__(self, spec: Service, model: LoadedModel) -> None:
+        self.policy = spec.policy
+        self.model = model
+        self.names = model.feature_names
+
+    def __call__(self, call: Call) -> None:
+        call.decision = self.policy.decide(call.score)
+        if self.policy.reasons == 0 or call.row is None:
+            return
+        contributions = self.model.backend.contributions(self.model.model, call.row)
+        if contributions is None:
+            return
+        top = np.argsort(-contributions, kind="stable")[: self.policy.reasons]
+        call.reasons = [
+            {
+                "feature": self.names[i],
+                "value": call.features.get(self.names[i]),
+                "contribution": round(float(contributions[i]), 6),
+            }
+            for i in top
+        ]
+
+
+class ServiceRuntime:
+    """A service ready to answer: its model version loaded, its stages built."""
+
+    def __init__(
+        self, spec: Service, model: LoadedModel, views: Sequence[View], store: OnlineStore
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.views = tuple(views)
+        self.entity = tuple(dict.fromkeys(k for v in self.views for k in v.entity))
+        _check_sources(spec, model, self.views)
+        self.stages: tuple[Stage, ...] = (
+            Lookup(spec, self.views, store),
+            Encode(model, spec.request_features),
+            Score(model),
+            Decide(spec, model),
+        )
+
+    def predict(self, entity: Mapping[str, Any], features: Mapping[str, Any]) -> Prediction:
+        clock = time.perf_counter()
+        missing = [k for k in self.entity if entity.get(k) in (None, "")]
+        if missing:
+            raise ServingInputError(f"entity.{missing[0]} is required")
+        unknown = sorted(set(features) - set(self.spec.request_features))
+        if unknown:
+            raise ServingInputError(
+                f"features.{unknown[0]} is not a request feature of {self.spec.name!r}",
+                hint=f"request features: {', '.join(self.spec.request_features) or 'none'}",
+            )
+        call = Call(entity=dict(entity), given=dict(features))
+        for stage in self.stages:
+            stage(call)
+        return Prediction(
+            request_id=uuid.uuid4().hex,
+            service=self.spec.name,
+            model=self.model.name,
+            model_version=self.model.version,
+            entity={k: call.entity[k] for k in self.entity},
+            score=call.score,
+            decision=call.decision,
+            reasons=call.reasons,
+            features=call.features,
+            found=call.found,
+            latency_ms=round((time.perf_counter() - clock) * 1000, 3),
+        )
+
+
+def _check_sources(spec: Service, model: LoadedModel, views: Sequence[View]) -> None:
+    available = {c for v in views for c in v.columns} | set(spec.request_features)
+    available |= {k for k, _ in spec.defaults}
+    missing = [f for f in model.feature_names if f not in available]
+    if missing:
+        raise ServiceConfigError(
+            f"service {spec.name!r}: {model.name} v{model.version} needs "
+            f"{', '.join(missing)}, which no lookup, request feature or default provides",
+            location=spec.location,
+            hint="add the feature view to lookups=, or list them in request_features=",
+        )

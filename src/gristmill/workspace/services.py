@@ -1,0 +1,52 @@
+"""Services as the CLI, the HTTP app and the UI see them: build a runtime, predict."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from gristmill.definitions.objects import Table
+from gristmill.definitions.services import Service
+from gristmill.errors import NotMaterializedError, UnknownServiceError
+from gristmill.serving.runtime import Prediction, ServiceRuntime, View
+
+if TYPE_CHECKING:
+    from gristmill.workspace.core import Workspace
+
+
+class Services:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    def spec(self, name: str) -> Service:
+        found = self.ws.project.services.get(name)
+        if found is None:
+            names = sorted(self.ws.project.services)
+            raise UnknownServiceError(
+                f"no service named {name!r} in this project",
+                hint=f"services: {', '.join(names)}" if names else "declare one with gm.service()",
+            )
+        return found
+
+    def runtime(self, name: str, *, alias: str | None = None) -> ServiceRuntime:
+        """The service with its model alias loaded (digest-verified) and its views read."""
+        spec = self.spec(name)
+        model = self.ws.models.load(spec.model, alias or spec.alias)
+        views = [self._view(spec, v) for v in spec.lookups]
+        return ServiceRuntime(spec, model, views, self.ws.online_store)
+
+    def _view(self, spec: Service, name: str) -> View:
+        node = self.ws.graph.nodes[name]
+        assert isinstance(node, Table) and node.feature is not None
+        state = self.ws.online_store.state(name)
+        if state is None:
+            raise NotMaterializedError(
+                f"service {spec.name!r}: the online store has no rows of {name!r} yet",
+                hint="run `gristmill run` to build the feature view and fill the store",
+            )
+        return View(name, node.feature.entity, state.columns)
+
+    def predict(
+        self, name: str, entity: Mapping[str, Any], features: Mapping[str, Any] | None = None
+    ) -> Prediction:
+        return self.runtime(name).predict(entity, features or {})
