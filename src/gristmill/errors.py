@@ -202,3 +202,27 @@ class UnknownServiceError(GristmillError):
     """A service name the project does not define (HTTP 404)."""
 
     exit_code = 2
+
+
+class BadRequest(GristmillError):
+    """A request body that is not JSON, or not the shape an endpoint takes (HTTP 400)."""
+
+    exit_code = 2
+
+
+class Unauthorized(GristmillError):
+    """No API key, or an unknown or revoked one (HTTP 401)."""
+
+    exit_code = 2
+
+
+class Forbidden(GristmillError):
+    """A valid API key whose role may not do this (HTTP 403)."""
+
+    exit_code = 2
+
+
+class PayloadTooLarge(GristmillError):
+    """A request body over the server's limit (HTTP 413)."""
+
+    exit_code = 2

@@ -48,3 +48,125 @@ def predict(
         out.print(
             f"  {reason['feature']} = {reason['value']}: {reason['contribution']:+.3f} (log-odds)"
         )
+
+
+@app.command()
+def serve(
+    services: Annotated[list[str] | None, typer.Argument(help="Services (default: all).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    auth: Annotated[bool, typer.Option("--auth/--no-auth", help="Require API keys.")] = True,
+    reload_every: Annotated[
+        float, typer.Option(help="Seconds between checks for a moved alias (0: never).")
+    ] = 2.0,
+    project: ProjectOpt = None,
+) -> None:
+    """Serve predictions over HTTP (Starlette on uvicorn)."""
+    import os
+
+    import uvicorn
+
+    from gristmill.workspace.serve import ENV, create_app
+
+    ws = _open(project)
+    names = list(services or [])
+    app = create_app(ws, names, auth=auth, reload_every_s=reload_every)  # checks before binding
+    out.print(
+        f"serving {', '.join(sorted(app.state.host.runtimes))} on http://{host}:{port} "
+        f"({workers} worker(s), auth {'on' if auth else 'off'})"
+    )
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        return
+    os.environ[ENV] = orjson.dumps(
+        {"project": str(ws.root), "services": names, "auth": auth, "reload": reload_every}
+    ).decode()
+    ws.close()
+    uvicorn.run("gristmill.workspace.serve:factory", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+
+
+tokens_app = typer.Typer(help="API keys for serving.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="admin, service (predict) or reader.")] = "service",
+    note: Annotated[str, typer.Option(help="What it is for.")] = "",
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Create an API key; it is shown once and stored only as its SHA-256."""
+    created = _open(project).tokens.create(role, note)
+    if json:
+        return emit_json(created)
+    out.print(created.token)
+    out.print(f"[dim]id {created.id}, role {created.role}: store it now, it is not shown again[/]")
+
+
+@tokens_app.command("list")
+def tokens_list(project: ProjectOpt = None, json: JsonOpt = False) -> None:
+    """API keys: id, role, note, created, revoked (never the key)."""
+    rows = [
+        {k: v for k, v in t.__dict__.items() if k != "hash"} for t in _open(project).tokens.list()
+    ]
+    if json:
+        return emit_json(rows)
+    from gristmill.cli.render import records
+
+    records("API keys", rows, ["id", "role", "note", "created_at", "revoked_at"])
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="The key's id.")],
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Revoke an API key (servers notice within 5 seconds)."""
+    done = _open(project).tokens.revoke(token_id)
+    if not done:
+        from gristmill.errors import UnknownNameError
+
+        raise UnknownNameError(
+            "active key",
+            token_id,
+            [t.id for t in _open(project).tokens.list() if t.revoked_at is None],
+        )
+    emit_json({"revoked": token_id}) if json else out.print(f"revoked {token_id}")
+
+
+@app.command()
+def predictions(
+    service: Annotated[str, typer.Argument(help="Service name.")],
+    since: Annotated[str | None, typer.Option(help="e.g. 15m, 1h, 2d.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """What a service answered (its prediction log), newest first."""
+
+    from gristmill.definitions.models import parse_duration
+    from gristmill.errors import Location
+
+    window = (
+        parse_duration(since, Location(__import__("pathlib").Path("--since"))) if since else None
+    )
+    data = _open(project).predictions(service, since=window, limit=limit)
+    if json:
+        return emit_json(data.to_pylist())
+    from gristmill.cli.render import arrow
+
+    shown = data.select(
+        ["at", "request_id", "model_version", "entity", "score", "decision", "latency_ms"]
+    )
+    arrow(shown, f"{service}: {data.num_rows} prediction(s)")

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from gristmill.workspace.models import Models
+    from gristmill.workspace.serve import Tokens
     from gristmill.workspace.services import Services
 
 STATE_DIR = ".gristmill"
@@ -150,6 +152,33 @@ class Workspace:
         from gristmill.workspace.services import Services
 
         return Services(self)
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        """API keys for serving (stored as SHA-256 hashes)."""
+        from gristmill.workspace.serve import Tokens
+
+        return Tokens(self)
+
+    def predictions(
+        self, service: str, *, since: timedelta | None = None, limit: int = 50
+    ) -> pa.Table:
+        """What a service answered, newest first, from its prediction log."""
+        import pyarrow.compute as pc
+
+        from gristmill.serving.log import SCHEMA, log_table
+
+        self.services.spec(service)
+        name = log_table(service)
+        version = self.lake.latest_version(name)
+        if version is None:
+            return SCHEMA.empty_table()
+        data = self.lake.read(name, version)
+        if since is not None:
+            cutoff = _utcnow() - since
+            data = data.filter(pc.greater_equal(data["at"], cutoff))
+        data = data.sort_by([("at", "descending")])
+        return data.slice(0, limit)
 
     @cached_property
     def models(self) -> Models:
@@ -470,6 +499,12 @@ class Workspace:
         history = [h for h in self.catalog.history(table) if h.version <= m.version]
         start = max((h.version for h in history if h.mode == "overwrite"), default=0)
         return [f for h in history if h.version >= start for f in h.files]
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
 
 
 def _declared(node: Any) -> list[dict[str, str]]:

@@ -1,6 +1,7 @@
 """The catalog of runs and materializations."""
 
 from gristmill.storage.catalog.records import (
+    ApiToken,
     IngestedFile,
     Materialization,
     ModelEvent,
@@ -11,6 +12,7 @@ from gristmill.storage.catalog.records import (
 from gristmill.storage.catalog.store import Catalog, CatalogReader, resolve_url
 
 __all__ = [
+    "ApiToken",
     "Catalog",
     "CatalogReader",
     "IngestedFile",

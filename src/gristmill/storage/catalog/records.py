@@ -136,3 +136,15 @@ class ModelEvent:
     reason: str
     at: datetime
     gates: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """An API key's record; the key itself is never stored, only its SHA-256."""
+
+    id: str
+    role: str
+    hash: str
+    note: str
+    created_at: datetime
+    revoked_at: datetime | None = None

@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 metadata = MetaData()
 
@@ -143,4 +143,15 @@ model_events = Table(
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
     Column("gates", JSON),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("note", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
 )

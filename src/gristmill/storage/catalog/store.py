@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, P
 from gristmill.errors import CatalogError, MissingExtraError
 from gristmill.storage.catalog import schema as s
 from gristmill.storage.catalog.records import (
+    ApiToken,
     IngestedFile,
     Materialization,
     ModelEvent,
@@ -194,6 +195,18 @@ class CatalogReader:
         query = select(a.c.alias, a.c.version).where(a.c.model == model).order_by(a.c.alias)
         with self._read() as conn:
             return {alias: int(version) for alias, version in conn.execute(query)}
+
+    def tokens(self) -> list[ApiToken]:
+        t = s.api_tokens
+        with self._read() as conn:
+            rows = conn.execute(select(t).order_by(t.c.created_at)).mappings().all()
+            return [_token(r) for r in rows]
+
+    def token_by_hash(self, digest: str) -> ApiToken | None:
+        t = s.api_tokens
+        with self._read() as conn:
+            row = conn.execute(select(t).where(t.c.hash == digest)).mappings().first()
+            return _token(row) if row else None
 
     def model_events(self, model: str) -> list[ModelEvent]:
         e = s.model_events
@@ -379,6 +392,20 @@ class Catalog(CatalogReader):
         """Register a model version together with its materialization, atomically."""
         self.record_materialization(m, extra=lambda conn: _insert_version(conn, version))
 
+    def add_token(self, token: ApiToken) -> None:
+        with self._write() as conn:
+            conn.execute(insert(s.api_tokens).values(**token.__dict__))
+
+    def revoke_token(self, token_id: str) -> bool:
+        t = s.api_tokens
+        with self._write() as conn:
+            done = conn.execute(
+                update(t)
+                .where(t.c.id == token_id, t.c.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+            return bool(done.rowcount)
+
     def move_alias(self, event: ModelEvent) -> None:
         """Point ``event.alias`` at ``event.version`` (or remove it) and record the event."""
         a = s.model_aliases
@@ -394,6 +421,13 @@ class Catalog(CatalogReader):
                     )
                 )
             conn.execute(insert(s.model_events).values(**event.__dict__))
+
+
+def _token(row: Any) -> ApiToken:
+    data = {k: row[k] for k in ApiToken.__dataclass_fields__}
+    data["created_at"] = as_utc(data["created_at"])
+    data["revoked_at"] = as_utc(data["revoked_at"])
+    return ApiToken(**data)
 
 
 def _insert_version(conn: Connection, v: ModelVersion) -> None:

@@ -1,0 +1,135 @@
+"""Serving wired to a workspace: API keys, the runtimes' host, the log, the app.
+
+The serving layer knows nothing of workspaces; this module hands it what it needs as
+plain callables (build a runtime, read an alias, check a key, append to the lake).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from gristmill.errors import ServiceConfigError, UnknownNameError
+from gristmill.serving.app import Settings, build_app
+from gristmill.serving.host import Host
+from gristmill.serving.log import PredictionLog
+from gristmill.storage.catalog import ApiToken
+from gristmill.storage.catalog.records import utcnow
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from gristmill.workspace.core import Workspace
+
+ROLES = ("admin", "service", "reader")
+ENV = "GRISTMILL_SERVE"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class NewToken:
+    id: str
+    role: str
+    note: str
+    token: str
+    """Shown once; only its SHA-256 is stored."""
+
+
+class Tokens:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    def create(self, role: str, note: str = "") -> NewToken:
+        if role not in ROLES:
+            raise UnknownNameError("role", role, list(ROLES))
+        token_id = secrets.token_hex(4)
+        token = f"gm_{token_id}_{secrets.token_urlsafe(24)}"
+        self.ws.catalog.add_token(ApiToken(token_id, role, _hash(token), note, utcnow()))
+        return NewToken(token_id, role, note, token)
+
+    def list(self) -> list[ApiToken]:
+        return self.ws.catalog.tokens()
+
+    def revoke(self, token_id: str) -> bool:
+        return self.ws.catalog.revoke_token(token_id)
+
+
+class TokenCache:
+    """Token -> role, re-read from the catalog at most every ``ttl_s`` (revocation lag)."""
+
+    def __init__(self, ws: Workspace, ttl_s: float = 5.0) -> None:
+        self.ws = ws
+        self.ttl_s = ttl_s
+        self._roles: dict[str, str] = {}
+        self._loaded = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, token: str) -> str | None:
+        now = time.monotonic()
+        if now - self._loaded > self.ttl_s:
+            with self._lock:
+                self._roles = {
+                    t.hash: t.role for t in self.ws.catalog.tokens() if t.revoked_at is None
+                }
+                self._loaded = now
+        return self._roles.get(_hash(token))
+
+
+def create_app(
+    ws: Workspace,
+    names: Sequence[str],
+    *,
+    auth: bool = True,
+    reload_every_s: float = 2.0,
+    log_every_s: float = 1.0,
+) -> Starlette:
+    """The serving app for ``names`` (default: every service of the project)."""
+    names = list(names) or sorted(ws.project.services)
+    if not names:
+        raise ServiceConfigError("the project defines no service", hint="declare one: gm.service()")
+    for name in names:
+        ws.services.spec(name)
+    if auth and not any(t.revoked_at is None for t in ws.catalog.tokens()):
+        raise ServiceConfigError(
+            "serving needs API keys and the project has none",
+            hint="create one: `gristmill tokens create --role service` (or serve --no-auth)",
+        )
+
+    def alias_version(name: str) -> int | None:
+        spec = ws.services.spec(name)
+        return ws.catalog.aliases(spec.model).get(spec.alias)
+
+    host = Host(names, ws.services.runtime, alias_version, every_s=reload_every_s)
+    log = PredictionLog(lambda table, data: _append(ws, table, data), every_s=log_every_s)
+    return build_app(
+        host,
+        log,
+        Settings(authenticate=TokenCache(ws) if auth else None),
+        on_shutdown=[ws.close],
+    )
+
+
+def _append(ws: Workspace, table: str, data: object) -> None:
+    ws.lake.write(table, data, mode="append", record={"kind": "prediction_log"})  # type: ignore[arg-type]
+
+
+def factory() -> Starlette:
+    """For `uvicorn --factory` with several workers: settings come from the environment."""
+    from gristmill.workspace.core import Workspace
+
+    settings = orjson.loads(os.environ[ENV])
+    ws = Workspace.open(settings["project"])
+    return create_app(
+        ws, settings["services"], auth=settings["auth"], reload_every_s=settings["reload"]
+    )
