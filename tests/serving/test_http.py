@@ -212,3 +212,13 @@ def test_graceful_shutdown_writes_every_prediction_to_the_log(server: Server) ->
     logged = ws.lake.read(log_table("churn"), ws.lake.latest_version(log_table("churn")))
     ws.close()
     assert set(ids) <= set(logged["request_id"].to_pylist())
+
+
+def test_schemathesis_finds_no_server_error(server: Server) -> None:
+    command = [str(Path(sys.executable).with_name("st")), "run", f"{server.url}/openapi.json"]
+    command += ["--checks", "not_a_server_error", "--max-examples", "40", "--seed", "7"]
+    command += ["--phases", "examples,coverage,fuzzing"]
+    command += ["-H", f"Authorization: Bearer {server.service_key}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout.split("Test cases:")[-1]
