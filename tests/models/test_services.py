@@ -112,3 +112,36 @@ def test_a_service_must_read_online_feature_views(tmp_path: Path) -> None:
         handle.write('\nbad = gm.service("bad", model="churn", lookups=["users"])\n')
     with pytest.raises(DefinitionError, match="'users' is not an online feature view"):
         Workspace.open(root)
+
+
+CHALLENGED = """
+challenged = gm.service(
+    "challenged", model="churn", lookups=["user_profile"],
+    challenger="challenger", challenger_share=0.5,
+)
+"""
+
+
+def test_a_challenger_scores_in_shadow_or_takes_its_share(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    init_project(root, example="churn", scale="tiny", seed=2)
+    with open(root / "pipeline.py", "a") as handle:
+        handle.write(CHALLENGED)
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    ws.models.promote("churn", 1, force=True, reason="t")
+    solo = ws.services.runtime("challenged")
+    assert solo.challenger is None  # no challenger alias yet: champion only
+    assert ws.models.train("churn").ok
+    ws.models.promote("churn", 2, alias="challenger", force=True, reason="t")
+    runtime = ws.services.runtime("challenged")
+    draws = iter([0.1, 0.9])
+    runtime.draw = lambda: next(draws)
+    first = runtime.predict({"user_id": "u_0000006"}, {})
+    second = runtime.predict({"user_id": "u_0000006"}, {})
+    assert (first.variant, first.model_version) == ("challenger", 2)
+    assert (first.shadow.variant, first.shadow.model_version) == ("champion", 1)
+    assert (second.variant, second.shadow.variant) == ("champion", "challenger")
+    assert first.request_id == first.shadow.request_id
+    assert ws.services.versions("challenged") == (1, 2)
+    ws.close()

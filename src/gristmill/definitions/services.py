@@ -79,6 +79,10 @@ class Service(Definition):
     on_missing: OnMissing = OnMissing.ERROR
     defaults: tuple[tuple[str, Any], ...] = ()
     webhook: str | None = None
+    challenger: str | None = None
+    """An alias scored beside ``alias`` on every request (shadow), when it exists."""
+    challenger_share: float = 0.0
+    """Share of requests answered by the challenger instead (0: shadow only)."""
 
     def validate(self, nodes: Mapping[str, Definition]) -> None:
         """Services live beside the graph (a service may share its model's name)."""
@@ -113,6 +117,8 @@ def service(
     on_missing: str = "error",
     defaults: Mapping[str, Any] | None = None,
     webhook: str | None = None,
+    challenger: str | None = None,
+    challenger_share: float = 0.0,
     description: str = "",
 ) -> Service:
     """Declare a service: ``model``'s ``alias`` fed by online ``lookups`` and the request.
@@ -124,6 +130,8 @@ def service(
         on_missing: ``error`` (404 for an unknown entity) or ``defaults``.
         defaults: feature values used for an unknown entity when ``on_missing="defaults"``.
         webhook: URL that receives each decision as JSON (never blocks the response).
+        challenger: an alias (e.g. ``challenger``) scored in shadow on every request.
+        challenger_share: share of requests the challenger answers instead (0 to 1).
     """
     location = _caller_location()
     _check_name(name, location)
@@ -134,6 +142,11 @@ def service(
             f"service {name!r}: on_missing must be 'error' or 'defaults', not {on_missing!r}",
             location=location,
         ) from None
+    if not 0 <= challenger_share <= 1 or (challenger_share and not challenger):
+        raise DefinitionError(
+            f"service {name!r}: challenger_share must be 0..1 and needs challenger=",
+            location=location,
+        )
     return Service(
         name=name,
         location=location,
@@ -146,4 +159,6 @@ def service(
         on_missing=missing,
         defaults=tuple(sorted((defaults or {}).items())),
         webhook=webhook,
+        challenger=challenger,
+        challenger_share=challenger_share,
     )

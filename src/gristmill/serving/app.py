@@ -163,8 +163,11 @@ def build_app(
 
         return await guarded(request, PREDICT_ROLES, handle)
 
-    def _record(p: Prediction, role: str) -> None:
-        metrics.decisions.labels(p.service, p.decision).inc()
+    def _record(p: Prediction, role: str, served: bool = True) -> None:
+        if served:
+            metrics.decisions.labels(p.service, p.decision).inc()
+        if p.shadow is not None:
+            _record(p.shadow, role, served=False)
         if log is not None:
             log.append(
                 {
@@ -181,6 +184,8 @@ def build_app(
                     "reasons": p.reasons,
                     "found": p.found,
                     "latency_ms": p.latency_ms,
+                    "variant": p.variant,
+                    "served": served,
                 }
             )
 

@@ -1,9 +1,9 @@
 """The runtimes a server answers with, swapped without a restart when an alias moves.
 
-A background thread asks, every ``every_s`` seconds, which version each service's alias
-points at; when it changed, the new version is loaded (digest-verified) beside the old
-one and the reference is swapped in one assignment, so requests in flight finish on the
-runtime they started with and none is dropped.
+A background thread asks, every ``every_s`` seconds, which versions each service's
+aliases (champion, challenger) point at; when one changed, the new version is loaded
+(digest-verified) beside the old one and the reference is swapped in one assignment, so
+requests in flight finish on the runtime they started with and none is dropped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Host:
         self,
         names: Sequence[str],
         build: Callable[[str], ServiceRuntime],
-        alias_version: Callable[[str], int | None],
+        alias_version: Callable[[str], tuple[int | None, int | None]],
         *,
         every_s: float = 2.0,
     ) -> None:
@@ -50,8 +50,8 @@ class Host:
         """Reload services whose alias moved; return their names."""
         moved = []
         for name, runtime in list(self.runtimes.items()):
-            version = self._alias_version(name)
-            if version is not None and version != runtime.model.version:
+            versions = self._alias_version(name)
+            if versions[0] is not None and versions != runtime.versions:
                 self.runtimes = {**self.runtimes, name: self._build(name)}
                 self.reloads += 1
                 moved.append(name)

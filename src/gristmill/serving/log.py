@@ -32,6 +32,8 @@ SCHEMA = pa.schema(
         pa.field("reasons", pa.string()),
         pa.field("found", pa.bool_()),
         pa.field("latency_ms", pa.float64()),
+        pa.field("variant", pa.string()),
+        pa.field("served", pa.bool_()),
     ]
 )
 
@@ -120,5 +122,7 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
         "reasons": dumps("reasons"),
         "found": [r["found"] for r in rows],
         "latency_ms": [r["latency_ms"] for r in rows],
+        "variant": [r.get("variant", "champion") for r in rows],
+        "served": [r.get("served", True) for r in rows],
     }
     return pa.table(columns, schema=SCHEMA)

@@ -8,6 +8,7 @@ policy names the action and the model's own contributions give the reason codes.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +52,7 @@ class Call:
 Stage = Callable[[Call], None]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prediction:
     request_id: str
     service: str
@@ -64,6 +65,9 @@ class Prediction:
     features: dict[str, Any]
     found: bool
     latency_ms: float
+    variant: str = "champion"
+    shadow: Prediction | None = None
+    """The other version's answer to the same request (logged, not returned)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +81,7 @@ class Prediction:
             "reasons": self.reasons,
             "found": self.found,
             "latency_ms": self.latency_ms,
+            "variant": self.variant,
         }
 
 
@@ -155,23 +160,65 @@ class Decide:
         ]
 
 
-class ServiceRuntime:
-    """A service ready to answer: its model version loaded, its stages built."""
+class _Variant:
+    """One model version's stages after the lookup: encode, score, decide."""
 
-    def __init__(
-        self, spec: Service, model: LoadedModel, views: Sequence[View], store: OnlineStore
-    ) -> None:
-        self.spec = spec
+    def __init__(self, name: str, spec: Service, model: LoadedModel, views: Sequence[View]):
+        _check_sources(spec, model, views)
+        self.name = name
         self.model = model
-        self.views = tuple(views)
-        self.entity = tuple(dict.fromkeys(k for v in self.views for k in v.entity))
-        _check_sources(spec, model, self.views)
         self.stages: tuple[Stage, ...] = (
-            Lookup(spec, self.views, store),
             Encode(model, spec.request_features),
             Score(model),
             Decide(spec, model),
         )
+
+    def run(self, looked_up: Call) -> Call:
+        call = Call(
+            entity=looked_up.entity,
+            given=looked_up.given,
+            features=dict(looked_up.features),
+            found=looked_up.found,
+        )
+        for stage in self.stages:
+            stage(call)
+        return call
+
+
+class ServiceRuntime:
+    """A service ready to answer: its model version(s) loaded, its stages built.
+
+    With a challenger, both versions score every request from the same looked-up
+    features; ``challenger_share`` of the requests get the challenger's answer and the
+    rest the champion's, and the other answer is returned as the ``shadow`` (logged, not
+    sent to the caller).
+    """
+
+    def __init__(
+        self,
+        spec: Service,
+        model: LoadedModel,
+        views: Sequence[View],
+        store: OnlineStore,
+        *,
+        challenger: LoadedModel | None = None,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.spec = spec
+        self.model = model
+        self.challenger = challenger
+        self.views = tuple(views)
+        self.entity = tuple(dict.fromkeys(k for v in self.views for k in v.entity))
+        self.lookup = Lookup(spec, self.views, store)
+        self.primary = _Variant("champion", spec, model, self.views)
+        self.secondary = (
+            _Variant("challenger", spec, challenger, self.views) if challenger else None
+        )
+        self.draw = draw
+
+    @property
+    def versions(self) -> tuple[int, int | None]:
+        return self.model.version, self.challenger.version if self.challenger else None
 
     def predict(self, entity: Mapping[str, Any], features: Mapping[str, Any]) -> Prediction:
         clock = time.perf_counter()
@@ -185,13 +232,25 @@ class ServiceRuntime:
                 hint=f"request features: {', '.join(self.spec.request_features) or 'none'}",
             )
         call = Call(entity=dict(entity), given=dict(features))
-        for stage in self.stages:
-            stage(call)
+        self.lookup(call)
+        request_id = uuid.uuid4().hex
+        if self.secondary is None:
+            return self._prediction(request_id, self.primary, self.primary.run(call), clock)
+        served, other = self.primary, self.secondary
+        if self.draw() < self.spec.challenger_share:
+            served, other = other, served
+        answer = self._prediction(request_id, served, served.run(call), clock)
+        answer.shadow = self._prediction(request_id, other, other.run(call), clock)
+        return answer
+
+    def _prediction(
+        self, request_id: str, variant: _Variant, call: Call, clock: float
+    ) -> Prediction:
         return Prediction(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             service=self.spec.name,
-            model=self.model.name,
-            model_version=self.model.version,
+            model=variant.model.name,
+            model_version=variant.model.version,
             entity={k: call.entity[k] for k in self.entity},
             score=call.score,
             decision=call.decision,
@@ -199,6 +258,7 @@ class ServiceRuntime:
             features=call.features,
             found=call.found,
             latency_ms=round((time.perf_counter() - clock) * 1000, 3),
+            variant=variant.name,
         )
 
 

@@ -106,11 +106,7 @@ def create_app(
             hint="create one: `gristmill tokens create --role service` (or serve --no-auth)",
         )
 
-    def alias_version(name: str) -> int | None:
-        spec = ws.services.spec(name)
-        return ws.catalog.aliases(spec.model).get(spec.alias)
-
-    host = Host(names, ws.services.runtime, alias_version, every_s=reload_every_s)
+    host = Host(names, ws.services.runtime, ws.services.versions, every_s=reload_every_s)
     log = PredictionLog(lambda table, data: _append(ws, table, data), every_s=log_every_s)
     return build_app(
         host,

@@ -33,7 +33,16 @@ class Services:
         spec = self.spec(name)
         model = self.ws.models.load(spec.model, alias or spec.alias)
         views = [self._view(spec, v) for v in spec.lookups]
-        return ServiceRuntime(spec, model, views, self.ws.online_store)
+        challenger = None
+        if spec.challenger and spec.challenger in self.ws.catalog.aliases(spec.model):
+            challenger = self.ws.models.load(spec.model, spec.challenger)
+        return ServiceRuntime(spec, model, views, self.ws.online_store, challenger=challenger)
+
+    def versions(self, name: str) -> tuple[int | None, int | None]:
+        """The versions the service's aliases point at now: (champion, challenger)."""
+        spec = self.spec(name)
+        aliases = self.ws.catalog.aliases(spec.model)
+        return aliases.get(spec.alias), aliases.get(spec.challenger) if spec.challenger else None
 
     def _view(self, spec: Service, name: str) -> View:
         node = self.ws.graph.nodes[name]
