@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +47,7 @@ from gristmill.serving.host import Host
 from gristmill.serving.log import PredictionLog
 from gristmill.serving.openapi import openapi
 from gristmill.serving.runtime import Prediction
+from gristmill.serving.webhook import Webhook
 
 logger = logging.getLogger("gristmill.serving")
 
@@ -106,6 +107,7 @@ def build_app(
     log: PredictionLog | None,
     settings: Settings,
     *,
+    webhooks: Mapping[str, Webhook] | None = None,
     on_shutdown: Sequence[Callable[[], None]] = (),
 ) -> Starlette:
     """The app; ``on_shutdown`` runs after the server stopped taking requests."""
@@ -120,6 +122,8 @@ def build_app(
             host.stop()
             if log is not None:
                 log.close()
+            for hook in (webhooks or {}).values():
+                hook.close()
             for hook in on_shutdown:
                 hook()
 
@@ -166,6 +170,19 @@ def build_app(
     def _record(p: Prediction, role: str, served: bool = True) -> None:
         if served:
             metrics.decisions.labels(p.service, p.decision).inc()
+            hook = (webhooks or {}).get(p.service)
+            if hook is not None:
+                hook.send(
+                    {
+                        "request_id": p.request_id,
+                        "service": p.service,
+                        "entity": p.entity,
+                        "decision": p.decision,
+                        "score": p.score,
+                        "reasons": p.reasons,
+                        "model_version": p.model_version,
+                    }
+                )
         if p.shadow is not None:
             _record(p.shadow, role, served=False)
         if log is not None:

@@ -42,6 +42,13 @@ def log_table(service: str) -> str:
     return f"{service}__prediction_log"
 
 
+def decisions_table(service: str) -> str:
+    return f"{service}__decisions"
+
+
+DECISIONS = ["request_id", "at", "service", "model_version", "entity", "score", "decision"]
+
+
 class PredictionLog:
     def __init__(
         self,
@@ -84,14 +91,22 @@ class PredictionLog:
             for r in records:
                 by_service.setdefault(r["service"], []).append(r)
             for service, rows in by_service.items():
+                table = _table(rows)
                 try:
-                    self._write(log_table(service), _table(rows))
+                    self._write(log_table(service), table)
                 except Exception as exc:  # noqa: BLE001 - keep the rows, retry at the next flush
                     self.failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     self._queue.extendleft(reversed(rows))
                     continue
                 self.written += len(rows)
+                served = table.filter(table["served"]).select(DECISIONS)
+                try:
+                    if served.num_rows:
+                        self._write(decisions_table(service), served)
+                except Exception as exc:  # noqa: BLE001 - the log has them; count and go on
+                    self.failures += 1
+                    self.last_error = f"decisions: {type(exc).__name__}: {exc}"
             return len(records)
 
     def close(self, timeout: float = 30.0) -> None:

@@ -21,6 +21,7 @@ from gristmill.errors import ServiceConfigError, UnknownNameError
 from gristmill.serving.app import Settings, build_app
 from gristmill.serving.host import Host
 from gristmill.serving.log import PredictionLog
+from gristmill.serving.webhook import Webhook
 from gristmill.storage.catalog import ApiToken
 from gristmill.storage.catalog.records import utcnow
 
@@ -108,10 +109,13 @@ def create_app(
 
     host = Host(names, ws.services.runtime, ws.services.versions, every_s=reload_every_s)
     log = PredictionLog(lambda table, data: _append(ws, table, data), every_s=log_every_s)
+    specs = [ws.services.spec(n) for n in names]
+    webhooks = {s.name: Webhook(s.webhook) for s in specs if s.webhook}
     return build_app(
         host,
         log,
         Settings(authenticate=TokenCache(ws) if auth else None),
+        webhooks=webhooks,
         on_shutdown=[ws.close],
     )
 
