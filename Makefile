@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo test lint bench bench-feast-env bench-training-set clean
+.PHONY: setup demo test lint bench bench-feast-env bench-training-set bench-serving clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -56,12 +56,22 @@ $(FEAST)/.installed: benchmarks/requirements-feast.txt
 
 bench-feast-env: $(FEAST)/.installed
 
-bench: $(BENCH)/.installed $(FEAST)/.installed
+bench: $(BENCH)/.installed $(FEAST)/.installed benchmarks/.venv-mlflow/.installed benchmarks/.venv-bentoml/.installed
 	$(BENCH)/bin/python benchmarks/pipeline.py
 	$(BENCH)/bin/python benchmarks/training_set.py
+	$(BENCH)/bin/python benchmarks/serving.py
 
 bench-training-set: $(BENCH)/.installed $(FEAST)/.installed
 	$(BENCH)/bin/python benchmarks/training_set.py
+
+benchmarks/.venv-%/.installed: benchmarks/requirements-%.txt
+	$(PY) -m venv benchmarks/.venv-$*
+	benchmarks/.venv-$*/bin/pip install -q --disable-pip-version-check -r $<
+	touch $@
+
+# needs wrk (apt-get install wrk) and the large example (made by bench-training-set)
+bench-serving: $(BENCH)/.installed benchmarks/.venv-mlflow/.installed benchmarks/.venv-bentoml/.installed
+	$(BENCH)/bin/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) demo
