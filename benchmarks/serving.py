@@ -345,7 +345,8 @@ def main() -> None:
     specs = contenders(ctx)
     names = [n for n in specs if not args.only or n in args.only.split(",")]
     results = {name: measure(name, specs[name], args.duration) for name in names}
-    write(results, ctx, args.duration)
+    if set(results) == set(specs):  # a partial run (--only) does not replace the section
+        write(results, ctx, args.duration)
 
 
 def write(results: dict, ctx: dict, seconds: int) -> None:

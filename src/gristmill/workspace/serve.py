@@ -93,7 +93,7 @@ def create_app(
     *,
     auth: bool = True,
     reload_every_s: float = 2.0,
-    log_every_s: float = 1.0,
+    log_every_s: float = 0.25,
 ) -> Starlette:
     """The serving app for ``names`` (default: every service of the project)."""
     names = list(names) or sorted(ws.project.services)
