@@ -32,6 +32,8 @@ demo: setup
 	cd demo && $(GM) models show churn 1
 	cd demo && $(GM) promote churn 1 --alias champion --reason "first model; gates pass on the example data"
 	cd demo && $(GM) score churn --table user_profile --as-of 2026-06-01
+	cd demo && $(GM) lookup user_profile u_0000006
+	cd demo && $(GM) predict churn --entity user_id=u_0000006
 	cd demo && $(GM) show churn__predictions --limit 5
 	cd demo && $(GM) models card churn champion --format html --out churn-card.html
 

@@ -238,10 +238,18 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fill", action="store_true", help="only the online-store fill")
     args = parser.parse_args()
     if not FEAST_PY.exists():
         sys.exit("create the Feast env first: make bench-feast-env")
     setup = run(sys.executable, "prepare")
+    fill = {
+        "gristmill": run(sys.executable, "gristmill_fill"),
+        "feast": run(FEAST_PY, "feast_materialize"),
+    }
+    write_fill(fill["gristmill"], fill["feast"])
+    if args.fill:
+        return
     print("setup:", setup, flush=True)
     results: dict[str, list[dict]] = {"gristmill": [], "feast": []}
     for i in range(args.repeats):  # interleaved, so drift in the machine hits both
@@ -294,6 +302,64 @@ Feast returned {f[0]["rows"]:,} of {setup["labels"]:,} label rows ({lost:,} lost
 """
     write_section("training_set", body)
     print((HERE / "RESULTS.md").read_text())
+
+
+def w_feast_materialize() -> dict:
+    """Feast venv: fill its SQLite online store with the latest profile per user."""
+    from datetime import datetime
+
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(FEAST_DIR / "repo"))
+    start = time.perf_counter()
+    store.materialize(start_date=datetime(2025, 1, 1), end_date=datetime(2026, 12, 31))
+    seconds = time.perf_counter() - start
+    import sqlite3
+
+    db = sqlite3.connect(FEAST_DIR / "repo" / "online.db")
+    (table,) = [
+        r[0]
+        for r in db.execute("select name from sqlite_master where type='table'")
+        if "user_profile" in r[0]
+    ]
+    entities = db.execute(f'select count(distinct entity_key) from "{table}"').fetchone()[0]
+    return {"s": seconds, "entities": entities, "rss_mb": peak_rss_mb()}
+
+
+def write_fill(g: dict, f: dict) -> None:
+    sys.path.insert(0, str(HERE))
+    from results import write_section
+
+    body = f"""## Filling the online store (`benchmarks/training_set.py`)
+
+The latest `user_profile` row of each of the large example's users into an empty SQLite
+online store, one run each (setup as above): gristmill's `sync_online` (a full fill) vs
+`feast materialize` of the same rows into Feast's SQLite online store (Feast {f.get("feast", "0.67.0")}).
+
+| | time (s) | vs gristmill | peak RSS (MB) | entities |
+|---|---:|---:|---:|---:|
+| gristmill | {g["s"]:.1f} | 1.0x | {g["rss_mb"]:,.0f} | {g["entities"]:,} |
+| Feast | {f["s"]:.1f} | {f["s"] / g["s"]:.0f}x | {f["rss_mb"]:,.0f} | {f["entities"]:,} |
+
+Target: at least 50x faster than Feast and under 2 GB.
+"""
+    write_section("online_fill", body)
+
+
+def w_gristmill_fill() -> dict:
+    """A full fill of gristmill's online store (SQLite) from the same user_profile."""
+    from gristmill.workspace import Workspace
+
+    ws = Workspace.open(LARGE)
+    path = LARGE / ".gristmill" / "online.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    start = time.perf_counter()
+    (sync,) = [s for s in ws.sync_online() if s.view == "user_profile"]
+    seconds = time.perf_counter() - start
+    status = Path("/proc/self/status").read_text()
+    hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM"))
+    return {"s": seconds, "entities": sync.rows, "mode": sync.mode, "rss_mb": hwm / 1024}
 
 
 if __name__ == "__main__":
