@@ -44,7 +44,7 @@ from gristmill.errors import (
     UnknownServiceError,
 )
 from gristmill.serving.host import Host
-from gristmill.serving.log import PredictionLog
+from gristmill.serving.log import PredictionLog, ProcessLog
 from gristmill.serving.openapi import openapi
 from gristmill.serving.runtime import Prediction
 from gristmill.serving.webhook import Webhook
@@ -104,7 +104,7 @@ class Metrics:
 
 def build_app(
     host: Host,
-    log: PredictionLog | None,
+    log: PredictionLog | ProcessLog | None,
     settings: Settings,
     *,
     webhooks: Mapping[str, Webhook] | None = None,

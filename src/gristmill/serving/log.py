@@ -73,7 +73,10 @@ class PredictionLog:
     def append(self, record: dict[str, Any]) -> None:
         # Encoded now (a few microseconds in C) rather than at flush, where encoding
         # thousands of rows at once would hold the GIL and stall responses for ~10 ms.
-        self._queue.append(_row(record))
+        self.append_row(_row(record))
+
+    def append_row(self, row: tuple[Any, ...]) -> None:
+        self._queue.append(row)
         if len(self._queue) >= self.max_rows:
             self._wake.set()
 
@@ -126,6 +129,7 @@ SERVICE = SCHEMA.names.index("service")
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+    """A record in schema order; nested values as JSON text, the time in microseconds."""
     defaults = {"variant": "champion", "served": True}
     values = {**defaults, **record}
     for name in JSON_FIELDS:
@@ -143,3 +147,84 @@ def _table(rows: list[tuple[Any, ...]]) -> pa.Table:
         for values, field in zip(columns, SCHEMA, strict=True)
     ]
     return pa.table(arrays, schema=SCHEMA)
+
+
+class ProcessLog:
+    """The same log, written by a child process, so this one never builds Arrow tables.
+
+    Building a table and committing it holds this process's GIL for milliseconds, which
+    showed as a 2.4 ms p99 at concurrency 1 (0.9 ms without the log). Here ``append``
+    encodes the row to one JSON line and queues it; a feeder thread hands the lines to
+    the writer process (``python -m gristmill.serving.logwriter``) over a pipe every
+    ``every_s``, and ``close`` ends the pipe and waits until the writer flushed. If the
+    writer dies, the rest is written in this process (nothing queued is lost).
+    """
+
+    def __init__(self, lake_root: str, *, every_s: float = 0.25) -> None:
+        import subprocess
+        import sys
+
+        self.every_s = every_s
+        self._queue: deque[bytes] = deque()
+        self._fallback: PredictionLog | None = None
+        self._lake_root = lake_root
+        self.last_error = ""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "gristmill.serving.logwriter", lake_root, str(every_s)],
+            stdin=subprocess.PIPE,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, name="log-feeder", daemon=True)
+        self._thread.start()
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._queue.append(orjson.dumps(_row(record)))
+
+    def _feed(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._send()
+        self._send()
+
+    def _send(self) -> None:
+        lines = [self._queue.popleft() for _ in range(len(self._queue))]
+        if not lines:
+            return
+        if self._fallback is None:
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(b"\n".join(lines) + b"\n")
+                self._proc.stdin.flush()
+                return
+            except (BrokenPipeError, OSError, ValueError) as exc:
+                self.last_error = f"log writer process: {exc}; writing in this process"
+                self._fallback = PredictionLog(_lake_writer(self._lake_root))
+        for line in lines:
+            self._fallback.append_row(tuple(orjson.loads(line)))
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except OSError as exc:
+                self.last_error = str(exc)
+        try:
+            self._proc.wait(timeout)
+        except Exception:  # noqa: BLE001 - a writer that hangs is stopped, not waited for
+            self._proc.kill()
+        if self._fallback is not None:
+            self._fallback.close(timeout)
+
+
+def _lake_writer(root: str) -> Callable[[str, pa.Table], None]:
+    from pathlib import Path
+
+    from gristmill.storage.lake import Lake
+
+    lake = Lake(Path(root))
+
+    def write(table: str, data: pa.Table) -> None:
+        lake.write(table, data, mode="append", record={"kind": "prediction_log"})
+
+    return write

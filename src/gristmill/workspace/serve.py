@@ -20,7 +20,7 @@ import orjson
 from gristmill.errors import ServiceConfigError, UnknownNameError
 from gristmill.serving.app import Settings, build_app
 from gristmill.serving.host import Host
-from gristmill.serving.log import PredictionLog
+from gristmill.serving.log import ProcessLog
 from gristmill.serving.webhook import Webhook
 from gristmill.storage.catalog import ApiToken
 from gristmill.storage.catalog.records import utcnow
@@ -108,7 +108,7 @@ def create_app(
         )
 
     host = Host(names, ws.services.runtime, ws.services.versions, every_s=reload_every_s)
-    log = PredictionLog(lambda table, data: _append(ws, table, data), every_s=log_every_s)
+    log = ProcessLog(str(ws.lake.root), every_s=log_every_s)
     specs = [ws.services.spec(n) for n in names]
     webhooks = {s.name: Webhook(s.webhook) for s in specs if s.webhook}
     return build_app(
@@ -118,10 +118,6 @@ def create_app(
         webhooks=webhooks,
         on_shutdown=[ws.close],
     )
-
-
-def _append(ws: Workspace, table: str, data: object) -> None:
-    ws.lake.write(table, data, mode="append", record={"kind": "prediction_log"})  # type: ignore[arg-type]
 
 
 def factory() -> Starlette:
