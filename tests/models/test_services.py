@@ -145,3 +145,15 @@ def test_a_challenger_scores_in_shadow_or_takes_its_share(tmp_path: Path) -> Non
     assert first.request_id == first.shadow.request_id
     assert ws.services.versions("challenged") == (1, 2)
     ws.close()
+
+
+def test_lightgbm_fast_single_row_path_equals_booster_predict(ws: Workspace) -> None:
+    model = ws.models.load("churn", 1)
+    encoder = RowEncoder(model.manifest.features)
+    for features in ws.read("user_profile", limit=100).to_pylist():
+        row = encoder.encode(features)
+        assert model.backend.predict_row(model.model, row) == model.model.predict(row)[0]
+        np.testing.assert_array_equal(
+            model.backend.contributions(model.model, row),
+            model.model.predict(row, pred_contrib=True)[0, :-1],
+        )
