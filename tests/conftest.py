@@ -90,3 +90,17 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return invoke
+
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def drop_redis_keys(prefix: str) -> None:
+    """Delete what a test wrote to the real Redis under ``gm:<prefix>:``."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    keys = list(client.scan_iter(match=f"gm:{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -7,13 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from gristmill.workspace import Workspace
-from tests.conftest import write_project
+from tests.conftest import REDIS, drop_redis_keys, write_project
 from tests.models.test_training_set import ACTIVITY, LABELS, MODULE, PROFILE
-
-REDIS = "redis://127.0.0.1:6379/0"
 
 FUTURE = """
 future_labels = gm.source(
@@ -48,11 +45,7 @@ def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
     yield ws
     ws.close()
     if request.param == "redis":
-        client = redis.Redis.from_url(REDIS)
-        keys = list(client.scan_iter(match=f"gm:{name}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_redis_keys(name)
 
 
 def _synced(outcome) -> dict[str, dict]:  # type: ignore[no-untyped-def]

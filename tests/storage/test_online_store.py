@@ -7,12 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from gristmill.errors import UnknownNameError
 from gristmill.storage.online import OnlineStore, SyncState, open_online_store
-
-REDIS = "redis://127.0.0.1:6379/0"
+from tests.conftest import REDIS, drop_redis_keys
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -23,11 +21,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineStor
     yield opened
     opened.close()
     if request.param == "redis":
-        client = redis.Redis.from_url(REDIS)
-        keys = list(client.scan_iter(match=f"gm:{project}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        drop_redis_keys(project)
 
 
 def test_write_get_and_state(store: OnlineStore) -> None:
