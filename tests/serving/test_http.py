@@ -222,3 +222,24 @@ def test_schemathesis_finds_no_server_error(server: Server) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout.split("Test cases:")[-1]
+
+
+def test_several_workers_serve_and_log_every_prediction(server: Server) -> None:
+    proc, url = start(server.root, "--workers", "2")
+    ids = []
+    with httpx.Client() as client:
+        for i in range(100):
+            r = client.post(
+                f"{url}/v1/services/churn/predict",
+                json={"entity": {"user_id": f"u_{i % 50:07d}"}},
+                headers=server.headers(),
+            )
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["request_id"])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) in (0, -signal.SIGTERM)
+    ws = Workspace.open(server.root)
+    table = log_table("churn")
+    logged = set(ws.lake.read(table, ws.lake.latest_version(table))["request_id"].to_pylist())
+    ws.close()
+    assert set(ids) <= logged
