@@ -140,14 +140,17 @@ class RowEncoder:
 
     def encode(self, values: dict[str, Any]) -> np.ndarray:
         row = np.full((1, len(self.features)), np.nan)
+        out = row[0]
         for i, (feature, codes) in enumerate(zip(self.features, self._codes, strict=True)):
             value = values.get(feature.name)
             if value is None:
                 continue
             if codes is not None:
-                row[0, i] = codes.get(str(value), np.nan)
+                out[i] = codes.get(value if type(value) is str else str(value), np.nan)
+            elif type(value) is float or type(value) is int:  # the common case, fast
+                out[i] = value
             else:
-                row[0, i] = _number(value)
+                out[i] = _number(value)
         return row
 
 

@@ -92,6 +92,16 @@ class SQLiteOnlineStore(OnlineStore):
     def get(self, view: str, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
+        if len(keys) == 1:  # the online path: one entity per request
+            try:
+                found_one = (
+                    self._connection()
+                    .execute(f"SELECT value FROM {_table(view)} WHERE key = ?", (keys[0],))
+                    .fetchone()
+                )
+            except sqlite3.OperationalError:  # the view was never synced
+                return [None]
+            return [found_one[0] if found_one else None]
         marks = ", ".join("?" * len(keys))
         try:
             found = dict(
