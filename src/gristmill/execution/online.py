@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from gristmill.definitions.objects import Table
 from gristmill.execution.engines import Session
+from gristmill.execution.sql import latest_rows, q
 from gristmill.execution.steps import expose
-from gristmill.execution.training_sets import q
 from gristmill.storage.lake import Lake
 from gristmill.storage.online import OnlineStore, SyncState
 
@@ -55,10 +55,8 @@ def latest_sql(relation: str, view: Table, columns: Sequence[str]) -> str:
         else "concat_ws(chr(31), " + ", ".join(f"CAST({q(k)} AS VARCHAR)" for k in entity) + ")"
     )
     values = ", ".join(q(c) for c in value_columns(view, columns))
-    partition = ", ".join(q(k) for k in entity)
-    return (
-        f"SELECT {key} AS key, json_array({values})::VARCHAR AS value FROM {q(relation)} "
-        f"QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY {q(ts)} DESC) = 1"
+    return latest_rows(
+        relation, entity, ts, f"{key} AS key, json_array({values})::VARCHAR AS value"
     )
 
 

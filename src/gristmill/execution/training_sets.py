@@ -18,17 +18,13 @@ from gristmill.definitions.models import FeatureRef, TrainingSet
 from gristmill.definitions.objects import Definition, Table
 from gristmill.errors import StepFailed
 from gristmill.execution.engines import Session
+from gristmill.execution.sql import q
 from gristmill.execution.writer import WriteRequest, write
 from gristmill.planning import WriteMode
 from gristmill.storage.catalog import Materialization
 from gristmill.storage.lake import Lake
 
 JOINED = "__gm_training_set"
-
-
-def q(name: str) -> str:
-    """A quoted identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import pyarrow as pa
 from gristmill.definitions.models import Task
 from gristmill.execution.engines import Session
 from gristmill.execution.ml.bundle import LoadedModel
-from gristmill.execution.training_sets import q
+from gristmill.execution.sql import latest_rows, q
 from gristmill.storage.catalog import Materialization
 from gristmill.storage.lake import Lake
 
@@ -38,17 +38,10 @@ class ScoreRequest:
 
 def rows_sql(request: ScoreRequest, features: list[str]) -> str:
     columns = ", ".join(q(c) for c in dict.fromkeys([*request.keys, *features]))
-    sql = f"SELECT {columns} FROM {q(request.table)}"
     if request.timestamp is None:
-        return sql
+        return f"SELECT {columns} FROM {q(request.table)}"
     entity = [k for k in request.keys if k != request.timestamp]
-    if request.as_of is not None:
-        sql += f" WHERE {q(request.timestamp)} <= TIMESTAMP '{request.as_of.isoformat(sep=' ')}'"
-    partition = ", ".join(q(k) for k in entity)
-    return (
-        f"{sql} QUALIFY row_number() OVER (PARTITION BY {partition} "
-        f"ORDER BY {q(request.timestamp)} DESC) = 1"
-    )
+    return latest_rows(request.table, entity, request.timestamp, columns, as_of=request.as_of)
 
 
 def score(

@@ -24,7 +24,7 @@ from gristmill.execution.ml import metrics
 from gristmill.execution.ml.bundle import Manifest
 from gristmill.execution.ml.estimators import Backend, backend
 from gristmill.execution.ml.features import infer_features
-from gristmill.execution.training_sets import q
+from gristmill.execution.sql import q
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Materialization, ModelVersion
 from gristmill.storage.catalog.records import utcnow
