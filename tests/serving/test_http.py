@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 from gristmill.serving.log import log_table
 from gristmill.workspace import Workspace
 from gristmill.workspace.init import init_project
+from tests.conftest import CliResult
 
 pytestmark = pytest.mark.slow
 
@@ -243,3 +244,28 @@ def test_several_workers_serve_and_log_every_prediction(server: Server) -> None:
     logged = set(ws.lake.read(table, ws.lake.latest_version(table))["request_id"].to_pylist())
     ws.close()
     assert set(ids) <= logged
+
+
+def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult]) -> None:
+    p = ("--project", str(server.root))
+    unknown = cli("tokens", "revoke", "nope", *p)
+    assert unknown.code == 2 and "unknown active key 'nope'" in unknown.stderr
+    bad = cli("predictions", "churn", "--since", "1x", *p)
+    assert bad.code == 2 and "cannot read the duration '1x'" in bad.stderr
+    r = httpx.post(
+        f"{server.url}/v1/services/churn/predict",
+        json={"entity": {"user_id": "u_0000011"}},
+        headers=server.headers(),
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = cli("predictions", "churn", "--since", "1h", "--limit", "1000", "--json", *p).json()
+        if r.json()["request_id"] in {row["request_id"] for row in rows}:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the prediction never reached the log")
+    created = cli("tokens", "create", "--role", "reader", "--json", *p).json()
+    assert cli("tokens", "revoke", created["id"], *p).code == 0
+    listed = {t["id"]: t for t in cli("tokens", "list", "--json", *p).json()}
+    assert listed[created["id"]]["revoked_at"] is not None and "hash" not in listed[created["id"]]

@@ -81,7 +81,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_duration(value: str | timedelta, location: Location) -> timedelta:
+def parse_duration(value: str | timedelta, location: Location | None = None) -> timedelta:
     if isinstance(value, timedelta):
         return value
     match = _DURATION.match(value)

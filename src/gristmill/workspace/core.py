@@ -35,6 +35,7 @@ from gristmill.execution.runner import Runner, RunResult
 from gristmill.planning import Plan, build_plan
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
+from gristmill.storage.catalog.records import utcnow
 from gristmill.storage.lake import Lake
 from gristmill.storage.online import OnlineStore, open_online_store
 from gristmill.workspace.shapes import (
@@ -161,11 +162,15 @@ class Workspace:
         return Tokens(self)
 
     def predictions(
-        self, service: str, *, since: timedelta | None = None, limit: int = 50
+        self, service: str, *, since: str | timedelta | None = None, limit: int = 50
     ) -> pa.Table:
-        """What a service answered, newest first, from its prediction log."""
+        """What a service answered, newest first, from its prediction log.
+
+        ``since``: a window such as ``"1h"`` or a ``timedelta``.
+        """
         import pyarrow.compute as pc
 
+        from gristmill.definitions.models import parse_duration
         from gristmill.serving.log import SCHEMA, log_table
 
         self.services.spec(service)
@@ -175,7 +180,7 @@ class Workspace:
             return SCHEMA.empty_table()
         data = self.lake.read(name, version)
         if since is not None:
-            cutoff = _utcnow() - since
+            cutoff = utcnow() - parse_duration(since)
             data = data.filter(pc.greater_equal(data["at"], cutoff))
         data = data.sort_by([("at", "descending")])
         return data.slice(0, limit)
@@ -499,12 +504,6 @@ class Workspace:
         history = [h for h in self.catalog.history(table) if h.version <= m.version]
         start = max((h.version for h in history if h.mode == "overwrite"), default=0)
         return [f for h in history if h.version >= start for f in h.files]
-
-
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 def _declared(node: Any) -> list[dict[str, str]]:

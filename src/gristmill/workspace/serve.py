@@ -11,9 +11,9 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -62,8 +62,10 @@ class Tokens:
     def list(self) -> list[ApiToken]:
         return self.ws.catalog.tokens()
 
-    def revoke(self, token_id: str) -> bool:
-        return self.ws.catalog.revoke_token(token_id)
+    def revoke(self, token_id: str) -> None:
+        if not self.ws.catalog.revoke_token(token_id):
+            active = [t.id for t in self.ws.catalog.tokens() if t.revoked_at is None]
+            raise UnknownNameError("active key", token_id, active)
 
 
 class TokenCache:
@@ -118,6 +120,44 @@ def create_app(
         webhooks=webhooks,
         on_shutdown=[ws.close],
     )
+
+
+def serve(
+    ws: Workspace,
+    names: Sequence[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    auth: bool = True,
+    reload_every_s: float = 2.0,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Run the server until it is stopped; ``workers`` > 1 runs uvicorn's process manager."""
+    import uvicorn
+
+    app = create_app(ws, names, auth=auth, reload_every_s=reload_every_s)  # checks first
+    announce(
+        f"serving {', '.join(sorted(app.state.host.runtimes))} on http://{host}:{port} "
+        f"({workers} worker(s), auth {'on' if auth else 'off'})"
+    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return
+    # each worker process builds its own app from these settings (see ``factory``)
+    os.environ[ENV] = orjson.dumps(
+        {"project": str(ws.root), "services": list(names), "auth": auth, "reload": reload_every_s}
+    ).decode()
+    ws.close()
+    uvicorn.run("gristmill.workspace.serve:factory", factory=True, workers=workers, **options)
 
 
 def factory() -> Starlette:
