@@ -157,3 +157,21 @@ def test_lightgbm_fast_single_row_path_equals_booster_predict(ws: Workspace) -> 
             model.backend.contributions(model.model, row),
             model.model.predict(row, pred_contrib=True)[0, :-1],
         )
+
+
+def test_a_default_of_the_wrong_type_is_refused_when_the_service_starts(ws: Workspace) -> None:
+    from gristmill.errors import ServiceConfigError
+
+    pipeline = ws.root / "pipeline.py"
+    original = pipeline.read_text()
+    pipeline.write_text(
+        original + '\nodd = gm.service("odd", model="churn", lookups=["user_profile"], '
+        'on_missing="defaults", defaults={"tenure_days": "thirty"})\n'
+    )
+    try:
+        other = Workspace.open(ws.root)
+        with pytest.raises(ServiceConfigError, match=r"defaults\['tenure_days'\] is 'thirty'"):
+            other.services.runtime("odd")
+        other.close()
+    finally:
+        pipeline.write_text(original)

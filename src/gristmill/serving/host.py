@@ -8,11 +8,14 @@ requests in flight finish on the runtime they started with and none is dropped.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 
 from gristmill.errors import UnknownServiceError
 from gristmill.serving.runtime import ServiceRuntime
+
+logger = logging.getLogger("gristmill.serving")
 
 
 class Host:
@@ -63,6 +66,12 @@ class Host:
                 self.refresh()
             except Exception as exc:  # noqa: BLE001 - keep serving the loaded version
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "could not reload a moved alias, still serving the loaded versions: %s "
+                    "(check the catalog and the artifact store; retrying in %ss)",
+                    self.last_error,
+                    self.every_s,
+                )
 
     def stop(self) -> None:
         self._stop.set()

@@ -8,6 +8,9 @@ flushes what is left, so nothing is lost.
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -16,6 +19,8 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+
+logger = logging.getLogger("gristmill.serving")
 
 SCHEMA = pa.schema(
     [
@@ -102,6 +107,13 @@ class PredictionLog:
                 except Exception as exc:  # noqa: BLE001 - keep the rows, retry at the next flush
                     self.failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
+                    logger.warning(
+                        "prediction log: writing %d row(s) of %s failed, kept for the next "
+                        "flush: %s (check the lake's disk and permissions)",
+                        len(rows),
+                        log_table(service),
+                        self.last_error,
+                    )
                     self._queue.extendleft(reversed(rows))
                     continue
                 self.written += len(rows)
@@ -112,6 +124,13 @@ class PredictionLog:
                 except Exception as exc:  # noqa: BLE001 - the log has them; count and go on
                     self.failures += 1
                     self.last_error = f"decisions: {type(exc).__name__}: {exc}"
+                    logger.warning(
+                        "%s: %d decision(s) not written (they are in %s): %s",
+                        decisions_table(service),
+                        served.num_rows,
+                        log_table(service),
+                        self.last_error,
+                    )
             return len(records)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -161,8 +180,6 @@ class ProcessLog:
     """
 
     def __init__(self, lake_root: str, *, every_s: float = 0.25) -> None:
-        import subprocess
-        import sys
 
         self.every_s = every_s
         self._queue: deque[bytes] = deque()
@@ -197,6 +214,7 @@ class ProcessLog:
                 return
             except (BrokenPipeError, OSError, ValueError) as exc:
                 self.last_error = f"log writer process: {exc}; writing in this process"
+                logger.warning("prediction log: %s", self.last_error)
                 self._fallback = PredictionLog(_lake_writer(self._lake_root))
         for line in lines:
             self._fallback.append_row(tuple(orjson.loads(line)))
@@ -211,7 +229,8 @@ class ProcessLog:
                 self.last_error = str(exc)
         try:
             self._proc.wait(timeout)
-        except Exception:  # noqa: BLE001 - a writer that hangs is stopped, not waited for
+        except subprocess.TimeoutExpired:  # a writer that hangs is stopped, not waited for
+            logger.warning("prediction log writer did not finish in %ss; stopped", timeout)
             self._proc.kill()
         if self._fallback is not None:
             self._fallback.close(timeout)

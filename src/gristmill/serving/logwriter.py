@@ -5,6 +5,7 @@ Started by ``ProcessLog``; exits after writing everything once stdin is closed.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import orjson
@@ -13,6 +14,7 @@ from gristmill.serving.log import PredictionLog, _lake_writer
 
 
 def main(root: str, every_s: str) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     log = PredictionLog(_lake_writer(root), every_s=float(every_s))
     for line in sys.stdin.buffer:
         if line.strip():

@@ -265,6 +265,15 @@ class ServiceRuntime:
 def _check_sources(spec: Service, model: LoadedModel, views: Sequence[View]) -> None:
     available = {c for v in views for c in v.columns} | set(spec.request_features)
     available |= {k for k, _ in spec.defaults}
+    numeric = {f.name for f in model.manifest.features if f.kind is FeatureKind.NUMERIC}
+    for name, value in spec.defaults:
+        if name in numeric and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ServiceConfigError(
+                f"service {spec.name!r}: defaults[{name!r}] is {value!r}, but "
+                f"{model.name} v{model.version} reads {name!r} as a number",
+                location=spec.location,
+                hint="give a number (or leave it out: a missing feature is NaN)",
+            )
     missing = [f for f in model.feature_names if f not in available]
     if missing:
         raise ServiceConfigError(

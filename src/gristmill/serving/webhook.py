@@ -7,6 +7,7 @@ that still fail are counted (``failed``) with the last error, not raised.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -15,6 +16,8 @@ import urllib.request
 from typing import Any
 
 import orjson
+
+logger = logging.getLogger("gristmill.serving")
 
 
 class Webhook:
@@ -54,6 +57,14 @@ class Webhook:
                 self.last_error = str(exc)
             time.sleep(self.backoff_s * (2**attempt))
         self.failed += 1
+        logger.warning(
+            "webhook %s: a decision was not delivered after %d attempts (%s); "
+            "%d undelivered so far — check the receiver",
+            self.url,
+            self.retries + 1,
+            self.last_error,
+            self.failed,
+        )
 
     def close(self, timeout: float = 10.0) -> None:
         self._queue.put(None)

@@ -99,8 +99,8 @@ class SQLiteOnlineStore(OnlineStore):
                     .execute(f"SELECT value FROM {_table(view)} WHERE key = ?", (keys[0],))
                     .fetchone()
                 )
-            except sqlite3.OperationalError:  # the view was never synced
-                return [None]
+            except sqlite3.OperationalError as exc:
+                return [None] * _never_synced(exc, self.path)
             return [found_one[0] if found_one else None]
         marks = ", ".join("?" * len(keys))
         try:
@@ -109,8 +109,8 @@ class SQLiteOnlineStore(OnlineStore):
                 .execute(f"SELECT key, value FROM {_table(view)} WHERE key IN ({marks})", keys)
                 .fetchall()
             )
-        except sqlite3.OperationalError:  # the view was never synced
-            return [None] * len(keys)
+        except sqlite3.OperationalError as exc:
+            return [None] * (len(keys) * _never_synced(exc, self.path))
         return [found.get(k) for k in keys]
 
     def close(self) -> None:
@@ -118,3 +118,13 @@ class SQLiteOnlineStore(OnlineStore):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _never_synced(exc: sqlite3.OperationalError, path: Path) -> int:
+    """1 when the view's table does not exist yet (nothing synced); else a clear error."""
+    if "no such table" in str(exc):
+        return 1
+    raise OnlineStoreError(
+        f"the SQLite online store {path} failed: {exc}",
+        hint="check the file and its disk; another process may hold a long write lock",
+    ) from None
