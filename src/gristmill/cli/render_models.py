@@ -9,6 +9,7 @@ from rich.table import Table
 
 from gristmill.cli.render import fmt_time, out, records
 from gristmill.storage.catalog import ModelEvent
+from gristmill.workspace.cards import fmt
 from gristmill.workspace.shapes import (
     Comparison,
     ModelSummary,
@@ -16,10 +17,6 @@ from gristmill.workspace.shapes import (
     Promotion,
     ScoreResult,
 )
-
-
-def _num(value: Any) -> str:
-    return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def model_list(rows: list[ModelSummary]) -> None:
@@ -34,7 +31,7 @@ def model_list(rows: list[ModelSummary]) -> None:
                 "versions": r.versions,
                 "latest": f"v{r.latest}" if r.latest else "never trained",
                 "aliases": ", ".join(f"{a} → v{v}" for a, v in r.aliases.items()),
-                "latest metrics": ", ".join(f"{k} {_num(v)}" for k, v in headline),
+                "latest metrics": ", ".join(f"{k} {fmt(v)}" for k, v in headline),
             }
         )
     columns = ["model", "training set", "estimator", "versions", "latest", "aliases"]
@@ -52,8 +49,8 @@ def version_detail(info: ModelVersionInfo) -> None:
         table.add_column(column, justify="left" if column == "metric" else "right")
     base = info.baseline.get("metrics", {})
     for name, m in info.metrics.items():
-        interval = f"{_num(m.get('low'))} – {_num(m.get('high'))}"
-        table.add_row(name, _num(m.get("value")), interval, _num(base.get(name)))
+        interval = f"{fmt(m.get('low'))} – {fmt(m.get('high'))}"
+        table.add_row(name, fmt(m.get("value")), interval, fmt(base.get(name)))
     out.print(table)
     lineage = info.lineage
     inputs = ", ".join(f"{k} v{v}" for k, v in sorted(lineage["inputs"].items()))
@@ -87,11 +84,11 @@ def comparison(c: Comparison) -> None:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for row in c.metrics:
         better = row["b_better"]
-        delta = _num(row["delta"])
+        delta = fmt(row["delta"])
         if better is not None:
             delta = f"[{'green' if better else 'red'}]{delta}[/]"
         overlap = {True: "yes", False: "no", None: "–"}[row["intervals_overlap"]]
-        table.add_row(row["metric"], _num(row["a"]), _num(row["b"]), delta, overlap)
+        table.add_row(row["metric"], fmt(row["a"]), fmt(row["b"]), delta, overlap)
     out.print(table)
     out.print(f"training sets: v{c.training_sets['a']} vs v{c.training_sets['b']}")
     for p in c.params:
@@ -150,5 +147,5 @@ def scored(r: ScoreResult) -> None:
     out.print(
         f"scored {r.rows:,} rows of {r.table} v{r.table_version}{as_of} with {r.model} "
         f"v{r.model_version} into {r.predictions_table} v{r.predictions_version} "
-        f"in {r.duration_s:.2f}s (mean score {_num(r.score_mean)}{positive})"
+        f"in {r.duration_s:.2f}s (mean score {fmt(r.score_mean)}{positive})"
     )

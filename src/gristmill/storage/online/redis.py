@@ -6,7 +6,8 @@ restarted (emptied) Redis reports "never synced" and the next run fills it again
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ class RedisOnlineStore(OnlineStore):
     def _key(self, view: str, key: str) -> str:
         return f"{self.prefix}{view}:{key}"
 
-    def _call(self, fn: Any, *args: Any) -> Any:
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
         try:
-            return fn(*args)
+            yield
         except self._redis.RedisError as exc:
             raise OnlineStoreError(
                 f"the Redis online store at {self.url} failed: {exc}",
@@ -45,7 +47,8 @@ class RedisOnlineStore(OnlineStore):
             ) from None
 
     def state(self, view: str) -> SyncState | None:
-        raw = self._call(self.client.hget, f"{self.prefix}__meta__", view)
+        with self._errors():
+            raw = self.client.hget(f"{self.prefix}__meta__", view)
         if raw is None:
             return None
         data = orjson.loads(raw)
@@ -60,15 +63,11 @@ class RedisOnlineStore(OnlineStore):
         *,
         replace: bool,
     ) -> None:
-        self._call(self._write, view, rows, deleted, state, replace)
+        with self._errors():
+            self._write(view, rows, deleted, state, replace=replace)
 
     def _write(
-        self,
-        view: str,
-        rows: Iterable[tuple[Sequence[str], Sequence[str]]],
-        deleted: Sequence[str],
-        state: SyncState,
-        replace: bool,
+        self, view: str, rows: Any, deleted: Sequence[str], state: SyncState, *, replace: bool
     ) -> None:
         meta = f"{self.prefix}__meta__"
         self.client.hdel(meta, view)  # a crash mid-write must not look synced
@@ -101,7 +100,8 @@ class RedisOnlineStore(OnlineStore):
     def get(self, view: str, keys: Sequence[str]) -> list[str | None]:
         if not keys:
             return []
-        values = self._call(self.client.mget, [self._key(view, k) for k in keys])
+        with self._errors():
+            values = self.client.mget([self._key(view, k) for k in keys])
         return [v.decode() if v is not None else None for v in values]
 
     def close(self) -> None:
