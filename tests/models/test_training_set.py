@@ -138,10 +138,6 @@ def test_a_training_set_needs_feature_views(tmp_path: Path) -> None:
 
 def test_clashing_feature_columns_fail_with_a_hint(tmp_path: Path) -> None:
     module = MODULE.replace('gm.features("activity", ttl="10d")', 'gm.features("profile")')
-    module = module.replace(
-        'features=[gm.features("profile"), gm.features("profile")]',
-        'features=[gm.features("profile"), gm.features("profile")]',
-    )
     root = write_project(
         tmp_path / "p",
         module=module,

@@ -27,7 +27,7 @@ from gristmill.errors import (
     UnknownRunError,
     VersionNotFoundError,
 )
-from gristmill.execution.engines import Engine, create_engine
+from gristmill.execution.engines import Engine, Session, create_engine
 from gristmill.execution.online import OnlineSync
 from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
@@ -250,20 +250,19 @@ class Workspace:
         todo = [v for v in views if v.name in latest]
         if not todo:
             return ()
+        with self.engine_session() as (session, scan):
+            return tuple(
+                sync_view(session, self.lake, self.online_store, view, latest[view.name], scan=scan)
+                for view in todo
+            )
+
+    @contextmanager
+    def engine_session(self) -> Iterator[tuple[Session, bool]]:
+        """A session of a fresh engine outside a run, and whether it scans Parquet itself."""
         engine = self.engine()
         try:
             with engine.session() as session:
-                return tuple(
-                    sync_view(
-                        session,
-                        self.lake,
-                        self.online_store,
-                        view,
-                        latest[view.name],
-                        scan=engine.SUPPORTS_PARQUET_SCAN,
-                    )
-                    for view in todo
-                )
+                yield session, engine.SUPPORTS_PARQUET_SCAN
         finally:
             engine.close()
 

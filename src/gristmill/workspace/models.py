@@ -389,11 +389,9 @@ class Models:
                     "as_of": _iso(request.as_of),
                 },
             )
-            engine = self.ws.engine()
             status = "failed"
             try:
-                with engine.session() as session:
-                    scan = engine.SUPPORTS_PARQUET_SCAN
+                with self.ws.engine_session() as (session, scan):
                     expose(session, self.ws.lake, request.table, request.version, scan=scan)
                     written = score(session, self.ws.lake, loaded, request, template)
                     expose(
@@ -409,7 +407,6 @@ class Models:
                 self.catalog.record_materialization(written)
                 status = "success"
             finally:
-                engine.close()
                 self.catalog.finish_run(run_id, status, {"status": status, "scored": name})
         return written
 
