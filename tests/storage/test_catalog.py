@@ -171,7 +171,7 @@ def test_model_versions_aliases_and_events(url: str) -> None:
     catalog = Catalog(url)
     for v in (1, 2):
         m = Materialization(**{**materialization(v).__dict__, "table_name": "churn", "files": ()})
-        catalog.record_model_version(model_version(v), m)
+        catalog.record_materialization(m, model_version=model_version(v))
     assert [v.version for v in catalog.model_versions("churn")] == [1, 2]
     assert catalog.model_version("churn", 2) == model_version(2)
     assert catalog.latest("churn").version == 2  # the planner sees the model's version

@@ -20,7 +20,6 @@ from gristmill.definitions.graph import Graph
 from gristmill.definitions.objects import StepKind
 from gristmill.errors import GristmillError, StepFailed
 from gristmill.execution.engines import Engine
-from gristmill.execution.ml.train import Trained
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus
 from gristmill.planning import Action, Plan, PlannedStep
 from gristmill.planning.fingerprint import Fingerprint
@@ -259,14 +258,9 @@ class Runner:
                 artifacts=self.artifacts,
             )
             output = run_step(ctx)
-        if isinstance(output, Trained):
-            materialization = output.materialization
-            failpoints.hit("after_commit", step.name)
-            self.catalog.record_model_version(output.model_version, materialization)
-        else:
-            materialization = replace(output, finished_at=utcnow())
-            failpoints.hit("after_commit", step.name)
-            self.catalog.record_materialization(materialization)
+        materialization = replace(output.materialization, finished_at=utcnow())
+        failpoints.hit("after_commit", step.name)
+        self.catalog.record_materialization(materialization, model_version=output.model_version)
         with self._engine_lock:
             self._versions[step.name] = materialization.version
         return materialization

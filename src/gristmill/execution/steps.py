@@ -22,7 +22,7 @@ from gristmill.execution.ml.train import Trained
 from gristmill.execution.writer import WriteRequest, write
 from gristmill.planning import PlannedStep, WriteMode
 from gristmill.storage.artifacts import ArtifactStore
-from gristmill.storage.catalog import CatalogReader, Materialization
+from gristmill.storage.catalog import CatalogReader, Materialization, ModelVersion
 from gristmill.storage.lake import Lake
 
 RELATION = "__gm_relation"
@@ -48,18 +48,31 @@ class StepContext:
     artifacts: ArtifactStore | None = None
 
 
-def run_step(ctx: StepContext) -> Materialization | Trained:
+@dataclass(frozen=True)
+class StepOutput:
+    """What a step committed; a model step also registered a model version."""
+
+    materialization: Materialization
+    model_version: ModelVersion | None = None
+
+
+def run_step(ctx: StepContext) -> StepOutput:
     for name, version in ctx.inputs.items():
         register_input(ctx, name, version)
     definition = ctx.definition
+    if isinstance(definition, Model):
+        trained = _train(ctx, definition)
+        return StepOutput(trained.materialization, trained.model_version)
+    return StepOutput(_materialize(ctx, definition))
+
+
+def _materialize(ctx: StepContext, definition: Definition) -> Materialization:
     if isinstance(definition, Source):
         return _ingest(ctx, definition)
     if isinstance(definition, TrainingSet):
         from gristmill.execution import training_sets
 
         return training_sets.build(ctx.session, ctx.lake, definition, ctx.nodes, ctx.template)
-    if isinstance(definition, Model):
-        return _train(ctx, definition)
     assert isinstance(definition, Table)
     if definition.function is not None:
         return _python(ctx, definition)

@@ -7,7 +7,7 @@ Alembic and upgraded when a project is opened.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -332,12 +332,13 @@ class Catalog(CatalogReader):
                 )
 
     def record_materialization(
-        self, m: Materialization, *, extra: Callable[[Connection], None] | None = None
+        self, m: Materialization, *, model_version: ModelVersion | None = None
     ) -> None:
-        """Store a committed version with its files and quarantine counts, atomically."""
+        """Store a committed version with its files and quarantine counts, atomically;
+        for a model step, the model version it registered in the same transaction."""
         with self._write() as conn:
-            if extra is not None:
-                extra(conn)
+            if model_version is not None:
+                conn.execute(insert(s.model_versions).values(**model_version.__dict__))
             conn.execute(
                 insert(s.materializations).values(
                     table_name=m.table_name,
@@ -388,10 +389,6 @@ class Catalog(CatalogReader):
                     ],
                 )
 
-    def record_model_version(self, version: ModelVersion, m: Materialization) -> None:
-        """Register a model version together with its materialization, atomically."""
-        self.record_materialization(m, extra=lambda conn: _insert_version(conn, version))
-
     def add_token(self, token: ApiToken) -> None:
         with self._write() as conn:
             conn.execute(insert(s.api_tokens).values(**token.__dict__))
@@ -428,10 +425,6 @@ def _token(row: Any) -> ApiToken:
     data["created_at"] = as_utc(data["created_at"])
     data["revoked_at"] = as_utc(data["revoked_at"])
     return ApiToken(**data)
-
-
-def _insert_version(conn: Connection, v: ModelVersion) -> None:
-    conn.execute(insert(s.model_versions).values(**v.__dict__))
 
 
 def _model_version(row: Any) -> ModelVersion:
