@@ -104,3 +104,22 @@ def drop_redis_keys(prefix: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def built_example(
+    root: Path, *, scale: str, seed: int, append: str = "", promote: bool = True
+) -> Workspace:
+    """The churn example at ``root`` with ``append`` added to its pipeline.py, run once;
+    version 1 of its model promoted to champion (gates overridden: tiny data)."""
+    from gristmill.workspace.init import init_project
+
+    init_project(root, example="churn", scale=scale, seed=seed)
+    if append:
+        with open(root / "pipeline.py", "a") as handle:
+            handle.write(append)
+    ws = Workspace.open(root)
+    outcome = ws.run()
+    assert outcome.ok, [s.error for s in outcome.result.steps if s.error]
+    if promote:
+        ws.models.promote("churn", 1, force=True, reason="tests")
+    return ws

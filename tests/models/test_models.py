@@ -12,8 +12,7 @@ from sklearn import metrics as skm
 
 from gristmill.errors import ArtifactError, GateRefused, ScoringError
 from gristmill.workspace import Workspace
-from gristmill.workspace.init import init_project
-from tests.conftest import CliResult
+from tests.conftest import CliResult, built_example
 
 pytestmark = pytest.mark.slow
 
@@ -55,12 +54,7 @@ churn_linear = gm.model(
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("models") / "demo"
-    init_project(root, example="churn", scale="small", seed=3)
-    with open(root / "pipeline.py", "a") as handle:
-        handle.write(EXTRA_MODELS)
-    ws = Workspace.open(root)
-    outcome = ws.run()
-    assert outcome.ok, [s.error for s in outcome.result.steps if s.error]
+    ws = built_example(root, scale="small", seed=3, append=EXTRA_MODELS, promote=False)
     yield ws
     ws.close()
 

@@ -13,7 +13,7 @@ from gristmill.errors import DefinitionError, EntityNotFound, ServingInputError
 from gristmill.execution.ml.features import RowEncoder, to_matrix
 from gristmill.workspace import Workspace
 from gristmill.workspace.init import init_project
-from tests.conftest import CliResult
+from tests.conftest import CliResult, built_example
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +29,7 @@ lenient = gm.service(
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("svc") / "demo"
-    init_project(root, example="churn", scale="small", seed=3)
-    with open(root / "pipeline.py", "a") as handle:
-        handle.write(LENIENT)
-    ws = Workspace.open(root)
-    assert ws.run().ok
-    ws.models.promote("churn", 1, force=True, reason="tests")
+    ws = built_example(root, scale="small", seed=3, append=LENIENT)
     yield ws
     ws.close()
 
@@ -124,12 +119,7 @@ challenged = gm.service(
 
 def test_a_challenger_scores_in_shadow_or_takes_its_share(tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    init_project(root, example="churn", scale="tiny", seed=2)
-    with open(root / "pipeline.py", "a") as handle:
-        handle.write(CHALLENGED)
-    ws = Workspace.open(root)
-    assert ws.run().ok
-    ws.models.promote("churn", 1, force=True, reason="t")
+    ws = built_example(root, scale="tiny", seed=2, append=CHALLENGED)
     solo = ws.services.runtime("challenged")
     assert solo.challenger is None  # no challenger alias yet: champion only
     assert ws.models.train("churn").ok

@@ -16,8 +16,7 @@ import pytest
 
 from gristmill.serving.log import log_table
 from gristmill.workspace import Workspace
-from gristmill.workspace.init import init_project
-from tests.conftest import CliResult
+from tests.conftest import CliResult, built_example
 
 pytestmark = pytest.mark.slow
 
@@ -62,10 +61,7 @@ def start(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("serve") / "demo"
-    init_project(root, example="churn", scale="small", seed=3)
-    ws = Workspace.open(root)
-    assert ws.run().ok
-    ws.models.promote("churn", 1, force=True, reason="tests")
+    ws = built_example(root, scale="small", seed=3)
     service_key = ws.tokens.create("service").token
     reader_key = ws.tokens.create("reader").token
     ws.close()

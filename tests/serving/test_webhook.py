@@ -16,8 +16,8 @@ import uvicorn
 
 from gristmill.serving.log import decisions_table
 from gristmill.workspace import Workspace
-from gristmill.workspace.init import init_project
 from gristmill.workspace.serve import create_app
+from tests.conftest import built_example
 
 pytestmark = pytest.mark.slow
 
@@ -54,17 +54,13 @@ def test_webhook_and_decisions_table(tmp_path: Path, receiver: tuple[str, list[d
     url, received = receiver
     dead = f"http://127.0.0.1:{_port()}/nothing-listens"
     root = tmp_path / "demo"
-    init_project(root, example="churn", scale="tiny", seed=4)
-    with open(root / "pipeline.py", "a") as handle:
-        handle.write(
-            f'\nhooked = gm.service("hooked", model="churn", lookups=["user_profile"], '
-            f'webhook="{url}")\n'
-            f'down = gm.service("down", model="churn", lookups=["user_profile"], '
-            f'webhook="{dead}")\n'
-        )
-    ws = Workspace.open(root)
-    assert ws.run().ok
-    ws.models.promote("churn", 1, force=True, reason="t")
+    services = (
+        f'\nhooked = gm.service("hooked", model="churn", lookups=["user_profile"], '
+        f'webhook="{url}")\n'
+        f'down = gm.service("down", model="churn", lookups=["user_profile"], '
+        f'webhook="{dead}")\n'
+    )
+    ws = built_example(root, scale="tiny", seed=4, append=services)
     users = sorted(ws.read("user_profile", columns=["user_id"])["user_id"].to_pylist())[:5]
     app = create_app(ws, ["hooked", "down"], auth=False, reload_every_s=0, log_every_s=0.2)
     port = _port()
