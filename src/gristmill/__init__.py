@@ -28,6 +28,12 @@ from gristmill.definitions.models import (
     training_set,
     xgboost,
 )
+from gristmill.definitions.monitors import (
+    drift_monitor,
+    performance_monitor,
+    quality_monitor,
+    retrain,
+)
 from gristmill.definitions.objects import feature_view, source, table
 from gristmill.definitions.services import decision, service
 from gristmill.errors import GristmillError
@@ -46,6 +52,10 @@ __all__ = [
     "GristmillError",
     "accepted_values",
     "decision",
+    "drift_monitor",
+    "performance_monitor",
+    "quality_monitor",
+    "retrain",
     "feature_view",
     "features",
     "kfold",

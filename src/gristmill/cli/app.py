@@ -45,12 +45,20 @@ def init(
     example: Annotated[str, typer.Option(help="Example to copy: churn.")] = "churn",
     scale: Annotated[str, typer.Option(help="Data size: small, medium or large.")] = "small",
     seed: Annotated[int, typer.Option(help="Seed of the data generator.")] = 7,
+    drift: Annotated[
+        bool,
+        typer.Option(
+            "--drift",
+            help="Three more months with drift, held back in arriving/ until you copy them "
+            "into data/.",
+        ),
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """Create a project from an example, with generated data."""
     from gristmill.workspace.init import init_project
 
-    created = init_project(directory, example=example, scale=scale, seed=seed)
+    created = init_project(directory, example=example, scale=scale, seed=seed, drift=drift)
     if json:
         render.emit_json(created)
         return
@@ -58,6 +66,11 @@ def init(
         f"created [bold]{created['project']}[/] in {created['path']} "
         f"({created['files']} data files, scale {scale})"
     )
+    if drift:
+        render.out.print(
+            f"{created['data']['arriving']} files of the drifted months wait in "
+            f"{directory}/arriving/; later: cp -r arriving/. data/ && gristmill run"
+        )
     render.out.print(f"next: cd {directory} && gristmill run")
 
 
@@ -284,4 +297,5 @@ def lookup(
 
 
 from gristmill.cli import models as _models  # noqa: E402,F401 - registers the model commands
+from gristmill.cli import monitors as _monitors  # noqa: E402,F401 - and the monitor commands
 from gristmill.cli import services as _services  # noqa: E402,F401 - and the service commands

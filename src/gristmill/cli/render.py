@@ -85,6 +85,31 @@ def run_summary(steps: tuple[StepResult, ...], summary: dict[str, Any]) -> None:
             f"{sync['upserted']:,} entities written, {sync['deleted']:,} deleted, "
             f"{sync['rows']:,} online, {sync['duration_s']:.2f}s"
         )
+    for evaluation in summary.get("monitors", []):
+        evaluation_line(evaluation)
+
+
+def evaluation_line(e: dict[str, Any]) -> None:
+    """One monitor evaluation: its state, why, and what its alert set off."""
+    state = {"ok": "[green]ok[/]", "alert": "[bold red]ALERT[/]", "skipped": "[yellow]skipped[/]"}
+    line = f"monitor {e['monitor']} ({e['type']}): {state.get(e['state'], e['state'])}"
+    if e["skipped"]:
+        line += f" — {e['skipped']}"
+    elif e["state"] == "ok":
+        line += f" — {e['rows']:,} rows, {e['findings']} statistics within thresholds"
+    out.print(line)
+    for alert in e["alerts"][:6]:
+        out.print(f"  {alert}")
+    if len(e["alerts"]) > 6:
+        out.print(f"  … and {len(e['alerts']) - 6} more")
+    if e["action"] and e["action"] != "recorded":
+        details = e["action_details"]
+        out.print(
+            f"  action: [bold]{e['action']}[/]"
+            + (f" v{details['version']}" if "version" in details else "")
+            + (f" — {details['reason']}" if details.get("reason") else "")
+            + (f" — {details['hint']}" if details.get("hint") else "")
+        )
 
 
 def _steps_table(steps: list[StepResult]) -> None:

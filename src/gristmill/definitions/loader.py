@@ -13,6 +13,7 @@ from types import ModuleType
 
 from gristmill.definitions.config import CONFIG_FILE, ProjectConfig, load_config
 from gristmill.definitions.graph import Graph
+from gristmill.definitions.monitors import Monitor, bind
 from gristmill.definitions.objects import Definition, Table
 from gristmill.definitions.services import Service
 from gristmill.definitions.sql import parse_sql
@@ -27,6 +28,7 @@ class Project:
     config: ProjectConfig
     graph: Graph
     services: Mapping[str, Service] = field(default_factory=dict)
+    monitors: Mapping[str, Monitor] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -50,14 +52,31 @@ def load_project(start: Path) -> Project:
     config = load_config(root)
     nodes: dict[str, Definition] = {}
     services: dict[str, Definition] = {}
+    monitors: dict[str, Definition] = {}
     for module_path in _module_paths(root, config):
         for definition in _definitions_in(_import(module_path, root)):
-            _add(services if isinstance(definition, Service) else nodes, definition)
+            if isinstance(definition, Service):
+                _add(services, definition)
+            elif isinstance(definition, Monitor):
+                _add(monitors, definition)
+            else:
+                _add(nodes, definition)
     _add_sql_files(root, config, nodes)
     graph = Graph(nodes=nodes)
     for service in services.values():
         service.validate(graph.nodes)
-    return Project(root=root, config=config, graph=graph, services=services)  # type: ignore[arg-type]
+    bound: dict[str, Monitor] = {}
+    for monitor in monitors.values():
+        assert isinstance(monitor, Monitor)
+        monitor.validate_refs(graph.nodes, services)  # type: ignore[arg-type]
+        bound[monitor.name] = bind(monitor, services)  # type: ignore[arg-type]
+    return Project(
+        root=root,
+        config=config,
+        graph=graph,
+        services=services,  # type: ignore[arg-type]
+        monitors=bound,
+    )
 
 
 def _module_paths(root: Path, config: ProjectConfig) -> list[Path]:

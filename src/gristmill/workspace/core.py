@@ -11,7 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from gristmill.workspace.models import Models
+    from gristmill.workspace.monitors import Evaluation, Monitors
     from gristmill.workspace.serve import Tokens
     from gristmill.workspace.services import Services
 
@@ -67,6 +68,7 @@ class RunOutcome:
     plan: Plan
     recovery: Recovery
     online: tuple[OnlineSync, ...] = ()
+    monitors: tuple[Evaluation, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -97,6 +99,7 @@ class RunOutcome:
                 for o in self.online
                 if o.mode != "fresh"
             ],
+            "monitors": [e.to_dict() for e in self.monitors],
         }
 
 
@@ -186,6 +189,13 @@ class Workspace:
         return data.slice(0, limit)
 
     @cached_property
+    def monitors(self) -> Monitors:
+        """Drift, performance and quality monitors: evaluate, alert, retrain."""
+        from gristmill.workspace.monitors import Monitors
+
+        return Monitors(self)
+
+    @cached_property
     def models(self) -> Models:
         """The model registry: versions, aliases and gates, batch scoring."""
         from gristmill.workspace.models import Models
@@ -227,7 +237,10 @@ class Workspace:
         full_refresh: bool = False,
         force: Sequence[str] = (),
         reporter: Reporter | None = None,
+        monitors: bool = True,
     ) -> RunOutcome:
+        """Build what is stale, fill the online store, then evaluate the monitors whose
+        inputs changed (``monitors=False``: skip them; a retrain trigger's run does)."""
         reporter = reporter or NullReporter()
         with self.run_lock():
             recovery = reconcile(self.graph, self.catalog, self.lake)
@@ -239,6 +252,9 @@ class Workspace:
             online = self.sync_online()
             outcome = RunOutcome(result=result, plan=plan, recovery=recovery, online=online)
             self.catalog.finish_run(run_id, result.status, outcome.summary())
+        if monitors and result.ok and self.project.monitors:
+            evaluations = tuple(self.monitors.run(only_changed=True))
+            outcome = replace(outcome, monitors=evaluations)
         return outcome
 
     def sync_online(self) -> tuple[OnlineSync, ...]:

@@ -12,7 +12,9 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = ("churn",)
 
 
-def init_project(directory: Path, *, example: str, scale: str, seed: int) -> dict[str, Any]:
+def init_project(
+    directory: Path, *, example: str, scale: str, seed: int, drift: bool = False
+) -> dict[str, Any]:
     from gristmill.examples.churn.generator import SCALES, generate
 
     if example not in EXAMPLES:
@@ -29,12 +31,13 @@ def init_project(directory: Path, *, example: str, scale: str, seed: int) -> dic
     shutil.copytree(
         template, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
     )
-    counts = generate(directory / "data", scale=scale, seed=seed)
+    counts = generate(directory / "data", scale=scale, seed=seed, drift=drift)
     return {
         "project": example,
         "path": str(directory),
         "scale": scale,
         "seed": seed,
-        "files": sum(counts.values()),
+        "drift": drift,
+        "files": sum(n for k, n in counts.items() if k != "arriving"),
         "data": counts,
     }

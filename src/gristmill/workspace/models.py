@@ -216,15 +216,9 @@ class Models:
         """Point ``alias`` at a version if the spec's gates pass (``force`` overrides)."""
         _check_alias(alias)
         candidate = self.version(name, ref)
-        aliases = self.catalog.aliases(name)
-        previous = aliases.get(alias)
+        previous = self.catalog.aliases(name).get(alias)
         rollback = previous is not None and candidate.version < previous
-        others = {
-            a: self.version(name, v).metrics
-            for a, v in aliases.items()
-            if v != candidate.version and not rollback
-        }
-        results = [g.check(candidate.metrics, others) for g in self.spec(name).gates]
+        results = self.gate_results(name, candidate.version, alias=alias)
         failed = [r for r in results if not r.passed]
         if failed and not force:
             raise GateRefused(
@@ -241,6 +235,37 @@ class Models:
             )
         action = "override" if failed else ("rollback" if rollback else "promote")
         return self._move(name, alias, candidate.version, previous, action, reason, actor, results)
+
+    def gate_results(self, name: str, ref: str | int, *, alias: str = "champion") -> list[Any]:
+        """The spec's gates on a version, against the versions the aliases point at (none
+        when it would roll ``alias`` back to an earlier version)."""
+        candidate = self.version(name, ref)
+        aliases = self.catalog.aliases(name)
+        previous = aliases.get(alias)
+        if previous is not None and candidate.version < previous:
+            return [g.check(candidate.metrics, {}) for g in self.spec(name).gates]
+        others = {
+            a: self.version(name, v).metrics for a, v in aliases.items() if v != candidate.version
+        }
+        return [g.check(candidate.metrics, others) for g in self.spec(name).gates]
+
+    def pending(self, name: str) -> list[ModelEvent]:
+        """Promotions a monitor left for manual approval that no later move completed."""
+        events = self.catalog.model_events(name)
+        out = []
+        for i, event in enumerate(events):
+            if event.action != "pending":
+                continue
+            later = events[i + 1 :]
+            done = any(
+                e.alias == event.alias
+                and e.action in ("promote", "override", "rollback")
+                and e.version >= event.version
+                for e in later
+            )
+            if not done:
+                out.append(event)
+        return out
 
     def rollback(
         self, name: str, *, alias: str = "champion", reason: str = "", actor: str | None = None

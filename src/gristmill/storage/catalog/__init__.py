@@ -6,6 +6,8 @@ from gristmill.storage.catalog.records import (
     Materialization,
     ModelEvent,
     ModelVersion,
+    MonitorAlert,
+    MonitorResult,
     RunRecord,
     StepRecord,
 )
@@ -19,6 +21,8 @@ __all__ = [
     "Materialization",
     "ModelEvent",
     "ModelVersion",
+    "MonitorAlert",
+    "MonitorResult",
     "RunRecord",
     "StepRecord",
     "resolve_url",

@@ -148,3 +148,34 @@ class ApiToken:
     note: str
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """One statistic of one subject (a feature, the score, a metric) in one evaluation."""
+
+    evaluation_id: str
+    monitor: str
+    type: str
+    evaluated_at: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    subject: str
+    statistic: str
+    value: float | None
+    threshold: float | None
+    state: str
+    """ok, alert, or skipped (too few rows, nothing to compare with)."""
+    model_version: int | None = None
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MonitorAlert:
+    evaluation_id: str
+    monitor: str
+    at: datetime
+    message: str
+    action: str
+    """What followed: recorded, promoted, pending, kept (gates refused), failed."""
+    details: dict[str, Any] | None = None

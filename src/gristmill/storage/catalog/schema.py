@@ -22,7 +22,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 metadata = MetaData()
 
@@ -154,4 +154,35 @@ api_tokens = Table(
     Column("note", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),
+)
+
+monitor_results = Table(
+    "monitor_results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("evaluation_id", String(32), nullable=False, index=True),
+    Column("monitor", String(255), nullable=False, index=True),
+    Column("type", String(16), nullable=False),
+    Column("evaluated_at", DateTime(timezone=True), nullable=False),
+    Column("window_start", DateTime(timezone=True)),
+    Column("window_end", DateTime(timezone=True)),
+    Column("subject", String(255), nullable=False),
+    Column("statistic", String(64), nullable=False),
+    Column("value", Float),
+    Column("threshold", Float),
+    Column("state", String(16), nullable=False),
+    Column("model_version", Integer),
+    Column("details", JSON),
+)
+
+monitor_alerts = Table(
+    "monitor_alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("evaluation_id", String(32), nullable=False, index=True),
+    Column("monitor", String(255), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("details", JSON),
 )

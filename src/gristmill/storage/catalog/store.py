@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from gristmill.storage.catalog.records import (
     Materialization,
     ModelEvent,
     ModelVersion,
+    MonitorAlert,
+    MonitorResult,
     RunRecord,
     StepRecord,
     as_utc,
@@ -213,6 +216,32 @@ class CatalogReader:
         query = select(e).where(e.c.model == model).order_by(e.c.id)
         with self._read() as conn:
             return [_event(row) for row in conn.execute(query).mappings()]
+
+    def monitor_results(
+        self,
+        monitor: str | None = None,
+        *,
+        evaluation_id: str | None = None,
+        since: datetime | None = None,
+    ) -> list[MonitorResult]:
+        r = s.monitor_results
+        query = select(r).order_by(r.c.id)
+        if monitor is not None:
+            query = query.where(r.c.monitor == monitor)
+        if evaluation_id is not None:
+            query = query.where(r.c.evaluation_id == evaluation_id)
+        if since is not None:
+            query = query.where(r.c.evaluated_at >= since)
+        with self._read() as conn:
+            return [_monitor_result(row) for row in conn.execute(query).mappings()]
+
+    def monitor_alerts(self, monitor: str | None = None) -> list[MonitorAlert]:
+        a = s.monitor_alerts
+        query = select(a).order_by(a.c.id)
+        if monitor is not None:
+            query = query.where(a.c.monitor == monitor)
+        with self._read() as conn:
+            return [_monitor_alert(row) for row in conn.execute(query).mappings()]
 
 
 class Catalog(CatalogReader):
@@ -418,6 +447,32 @@ class Catalog(CatalogReader):
                     )
                 )
             conn.execute(insert(s.model_events).values(**event.__dict__))
+
+    def record_event(self, event: ModelEvent) -> None:
+        """An audit-trail entry that moves no alias (a retrain, a refusal, a pending one)."""
+        with self._write() as conn:
+            conn.execute(insert(s.model_events).values(**event.__dict__))
+
+    def record_evaluation(self, results: list[MonitorResult], alerts: list[MonitorAlert]) -> None:
+        """One monitor evaluation's results and alerts, in one transaction."""
+        with self._write() as conn:
+            if results:
+                conn.execute(insert(s.monitor_results), [r.__dict__ for r in results])
+            if alerts:
+                conn.execute(insert(s.monitor_alerts), [a.__dict__ for a in alerts])
+
+
+def _monitor_result(row: Any) -> MonitorResult:
+    data = {k: row[k] for k in MonitorResult.__dataclass_fields__}
+    for key in ("evaluated_at", "window_start", "window_end"):
+        data[key] = as_utc(data[key])
+    return MonitorResult(**data)
+
+
+def _monitor_alert(row: Any) -> MonitorAlert:
+    data = {k: row[k] for k in MonitorAlert.__dataclass_fields__}
+    data["at"] = as_utc(data["at"])
+    return MonitorAlert(**data)
 
 
 def _token(row: Any) -> ApiToken:

@@ -1,7 +1,11 @@
 -- One row per user and month start (the as-of time): features computed only from
 -- what happened strictly before as_of, so a training set can join them point-in-time.
-with snapshots as (
-    select unnest(generate_series(timestamp '2025-11-01', timestamp '2026-07-01', interval 1 month)) as as_of
+-- Month starts from 2025-11-01 up to the one after the newest transaction.
+with bounds as (
+    select date_trunc('month', max(ts)) + interval 1 month as last_as_of from transactions
+),
+snapshots as (
+    select unnest(generate_series(timestamp '2025-11-01', (select last_as_of from bounds), interval 1 month)) as as_of
 ),
 spine as (
     select u.user_id, s.as_of, u.plan, u.country, u.signup_ts
@@ -19,7 +23,7 @@ txn_snapshots as (
                                    ts + interval 90 day, interval 1 month)) as as_of
         from transactions
     )
-    where as_of <= timestamp '2026-07-01'
+    where as_of <= (select last_as_of from bounds)
 ),
 txn_windows as (
     select
@@ -50,7 +54,7 @@ event_snapshots as (
                                    ts + interval 30 day, interval 1 month)) as as_of
         from events
     )
-    where as_of between timestamp '2025-11-01' and timestamp '2026-07-01'
+    where as_of >= timestamp '2025-11-01' and as_of <= (select last_as_of from bounds)
 ),
 event_windows as (
     select

@@ -1,0 +1,228 @@
+"""Drift statistics between a reference and a current sample of one column.
+
+Numeric columns: population stability index (PSI) and Jensen-Shannon distance over the
+reference's decile bins, the two-sample Kolmogorov-Smirnov statistic with its asymptotic
+p-value, and the Wasserstein-1 distance (raw, and divided by the reference's standard
+deviation so one threshold fits every unit). Categorical columns: PSI, Jensen-Shannon
+distance and the chi-square test of homogeneity over the categories, plus the share of
+current rows whose category the reference never had. Both: null rates.
+
+Each column is sorted once per side and every statistic is read off the sorted arrays,
+so the memory is a small multiple of one column, never of the table. The values equal
+scipy's (``ks_2samp``, ``wasserstein_distance``, ``chi2_contingency``,
+``spatial.distance.jensenshannon``; PSI is ``sum(rel_entr(c, r) + rel_entr(r, c))``),
+which the tests check to 1e-9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import special
+from scipy.stats import chi2 as chi2_distribution
+from scipy.stats import kstwo
+
+BINS = 10
+EPSILON = 1e-4
+"""Stands in for an empty bin's share in PSI (log of zero otherwise)."""
+
+
+class Kind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Every statistic of one column; ``values`` maps a statistic's name to its value."""
+
+    column: str
+    kind: Kind
+    reference_rows: int
+    current_rows: int
+    values: dict[str, float]
+    histogram: dict[str, Any] = field(default_factory=dict)
+    """Bins (edges or categories) with reference and current shares, for charts."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "column": self.column,
+            "kind": self.kind.value,
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "values": self.values,
+            "histogram": self.histogram,
+        }
+
+
+def column_drift(name: str, reference: pa.ChunkedArray, current: pa.ChunkedArray) -> ColumnDrift:
+    """All statistics of one column; its kind follows the reference's Arrow type."""
+    kind = Kind.NUMERIC if _is_numeric(reference.type) else Kind.CATEGORICAL
+    nulls = {
+        "null_rate_reference": _null_rate(reference),
+        "null_rate_current": _null_rate(current),
+    }
+    nulls["null_rate"] = abs(nulls["null_rate_current"] - nulls["null_rate_reference"])
+    if kind is Kind.NUMERIC:
+        ref, cur = _floats(reference), _floats(current)
+        values, histogram = numeric(ref, cur)
+    else:
+        values, histogram = categorical(reference, current)
+    return ColumnDrift(
+        column=name,
+        kind=kind,
+        reference_rows=len(reference),
+        current_rows=len(current),
+        values={**values, **nulls},
+        histogram=histogram,
+    )
+
+
+def numeric(reference: np.ndarray, current: np.ndarray) -> tuple[dict[str, float], dict[str, Any]]:
+    """Statistics of two numeric samples without nulls (NaN)."""
+    if reference.size == 0 or current.size == 0:
+        return _empty(("psi", "jensenshannon", "ks", "ks_p", "wasserstein", "wasserstein_norm"))
+    ref = np.sort(reference)
+    cur = np.sort(current)
+    edges = _quantile_edges(ref)
+    ref_share = _bin_shares(ref, edges)
+    cur_share = _bin_shares(cur, edges)
+    ks, ks_p, wasserstein = _ecdf_statistics(ref, cur)
+    spread = float(np.std(ref))
+    values = {
+        "psi": psi(ref_share, cur_share),
+        "jensenshannon": jensenshannon(ref_share, cur_share),
+        "ks": ks,
+        "ks_p": ks_p,
+        "wasserstein": wasserstein,
+        "wasserstein_norm": wasserstein / spread if spread > 0 else float(wasserstein > 0),
+    }
+    histogram = {
+        "edges": [float(ref[0]), *map(float, edges), float(ref[-1])],
+        "reference": ref_share.tolist(),
+        "current": cur_share.tolist(),
+    }
+    return values, histogram
+
+
+def categorical(
+    reference: pa.ChunkedArray | pa.Array, current: pa.ChunkedArray | pa.Array
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Statistics of two categorical samples; nulls are left out (see the null rates)."""
+    ref_counts = _value_counts(reference)
+    cur_counts = _value_counts(current)
+    categories = sorted(set(ref_counts) | set(cur_counts))
+    r = np.array([ref_counts.get(c, 0) for c in categories], dtype=np.float64)
+    c = np.array([cur_counts.get(c, 0) for c in categories], dtype=np.float64)
+    if r.sum() == 0 or c.sum() == 0:
+        return _empty(("psi", "jensenshannon", "chi2", "chi2_p", "new_categories"))
+    new = sum(n for k, n in cur_counts.items() if k not in ref_counts)
+    statistic, p_value = chi2(r, c)
+    values = {
+        "psi": psi(r / r.sum(), c / c.sum()),
+        "jensenshannon": jensenshannon(r / r.sum(), c / c.sum()),
+        "chi2": statistic,
+        "chi2_p": p_value,
+        "new_categories": new / c.sum(),
+    }
+    histogram = {
+        "categories": categories,
+        "reference": (r / r.sum()).tolist(),
+        "current": (c / c.sum()).tolist(),
+    }
+    return values, histogram
+
+
+def psi(reference_share: np.ndarray, current_share: np.ndarray) -> float:
+    """Population stability index: sum((c - r) * ln(c / r)), empty shares as EPSILON."""
+    r = np.where(reference_share > 0, reference_share, EPSILON)
+    c = np.where(current_share > 0, current_share, EPSILON)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def jensenshannon(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance (natural log), as scipy.spatial.distance.jensenshannon."""
+    p = p / p.sum()
+    q = q / q.sum()
+    m = (p + q) / 2.0
+    divergence = (special.rel_entr(p, m).sum() + special.rel_entr(q, m).sum()) / 2.0
+    return float(np.sqrt(max(divergence, 0.0)))
+
+
+def chi2(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[float, float]:
+    """Chi-square test of homogeneity of a 2 x k table of counts (no continuity correction)."""
+    keep = (reference_counts + current_counts) > 0
+    table = np.vstack([reference_counts[keep], current_counts[keep]])
+    if table.shape[1] < 2:
+        return 0.0, 1.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    return statistic, float(chi2_distribution.sf(statistic, table.shape[1] - 1))
+
+
+def _ecdf_statistics(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, float]:
+    """KS statistic, its asymptotic p-value, and Wasserstein-1, from two sorted samples."""
+    both = np.concatenate([ref, cur])
+    both.sort(kind="stable")  # two sorted runs: a merge
+    ref_cdf = np.searchsorted(ref, both, side="right") / ref.size
+    cur_cdf = np.searchsorted(cur, both, side="right") / cur.size
+    gaps = ref_cdf - cur_cdf
+    ks = float(max(np.max(gaps), np.clip(-np.min(gaps), 0, 1)))
+    m, n = sorted([float(ref.size), float(cur.size)], reverse=True)
+    p_value = float(np.clip(kstwo.sf(ks, np.round(m * n / (m + n))), 0, 1))
+    wasserstein = float(np.dot(np.abs(gaps[:-1]), np.diff(both)))
+    return ks, p_value, wasserstein
+
+
+def _quantile_edges(sorted_reference: np.ndarray) -> np.ndarray:
+    """Inner bin edges at the reference's deciles (fewer where values repeat)."""
+    inner = np.quantile(sorted_reference, np.linspace(0, 1, BINS + 1)[1:-1])
+    return np.unique(inner)
+
+
+def _bin_shares(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of values in (-inf, e0], (e0, e1], ..., (e_last, inf)."""
+    cuts = np.searchsorted(sorted_values, edges, side="right")
+    counts = np.diff(np.concatenate([[0], cuts, [sorted_values.size]]))
+    return counts / sorted_values.size
+
+
+def _value_counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    counts = pc.value_counts(pc.drop_null(values))
+    keys = counts.field("values").to_pylist()
+    return {str(k): int(n) for k, n in zip(keys, counts.field("counts").to_pylist(), strict=True)}
+
+
+def _null_rate(values: pa.ChunkedArray | pa.Array) -> float:
+    if len(values) == 0:
+        return 0.0
+    nulls = values.null_count
+    if pa.types.is_floating(values.type):
+        nulls += int(pc.sum(pc.is_nan(pc.fill_null(values, 0.0))).as_py() or 0)
+    return nulls / len(values)
+
+
+def _floats(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Non-null values as float64 (NaN counted as null)."""
+    array = pc.cast(pc.drop_null(values), pa.float64())
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    out = array.to_numpy(zero_copy_only=False)
+    return out[~np.isnan(out)]
+
+
+def _is_numeric(arrow_type: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+    ) and not pa.types.is_boolean(arrow_type)
+
+
+def _empty(names: tuple[str, ...]) -> tuple[dict[str, float], dict[str, Any]]:
+    return {n: float("nan") for n in names}, {}

@@ -1,0 +1,684 @@
+"""Monitors as the CLI, the HTTP app and the UI see them: evaluate, store, alert, retrain.
+
+One evaluation reads its reference and current data, computes its findings (execution
+layer), stores them in the catalog as a time series in one transaction, and for each
+alert records it, POSTs the monitor's webhook and runs its trigger. A retrain trigger
+runs the model and what it depends on (a fresh training set when new labels arrived),
+then promotes the newest version only through its gates: with ``approval="auto"`` it
+becomes the champion if they pass, with ``"manual"`` it waits as a pending promotion
+that ``gristmill promote`` completes. Every step lands in the model's audit trail.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from gristmill.definitions.monitors import (
+    LOG,
+    LOWER_IS_BETTER,
+    Approval,
+    DriftMonitor,
+    Monitor,
+    PerformanceMonitor,
+    QualityMonitor,
+    timestamp_of,
+)
+from gristmill.definitions.objects import Table
+from gristmill.errors import GateRefused, GristmillError, UnknownNameError
+from gristmill.execution.monitoring.findings import Finding, Outcome, State, skipped
+from gristmill.storage.catalog import ModelEvent, MonitorAlert, MonitorResult
+from gristmill.storage.catalog.records import utcnow
+
+if TYPE_CHECKING:
+    from gristmill.workspace.core import Workspace
+
+REFERENCE = "__gm_reference"
+CURRENT = "__gm_current"
+LABELS = "__gm_labels"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One monitor's evaluation as callers see it."""
+
+    monitor: str
+    type: str
+    evaluation_id: str
+    evaluated_at: datetime
+    state: str
+    rows: int
+    model_version: int | None
+    window_start: datetime | None
+    window_end: datetime | None
+    alerts: list[str]
+    action: str | None
+    action_details: dict[str, Any]
+    skipped: str
+    findings: int
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        for key in ("evaluated_at", "window_start", "window_end"):
+            value = data[key]
+            data[key] = value.isoformat() if value else None
+        return data
+
+
+@dataclass(frozen=True)
+class MonitorStatus:
+    monitor: str
+    type: str
+    subject: str
+    """What the monitor watches: a service or a table."""
+    state: str
+    """ok, alert, skipped, or never (not evaluated yet)."""
+    evaluated_at: datetime | None
+    headline: dict[str, Any] | None
+    """The finding closest to (or furthest past) its threshold."""
+    trend: list[float | None] = field(default_factory=list)
+    """The headline statistic over the last evaluations, oldest first."""
+    alerts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["evaluated_at"] = self.evaluated_at.isoformat() if self.evaluated_at else None
+        return data
+
+
+class Monitors:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    @property
+    def catalog(self) -> Any:
+        return self.ws.catalog
+
+    def spec(self, name: str) -> Monitor:
+        found = self.ws.project.monitors.get(name)
+        if found is None:
+            raise UnknownNameError("monitor", name, sorted(self.ws.project.monitors))
+        return found
+
+    # ---- evaluation ------------------------------------------------------------------
+
+    def run(
+        self,
+        names: list[str] | None = None,
+        *,
+        only_changed: bool = False,
+        now: datetime | None = None,
+    ) -> list[Evaluation]:
+        """Evaluate monitors (all by default); ``only_changed``: those whose inputs changed
+        since their last evaluation (what ``gristmill run`` does)."""
+        specs = [self.spec(n) for n in names] if names else list(self.ws.project.monitors.values())
+        out = []
+        for spec in specs:
+            key = self._input_key(spec)
+            if only_changed and key is not None and key == self._last_key(spec.name):
+                continue
+            out.append(self._evaluate(spec, key, now or utcnow()))
+        return out
+
+    def _evaluate(self, spec: Monitor, key: str | None, now: datetime) -> Evaluation:
+        evaluation_id = uuid.uuid4().hex
+        try:
+            outcome = self._outcome(spec, now)
+        except GristmillError as exc:
+            outcome = skipped(f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+        results = self._results(spec, evaluation_id, now, outcome, key)
+        alerts: list[MonitorAlert] = []
+        action, details = None, {}
+        if outcome.alerts:
+            message = f"{spec.name}: " + "; ".join(f.describe() for f in outcome.alerts[:5])
+            if len(outcome.alerts) > 5:
+                message += f"; and {len(outcome.alerts) - 5} more"
+            details = self._notify(spec, message, evaluation_id, outcome)
+            action = "recorded"
+            if spec.on_alert is not None:
+                action, more = self._retrain(spec, message)
+                details.update(more)
+            alerts.append(
+                MonitorAlert(
+                    evaluation_id=evaluation_id,
+                    monitor=spec.name,
+                    at=now,
+                    message=message,
+                    action=action,
+                    details=details,
+                )
+            )
+        self.catalog.record_evaluation(results, alerts)
+        state = State.SKIPPED if outcome.skipped else (State.ALERT if outcome.alerts else State.OK)
+        return Evaluation(
+            monitor=spec.name,
+            type=spec.type,
+            evaluation_id=evaluation_id,
+            evaluated_at=now,
+            state=state.value,
+            rows=outcome.rows,
+            model_version=outcome.model_version,
+            window_start=outcome.window_start,
+            window_end=outcome.window_end,
+            alerts=[f.describe() for f in outcome.alerts],
+            action=action,
+            action_details=details,
+            skipped=outcome.skipped,
+            findings=len(outcome.findings),
+        )
+
+    def _outcome(self, spec: Monitor, now: datetime) -> Outcome:
+        if isinstance(spec, DriftMonitor):
+            return self._drift(spec, now)
+        if isinstance(spec, PerformanceMonitor):
+            return self._performance(spec, now)
+        assert isinstance(spec, QualityMonitor)
+        return self._quality(spec, now)
+
+    def _drift(self, spec: DriftMonitor, now: datetime) -> Outcome:
+        from gristmill.execution.monitoring import drift
+        from gristmill.execution.steps import expose
+        from gristmill.serving.log import log_table
+
+        service = self.ws.services.spec(spec.service)
+        champion = self.catalog.aliases(service.model).get(service.alias)
+        if champion is None:
+            return skipped(f"{service.model} has no {service.alias} yet (gristmill promote)")
+        version = self.ws.models.version(service.model, champion)
+        model = self.ws.models.load(service.model, champion)
+        features = list(model.manifest.features)  # all of them, to score the rows
+        watched = [
+            f.name
+            for f in features
+            if (spec.features is None or f.name in spec.features) and f.name not in spec.exclude
+        ]
+        columns = ", ".join(f'"{f.name}"' for f in features)
+        with self.ws.engine_session() as (session, scan):
+            expose(
+                session,
+                self.ws.lake,
+                version.training_set,
+                version.training_set_version,
+                alias=REFERENCE,
+                scan=scan,
+            )
+            reference = drift.fetch(session, f"SELECT {columns} FROM {REFERENCE}")
+            if spec.current == LOG:
+                name = log_table(spec.service)
+                logged = self.ws.lake.latest_version(name)
+                if logged is None:
+                    return skipped("no predictions logged yet", model_version=champion)
+                expose(session, self.ws.lake, name, logged, alias=CURRENT, scan=scan)
+                start, end = now - spec.window, now
+                current = drift.fetch(session, drift.log_rows_sql(CURRENT, features, start, end))
+            else:
+                timestamp = timestamp_of(self.ws.graph.get(spec.current))
+                assert timestamp is not None
+                source = self.ws.materialization(spec.current)
+                expose(
+                    session, self.ws.lake, spec.current, source.version, alias=CURRENT, scan=scan
+                )
+                (newest,) = session.rows(f'SELECT max("{timestamp}") FROM {CURRENT}')[0]
+                if newest is None:
+                    return skipped(f"{spec.current} has no rows", model_version=champion)
+                end = _utc(newest)
+                start = end - spec.window
+                current = drift.fetch(
+                    session, drift.table_rows_sql(CURRENT, features, timestamp, start)
+                )
+                current = current.append_column(drift.SCORE, _scores(model, current))
+        window = {"window_start": start, "window_end": end, "model_version": champion}
+        if current.num_rows < spec.min_rows:
+            return skipped(
+                f"{current.num_rows} rows in the window; min_rows is {spec.min_rows}",
+                rows=current.num_rows,
+                **window,
+            )
+        reference = reference.append_column(drift.SCORE, _scores(model, reference))
+        keep = [*watched, drift.SCORE]
+        found, charts = drift.findings(
+            reference.select(keep), current.select(keep), dict(spec.thresholds)
+        )
+        return Outcome(findings=found, rows=current.num_rows, charts=charts, **window)
+
+    def _performance(self, spec: PerformanceMonitor, now: datetime) -> Outcome:
+        from gristmill.execution.monitoring import performance as perf
+        from gristmill.execution.steps import expose
+        from gristmill.serving.log import log_table
+
+        service = self.ws.services.spec(spec.service)
+        champion = self.catalog.aliases(service.model).get(service.alias)
+        if champion is None:
+            return skipped(f"{service.model} has no {service.alias} yet (gristmill promote)")
+        version = self.ws.models.version(service.model, champion)
+        model_spec = self.ws.models.spec(service.model)
+        training_set = self.ws.graph.get(model_spec.training_set)
+        entity = tuple(getattr(training_set, "entity", ()))
+        tested = (version.metrics.get(spec.metric) or {}).get("value")
+        labels = self.ws.materialization(spec.labels)
+        with self.ws.engine_session() as (session, scan):
+            expose(session, self.ws.lake, spec.labels, labels.version, alias=LABELS, scan=scan)
+            if spec.predictions == LOG:
+                name = log_table(spec.service)
+                logged = self.ws.lake.latest_version(name)
+                if logged is None:
+                    return skipped("no predictions logged yet", model_version=champion)
+                expose(session, self.ws.lake, name, logged, alias=CURRENT, scan=scan)
+                predictions = perf.Predictions(CURRENT, entity, "at", from_log=True)
+                end = now
+            else:
+                latest = self.ws.lake.latest_version(spec.predictions)
+                if latest is None:
+                    return skipped(f"no {spec.predictions} yet (gristmill score)")
+                expose(session, self.ws.lake, spec.predictions, latest, alias=CURRENT, scan=scan)
+                predictions = perf.Predictions(
+                    CURRENT, entity, self._prediction_time(spec.predictions), from_log=False
+                )
+                newest, _ = session.rows(perf.prediction_span_sql(predictions))[0]
+                if newest is None:
+                    return skipped(f"{spec.predictions} is empty")
+                end = _utc(newest)
+            start = end - spec.window
+            sql = perf.joined_sql(
+                predictions,
+                perf.Labels(LABELS, entity, spec.label_timestamp, spec.label),
+                spec.horizon,
+                start,
+                end,
+            )
+            value, rows, positive = perf.measure(
+                session,
+                sql,
+                model_spec.task,
+                spec.metric,
+                threshold=model_spec.threshold,
+                seed=model_spec.seed,
+            )
+        window = {"window_start": start, "window_end": end, "model_version": champion}
+        if rows < spec.min_rows or value["value"] is None:
+            return skipped(
+                f"{rows} predictions with labels in the window; min_rows is {spec.min_rows}",
+                rows=rows,
+                **window,
+            )
+        lower = spec.metric in LOWER_IS_BETTER
+        limit = None
+        if tested is not None:
+            limit = tested + spec.max_drop if lower else tested - spec.max_drop
+        details = {"low": value["low"], "high": value["high"], "test_value": tested}
+        found = [
+            Finding(
+                spec.metric, "value", value["value"], limit, above_alerts=lower, details=details
+            ),
+            Finding("labels", "matched_rows", float(rows)),
+            Finding("labels", "positive_rate", positive),
+        ]
+        if tested is not None:
+            change = value["value"] - tested
+            found.append(Finding(spec.metric, "drop", -change if not lower else change))
+        return Outcome(findings=found, rows=rows, **window)
+
+    def _quality(self, spec: QualityMonitor, now: datetime) -> Outcome:
+        from gristmill.execution.monitoring import quality
+
+        history = self.catalog.history(spec.table)
+        if not history:
+            return skipped(f"{spec.table} has no version yet (gristmill run)")
+        latest = history[-1]
+        previous = history[-2] if len(history) > 1 else None
+        found = quality.table_findings(
+            latest,
+            previous,
+            volume_change=spec.volume_change,
+            max_quarantine_share=spec.max_quarantine_share,
+        )
+        node = self.ws.graph.get(spec.table)
+        feature = node.feature if isinstance(node, Table) else None
+        if spec.freshness is not None:
+            newest = latest.finished_at
+            if feature is not None:
+                data = self.ws.lake.read(spec.table, latest.version, columns=[feature.timestamp])
+                import pyarrow.compute as pc
+
+                top = pc.max(data[feature.timestamp]).as_py()
+                newest = _utc(top) if top is not None else None
+            found.append(quality.freshness_finding(newest, now, spec.freshness))
+        charts: dict[str, dict] = {}
+        if previous is not None:
+            keys = set(feature.entity) | {feature.timestamp} if feature else set()
+            columns = [
+                c["name"]
+                for c in latest.schema
+                if c["name"] not in keys
+                and (spec.columns is None or c["name"] in spec.columns)
+                and _comparable(c["type"])
+            ]
+            added, before = self._added_and_before(
+                spec.table, latest.version, previous.version, columns
+            )
+            more, charts = quality.column_findings(added, before, columns, spec.distribution_psi)
+            found += more
+        return Outcome(findings=found, rows=latest.rows, model_version=None, charts=charts)
+
+    def _added_and_before(self, table: str, latest: int, previous: int, columns: list[str]) -> Any:
+        from gristmill.execution.monitoring import quality
+
+        new_files = self.ws.lake.parquet_files(table, latest)
+        old_files = self.ws.lake.parquet_files(table, previous)
+        if new_files is None or old_files is None:
+            return (
+                self.ws.lake.read(table, latest, columns=columns),
+                self.ws.lake.read(table, previous, columns=columns),
+            )
+        return quality.added_and_before(
+            [_path(f) for f in new_files], [_path(f) for f in old_files], columns
+        )
+
+    def _prediction_time(self, predictions: str) -> str:
+        """A predictions table carries the timestamp of the feature view it scored."""
+        m = self.catalog.latest(predictions)
+        for table in m.inputs if m else {}:
+            node = self.ws.graph.nodes.get(table)
+            if isinstance(node, Table) and node.feature is not None:
+                return node.feature.timestamp
+        raise GristmillError(
+            f"cannot tell the prediction time of {predictions!r}",
+            hint="score a feature view: gristmill score MODEL --table VIEW --as-of ...",
+        )
+
+    # ---- alerts and triggers -----------------------------------------------------------
+
+    def _notify(
+        self, spec: Monitor, message: str, evaluation_id: str, outcome: Outcome
+    ) -> dict[str, Any]:
+        if not spec.webhook:
+            return {}
+        from gristmill.serving.webhook import Webhook
+
+        hook = Webhook(spec.webhook, timeout_s=5.0, retries=2)
+        hook.send(
+            {
+                "monitor": spec.name,
+                "type": spec.type,
+                "evaluation_id": evaluation_id,
+                "message": message,
+                "alerts": [
+                    {
+                        "subject": f.subject,
+                        "statistic": f.statistic,
+                        "value": f.value,
+                        "threshold": f.threshold,
+                    }
+                    for f in outcome.alerts
+                ],
+            }
+        )
+        hook.close()
+        return {
+            "webhook": {
+                "url": spec.webhook,
+                "delivered": hook.sent == 1,
+                "error": hook.last_error if hook.failed else "",
+            }
+        }
+
+    def _retrain(self, spec: Monitor, message: str) -> tuple[str, dict[str, Any]]:
+        assert spec.on_alert is not None and spec.model is not None
+        model, alias = spec.model, spec.on_alert.alias
+        actor = f"monitor:{spec.name}"
+        before = self.catalog.aliases(model).get(alias)
+        try:
+            outcome = self.ws.run([f"+{model}"], monitors=False)
+        except GristmillError as exc:
+            return "failed", {"error": exc.message}
+        if not outcome.ok:
+            return "failed", {"error": f"the run that retrains {model} failed"}
+        latest = self.ws.models.version(model, "latest")
+        self._event(model, "retrain", None, latest.version, before, actor, message)
+        if latest.version == before:
+            return "kept", {
+                "version": latest.version,
+                "reason": f"{alias} v{before} is already trained on the newest training set",
+            }
+        results = self.ws.models.gate_results(model, latest.version, alias=alias)
+        failed = [r for r in results if not r.passed]
+        gates = [r.to_dict() for r in results]
+        if failed:
+            reason = "; ".join(f"`{r.gate}` ({r.detail})" for r in failed)
+            self._event(model, "refused", alias, latest.version, before, actor, reason, gates)
+            return "kept", {
+                "version": latest.version,
+                "champion": before,
+                "reason": reason,
+                "gates": gates,
+            }
+        if spec.on_alert.approval is Approval.MANUAL:
+            self._event(model, "pending", alias, latest.version, before, actor, message, gates)
+            return "pending", {
+                "version": latest.version,
+                "hint": f"gristmill promote {model} {latest.version} --alias {alias}",
+                "gates": gates,
+            }
+        try:
+            self.ws.models.promote(model, latest.version, alias=alias, reason=message, actor=actor)
+        except GateRefused as exc:  # the champion moved in between
+            return "kept", {"version": latest.version, "reason": exc.message}
+        return "promoted", {"version": latest.version, "previous": before, "gates": gates}
+
+    def _event(
+        self,
+        model: str,
+        action: str,
+        alias: str | None,
+        version: int,
+        previous: int | None,
+        actor: str,
+        reason: str,
+        gates: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.catalog.record_event(
+            ModelEvent(
+                model=model,
+                action=action,
+                alias=alias,
+                version=version,
+                previous_version=previous,
+                actor=actor,
+                reason=reason,
+                at=utcnow(),
+                gates=gates,
+            )
+        )
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def status(self) -> list[MonitorStatus]:
+        out = []
+        for spec in self.ws.project.monitors.values():
+            results = self.catalog.monitor_results(spec.name)
+            alerts = self.catalog.monitor_alerts(spec.name)
+            subject = spec.table if isinstance(spec, QualityMonitor) else spec.service  # type: ignore[attr-defined]
+            if not results:
+                out.append(MonitorStatus(spec.name, spec.type, subject, "never", None, None))
+                continue
+            last_id = results[-1].evaluation_id
+            last = [r for r in results if r.evaluation_id == last_id]
+            head = _headline(last)
+            state = _state(last)
+            trend: list[float | None] = []
+            if head is not None:
+                series = [
+                    r.value
+                    for r in results
+                    if r.subject == head["subject"] and r.statistic == head["statistic"]
+                ]
+                trend = series[-10:]
+            out.append(
+                MonitorStatus(
+                    monitor=spec.name,
+                    type=spec.type,
+                    subject=subject,
+                    state=state,
+                    evaluated_at=last[0].evaluated_at,
+                    headline=head,
+                    trend=trend,
+                    alerts=len(alerts),
+                )
+            )
+        return out
+
+    def results(self, name: str, *, since: datetime | None = None) -> list[MonitorResult]:
+        self.spec(name)
+        return self.catalog.monitor_results(name, since=since)
+
+    def alerts(self, name: str | None = None) -> list[MonitorAlert]:
+        if name is not None:
+            self.spec(name)
+        return self.catalog.monitor_alerts(name)
+
+    def for_service(self, service: str) -> list[Monitor]:
+        return [
+            m for m in self.ws.project.monitors.values() if getattr(m, "service", None) == service
+        ]
+
+    def _results(
+        self, spec: Monitor, evaluation_id: str, now: datetime, outcome: Outcome, key: str | None
+    ) -> list[MonitorResult]:
+        base = {
+            "evaluation_id": evaluation_id,
+            "monitor": spec.name,
+            "type": spec.type,
+            "evaluated_at": now,
+            "window_start": outcome.window_start,
+            "window_end": outcome.window_end,
+            "model_version": outcome.model_version,
+        }
+        if outcome.skipped:
+            return [
+                MonitorResult(
+                    **base,
+                    subject="evaluation",
+                    statistic="skipped",
+                    value=None,
+                    threshold=None,
+                    state=State.SKIPPED.value,
+                    details={"reason": outcome.skipped, "key": key, "rows": outcome.rows},
+                )
+            ]
+        return [
+            MonitorResult(
+                **base,
+                subject=f.subject,
+                statistic=f.statistic,
+                value=_finite(f.value),
+                threshold=f.threshold,
+                state=f.state.value,
+                details={
+                    **f.details,
+                    "key": key,
+                    "above_alerts": f.above_alerts,
+                    **(
+                        {"chart": outcome.charts[f.subject]}
+                        if f.subject in outcome.charts and f.statistic == "psi"
+                        else {}
+                    ),
+                },
+            )
+            for f in outcome.findings
+        ]
+
+    def _input_key(self, spec: Monitor) -> str | None:
+        """What an evaluation depends on; None when it depends on time (the log)."""
+        parts = []
+        if isinstance(spec, QualityMonitor):
+            latest = self.catalog.latest(spec.table)
+            return f"{spec.table}@{latest.version if latest else None}"
+        service = self.ws.project.services.get(spec.service)  # type: ignore[attr-defined]
+        if service is not None:
+            parts.append(f"champion@{self.catalog.aliases(service.model).get(service.alias)}")
+        if isinstance(spec, DriftMonitor):
+            if spec.current == LOG:
+                return None
+            latest = self.catalog.latest(spec.current)
+            parts.append(f"{spec.current}@{latest.version if latest else None}")
+        if isinstance(spec, PerformanceMonitor):
+            if spec.predictions == LOG:
+                return None
+            latest = self.catalog.latest(spec.labels)
+            parts.append(f"{spec.labels}@{latest.version if latest else None}")
+            parts.append(f"{spec.predictions}@{self.ws.lake.latest_version(spec.predictions)}")
+        return ";".join(parts)
+
+    def _last_key(self, name: str) -> str | None:
+        results = self.catalog.monitor_results(name)
+        if not results:
+            return None
+        return (results[-1].details or {}).get("key")
+
+
+def _scores(model: Any, data: Any) -> Any:
+    import pyarrow as pa
+
+    if data.num_rows == 0:
+        return pa.array([], pa.float64())
+    return pa.array(model.predict(data), pa.float64())
+
+
+def _headline(results: list[MonitorResult]) -> dict[str, Any] | None:
+    judged = [r for r in results if r.threshold is not None and r.value is not None]
+    if not judged:
+        skipped_row = next((r for r in results if r.state == State.SKIPPED.value), None)
+        if skipped_row is not None:
+            return {
+                "subject": "evaluation",
+                "statistic": "skipped",
+                "reason": (skipped_row.details or {}).get("reason"),
+            }
+        return None
+
+    def closeness(r: MonitorResult) -> float:
+        above = (r.details or {}).get("above_alerts", True)
+        if r.threshold == 0:
+            return float("inf") if r.value else 0.0
+        ratio = r.value / r.threshold if above else r.threshold / max(r.value, 1e-12)  # type: ignore[operator]
+        return ratio
+
+    top = max(judged, key=closeness)
+    return {
+        "subject": top.subject,
+        "statistic": top.statistic,
+        "value": top.value,
+        "threshold": top.threshold,
+        "state": top.state,
+    }
+
+
+def _state(results: list[MonitorResult]) -> str:
+    states = {r.state for r in results}
+    for state in (State.ALERT.value, State.SKIPPED.value):
+        if state in states and (state != State.SKIPPED.value or len(results) == 1):
+            return state
+    return State.OK.value
+
+
+def _finite(value: float | None) -> float | None:
+    import math
+
+    return None if value is None or math.isnan(value) or math.isinf(value) else float(value)
+
+
+def _utc(value: datetime) -> datetime:
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _path(uri: str) -> str:
+    return uri.removeprefix("file://")
+
+
+def _comparable(arrow_type: str) -> bool:
+    lowered = arrow_type.lower()
+    return any(t in lowered for t in ("int", "float", "double", "decimal", "string", "utf8"))
