@@ -538,6 +538,12 @@ class Monitors:
             self.spec(name)
         return self.catalog.monitor_alerts(name)
 
+    def report(self, service: str) -> str:
+        """A self-contained HTML page of the service's monitors (no network needed)."""
+        from gristmill.workspace.reports import service_report
+
+        return service_report(self.ws, service)
+
     def for_service(self, service: str) -> list[Monitor]:
         return [
             m for m in self.ws.project.monitors.values() if getattr(m, "service", None) == service
