@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo test lint bench bench-feast-env bench-training-set bench-serving clean
+.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,33 @@ demo: setup
 	cd demo && $(GM) predict churn --entity user_id=u_0000006
 	cd demo && $(GM) show churn__predictions --limit 5
 	cd demo && $(GM) models card churn champion --format html --out churn-card.html
+	$(MAKE) --no-print-directory demo-drift
+
+# The closed loop: serve on pre-drift data, new (drifted) months arrive, monitors fire,
+# retraining runs, the gates decide, the report shows it.
+demo-drift: setup
+	rm -rf demo-drift
+	$(GM) init demo-drift --example churn --drift
+	cd demo-drift && $(GM) run
+	cd demo-drift && $(GM) promote churn 1 --alias champion --reason "first model"
+	@echo "--- serve 100 requests on the pre-drift data, then stop the server (the log is flushed)"
+	cd demo-drift && ($(GM) serve churn --no-auth --port 8765 & echo $$! > .serve.pid) && \
+	  for i in $$(seq 1 100); do \
+	    curl -sf --retry 20 --retry-connrefused --retry-delay 1 -o /dev/null \
+	      -d "{\"entity\": {\"user_id\": \"u_$$(printf %07d $$((i * 29)))\"}}" \
+	      localhost:8765/v1/services/churn/predict || true; \
+	  done; kill $$(cat .serve.pid); sleep 2
+	cd demo-drift && $(GM) score churn --table user_profile --as-of 2026-06-01
+	@echo "--- monitors before the drift"
+	cd demo-drift && $(GM) monitor run
+	@echo "--- three drifted months arrive: run builds, monitors fire, retraining, gates"
+	cp -r demo-drift/arriving/. demo-drift/data/
+	cd demo-drift && $(GM) run
+	cd demo-drift && $(GM) score churn --table user_profile --as-of 2026-09-01 --model-version 1
+	cd demo-drift && $(GM) monitor run churn_performance
+	cd demo-drift && $(GM) monitor status
+	cd demo-drift && $(GM) models history churn
+	cd demo-drift && $(GM) monitor report churn --out report.html
 
 test: setup
 	$(BIN)/pytest
@@ -76,4 +103,4 @@ bench-serving: $(BENCH)/.installed benchmarks/.venv-mlflow/.installed benchmarks
 	$(BENCH)/bin/python benchmarks/serving.py
 
 clean:
-	rm -rf $(VENV) demo
+	rm -rf $(VENV) demo demo-drift

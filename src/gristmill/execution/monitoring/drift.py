@@ -50,8 +50,8 @@ def log_rows_sql(relation: str, features: Sequence[Feature], start: datetime, en
     columns = [_from_json(f) for f in features]
     return (
         f"SELECT {', '.join(columns)}, score AS {SCORE} FROM {q(relation)} "
-        f"WHERE served AND at >= TIMESTAMPTZ '{start.isoformat()}' "
-        f"AND at < TIMESTAMPTZ '{end.isoformat()}'"
+        f"WHERE served AND \"at\" >= TIMESTAMPTZ '{start.isoformat()}' "
+        f"AND \"at\" < TIMESTAMPTZ '{end.isoformat()}'"
     )
 
 

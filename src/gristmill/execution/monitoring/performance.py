@@ -47,7 +47,7 @@ def joined_sql(
             f"json_extract_string(entity, '$.\"{k}\"') AS {q(k)}" for k in predictions.entity
         )
         source = (
-            f"SELECT {keys}, CAST(at AS TIMESTAMP) AS __t, score FROM {q(predictions.relation)} "
+            f"SELECT {keys}, CAST(\"at\" AS TIMESTAMP) AS __t, score FROM {q(predictions.relation)} "
             "WHERE served"
         )
     else:
@@ -77,7 +77,7 @@ def joined_sql(
 
 def prediction_span_sql(predictions: Predictions) -> str:
     where = " WHERE served" if predictions.from_log else ""
-    column = "at" if predictions.from_log else q(predictions.time)
+    column = q("at") if predictions.from_log else q(predictions.time)
     return (
         f"SELECT max(CAST({column} AS TIMESTAMP)), count(*) FROM {q(predictions.relation)}{where}"
     )

@@ -1,0 +1,117 @@
+"""The closed loop on the churn example with drift: monitors stay quiet before the drift,
+fire after it, retraining runs, the gates decide, every step is on record, and the report
+renders offline in headless Chromium with its charts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _drift_example(tmp_path: Path, cli, monkeypatch, gates: str | None = None) -> Path:  # noqa: ANN001
+    folder = tmp_path / "demo"
+    assert cli("init", str(folder), "--drift").code == 0
+    if gates is not None:
+        pipeline = folder / "pipeline.py"
+        text = pipeline.read_text()
+        text = text.replace('"roc_auc >= champion.roc_auc - 0.005",', gates)
+        pipeline.write_text(text)
+    monkeypatch.chdir(folder)
+    assert cli("run").code == 0
+    assert cli("promote", "churn", "1", "--force", "--reason", "test baseline").code == 0
+    assert cli("score", "churn", "--table", "user_profile", "--as-of", "2026-06-01").code == 0
+    return folder
+
+
+def _arrive(folder: Path) -> None:
+    shutil.copytree(folder / "arriving", folder / "data", dirs_exist_ok=True)
+
+
+def test_drift_fires_after_new_data_and_retraining_goes_through_the_gates(
+    tmp_path: Path, cli, monkeypatch  # noqa: ANN001
+) -> None:
+    folder = _drift_example(tmp_path, cli, monkeypatch)
+    before = cli("monitor", "run", "--json").json()
+    states = {e["monitor"]: e["state"] for e in before}
+    assert states["churn_drift"] == "ok"  # undrifted: no alert
+    assert states["churn_performance"] == "ok"
+    assert states["churn_live_drift"] == "skipped"  # nothing served
+
+    _arrive(folder)
+    run = cli("run", "--json").json()
+    evaluations = {e["monitor"]: e for e in run["summary"]["monitors"]}
+    drift = evaluations["churn_drift"]
+    assert drift["state"] == "alert"
+    alerting = " ".join(drift["alerts"])
+    assert "amount_avg_90d psi" in alerting  # prices rose 70% after the drift date
+    quality = evaluations["transactions_quality"]
+    assert quality["state"] == "alert" and "channel psi" in " ".join(quality["alerts"])
+    # the run retrained on the new labels (v2); the trigger took it through the gates
+    assert drift["action"] in ("promoted", "kept")
+    history = cli("models", "history", "churn", "--json").json()
+    actions = [(e["action"], e["actor"]) for e in history]
+    assert ("retrain", "monitor:churn_drift") in actions
+    champion = cli("models", "show", "churn", "champion", "--json").json()["version"]
+    if drift["action"] == "promoted":
+        assert champion == 2 and ("promote", "monitor:churn_drift") in actions
+    else:
+        assert champion == 1 and ("refused", "monitor:churn_drift") in actions
+
+    status = {s["monitor"]: s for s in cli("monitor", "status", "--json").json()}
+    assert status["churn_drift"]["state"] == "alert"
+    assert len(status["churn_drift"]["trend"]) >= 2
+    alerts = cli("monitor", "alerts", "churn_drift", "--json").json()
+    assert alerts and alerts[-1]["action"] == drift["action"]
+
+
+def test_a_retrain_that_fails_its_gate_keeps_the_champion(
+    tmp_path: Path, cli, monkeypatch  # noqa: ANN001
+) -> None:
+    folder = _drift_example(tmp_path, cli, monkeypatch, gates='"roc_auc >= 0.99",')
+    _arrive(folder)
+    run = cli("run", "--json").json()
+    drift = {e["monitor"]: e for e in run["summary"]["monitors"]}["churn_drift"]
+    assert drift["state"] == "alert"
+    assert drift["action"] == "kept"
+    assert "roc_auc >= 0.99" in drift["action_details"]["reason"]
+    assert cli("models", "show", "churn", "champion", "--json").json()["version"] == 1
+    history = cli("models", "history", "churn", "--json").json()
+    refused = [e for e in history if e["action"] == "refused"]
+    assert refused and refused[-1]["version"] == 2 and refused[-1]["gates"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_report_renders_offline_with_its_charts(
+    tmp_path: Path, cli, monkeypatch  # noqa: ANN001
+) -> None:
+    folder = _drift_example(tmp_path, cli, monkeypatch)
+    assert cli("monitor", "run").code == 0
+    _arrive(folder)
+    assert cli("run").code == 0
+    out = folder / "report.html"
+    assert cli("monitor", "report", "churn", "--out", str(out)).code == 0
+    html = out.read_text()
+    assert "http://" not in html and "https://" not in html  # nothing to fetch
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            out.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert dom.count("<svg") >= 20
+    assert dom.count('class="point"') >= 2 * 19  # PSI over two evaluations per feature
+    assert 'class="bar"' in dom and 'class="threshold"' in dom
+    assert "amount_avg_90d" in dom and "Audit trail" in dom
