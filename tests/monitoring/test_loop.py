@@ -33,7 +33,9 @@ def _arrive(folder: Path) -> None:
 
 
 def test_drift_fires_after_new_data_and_retraining_goes_through_the_gates(
-    tmp_path: Path, cli, monkeypatch  # noqa: ANN001
+    tmp_path: Path,
+    cli,
+    monkeypatch,  # noqa: ANN001
 ) -> None:
     folder = _drift_example(tmp_path, cli, monkeypatch)
     before = cli("monitor", "run", "--json").json()
@@ -70,7 +72,9 @@ def test_drift_fires_after_new_data_and_retraining_goes_through_the_gates(
 
 
 def test_a_retrain_that_fails_its_gate_keeps_the_champion(
-    tmp_path: Path, cli, monkeypatch  # noqa: ANN001
+    tmp_path: Path,
+    cli,
+    monkeypatch,  # noqa: ANN001
 ) -> None:
     folder = _drift_example(tmp_path, cli, monkeypatch, gates='"roc_auc >= 0.99",')
     _arrive(folder)
@@ -87,7 +91,9 @@ def test_a_retrain_that_fails_its_gate_keeps_the_champion(
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_the_report_renders_offline_with_its_charts(
-    tmp_path: Path, cli, monkeypatch  # noqa: ANN001
+    tmp_path: Path,
+    cli,
+    monkeypatch,  # noqa: ANN001
 ) -> None:
     folder = _drift_example(tmp_path, cli, monkeypatch)
     assert cli("monitor", "run").code == 0

@@ -68,7 +68,9 @@ def _frame(rng: np.random.Generator, n: int, shift: float) -> pa.Table:
         {
             "amount": rng.lognormal(3 + shift, 0.6, n),
             "count": rng.poisson(5 + 5 * shift, n),
-            "channel": rng.choice(["web", "mobile", "store"], n, p=[0.45 - shift, 0.4 + shift, 0.15]),
+            "channel": rng.choice(
+                ["web", "mobile", "store"], n, p=[0.45 - shift, 0.4 + shift, 0.15]
+            ),
         }
     )
 

@@ -117,9 +117,7 @@ def _performance_section(name: str, metric: str, results: list[MonitorResult]) -
     if not values:
         return f"<h2>{_e(name)}: {metric}</h2><p>no labelled predictions yet.</p>"
     points = [(_when(r), r.value) for r in values]
-    bands = [
-        ((r.details or {}).get("low"), (r.details or {}).get("high")) for r in values
-    ]
+    bands = [((r.details or {}).get("low"), (r.details or {}).get("high")) for r in values]
     chart = _line_chart(points, threshold=values[-1].threshold, bands=bands, below_alerts=True)
     return f"<h2>{_e(name)}: {_e(metric)} over time (95% interval)</h2>" + _figure(metric, chart)
 
@@ -213,7 +211,9 @@ def _bars(chart: dict[str, Any]) -> str:
     else:
         edges = chart.get("edges") or []
         labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
-        labels = labels if len(labels) == len(reference) else [str(i) for i in range(len(reference))]
+        labels = (
+            labels if len(labels) == len(reference) else [str(i) for i in range(len(reference))]
+        )
     top = max([*reference, *current, 1e-9])
     n = len(reference)
     slot = (W - 2 * PAD) / n

@@ -47,7 +47,7 @@ def joined_sql(
             f"json_extract_string(entity, '$.\"{k}\"') AS {q(k)}" for k in predictions.entity
         )
         source = (
-            f"SELECT {keys}, CAST(\"at\" AS TIMESTAMP) AS __t, score FROM {q(predictions.relation)} "
+            f'SELECT {keys}, CAST("at" AS TIMESTAMP) AS __t, score FROM {q(predictions.relation)} '
             "WHERE served"
         )
     else:
