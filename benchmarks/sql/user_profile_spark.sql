@@ -1,7 +1,12 @@
 -- The churn example's user_profile in Spark SQL, the same plan as the DuckDB version
 -- (Spark has no ASOF JOIN: recency is a grouped non-equi join instead).
-with snapshots as (
-    select explode(sequence(timestamp'2025-11-01 00:00:00', timestamp'2026-07-01 00:00:00', interval 1 month)) as as_of
+-- Month starts from 2025-11-01 up to the one after the newest transaction.
+with bounds as (
+    select date_trunc('month', max(ts)) + interval 1 month as last_as_of from transactions
+),
+snapshots as (
+    select explode(sequence(timestamp'2025-11-01 00:00:00', b.last_as_of, interval 1 month)) as as_of
+    from bounds b
 ),
 spine as (
     select u.user_id, s.as_of, u.plan, u.country, u.signup_ts
@@ -18,7 +23,7 @@ txn_snapshots as (
                              ts + interval 90 days, interval 1 month)) as as_of
         from transactions
     )
-    where as_of <= timestamp'2026-07-01 00:00:00'
+    where as_of <= (select last_as_of from bounds)
 ),
 txn_windows as (
     select
@@ -52,7 +57,7 @@ event_snapshots as (
                 else array() end) as as_of
         from events
     )
-    where as_of between timestamp'2025-11-01 00:00:00' and timestamp'2026-07-01 00:00:00'
+    where as_of >= timestamp'2025-11-01 00:00:00' and as_of <= (select last_as_of from bounds)
 ),
 event_windows as (
     select
