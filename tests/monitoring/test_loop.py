@@ -67,6 +67,19 @@ def test_drift_fires_after_new_data_and_retraining_goes_through_the_gates(
     status = {s["monitor"]: s for s in cli("monitor", "status", "--json").json()}
     assert status["churn_drift"]["state"] == "alert"
     assert len(status["churn_drift"]["trend"]) >= 2
+    series = cli(
+        "monitor",
+        "history",
+        "churn_drift",
+        "--subject",
+        "amount_avg_90d",
+        "--statistic",
+        "psi",
+        "--json",
+    ).json()
+    assert {(r["subject"], r["statistic"]) for r in series} == {("amount_avg_90d", "psi")}
+    assert len(series) == 2 and series[0]["value"] < 0.2 < series[-1]["value"]
+    assert status["churn_drift"]["summary"].startswith(status["churn_drift"]["headline"]["subject"])
     alerts = cli("monitor", "alerts", "churn_drift", "--json").json()
     assert alerts and alerts[-1]["action"] == drift["action"]
 

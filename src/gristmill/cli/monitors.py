@@ -36,27 +36,19 @@ def status(project: ProjectOpt = None, json: JsonOpt = False) -> None:
     found = _open(project).monitors.status()
     if json:
         return emit_json([s.to_dict() for s in found])
-    rows = []
-    for s in found:
-        head = s.headline or {}
-        value = head.get("value")
-        rows.append(
-            {
-                "monitor": s.monitor,
-                "type": s.type,
-                "watches": s.subject,
-                "state": s.state,
-                "last": s.evaluated_at,
-                "headline": (
-                    f"{head['subject']} {head['statistic']} {value:.4g} (threshold "
-                    f"{head['threshold']:g})"
-                    if value is not None and head.get("threshold") is not None
-                    else head.get("reason") or ""
-                ),
-                "trend": _spark(s.trend),
-                "alerts": s.alerts,
-            }
-        )
+    rows = [
+        {
+            "monitor": s.monitor,
+            "type": s.type,
+            "watches": s.subject,
+            "state": s.state,
+            "last": s.evaluated_at,
+            "headline": s.summary,
+            "trend": _spark(s.trend),
+            "alerts": s.alerts,
+        }
+        for s in found
+    ]
     records(
         "monitors",
         rows,
@@ -73,12 +65,7 @@ def history(
     json: JsonOpt = False,
 ) -> None:
     """A monitor's stored values over time (monitor, window, statistic, value, state)."""
-    rows = [
-        r
-        for r in _open(project).monitors.results(name)
-        if (subject is None or r.subject == subject)
-        and (statistic is None or r.statistic == statistic)
-    ]
+    rows = _open(project).monitors.results(name, subject=subject, statistic=statistic)
     if json:
         return emit_json([{k: v for k, v in r.__dict__.items() if k != "details"} for r in rows])
     records(

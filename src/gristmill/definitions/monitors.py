@@ -79,6 +79,11 @@ class Monitor(Definition):
         """The model a retrain trigger retrains (None: the monitor cannot retrain)."""
         return None
 
+    @property
+    def subject(self) -> str:
+        """What the monitor watches: a service or a table."""
+        raise NotImplementedError
+
     def validate_refs(
         self, nodes: Mapping[str, Definition], services: Mapping[str, Service]
     ) -> None:
@@ -98,6 +103,10 @@ class ServiceMonitor(Monitor):
     @property
     def model(self) -> str | None:
         return self.service_model
+
+    @property
+    def subject(self) -> str:
+        return self.service
 
     def validate_refs(
         self, nodes: Mapping[str, Definition], services: Mapping[str, Service]
@@ -187,6 +196,10 @@ class QualityMonitor(Monitor):
     @property
     def model(self) -> str | None:
         return self.retrain_model
+
+    @property
+    def subject(self) -> str:
+        return self.table
 
     def validate_refs(
         self, nodes: Mapping[str, Definition], services: Mapping[str, Service]

@@ -24,6 +24,7 @@ from gristmill.definitions.monitors import (
     Monitor,
     PerformanceMonitor,
     QualityMonitor,
+    ServiceMonitor,
     timestamp_of,
 )
 from gristmill.definitions.objects import Table
@@ -82,9 +83,19 @@ class MonitorStatus:
     """The headline statistic over the last evaluations, oldest first."""
     alerts: int = 0
 
+    @property
+    def summary(self) -> str:
+        """The headline in words: "amount psi = 0.51 (threshold 0.2)", or why skipped."""
+        head = self.headline or {}
+        value, threshold = head.get("value"), head.get("threshold")
+        if value is None or threshold is None:
+            return str(head.get("reason") or "")
+        return f"{head['subject']} {head['statistic']} = {value:.4g} (threshold {threshold:g})"
+
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
         data["evaluated_at"] = self.evaluated_at.isoformat() if self.evaluated_at else None
+        data["summary"] = self.summary
         return data
 
 
@@ -432,9 +443,17 @@ class Monitors:
         try:
             outcome = self.ws.run([f"+{model}"], monitors=False)
         except GristmillError as exc:
-            return "failed", {"error": exc.message}
+            return "failed", {"error": exc.message, "hint": exc.hint or ""}
         if not outcome.ok:
-            return "failed", {"error": f"the run that retrains {model} failed"}
+            failed = [
+                f"{r.name}: {r.error.get('message', r.error)}"
+                for r in outcome.result.steps
+                if r.error
+            ]
+            return "failed", {
+                "error": f"the run that retrains {model} failed: " + "; ".join(failed),
+                "hint": "fix the failing step, then `gristmill monitor run` again",
+            }
         latest = self.ws.models.version(model, "latest")
         self._event(model, "retrain", None, latest.version, before, actor, message)
         if latest.version == before:
@@ -499,7 +518,7 @@ class Monitors:
         for spec in self.ws.project.monitors.values():
             results = self.catalog.monitor_results(spec.name)
             alerts = self.catalog.monitor_alerts(spec.name)
-            subject = spec.table if isinstance(spec, QualityMonitor) else spec.service  # type: ignore[attr-defined]
+            subject = spec.subject
             if not results:
                 out.append(MonitorStatus(spec.name, spec.type, subject, "never", None, None))
                 continue
@@ -529,9 +548,22 @@ class Monitors:
             )
         return out
 
-    def results(self, name: str, *, since: datetime | None = None) -> list[MonitorResult]:
+    def results(
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        subject: str | None = None,
+        statistic: str | None = None,
+    ) -> list[MonitorResult]:
+        """A monitor's stored values, oldest first, optionally of one subject/statistic."""
         self.spec(name)
-        return self.catalog.monitor_results(name, since=since)
+        return [
+            r
+            for r in self.catalog.monitor_results(name, since=since)
+            if (subject is None or r.subject == subject)
+            and (statistic is None or r.statistic == statistic)
+        ]
 
     def alerts(self, name: str | None = None) -> list[MonitorAlert]:
         if name is not None:
@@ -546,7 +578,9 @@ class Monitors:
 
     def for_service(self, service: str) -> list[Monitor]:
         return [
-            m for m in self.ws.project.monitors.values() if getattr(m, "service", None) == service
+            m
+            for m in self.ws.project.monitors.values()
+            if isinstance(m, ServiceMonitor) and m.service == service
         ]
 
     def _results(

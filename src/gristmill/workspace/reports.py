@@ -50,18 +50,10 @@ def _status_table(ws: Workspace, names: list[str]) -> str:
     for status in ws.monitors.status():
         if status.monitor not in names:
             continue
-        head = status.headline or {}
-        value = head.get("value")
-        summary = (
-            f"{head.get('subject')} {head.get('statistic')} = {value:.4g} "
-            f"(threshold {head.get('threshold'):g})"
-            if value is not None and head.get("threshold") is not None
-            else head.get("reason") or ""
-        )
         rows.append(
             f"<tr><td>{_e(status.monitor)}</td><td>{_e(status.type)}</td>"
             f"<td class='{_e(status.state)}'>{_e(status.state)}</td>"
-            f"<td>{_e(str(status.evaluated_at or ''))[:19]}</td><td>{_e(summary)}</td>"
+            f"<td>{_e(str(status.evaluated_at or ''))[:19]}</td><td>{_e(status.summary)}</td>"
             f"<td>{status.alerts}</td></tr>"
         )
     return (
