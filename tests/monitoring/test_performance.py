@@ -79,3 +79,30 @@ def test_log_predictions_read_the_entity_from_json_and_only_served_rows() -> Non
     con.register("log", log)
     con.register("labels", labels)
     assert sorted(r[1:] for r in con.execute(sql).fetchall()) == [(0.2, 0.0), (0.7, 1.0)]
+
+
+def test_log_times_are_utc_whatever_the_machine_zone(monkeypatch, tmp_path) -> None:
+    """The engine's sessions cast TIMESTAMPTZ to UTC wall time even where the zone is not UTC."""
+    import time
+    from datetime import UTC
+
+    from gristmill.execution.engines.duckdb.engine import DuckDBEngine
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        engine = DuckDBEngine(temp_directory=tmp_path)
+        with engine.session() as session:
+            session.register(
+                "log",
+                pa.table(
+                    {"at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)], pa.timestamp("us", "UTC"))}
+                ),
+            )
+            assert session.rows('SELECT CAST("at" AS TIMESTAMP) FROM log') == [
+                (datetime(2026, 1, 1),)
+            ]
+        engine.close()
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -104,6 +104,9 @@ class DuckDBEngine(Engine):
                 if self._settings["threads"]:
                     config["threads"] = self._settings["threads"]
                 self._db = duckdb.connect(":memory:", config=config)
+                # Timestamps with a zone (the prediction log's `at`) become plain UTC
+                # times when cast, whatever the machine's zone; every cursor inherits it.
+                self._db.execute("SET GLOBAL TimeZone = 'UTC'")
             return self._db
 
     @contextmanager
