@@ -24,7 +24,7 @@ def test_numeric_statistics_equal_scipy(seed: int) -> None:
     values, histogram = s.numeric(a, b)
     ks = stats.ks_2samp(a, b, method="asymp")
     assert values["ks"] == pytest.approx(ks.statistic, abs=TOL)
-    assert values["ks_p"] == pytest.approx(ks.pvalue, rel=TOL, abs=1e-300)
+    assert values["ks_p"] == pytest.approx(ks.pvalue, abs=TOL)
     assert values["wasserstein"] == pytest.approx(stats.wasserstein_distance(a, b), rel=TOL)
     r, c = np.array(histogram["reference"]), np.array(histogram["current"])
     assert values["jensenshannon"] == pytest.approx(distance.jensenshannon(r, c), abs=TOL)
@@ -32,6 +32,22 @@ def test_numeric_statistics_equal_scipy(seed: int) -> None:
     assert values["psi"] == pytest.approx(expected_psi, rel=TOL)
     # the bins are the reference's deciles
     assert r == pytest.approx(np.full(10, 0.1), abs=0.01)
+
+
+def test_ks_p_value_is_scipys_and_within_tiny_p_of_it_in_the_far_tail() -> None:
+    from scipy.stats import kstwo
+
+    exact = tail = 0
+    for n in (50.0, 700.0, 5_000.0, 120_000.0):
+        for d in np.linspace(0.001, 0.6, 40):
+            expected = float(kstwo.sf(d, n))
+            if 2 * np.exp(-2 * n * d * d) >= s.TINY_P:
+                assert s.ks_p_value(d, n) == expected
+                exact += 1
+            else:  # the bound, which holds for every n: never below scipy's value
+                assert expected <= s.ks_p_value(d, n) < s.TINY_P
+                tail += 1
+    assert exact > 20 and tail > 20
 
 
 def test_categorical_statistics_equal_scipy() -> None:
@@ -63,6 +79,10 @@ def test_null_rates_count_nulls_and_nan() -> None:
     assert drift.values["null_rate"] == 0.5
 
 
+def _pairs(reference: pa.Table, current: pa.Table):
+    return ((name, reference[name], current[name]) for name in reference.column_names)
+
+
 def _frame(rng: np.random.Generator, n: int, shift: float) -> pa.Table:
     return pa.table(
         {
@@ -81,8 +101,8 @@ def test_injected_drift_alerts_and_undrifted_data_does_not() -> None:
     same = _frame(rng, 5_000, 0.0)
     shifted = _frame(rng, 5_000, 0.3)
     thresholds = {"psi": 0.2, "ks": 0.1, "null_rate": 0.1, "new_categories": 0.01}
-    quiet, _ = findings(reference, same, thresholds)
-    loud, charts = findings(reference, shifted, thresholds)
+    quiet, _ = findings(_pairs(reference, same), thresholds)
+    loud, charts = findings(_pairs(reference, shifted), thresholds)
     assert [f.describe() for f in quiet if f.state is State.ALERT] == []
     alerting = {(f.subject, f.statistic) for f in loud if f.state is State.ALERT}
     assert {("amount", "psi"), ("count", "psi"), ("channel", "psi")} <= alerting
@@ -99,8 +119,37 @@ def test_1m_rows_by_20_columns_need_less_than_the_columns_themselves() -> None:
     reference = pa.table({f"x{i}": rng.normal(size=n) for i in range(20)})
     current = pa.table({f"x{i}": rng.normal(0.01 * i, 1, n) for i in range(20)})
     tracemalloc.start()
-    found, _ = findings(reference, current, {"psi": 0.2})
+    found, _ = findings(_pairs(reference, current), {"psi": 0.2})
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert len({f.subject for f in found}) == 20
     assert peak < reference.nbytes
+
+
+def test_columns_read_one_at_a_time_from_the_engine_give_the_same_findings(tmp_path) -> None:
+    """The monitors' path: each column pair is scanned from the engine on its own."""
+    import pyarrow.parquet as pq
+
+    from gristmill.execution.engines.duckdb.engine import DuckDBEngine
+    from gristmill.execution.monitoring.drift import column_pairs
+
+    rng = np.random.default_rng(5)
+    reference = _frame(rng, 20_000, 0.0)
+    current = _frame(rng, 5_000, 0.2)
+    pq.write_table(reference, tmp_path / "reference.parquet")
+    pq.write_table(current, tmp_path / "current.parquet")
+    thresholds = {"psi": 0.2, "ks": 0.1}
+    expected, expected_charts = findings(_pairs(reference, current), thresholds)
+    engine = DuckDBEngine(temp_directory=tmp_path / "tmp")
+    with engine.session() as session:
+        session.register_parquet("ref", [str(tmp_path / "reference.parquet")])
+        session.register_parquet("cur", [str(tmp_path / "current.parquet")])
+        found, charts = findings(
+            column_pairs(session, "ref", "cur", reference.column_names), thresholds
+        )
+    engine.close()
+    assert [(f.subject, f.statistic, f.value) for f in found] == [
+        (f.subject, f.statistic, f.value) for f in expected
+    ]
+    assert charts == expected_charts
+    assert {f.subject for f in found if f.state is State.ALERT} == {"amount", "count"}

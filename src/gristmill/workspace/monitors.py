@@ -11,6 +11,7 @@ that ``gristmill promote`` completes. Every step lands in the model's audit trai
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 REFERENCE = "__gm_reference"
 CURRENT = "__gm_current"
+WINDOW = "__gm_window"
 LABELS = "__gm_labels"
 
 
@@ -215,7 +217,6 @@ class Monitors:
                 alias=REFERENCE,
                 scan=scan,
             )
-            reference = drift.fetch(session, f"SELECT {columns} FROM {REFERENCE}")
             if spec.current == LOG:
                 name = log_table(spec.service)
                 logged = self.ws.lake.latest_version(name)
@@ -223,7 +224,7 @@ class Monitors:
                     return skipped("no predictions logged yet", model_version=champion)
                 expose(session, self.ws.lake, name, logged, alias=CURRENT, scan=scan)
                 start, end = now - spec.window, now
-                current = drift.fetch(session, drift.log_rows_sql(CURRENT, features, start, end))
+                rows_sql = drift.log_rows_sql(CURRENT, features, start, end)
             else:
                 timestamp = timestamp_of(self.ws.graph.get(spec.current))
                 assert timestamp is not None
@@ -236,23 +237,26 @@ class Monitors:
                     return skipped(f"{spec.current} has no rows", model_version=champion)
                 end = _utc(newest)
                 start = end - spec.window
-                current = drift.fetch(
-                    session, drift.table_rows_sql(CURRENT, features, timestamp, start)
+                rows_sql = drift.table_rows_sql(CURRENT, features, timestamp, start)
+            # The window's rows once, in the engine (which spills); then one column at a time.
+            session.materialize(WINDOW, rows_sql)
+            (rows,) = session.rows(f"SELECT count(*) FROM {WINDOW}")[0]
+            window = {"window_start": start, "window_end": end, "model_version": champion}
+            if rows < spec.min_rows:
+                return skipped(
+                    f"{rows} rows in the window; min_rows is {spec.min_rows}", rows=rows, **window
                 )
-                current = current.append_column(drift.SCORE, _scores(model, current))
-        window = {"window_start": start, "window_end": end, "model_version": champion}
-        if current.num_rows < spec.min_rows:
-            return skipped(
-                f"{current.num_rows} rows in the window; min_rows is {spec.min_rows}",
-                rows=current.num_rows,
-                **window,
+            reference_scores = drift.scores(session, f"SELECT {columns} FROM {REFERENCE}", model)
+            if spec.current == LOG:  # the score the service answered with
+                current_scores = drift.fetch(session, f"SELECT {drift.SCORE} FROM {WINDOW}")[0]
+            else:
+                current_scores = drift.scores(session, f"SELECT {columns} FROM {WINDOW}", model)
+            pairs = itertools.chain(
+                drift.column_pairs(session, REFERENCE, WINDOW, watched),
+                [(drift.SCORE, reference_scores, current_scores)],
             )
-        reference = reference.append_column(drift.SCORE, _scores(model, reference))
-        keep = [*watched, drift.SCORE]
-        found, charts = drift.findings(
-            reference.select(keep), current.select(keep), dict(spec.thresholds)
-        )
-        return Outcome(findings=found, rows=current.num_rows, charts=charts, **window)
+            found, charts = drift.findings(pairs, dict(spec.thresholds))
+        return Outcome(findings=found, rows=rows, charts=charts, **window)
 
     def _performance(self, spec: PerformanceMonitor, now: datetime) -> Outcome:
         from gristmill.execution.monitoring import performance as perf
@@ -656,14 +660,6 @@ class Monitors:
         if not results:
             return None
         return (results[-1].details or {}).get("key")
-
-
-def _scores(model: Any, data: Any) -> Any:
-    import pyarrow as pa
-
-    if data.num_rows == 0:
-        return pa.array([], pa.float64())
-    return pa.array(model.predict(data), pa.float64())
 
 
 def _headline(results: list[MonitorResult]) -> dict[str, Any] | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pyarrow as pa
 
 from gristmill.definitions.monitors import DRIFT_STATISTICS
 from gristmill.execution.engines import Session
+from gristmill.execution.ml.bundle import LoadedModel
 from gristmill.execution.ml.features import Feature, FeatureKind
 from gristmill.execution.monitoring.findings import Finding
 from gristmill.execution.monitoring.stats import column_drift
@@ -17,20 +19,22 @@ from gristmill.execution.sql import q
 SCORE = "score"
 
 
-def findings(
-    reference: pa.Table, current: pa.Table, thresholds: Mapping[str, float]
-) -> tuple[list[Finding], dict[str, dict]]:
-    """Every statistic of every column the two tables share, and each column's histogram.
+Pair = tuple[str, pa.ChunkedArray | pa.Array, pa.ChunkedArray | pa.Array]
+"""A column's name with its reference and its current values."""
 
-    Columns are compared one at a time, so the memory beyond the two tables is a few
-    copies of one column.
+
+def findings(
+    pairs: Iterable[Pair], thresholds: Mapping[str, float]
+) -> tuple[list[Finding], dict[str, dict]]:
+    """Every statistic of every column pair, and each column's histogram.
+
+    Pairs are taken one at a time (see ``column_pairs``), so the memory beyond the
+    engine's is a few copies of one column.
     """
     out: list[Finding] = []
     charts: dict[str, dict] = {}
-    for name in reference.column_names:
-        if name not in current.column_names:
-            continue
-        drift = column_drift(name, reference[name], current[name])
+    for name, reference, current in pairs:
+        drift = column_drift(name, reference, current)
         charts[name] = {"kind": drift.kind.value, **drift.histogram}
         for statistic, value in drift.values.items():
             out.append(
@@ -43,6 +47,44 @@ def findings(
                 )
             )
     return out, charts
+
+
+def column_pairs(
+    session: Session, reference: str, current: str, names: Iterable[str]
+) -> Iterator[Pair]:
+    """One column of each relation at a time: the engine scans only that column.
+
+    The next pair is read while the caller works on this one, so at most two pairs are
+    held. The session is used by the reading thread alone until the pairs are consumed.
+    """
+
+    def read(name: str) -> Pair:
+        return (
+            name,
+            fetch(session, f"SELECT {q(name)} FROM {q(reference)}").column(0),
+            fetch(session, f"SELECT {q(name)} FROM {q(current)}").column(0),
+        )
+
+    queue = list(names)
+    if not queue:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gristmill-drift") as reader:
+        pending = reader.submit(read, queue[0])
+        for following in queue[1:]:
+            pair = pending.result()
+            pending = reader.submit(read, following)
+            yield pair
+        yield pending.result()
+
+
+def scores(session: Session, sql: str, model: LoadedModel) -> pa.ChunkedArray:
+    """The model's score of every row of ``sql``, batch by batch; only the scores are kept."""
+    chunks = [
+        pa.array(model.predict(batch), pa.float64())
+        for batch in session.reader(sql)
+        if batch.num_rows
+    ]
+    return pa.chunked_array(chunks, pa.float64())
 
 
 def log_rows_sql(relation: str, features: Sequence[Feature], start: datetime, end: datetime) -> str:
