@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving clean
+.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -85,10 +85,11 @@ $(FEAST)/.installed: benchmarks/requirements-feast.txt
 
 bench-feast-env: $(FEAST)/.installed
 
-bench: $(BENCH)/.installed $(FEAST)/.installed benchmarks/.venv-mlflow/.installed benchmarks/.venv-bentoml/.installed
+bench: $(BENCH)/.installed $(FEAST)/.installed benchmarks/.venv-mlflow/.installed benchmarks/.venv-bentoml/.installed benchmarks/.venv-evidently/.installed
 	$(BENCH)/bin/python benchmarks/pipeline.py
 	$(BENCH)/bin/python benchmarks/training_set.py
 	$(BENCH)/bin/python benchmarks/serving.py
+	$(BENCH)/bin/python benchmarks/monitoring.py
 
 bench-training-set: $(BENCH)/.installed $(FEAST)/.installed
 	$(BENCH)/bin/python benchmarks/training_set.py
@@ -101,6 +102,10 @@ benchmarks/.venv-%/.installed: benchmarks/requirements-%.txt
 # needs wrk (apt-get install wrk) and the large example (made by bench-training-set)
 bench-serving: $(BENCH)/.installed benchmarks/.venv-mlflow/.installed benchmarks/.venv-bentoml/.installed
 	$(BENCH)/bin/python benchmarks/serving.py
+
+# drift vs Evidently's DataDriftPreset (100k and 1M rows x 20 columns, made on first run)
+bench-monitoring: setup benchmarks/.venv-evidently/.installed
+	$(BIN)/python benchmarks/monitoring.py
 
 clean:
 	rm -rf $(VENV) demo demo-drift
