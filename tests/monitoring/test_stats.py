@@ -153,3 +153,28 @@ def test_columns_read_one_at_a_time_from_the_engine_give_the_same_findings(tmp_p
     ]
     assert charts == expected_charts
     assert {f.subject for f in found if f.state is State.ALERT} == {"amount", "count"}
+
+
+def test_closing_the_pairs_early_waits_for_the_read_ahead(tmp_path) -> None:
+    """A caller that stops after one pair (an error, say) closes the generator; its
+    reading thread is finished before the session may close."""
+    import threading
+
+    import pyarrow.parquet as pq
+
+    from gristmill.execution.engines.duckdb.engine import DuckDBEngine
+    from gristmill.execution.monitoring.drift import column_pairs
+
+    table = _frame(np.random.default_rng(1), 50_000, 0.0)
+    pq.write_table(table, tmp_path / "t.parquet")
+    engine = DuckDBEngine(temp_directory=tmp_path / "tmp")
+    with engine.session() as session:
+        session.register_parquet("t", [str(tmp_path / "t.parquet")])
+        pairs = column_pairs(session, "t", "t", table.column_names)
+        name, reference, current = next(pairs)
+        assert (name, len(reference), len(current)) == ("amount", 50_000, 50_000)
+        assert any(t.name.startswith("gristmill-drift") for t in threading.enumerate())
+        pairs.close()
+        assert not any(t.name.startswith("gristmill-drift") for t in threading.enumerate())
+        assert session.rows("SELECT count(*) FROM t") == [(50_000,)]
+    engine.close()

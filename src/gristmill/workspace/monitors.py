@@ -251,11 +251,14 @@ class Monitors:
                 current_scores = drift.fetch(session, f"SELECT {drift.SCORE} FROM {WINDOW}")[0]
             else:
                 current_scores = drift.scores(session, f"SELECT {columns} FROM {WINDOW}", model)
-            pairs = itertools.chain(
-                drift.column_pairs(session, REFERENCE, WINDOW, watched),
-                [(drift.SCORE, reference_scores, current_scores)],
-            )
-            found, charts = drift.findings(pairs, dict(spec.thresholds))
+            columns = drift.column_pairs(session, REFERENCE, WINDOW, watched)
+            try:
+                found, charts = drift.findings(
+                    itertools.chain(columns, [(drift.SCORE, reference_scores, current_scores)]),
+                    dict(spec.thresholds),
+                )
+            finally:  # its reading thread is done with the session before the session closes
+                columns.close()
         return Outcome(findings=found, rows=rows, charts=charts, **window)
 
     def _performance(self, spec: PerformanceMonitor, now: datetime) -> Outcome:
