@@ -101,6 +101,19 @@ def test_a_retrain_that_fails_its_gate_keeps_the_champion(
     refused = [e for e in history if e["action"] == "refused"]
     assert refused and refused[-1]["version"] == 2 and refused[-1]["gates"]
 
+    # A monitor that cannot run is an error with its reason (exit 1), not a quiet skip;
+    # it is tried again on the next run.
+    shutil.move(folder / "lake" / "churn_training", tmp_path / "moved")
+    broken = cli("monitor", "run", "churn_drift", "--json")
+    assert broken.code == 1
+    (evaluation,) = broken.json()
+    assert evaluation["state"] == "error" and "churn_training" in evaluation["error"]
+    status = {s["monitor"]: s for s in cli("monitor", "status", "--json").json()}
+    assert status["churn_drift"]["state"] == "error"
+    assert "churn_training" in status["churn_drift"]["summary"]
+    shutil.move(tmp_path / "moved", folder / "lake" / "churn_training")
+    assert cli("monitor", "run", "churn_drift", "--json").json()[0]["state"] == "alert"
+
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
 def test_the_report_renders_offline_with_its_charts(

@@ -9,6 +9,7 @@ import typer
 
 from gristmill.cli.app import JsonOpt, ProjectOpt, _open, app
 from gristmill.cli.render import emit_json, evaluation_line, out, records
+from gristmill.errors import RunFailed
 
 monitor_app = typer.Typer(
     help="Drift, performance and data-quality monitors.", no_args_is_help=True
@@ -25,9 +26,18 @@ def run(
     """Evaluate monitors now: store their values, record alerts, run their triggers."""
     evaluations = _open(project).monitors.run(names or None)
     if json:
-        return emit_json([e.to_dict() for e in evaluations])
-    for e in evaluations:
-        evaluation_line(e.to_dict())
+        emit_json([e.to_dict() for e in evaluations])
+    else:
+        for e in evaluations:
+            evaluation_line(e.to_dict())
+    failed = [e.monitor for e in evaluations if e.error]
+    if failed:  # alerts are findings, not failures; a monitor that could not run is
+        if json:
+            raise typer.Exit(code=RunFailed.exit_code)
+        raise RunFailed(
+            f"{len(failed)} monitor(s) could not be evaluated: {', '.join(failed)}",
+            hint="each one's reason is above; they are tried again on the next run",
+        )
 
 
 @monitor_app.command("status")

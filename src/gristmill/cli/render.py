@@ -28,6 +28,8 @@ STATUS_STYLE = {
     "skipped": "dim",
     "noop": "dim",
     "failed": "bold red",
+    "error": "bold red",
+    "alert": "bold red",
     "blocked": "yellow",
     "stale": "yellow",
     "never built": "yellow",
@@ -91,10 +93,15 @@ def run_summary(steps: tuple[StepResult, ...], summary: dict[str, Any]) -> None:
 
 def evaluation_line(e: dict[str, Any]) -> None:
     """One monitor evaluation: its state, why, and what its alert set off."""
-    state = {"ok": "[green]ok[/]", "alert": "[bold red]ALERT[/]", "skipped": "[yellow]skipped[/]"}
+    state = {
+        "ok": "[green]ok[/]",
+        "alert": "[bold red]ALERT[/]",
+        "skipped": "[yellow]skipped[/]",
+        "error": "[bold red]error[/]",
+    }
     line = f"monitor {e['monitor']} ({e['type']}): {state.get(e['state'], e['state'])}"
-    if e["skipped"]:
-        line += f" — {e['skipped']}"
+    if e["error"] or e["skipped"]:
+        line += f" — {e['error'] or e['skipped']}"
     elif e["state"] == "ok":
         line += f" — {e['rows']:,} rows, {e['findings']} statistics within thresholds"
     out.print(line)

@@ -30,7 +30,7 @@ from gristmill.definitions.monitors import (
 )
 from gristmill.definitions.objects import Table
 from gristmill.errors import GateRefused, GristmillError, UnknownNameError
-from gristmill.execution.monitoring.findings import Finding, Outcome, State, skipped
+from gristmill.execution.monitoring.findings import Finding, Outcome, State, failed, skipped
 from gristmill.storage.catalog import ModelEvent, MonitorAlert, MonitorResult
 from gristmill.storage.catalog.records import utcnow
 
@@ -60,6 +60,7 @@ class Evaluation:
     action: str | None
     action_details: dict[str, Any]
     skipped: str
+    error: str
     findings: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class MonitorStatus:
     subject: str
     """What the monitor watches: a service or a table."""
     state: str
-    """ok, alert, skipped, or never (not evaluated yet)."""
+    """ok, alert, skipped, error, or never (not evaluated yet)."""
     evaluated_at: datetime | None
     headline: dict[str, Any] | None
     """The finding closest to (or furthest past) its threshold."""
@@ -87,7 +88,7 @@ class MonitorStatus:
 
     @property
     def summary(self) -> str:
-        """The headline in words: "amount psi = 0.51 (threshold 0.2)", or why skipped."""
+        """The headline in words: "amount psi = 0.51 (threshold 0.2)", or why it did not judge."""
         head = self.headline or {}
         value, threshold = head.get("value"), head.get("threshold")
         if value is None or threshold is None:
@@ -140,7 +141,8 @@ class Monitors:
         try:
             outcome = self._outcome(spec, now)
         except GristmillError as exc:
-            outcome = skipped(f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            outcome = failed(f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            key = None  # tried again next time, whatever changed
         results = self._results(spec, evaluation_id, now, outcome, key)
         alerts: list[MonitorAlert] = []
         action, details = None, {}
@@ -164,13 +166,12 @@ class Monitors:
                 )
             )
         self.catalog.record_evaluation(results, alerts)
-        state = State.SKIPPED if outcome.skipped else (State.ALERT if outcome.alerts else State.OK)
         return Evaluation(
             monitor=spec.name,
             type=spec.type,
             evaluation_id=evaluation_id,
             evaluated_at=now,
-            state=state.value,
+            state=outcome.state.value,
             rows=outcome.rows,
             model_version=outcome.model_version,
             window_start=outcome.window_start,
@@ -179,6 +180,7 @@ class Monitors:
             action=action,
             action_details=details,
             skipped=outcome.skipped,
+            error=outcome.error,
             findings=len(outcome.findings),
         )
 
@@ -602,16 +604,20 @@ class Monitors:
             "window_end": outcome.window_end,
             "model_version": outcome.model_version,
         }
-        if outcome.skipped:
+        if outcome.skipped or outcome.error:
             return [
                 MonitorResult(
                     **base,
                     subject="evaluation",
-                    statistic="skipped",
+                    statistic=outcome.state.value,
                     value=None,
                     threshold=None,
-                    state=State.SKIPPED.value,
-                    details={"reason": outcome.skipped, "key": key, "rows": outcome.rows},
+                    state=outcome.state.value,
+                    details={
+                        "reason": outcome.error or outcome.skipped,
+                        "key": key,
+                        "rows": outcome.rows,
+                    },
                 )
             ]
         return [
@@ -668,12 +674,12 @@ class Monitors:
 def _headline(results: list[MonitorResult]) -> dict[str, Any] | None:
     judged = [r for r in results if r.threshold is not None and r.value is not None]
     if not judged:
-        skipped_row = next((r for r in results if r.state == State.SKIPPED.value), None)
-        if skipped_row is not None:
+        unjudged = next((r for r in results if r.subject == "evaluation"), None)
+        if unjudged is not None:
             return {
                 "subject": "evaluation",
-                "statistic": "skipped",
-                "reason": (skipped_row.details or {}).get("reason"),
+                "statistic": unjudged.statistic,
+                "reason": (unjudged.details or {}).get("reason"),
             }
         return None
 
@@ -695,10 +701,12 @@ def _headline(results: list[MonitorResult]) -> dict[str, Any] | None:
 
 
 def _state(results: list[MonitorResult]) -> str:
-    states = {r.state for r in results}
-    for state in (State.ALERT.value, State.SKIPPED.value):
-        if state in states and (state != State.SKIPPED.value or len(results) == 1):
-            return state
+    """An evaluation's state from its stored rows: one row when it did not run or judge."""
+    unjudged = (State.SKIPPED.value, State.ERROR.value)
+    if len(results) == 1 and results[0].state in unjudged:
+        return results[0].state
+    if any(r.state == State.ALERT.value for r in results):
+        return State.ALERT.value
     return State.OK.value
 
 

@@ -248,7 +248,7 @@ body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
 h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.2em; margin-top: 1.6em; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd;
 text-align: left; vertical-align: top; }}
-.alert {{ color: {ALERT}; font-weight: bold; }} .ok {{ color: #1e7d3a; }}
+.alert, .error {{ color: {ALERT}; font-weight: bold; }} .ok {{ color: #1e7d3a; }}
 .skipped, .never {{ color: #a07000; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
 figure {{ margin: 0; border: 1px solid #eee; padding: 6px; }}

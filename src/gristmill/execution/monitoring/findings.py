@@ -14,6 +14,9 @@ class State(StrEnum):
     ALERT = "alert"
     SKIPPED = "skipped"
     """Nothing to judge: too few rows, no champion yet, no labels arrived."""
+    ERROR = "error"
+    """The evaluation could not run (a table it reads is missing, a query failed): the
+    reason says what to do; it is tried again on the next run."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,18 @@ class Outcome:
     model_version: int | None = None
     skipped: str = ""
     """Why nothing could be judged (empty when something was)."""
+    error: str = ""
+    """Why the evaluation could not run (empty when it ran)."""
     charts: dict[str, Any] = field(default_factory=dict)
     """Histograms of reference and current per subject, for the report."""
+
+    @property
+    def state(self) -> State:
+        if self.error:
+            return State.ERROR
+        if self.skipped:
+            return State.SKIPPED
+        return State.ALERT if self.alerts else State.OK
 
     @property
     def alerts(self) -> list[Finding]:
@@ -62,3 +75,7 @@ class Outcome:
 
 def skipped(reason: str, **kwargs: Any) -> Outcome:
     return Outcome(findings=[], skipped=reason, **kwargs)
+
+
+def failed(reason: str) -> Outcome:
+    return Outcome(findings=[], error=reason)
