@@ -317,9 +317,16 @@ class Monitors:
                 seed=model_spec.seed,
             )
         window = {"window_start": start, "window_end": end, "model_version": champion}
-        if rows < spec.min_rows or value["value"] is None:
+        if rows < spec.min_rows:
             return skipped(
                 f"{rows} predictions with labels in the window; min_rows is {spec.min_rows}",
+                rows=rows,
+                **window,
+            )
+        if value["value"] is None:
+            return skipped(
+                f"{spec.metric} needs both classes; the window's {rows} labelled "
+                f"predictions have one (positive rate {positive:.3g})",
                 rows=rows,
                 **window,
             )
