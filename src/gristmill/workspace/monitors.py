@@ -35,6 +35,9 @@ from gristmill.storage.catalog import ModelEvent, MonitorAlert, MonitorResult
 from gristmill.storage.catalog.records import utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from gristmill.execution.monitoring.drift import Pair
     from gristmill.workspace.core import Workspace
 
 REFERENCE = "__gm_reference"
@@ -382,26 +385,31 @@ class Monitors:
                 and (spec.columns is None or c["name"] in spec.columns)
                 and _comparable(c["type"])
             ]
-            added, before = self._added_and_before(
-                spec.table, latest.version, previous.version, columns
-            )
-            more, charts = quality.column_findings(added, before, columns, spec.distribution_psi)
+            pairs = self._added_and_before(spec.table, latest.version, previous.version, columns)
+            more, charts = quality.column_findings(pairs, spec.distribution_psi)
             found += more
         return Outcome(findings=found, rows=latest.rows, model_version=None, charts=charts)
 
-    def _added_and_before(self, table: str, latest: int, previous: int, columns: list[str]) -> Any:
+    def _added_and_before(
+        self, table: str, latest: int, previous: int, columns: list[str]
+    ) -> Iterator[Pair]:
+        """Per column: the rows before (reference) and the rows the newest version added."""
         from gristmill.execution.monitoring import quality
 
         new_files = self.ws.lake.parquet_files(table, latest)
         old_files = self.ws.lake.parquet_files(table, previous)
-        if new_files is None or old_files is None:
-            return (
-                self.ws.lake.read(table, latest, columns=columns),
-                self.ws.lake.read(table, previous, columns=columns),
+        if new_files is not None and old_files is not None:
+            added, kept = quality.added_and_kept(
+                [_path(f) for f in new_files], [_path(f) for f in old_files]
             )
-        return quality.added_and_before(
-            [_path(f) for f in new_files], [_path(f) for f in old_files], columns
-        )
+            yield from quality.file_pairs(added, kept, columns)
+            return
+        for name in columns:  # no file lists: whole versions, a column at a time
+            yield (
+                name,
+                self.ws.lake.read(table, previous, columns=[name])[name],
+                self.ws.lake.read(table, latest, columns=[name])[name],
+            )
 
     def _prediction_time(self, predictions: str) -> str:
         """A predictions table carries the timestamp of the feature view it scored."""

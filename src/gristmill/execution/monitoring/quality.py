@@ -2,17 +2,19 @@
 
 The newest version is compared with the one before: its row count, the share its
 contract quarantined, how old its newest row is, and per column the PSI of the rows it
-added (for an appended version: the Parquet files it added) against the rows before.
+added (for an appended version: the Parquet files it added) against the rows before,
+one column at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from gristmill.execution.monitoring.drift import Pair
 from gristmill.execution.monitoring.findings import Finding
 from gristmill.execution.monitoring.stats import column_drift
 from gristmill.storage.catalog import Materialization
@@ -49,32 +51,39 @@ def freshness_finding(newest: datetime | None, now: datetime, limit: timedelta) 
     return Finding("table", "freshness_hours", age, threshold=limit.total_seconds() / 3600)
 
 
-def added_and_before(
-    latest_files: Sequence[str], previous_files: Sequence[str], columns: Sequence[str]
-) -> tuple[pa.Table, pa.Table]:
-    """The rows the newest version added and the rows it kept (all of both if rewritten)."""
+def added_and_kept(
+    latest_files: Sequence[str], previous_files: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The files the newest version added and those it kept (all of both if rewritten)."""
     before = set(previous_files)
     added = [f for f in latest_files if f not in before]
     kept = [f for f in latest_files if f in before]
     if not kept:  # rewritten: compare whole versions
-        added, kept = list(latest_files), list(previous_files)
-    return _read(added, columns), _read(kept, columns)
+        return list(latest_files), list(previous_files)
+    return added, kept
+
+
+def file_pairs(added: Sequence[str], kept: Sequence[str], columns: Sequence[str]) -> Iterator[Pair]:
+    """Per column, the kept rows (reference) and the added rows (current), read one column
+    at a time: a table of any size costs one column of memory."""
+    for name in columns:
+        yield name, _read(kept, name), _read(added, name)
 
 
 def column_findings(
-    added: pa.Table, before: pa.Table, columns: Sequence[str], psi_threshold: float
+    pairs: Iterable[Pair], psi_threshold: float
 ) -> tuple[list[Finding], dict[str, dict]]:
     out: list[Finding] = []
     charts: dict[str, dict] = {}
-    for name in columns:
-        drift = column_drift(name, before[name], added[name])
+    for name, before, added in pairs:
+        drift = column_drift(name, before, added)
         charts[name] = {"kind": drift.kind.value, **drift.histogram}
         out.append(Finding(name, "psi", drift.values.get("psi"), threshold=psi_threshold))
         out.append(Finding(name, "null_rate", drift.values.get("null_rate")))
     return out, charts
 
 
-def _read(files: Sequence[str], columns: Sequence[str]) -> pa.Table:
+def _read(files: Sequence[str], column: str) -> pa.ChunkedArray:
     if not files:
-        return pa.table({c: pa.array([], pa.null()) for c in columns})
-    return pads.dataset(list(files), format="parquet").to_table(columns=list(columns))
+        return pa.chunked_array([], pa.null())
+    return pads.dataset(list(files), format="parquet").to_table(columns=[column])[column]
