@@ -105,6 +105,17 @@ def test_init_creates_a_runnable_project(cli, tmp_path: Path) -> None:
     assert bad.code == 2 and "unknown example 'fraud'" in bad.stderr and "churn" in bad.stderr
 
 
+def test_an_out_file_that_cannot_be_written_is_a_clear_error(cli, tmp_path: Path) -> None:
+    cli("init", str(tmp_path / "demo"), "--scale", "tiny")
+    target = tmp_path / "missing" / "report.html"
+    result = cli(
+        "monitor", "report", "churn", "--out", str(target), "--project", str(tmp_path / "demo")
+    )
+    assert result.code == 2
+    assert f"cannot write {target}: No such file or directory" in result.stderr
+    assert "folder that exists" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -122,6 +122,12 @@ class LakeError(GristmillError):
     """A Delta table is missing, unreadable or was changed outside Gristmill."""
 
 
+class OutputError(GristmillError):
+    """A file a command was asked to write (``--out``) cannot be written."""
+
+    exit_code = 2
+
+
 class UnknownNameError(GristmillError):
     """A registry lookup (engine, format, example) for a name that does not exist."""
 

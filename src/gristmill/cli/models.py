@@ -10,7 +10,7 @@ import typer
 
 from gristmill.cli import render_models as view
 from gristmill.cli.app import JsonOpt, ProjectOpt, _open, app, report_run
-from gristmill.cli.render import emit_json, out
+from gristmill.cli.render import emit_json, out, write_output
 
 ModelArg = Annotated[str, typer.Argument(help="Model name.")]
 RefArg = Annotated[str, typer.Argument(help="Version number, alias (champion) or latest.")]
@@ -79,7 +79,7 @@ def models_card(
     """The model card of a version (Markdown or self-contained HTML)."""
     text = _open(project).models.card(model, ref, format=format)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        write_output(output, text)
     if json:
         emit_json(
             {

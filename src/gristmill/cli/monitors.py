@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gristmill.cli.app import JsonOpt, ProjectOpt, _open, app
-from gristmill.cli.render import emit_json, evaluation_line, out, records
+from gristmill.cli.render import emit_json, evaluation_line, out, records, write_output
 from gristmill.errors import RunFailed
 
 monitor_app = typer.Typer(
@@ -110,7 +110,7 @@ def report(
     """A self-contained HTML report: drift per feature over time, distributions,
     performance over time and alerts (works offline)."""
     html = _open(project).monitors.report(service)
-    out_file.write_text(html, encoding="utf-8")
+    write_output(out_file, html)
     if json:
         return emit_json({"service": service, "path": str(out_file), "bytes": len(html)})
     out.print(f"wrote {out_file} ({len(html):,} bytes)")

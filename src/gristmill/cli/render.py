@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -12,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
+from gristmill.errors import OutputError
 from gristmill.execution.reporter import StepResult, StepStatus
 from gristmill.planning import Plan
 from gristmill.workspace.shapes import LineageNode, to_jsonable
@@ -89,6 +91,17 @@ def run_summary(steps: tuple[StepResult, ...], summary: dict[str, Any]) -> None:
         )
     for evaluation in summary.get("monitors", []):
         evaluation_line(evaluation)
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a command's ``--out`` file, or say why it cannot be written."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="pass --out a path in a folder that exists and that you can write to",
+        ) from None
 
 
 def evaluation_line(e: dict[str, Any]) -> None:
