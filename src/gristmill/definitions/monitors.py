@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from gristmill.definitions.models import Model, TrainingSet, parse_duration
 from gristmill.definitions.objects import Definition, Table, _caller_location, _check_name
@@ -254,7 +255,9 @@ def drift_monitor(
             new_categories 0.01.
     """
     location = _caller_location()
-    _check_name(name, location)
+    common = _service_fields(
+        name, location, service, window, min_rows, webhook, on_alert, description
+    )
     chosen = dict(thresholds if thresholds is not None else DEFAULT_DRIFT)
     unknown = sorted(set(chosen) - set(DRIFT_STATISTICS))
     if unknown or not chosen:
@@ -264,14 +267,7 @@ def drift_monitor(
             hint=f"statistics: {', '.join(DRIFT_STATISTICS)}",
         )
     return DriftMonitor(
-        name=name,
-        location=location,
-        description=description,
-        service=service,
-        window=_window(window, location),
-        min_rows=_min_rows(min_rows, location),
-        webhook=webhook,
-        on_alert=on_alert,
+        **common,
         current=current,
         features=tuple(features) if features is not None else None,
         exclude=tuple(exclude),
@@ -303,7 +299,9 @@ def performance_monitor(
     column). Alerts when the metric is ``max_drop`` or more below the model's test value.
     """
     location = _caller_location()
-    _check_name(name, location)
+    common = _service_fields(
+        name, location, service, window, min_rows, webhook, on_alert, description
+    )
     if metric not in PERFORMANCE_METRICS:
         raise DefinitionError(
             f"monitor {name!r}: unknown metric {metric!r}",
@@ -311,14 +309,7 @@ def performance_monitor(
             hint=f"metrics: {', '.join(PERFORMANCE_METRICS)}",
         )
     return PerformanceMonitor(
-        name=name,
-        location=location,
-        description=description,
-        service=service,
-        window=_window(window, location),
-        min_rows=_min_rows(min_rows, location),
-        webhook=webhook,
-        on_alert=on_alert,
+        **common,
         labels=labels,
         label=label,
         label_timestamp=timestamp,
@@ -393,6 +384,30 @@ def timestamp_of(node: Definition | None) -> str | None:
     if isinstance(node, TrainingSet):
         return node.timestamp
     return None
+
+
+def _service_fields(
+    name: str,
+    location: Location,
+    service: str,
+    window: str | timedelta,
+    min_rows: int,
+    webhook: str | None,
+    on_alert: Retrain | None,
+    description: str,
+) -> dict[str, Any]:
+    """The fields every monitor of a service takes, checked."""
+    _check_name(name, location)
+    return {
+        "name": name,
+        "location": location,
+        "description": description,
+        "service": service,
+        "window": _window(window, location),
+        "min_rows": _min_rows(min_rows, location),
+        "webhook": webhook,
+        "on_alert": on_alert,
+    }
 
 
 def _window(value: str | timedelta, location: Location) -> timedelta:
