@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from results import peak_rss_mb, run_worker
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data" / "monitoring"
@@ -43,21 +43,12 @@ CATEGORICAL = 5
 RULE = 0.1  # Evidently's default threshold for both of its statistics
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def files(rows: int) -> tuple[Path, Path]:
     return DATA / f"{rows}" / "reference.parquet", DATA / f"{rows}" / "current.parquet"
 
 
 def run(python: Path | str, name: str, *args: str) -> dict:
-    proc = subprocess.run(
-        [str(python), __file__, "_worker", name, *args], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, name, *args, python=python)
 
 
 # ---- data (not timed) -------------------------------------------------------------------

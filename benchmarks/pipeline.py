@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,24 +25,11 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 sys.path.insert(0, str(HERE))
 
-from results import median, write_section  # noqa: E402
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from results import median, peak_rss_mb, run_worker, write_section  # noqa: E402
 
 
 def worker(name: str, *args: str, timeout: int = 3600) -> dict:
-    """Run one contender in a fresh interpreter; it prints one JSON line last."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "_worker", name, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, name, *args, timeout=timeout)
 
 
 # ---- (c) chained steps --------------------------------------------------------------

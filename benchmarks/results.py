@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
+import resource
 import statistics
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +26,30 @@ def machine() -> str:
     cores = os.cpu_count()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{platform.machine()}, {cores} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_worker(
+    script: str,
+    name: str,
+    *args: str,
+    python: Path | str = sys.executable,
+    timeout: float | None = None,
+) -> dict:
+    """Run ``w_<name>`` of a benchmark script in a fresh interpreter (``python``: a peer's
+    venv); it prints one JSON line last."""
+    proc = subprocess.run(
+        [str(python), script, "_worker", name, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def median(values: list[float]) -> float:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from results import peak_rss_mb, run_worker
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -55,17 +55,8 @@ def parquet(files: list[str]) -> str:
     return "read_parquet([" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "])"
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def run(python: Path | str, name: str, *args: str) -> dict:
-    proc = subprocess.run(
-        [str(python), __file__, "_worker", name, *args], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, name, *args, python=python)
 
 
 # ---- setup (not timed) ------------------------------------------------------------------
