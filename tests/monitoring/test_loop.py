@@ -22,7 +22,11 @@ def _drift_example(tmp_path: Path, cli, monkeypatch, gates: str | None = None) -
         text = text.replace('"roc_auc >= champion.roc_auc - 0.005",', gates)
         pipeline.write_text(text)
     monkeypatch.chdir(folder)
-    assert cli("run").code == 0
+    first = cli("run", "--json")
+    assert first.code == 0
+    unjudged = {e["monitor"]: e for e in first.json()["summary"]["monitors"]}
+    assert unjudged["churn_drift"]["state"] == "skipped"  # no champion yet
+    assert "churn has no champion yet" in unjudged["churn_performance"]["skipped"]
     assert cli("promote", "churn", "1", "--force", "--reason", "test baseline").code == 0
     assert cli("score", "churn", "--table", "user_profile", "--as-of", "2026-06-01").code == 0
     return folder

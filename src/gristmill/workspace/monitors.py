@@ -31,7 +31,7 @@ from gristmill.definitions.monitors import (
 from gristmill.definitions.objects import Table
 from gristmill.errors import GateRefused, GristmillError, UnknownNameError
 from gristmill.execution.monitoring.findings import Finding, Outcome, State, failed, skipped
-from gristmill.storage.catalog import ModelEvent, MonitorAlert, MonitorResult
+from gristmill.storage.catalog import ModelEvent, ModelVersion, MonitorAlert, MonitorResult
 from gristmill.storage.catalog.records import utcnow
 
 if TYPE_CHECKING:
@@ -188,24 +188,26 @@ class Monitors:
         )
 
     def _outcome(self, spec: Monitor, now: datetime) -> Outcome:
-        if isinstance(spec, DriftMonitor):
-            return self._drift(spec, now)
-        if isinstance(spec, PerformanceMonitor):
-            return self._performance(spec, now)
-        assert isinstance(spec, QualityMonitor)
-        return self._quality(spec, now)
-
-    def _drift(self, spec: DriftMonitor, now: datetime) -> Outcome:
-        from gristmill.execution.monitoring import drift
-        from gristmill.execution.steps import expose
-        from gristmill.serving.log import log_table
-
+        if isinstance(spec, QualityMonitor):
+            return self._quality(spec, now)
+        assert isinstance(spec, DriftMonitor | PerformanceMonitor)
+        # a service monitor judges the service's champion: nothing to judge without one
         service = self.ws.services.spec(spec.service)
         champion = self.catalog.aliases(service.model).get(service.alias)
         if champion is None:
             return skipped(f"{service.model} has no {service.alias} yet (gristmill promote)")
         version = self.ws.models.version(service.model, champion)
-        model = self.ws.models.load(service.model, champion)
+        if isinstance(spec, DriftMonitor):
+            return self._drift(spec, version, now)
+        return self._performance(spec, version, now)
+
+    def _drift(self, spec: DriftMonitor, version: ModelVersion, now: datetime) -> Outcome:
+        from gristmill.execution.monitoring import drift
+        from gristmill.execution.steps import expose
+        from gristmill.serving.log import log_table
+
+        champion = version.version
+        model = self.ws.models.load(version.model, champion)
         features = list(model.manifest.features)  # all of them, to score the rows
         watched = [
             f.name
@@ -266,17 +268,15 @@ class Monitors:
                 columns.close()
         return Outcome(findings=found, rows=rows, charts=charts, **window)
 
-    def _performance(self, spec: PerformanceMonitor, now: datetime) -> Outcome:
+    def _performance(
+        self, spec: PerformanceMonitor, version: ModelVersion, now: datetime
+    ) -> Outcome:
         from gristmill.execution.monitoring import performance as perf
         from gristmill.execution.steps import expose
         from gristmill.serving.log import log_table
 
-        service = self.ws.services.spec(spec.service)
-        champion = self.catalog.aliases(service.model).get(service.alias)
-        if champion is None:
-            return skipped(f"{service.model} has no {service.alias} yet (gristmill promote)")
-        version = self.ws.models.version(service.model, champion)
-        model_spec = self.ws.models.spec(service.model)
+        champion = version.version
+        model_spec = self.ws.models.spec(version.model)
         training_set = self.ws.graph.get(model_spec.training_set)
         entity = tuple(getattr(training_set, "entity", ()))
         tested = (version.metrics.get(spec.metric) or {}).get("value")
