@@ -122,6 +122,12 @@ class LakeError(GristmillError):
     """A Delta table is missing, unreadable or was changed outside Gristmill."""
 
 
+class UnsupportedPathError(GristmillError):
+    """A folder whose path has characters the Delta Lake library cannot open."""
+
+    exit_code = 2
+
+
 class OutputError(GristmillError):
     """A file a command was asked to write (``--out``) cannot be written."""
 

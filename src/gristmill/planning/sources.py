@@ -10,7 +10,12 @@ from gristmill.storage.catalog.records import IngestedFile
 
 
 def list_files(root: Path, source: Source) -> list[IngestedFile]:
-    pattern = source.path if Path(source.path).is_absolute() else str(root / source.path)
+    # the project's own path is literal: a folder named `[draft]` or `50% off` is no pattern
+    pattern = (
+        source.path
+        if Path(source.path).is_absolute()
+        else str(Path(glob.escape(str(root))) / source.path)
+    )
     found = []
     for name in sorted(glob.glob(pattern, recursive=True)):
         path = Path(name)

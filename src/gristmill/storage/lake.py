@@ -9,13 +9,14 @@ catalog be rebuilt from the lake after a crash between the two.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gristmill.errors import LakeError, VersionNotFoundError
+from gristmill.errors import LakeError, UnsupportedPathError, VersionNotFoundError
 
 if TYPE_CHECKING:  # heavy imports stay lazy so that a no-op run starts fast
     import pyarrow as pa
@@ -26,6 +27,10 @@ METADATA_KEY = "gristmill"
 PLAIN_PARQUET_FEATURES = frozenset({"timestampNtz"})
 """Delta reader features that need nothing beyond reading the Parquet files."""
 QUARANTINE_SUFFIX = "__quarantine"
+UNSUPPORTED_IN_PATH = re.compile(r"[\[\]^|\\\x00-\x1f\x7f]|%[0-9A-Fa-f]{2}")
+"""What delta-rs (1.6) cannot open in a local table path: it reads ``[ ] ^ |`` as part of
+a URL host, decodes ``%XX`` as an escape, and refuses backslashes and control characters.
+Spaces, ``#``, ``%``, ``?``, quotes and any other Unicode are fine."""
 
 WriteMode = Literal["append", "overwrite"]
 
@@ -67,6 +72,7 @@ class Lake:
     """Delta tables below one root folder."""
 
     def __init__(self, root: Path) -> None:
+        _check_supported(root)
         self.root = root
         self._handles: dict[str, DeltaTable] = {}
         """Tables this process wrote, kept open at the version it committed."""
@@ -135,7 +141,7 @@ class Lake:
         features = set(table.protocol().reader_features or [])
         if features - PLAIN_PARQUET_FEATURES or table.metadata().partition_columns:
             return None
-        return table.file_uris() or None
+        return [_local_path(uri) for uri in table.file_uris()] or None
 
     def read(
         self,
@@ -165,17 +171,25 @@ class Lake:
         record: Mapping[str, Any],
         predicate: str | None = None,
         merge_schema: bool = False,
+        transactions: Mapping[str, int] | None = None,
     ) -> Written:
-        """Commit ``data`` as the next version of ``name``; say which version and rows."""
+        """Commit ``data`` as the next version of ``name``; say which version and rows.
+
+        ``transactions`` (app id -> version) ride in the same commit as Delta app
+        transactions: a writer that records how far it got there commits each part once.
+        """
         import pyarrow as pa
-        from deltalake import CommitProperties, DeltaTable, write_deltalake
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
         from deltalake.exceptions import DeltaError
 
         path = str(self.path(name))
         counter = _RowCounter()
         stream = data if isinstance(data, pa.Table) else counter.wrap(data)
         handle = self._handles.get(name)
-        properties = CommitProperties(custom_metadata={METADATA_KEY: json.dumps(record)})
+        properties = CommitProperties(
+            custom_metadata={METADATA_KEY: json.dumps(record)},
+            app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
+        )
         try:
             write_deltalake(
                 handle if handle is not None else path,
@@ -193,6 +207,12 @@ class Lake:
                 self._handles[name] = handle
         rows = data.num_rows if isinstance(data, pa.Table) else counter.rows
         return Written(version=handle.version(), rows=rows, schema=data.schema)
+
+    def transaction_version(self, name: str, app_id: str) -> int | None:
+        """The last version that ``app_id`` committed to ``name`` (None: never, or no table)."""
+        if not self.exists(name):
+            return None
+        return self._table(name).transaction_version(app_id)
 
     def has_commit_after(self, name: str, version: int | None) -> bool:
         """Cheap check (one stat) for a commit newer than ``version``, per the Delta log layout."""
@@ -226,6 +246,34 @@ class Lake:
                 )
             )
         return sorted(out, key=lambda c: c.version)
+
+
+def _check_supported(root: Path) -> None:
+    text = str(root.resolve())  # delta-rs resolves symbolic links too
+    found = [repr(c) for c in sorted(set(UNSUPPORTED_IN_PATH.findall(text)))]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        found.append("bytes that are not UTF-8")
+    if found:
+        raise UnsupportedPathError(
+            f"the lake folder {text!r} has {', '.join(found)} in its path, which the Delta "
+            "Lake library cannot open",
+            hint="move the project to a folder without [ ] ^ | \\, control characters or "
+            "%XX sequences in its path, or set `lake` in gristmill.toml to such a folder",
+        )
+
+
+def _local_path(uri: str) -> str:
+    """A local file as a plain path; delta-rs percent-encodes them (a space as ``%20``),
+    which other readers (DuckDB) take literally. Object-store URIs stay as they are."""
+    from urllib.parse import unquote, urlsplit
+
+    if uri.startswith("/"):
+        return unquote(uri)
+    if uri.startswith("file:"):
+        return unquote(urlsplit(uri).path)
+    return uri
 
 
 def _schema_mode(
