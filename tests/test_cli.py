@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gristmill.workspace import Workspace
 from tests.conftest import write_project
 
 
@@ -183,3 +184,87 @@ def test_unreadable_file(cli, tmp_path: Path) -> None:
     assert result.code == 1
     assert "data/b.csv" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _clear(result, code: int = 2) -> None:
+    """Exit ``code`` with our message: no internal error, no traceback."""
+    assert result.code == code, result.stdout + result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_memory_limit_that_is_not_a_size_is_refused_at_load(cli, tmp_path: Path) -> None:
+    toml = 'name = "t"\n\n[duckdb]\nthreads = 1\nmemory_limit = "lots"\n'
+    root = write_project(tmp_path / "p", toml=toml)
+    result = cli("run", "-p", str(root))
+    _clear(result)
+    assert f"{root / 'gristmill.toml'}:5: invalid value for 'duckdb.memory_limit'" in result.stderr
+    assert "'lots' is not a size" in result.stderr and "8GB" in result.stderr
+
+
+def test_numbers_too_large_for_the_catalog_are_usage_errors(cli, project: Path) -> None:
+    cli("run", "-p", str(project))
+    huge = "99999999999999999999999"
+    version = cli("show", "txns", "--version", huge, "-p", str(project))
+    _clear(version)
+    assert (
+        f"table 'txns' has no version {huge}" in version.stderr and "versions: 0" in version.stderr
+    )
+    for args in (["show", "txns", "--limit", huge], ["runs", "--limit", huge]):
+        _clear(cli(*args, "-p", str(project)))
+    assert cli("lineage", "txns", "--version", huge, "-p", str(project)).code == 2
+
+
+def test_a_catalog_that_is_not_a_database(cli, project: Path) -> None:
+    ws = Workspace.open(project)
+    assert ws.run().ok
+    ws.close()
+    catalog = project / ".gristmill" / "catalog.db"
+    for journal in project.glob(".gristmill/catalog.db-*"):
+        journal.unlink()
+    catalog.write_bytes(b"these are not the bytes of a SQLite database" * 100)
+    result = cli("status", "-p", str(project))
+    _clear(result)
+    assert f"the catalog {catalog} is not a SQLite database" in result.stderr
+    assert "move it aside and run `gristmill run`" in result.stderr
+    # what the hint promises: a new catalog adopts the versions in the lake
+    catalog.rename(project / "catalog.broken")
+    again = cli("run", "-p", str(project), "--json").json()
+    assert again["summary"]["status"] == "noop"
+    assert ["per_user", 0] in again["summary"]["recovered_versions"]
+
+
+def test_a_table_whose_data_files_were_deleted(cli, project: Path) -> None:
+    cli("run", "-p", str(project))
+    for part in (project / "lake" / "per_user").glob("*.parquet"):
+        part.unlink()
+    shown = cli("show", "per_user", "-p", str(project))
+    _clear(shown)
+    assert "table 'per_user' version 0 is missing 1 of its 1 data file(s)" in shown.stderr
+    assert "gristmill run per_user --full-refresh" in shown.stderr
+    downstream = cli("run", "top_users", "--full-refresh", "-p", str(project), "--json")
+    assert downstream.code == 1
+    (step,) = downstream.json()["steps"]
+    assert step["error"]["message"].startswith("table 'per_user' version 0 is missing")
+    assert cli("run", "per_user", "--full-refresh", "-p", str(project)).code == 0
+    assert cli("show", "per_user", "-p", str(project), "--json").json()["version"] == 1
+
+
+def test_init_into_a_non_empty_folder_or_a_file_is_bad_input(cli, tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine")
+    full = cli("init", str(tmp_path / "full"), "--scale", "tiny")
+    _clear(full)
+    assert "the folder is not empty" in full.stderr
+    _clear(cli("init", str(tmp_path / "file"), "--scale", "tiny"))
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+
+
+def test_project_option_must_name_a_folder(cli, project: Path) -> None:
+    file = cli("status", "-p", str(project / "pipeline.py"))
+    _clear(file)
+    assert f"the project folder {project / 'pipeline.py'} is a file" in file.stderr
+    missing = cli("status", "-p", str(project / "typo"), "--json")
+    _clear(missing)
+    assert missing.json()["message"].endswith("typo does not exist")
+    assert cli("status", "-p", str(project / "sql")).code == 0  # a folder inside it still works

@@ -54,6 +54,12 @@ class ProjectNotFoundError(GristmillError):
     exit_code = 2
 
 
+class FolderNotEmptyError(GristmillError):
+    """``init`` was asked to create a project where a file or a non-empty folder is."""
+
+    exit_code = 2
+
+
 class ConfigError(GristmillError):
     """gristmill.toml is malformed or holds an unknown or invalid key."""
 
@@ -120,6 +126,12 @@ class CatalogError(GristmillError):
 
 class LakeError(GristmillError):
     """A Delta table is missing, unreadable or was changed outside Gristmill."""
+
+
+class MissingDataError(LakeError):
+    """A committed table version whose data files were deleted or moved outside Gristmill."""
+
+    exit_code = 2
 
 
 class UnsupportedPathError(GristmillError):

@@ -51,3 +51,22 @@ def test_invalid_value_and_missing_name(tmp_path: Path) -> None:
         load_config(write(tmp_path, 'name = "x"\nengine = "oracle"\n'))
     with pytest.raises(ConfigError, match="missing required key 'name'"):
         load_config(write(tmp_path, 'lake = "l"\n'))
+
+
+@pytest.mark.parametrize("size", ["512MB", "8 GB", "1.5GiB", "80%", "100 bytes"])
+def test_memory_limits_duckdb_takes_are_accepted(tmp_path: Path, size: str) -> None:
+    config = load_config(write(tmp_path, f'name = "x"\n[duckdb]\nmemory_limit = "{size}"\n'))
+    assert config.duckdb.memory_limit == size
+
+
+@pytest.mark.parametrize("size", ["lots", "8", "150%", "1,5GB", "1 PB"])
+def test_a_memory_limit_duckdb_refuses_is_a_load_error_with_its_line(
+    tmp_path: Path, size: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f'name = "x"\n[duckdb]\nmemory_limit = "{size}"\n'))
+    assert info.value.location is not None and info.value.location.line == 3
+    assert info.value.message == (
+        f"invalid value for 'duckdb.memory_limit': {size!r} is not a size: write a number and "
+        "a unit (512MB, 8GB, 1.5GiB) or a share of the machine's memory (80%)"
+    )

@@ -199,3 +199,13 @@ def test_concurrent_run_is_refused(workspace: Workspace) -> None:
 
     with workspace.run_lock(), pytest.raises(RunInProgressError, match="in progress"):
         Workspace.open(workspace.root).run()
+
+
+def test_a_csv_row_of_the_wrong_width_is_named_with_its_line(tmp_path: Path) -> None:
+    csv = "id,user_id,amount\n1,u1,10\n2,u1,5,9\n3,u2,7\n"
+    root = write_project(tmp_path, data={"a.csv": csv})
+    step = Workspace.open(root).run().result.steps[0]
+    assert step.status is StepStatus.FAILED
+    assert step.error["message"] == (
+        "data/a.csv line 3 has 4 columns, the header has 3 (delimiter ',')"
+    )

@@ -33,6 +33,8 @@ ProjectOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document and nothing else.")]
 TableArg = Annotated[str, typer.Argument(help="Table name.")]
+MAX_INT = 2**63 - 1
+"""The largest number a catalog or an Arrow slice takes: larger ones are usage errors."""
 
 
 def _open(project: Path | None) -> Workspace:
@@ -156,7 +158,7 @@ def tables(project: ProjectOpt = None, json: JsonOpt = False) -> None:
 @app.command()
 def runs(
     run_id: Annotated[str | None, typer.Argument(help="Show one run's steps.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="How many runs.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_INT, help="How many runs.")] = 20,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -190,7 +192,7 @@ def runs(
 def show(
     table: TableArg,
     version: Annotated[int | None, typer.Option(help="Version (default: latest).")] = None,
-    limit: Annotated[int, typer.Option(min=0, help="Rows to show.")] = 10,
+    limit: Annotated[int, typer.Option(min=0, max=MAX_INT, help="Rows to show.")] = 10,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -208,7 +210,7 @@ def show(
 def quarantine(
     table: TableArg,
     version: Annotated[int | None, typer.Option(help="Version (default: latest).")] = None,
-    limit: Annotated[int, typer.Option(min=0, help="Rows to show.")] = 10,
+    limit: Annotated[int, typer.Option(min=0, max=MAX_INT, help="Rows to show.")] = 10,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:

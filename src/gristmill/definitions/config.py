@@ -11,11 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gristmill.errors import ConfigError, Location
 
 CONFIG_FILE = "gristmill.toml"
+_MEMORY = re.compile(
+    r"^\s*\d+(\.\d+)?\s*(b|bytes?|kb|mb|gb|tb|kib|mib|gib|tib)\s*$|^\s*(\d{1,2}|100)\s*%\s*$",
+    re.IGNORECASE,
+)
+"""Sizes DuckDB's ``memory_limit`` takes: a number and a unit, or a share of the RAM."""
 
 
 class _Closed(BaseModel):
@@ -31,6 +36,33 @@ class DuckDBSettings(_Closed):
     """Worker threads; defaults to the number of cores."""
     temp_directory: str | None = None
     """Where DuckDB spills; defaults to ``.gristmill/tmp`` in the project."""
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not _MEMORY.match(value):
+            raise ValueError(
+                f"{value!r} is not a size: write a number and a unit (512MB, 8GB, 1.5GiB) "
+                "or a share of the machine's memory (80%)"
+            )
+        return value
+
+
+class ServeSettings(_Closed):
+    """Settings of ``gristmill serve`` (command-line options override the limits)."""
+
+    metrics: Literal["key", "public"] = "key"
+    """``/metrics``: ``key`` needs an admin or reader key; ``public`` answers anyone."""
+    openapi: Literal["key", "public"] = "key"
+    """``/openapi.json``: ``key`` needs any valid key; ``public`` answers anyone."""
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    """Connections a worker holds; one more is answered 503 with Retry-After."""
+    request_timeout: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """Seconds a request has to arrive whole; a stalled one is answered 408 and closed."""
+    reload_every: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    """Seconds between checks for a moved alias (0: never)."""
+    max_body_mb: Annotated[float, Field(gt=0, le=1024)] = 1.0
+    """The largest request body, in MB."""
 
 
 class ProjectConfig(_Closed):
@@ -55,6 +87,7 @@ class ProjectConfig(_Closed):
     sql: str = "sql"
     """Folder whose ``*.sql`` files are SQL steps named by their file name."""
     duckdb: DuckDBSettings = DuckDBSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -109,8 +142,9 @@ def load_config(project_dir: Path) -> ProjectConfig:
             ) from None
         if first["type"] == "missing":
             raise ConfigError(f"missing required key {key!r}", location=Location(path)) from None
+        message = first["msg"].removeprefix("Value error, ")
         raise ConfigError(
-            f"invalid value for {key!r}: {first['msg']}",
+            f"invalid value for {key!r}: {message}",
             location=Location(path, _line_of(text, loc)),
         ) from None
 

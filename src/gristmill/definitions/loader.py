@@ -38,6 +38,12 @@ class Project:
 def find_root(start: Path) -> Path:
     """The folder holding ``gristmill.toml``: ``start`` or its nearest parent."""
     start = start.resolve()
+    if not start.is_dir():
+        what = "is a file" if start.exists() else "does not exist"
+        raise ProjectNotFoundError(
+            f"the project folder {start} {what}",
+            hint="pass the folder that holds gristmill.toml (or one inside it) to --project",
+        )
     for folder in (start, *start.parents):
         if (folder / CONFIG_FILE).is_file():
             return folder

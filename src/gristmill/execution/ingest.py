@@ -6,6 +6,7 @@ unreadable bytes fails the step with the file's name instead of silently padding
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,50 @@ def check_files(session: Session, source: Source, root: Path, files: Sequence[st
                 hint="fix or remove the file, or set format=/options= on the source",
             ) from None
         missing = [c for c in declared if c not in present]
+        if missing and source.format is FileFormat.CSV:
+            _require_even_rows(root / name, name, source)
         if missing:
             raise SourceReadError(
                 f"{name} lacks declared column(s) {', '.join(missing)}",
                 hint=f"columns in the file: {', '.join(sorted(present)) or '(none)'}",
             )
+
+
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _require_even_rows(path: Path, name: str, source: Source) -> None:
+    """Name the first row whose width differs from the header's.
+
+    DuckDB's dialect sniffer gives up on a small file with one such row and reads every
+    line as a single column, which would otherwise look like missing columns.
+    """
+    options = dict(source.options)
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            header = handle.readline()
+            delimiter = options.get("delim") or options.get("sep") or _delimiter(header, source)
+            handle.seek(0)
+            rows = csv.reader(handle, delimiter=delimiter, quotechar=options.get("quote", '"'))
+            width = len(next(rows, []))
+            for row in rows:
+                if row and len(row) != width:
+                    raise SourceReadError(
+                        f"{name} line {rows.line_num} has {len(row)} columns, the header has "
+                        f"{width} (delimiter {delimiter!r})",
+                        hint="fix that line (a value with an unquoted delimiter, or a missing "
+                        "one), or remove it from the file",
+                    )
+    except (OSError, csv.Error, TypeError):
+        return  # not plain text (compressed, say): keep DuckDB's account
+
+
+def _delimiter(header: str, source: Source) -> str:
+    """The delimiter that splits the header into the most declared columns."""
+    declared = set(source.contract.columns)
+    return max(
+        DELIMITERS, key=lambda d: len(declared & {c.strip().strip('"') for c in header.split(d)})
+    )
 
 
 def raw_relation_sql(source: Source, root: Path, files: Sequence[str]) -> str:

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from gristmill.errors import LakeError, UnsupportedPathError, VersionNotFoundError
+from gristmill.errors import (
+    LakeError,
+    MissingDataError,
+    UnsupportedPathError,
+    VersionNotFoundError,
+)
 
 if TYPE_CHECKING:  # heavy imports stay lazy so that a no-op run starts fast
     import pyarrow as pa
@@ -122,11 +127,16 @@ class Lake:
         return True
 
     def dataset(self, name: str, version: int) -> pads.Dataset:
+        table = self._open(name, version)
+        _require_files(name, version, table.file_uris())
+        return table.to_pyarrow_dataset()
+
+    def _open(self, name: str, version: int) -> DeltaTable:
         handle = self._handles.get(name)
         if handle is not None and handle.version() == version:
             # Written by this process: the same immutable version, without reopening the log.
-            return handle.to_pyarrow_dataset()
-        return self._table(name, version).to_pyarrow_dataset()
+            return handle
+        return self._table(name, version)
 
     def parquet_files(self, name: str, version: int) -> list[str] | None:
         """The Parquet files that make up a version, when reading them plainly is exact.
@@ -135,13 +145,13 @@ class Lake:
         vectors, column mapping, partition values kept in the log) or has no files; read
         the ``dataset`` then.
         """
-        handle = self._handles.get(name)
-        table = handle if handle is not None and handle.version() == version else None
-        table = table or self._table(name, version)
+        table = self._open(name, version)
+        files = [_local_path(uri) for uri in table.file_uris()]
+        _require_files(name, version, files)
         features = set(table.protocol().reader_features or [])
         if features - PLAIN_PARQUET_FEATURES or table.metadata().partition_columns:
             return None
-        return [_local_path(uri) for uri in table.file_uris()] or None
+        return files or None
 
     def read(
         self,
@@ -261,6 +271,19 @@ def _check_supported(root: Path) -> None:
             "Lake library cannot open",
             hint="move the project to a folder without [ ] ^ | \\, control characters or "
             "%XX sequences in its path, or set `lake` in gristmill.toml to such a folder",
+        )
+
+
+def _require_files(name: str, version: int, uris: list[str]) -> None:
+    """Fail naming the table and version when local data files of it are gone."""
+    local = [_local_path(u) for u in uris]
+    missing = [f for f in local if f.startswith("/") and not Path(f).is_file()]
+    if missing:
+        raise MissingDataError(
+            f"table {name!r} version {version} is missing {len(missing)} of its "
+            f"{len(local)} data file(s), e.g. {missing[0]}",
+            hint="they were deleted or moved outside gristmill: restore them, or build a new "
+            f"version with `gristmill run {name} --full-refresh`",
         )
 
 

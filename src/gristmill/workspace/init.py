@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gristmill.errors import GristmillError, UnknownNameError
+from gristmill.errors import FolderNotEmptyError, UnknownNameError
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = ("churn",)
@@ -22,10 +22,11 @@ def init_project(
     if scale not in SCALES:
         raise UnknownNameError("scale", scale, list(SCALES))
     directory = directory.resolve()
-    if directory.exists() and any(directory.iterdir()):
-        raise GristmillError(
-            f"{directory} exists and is not empty",
-            hint="choose a new folder name, or remove the folder first",
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        what = "folder is not empty" if directory.is_dir() else "path is a file"
+        raise FolderNotEmptyError(
+            f"cannot create a project in {directory}: the {what}",
+            hint="choose a new folder name, or remove what is there first",
         )
     template = EXAMPLES_DIR / example / "project"
     shutil.copytree(

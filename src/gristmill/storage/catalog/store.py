@@ -25,7 +25,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from gristmill.errors import CatalogError, MissingExtraError
 from gristmill.storage.catalog import schema as s
@@ -73,6 +79,26 @@ def _engine(url: str) -> Engine:
         raise MissingExtraError(exc.name or "driver", "postgres") from None
 
 
+def _unreadable(engine: Engine, exc: DatabaseError) -> CatalogError:
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and not isinstance(exc, OperationalError):
+        return CatalogError(
+            f"the catalog {url.database} is not a SQLite database ({exc.orig})",
+            hint="restore it from a backup, or move it aside and run `gristmill run`: a new "
+            "catalog adopts the table versions in the lake (not models, aliases, tokens or "
+            "run history)",
+        )
+    return CatalogError(
+        f"cannot open the catalog at {url!r}: {exc.orig}",
+        hint="check `catalog` in gristmill.toml and that the database is reachable",
+    )
+
+
+def _storable(number: int) -> bool:
+    """Whether a database integer column can hold ``number`` (else no row can match it)."""
+    return -(2**63) <= number < 2**63
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -106,6 +132,8 @@ class CatalogReader:
             return {name: int(v) for name, v in conn.execute(query)}
 
     def materialization(self, table_name: str, version: int) -> Materialization | None:
+        if not _storable(version):
+            return None
         m = s.materializations
         query = select(m).where(m.c.table_name == table_name, m.c.version == version)
         with self._read() as conn:
@@ -187,6 +215,8 @@ class CatalogReader:
             return [_model_version(row) for row in conn.execute(query).mappings()]
 
     def model_version(self, model: str, version: int) -> ModelVersion | None:
+        if not _storable(version):
+            return None
         mv = s.model_versions
         query = select(mv).where(mv.c.model == model, mv.c.version == version)
         with self._read() as conn:
@@ -271,11 +301,8 @@ class Catalog(CatalogReader):
     def _migrate(self) -> None:
         try:
             current = self._revision()
-        except OperationalError as exc:
-            raise CatalogError(
-                f"cannot open the catalog at {self._engine.url!r}: {exc.orig}",
-                hint="check `catalog` in gristmill.toml and that the database is reachable",
-            ) from None
+        except DatabaseError as exc:
+            raise _unreadable(self._engine, exc) from None
         if current == s.HEAD_REVISION:
             return
         from alembic import command
