@@ -99,8 +99,9 @@ benchmarks/.venv-%/.installed: benchmarks/requirements-%.txt
 	benchmarks/.venv-$*/bin/pip install -q --disable-pip-version-check -r $<
 	touch $@
 
-# needs wrk (apt-get install wrk) and the large example (made by bench-training-set)
+# needs wrk (apt-get install wrk); builds the large example first if it is not there
 bench-serving: $(BENCH)/.installed benchmarks/.venv-mlflow/.installed benchmarks/.venv-bentoml/.installed
+	@command -v wrk >/dev/null || { echo "bench-serving needs wrk: apt-get install wrk"; exit 2; }
 	$(BENCH)/bin/python benchmarks/serving.py
 
 # drift vs Evidently's DataDriftPreset (100k and 1M rows x 20 columns, made on first run)

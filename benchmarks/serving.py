@@ -102,12 +102,33 @@ def wait_ready(url: str, body: bytes, headers: dict[str, str], timeout: float = 
     raise RuntimeError(f"{url} not ready")
 
 
+def prepare() -> None:
+    """The large example built, its model trained and scored (once; not timed).
+
+    Generating and ingesting the data is shared with ``pipeline.py`` and
+    ``training_set.py``; whatever they already made is reused.
+    """
+    sys.path.insert(0, str(HERE))
+    import pipeline
+
+    from gristmill.workspace import Workspace
+
+    pipeline.w_prepare("large")  # generates and ingests the large example once
+    ws = Workspace.open(LARGE)
+    outcome = ws.run(["+churn"])
+    assert outcome.ok, [s.error for s in outcome.result.steps if s.error]
+    if ws.lake.latest_version("churn__predictions") is None:
+        ws.models.score("churn", table="user_profile", model="latest")
+    ws.close()
+
+
 def setup() -> dict:
     """Export the champion's booster and rows; create an API key (not timed)."""
     from gristmill.execution.ml.features import RowEncoder
     from gristmill.workspace import Workspace
 
     WORK.mkdir(parents=True, exist_ok=True)
+    prepare()
     # the current example's definitions (the service), on the data prepared before
     template = ROOT / "src/gristmill/examples/churn/project"
     shutil.copy(template / "pipeline.py", LARGE / "pipeline.py")
@@ -338,7 +359,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--only", default="")
+    parser.add_argument("--prepare", action="store_true", help="only build what it needs")
     args = parser.parse_args()
+    if args.prepare:
+        return prepare()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     ctx = setup()

@@ -239,6 +239,10 @@ class Unauthorized(GristmillError):
 
     exit_code = 2
 
+    def __init__(self, message: str, *, token_given: bool = False, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.token_given = token_given
+
 
 class Forbidden(GristmillError):
     """A valid API key whose role may not do this (HTTP 403)."""
@@ -250,3 +254,31 @@ class PayloadTooLarge(GristmillError):
     """A request body over the server's limit (HTTP 413)."""
 
     exit_code = 2
+
+
+class UnsupportedMediaType(GristmillError):
+    """A request body in a content type an endpoint does not read (HTTP 415)."""
+
+    exit_code = 2
+
+
+class PredictionLogError(GristmillError):
+    """The prediction log cannot be written, so the prediction is not answered (HTTP 503)."""
+
+
+class NoSuchRoute(GristmillError):
+    """An HTTP path that the server does not answer (HTTP 404)."""
+
+    exit_code = 2
+
+
+class MethodNotAllowed(GristmillError):
+    """An HTTP method that a route does not take (HTTP 405, with ``Allow``)."""
+
+    exit_code = 2
+
+    def __init__(self, method: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"{method} is not allowed here", hint=f"this route takes {', '.join(allowed)}"
+        )
+        self.allowed = allowed

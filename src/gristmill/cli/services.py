@@ -55,14 +55,21 @@ def serve(
     services: Annotated[list[str] | None, typer.Argument(help="Services (default: all).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(min=1, help="Server processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Server processes.")] = 1,
     auth: Annotated[bool, typer.Option("--auth/--no-auth", help="Require API keys.")] = True,
     reload_every: Annotated[
-        float, typer.Option(help="Seconds between checks for a moved alias (0: never).")
-    ] = 2.0,
+        float | None,
+        typer.Option(min=0, help="Seconds between checks for a moved alias (0: never)."),
+    ] = None,
+    max_connections: Annotated[
+        int | None, typer.Option(min=1, help="Connections per worker; beyond: 503.")
+    ] = None,
+    request_timeout: Annotated[
+        float | None, typer.Option(min=0.1, help="Seconds a request has to arrive whole.")
+    ] = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Serve predictions over HTTP (Starlette on uvicorn)."""
+    """Serve predictions over HTTP (uvicorn); defaults from [serve] in gristmill.toml."""
     from gristmill.workspace.serve import serve as run_server
 
     run_server(
@@ -73,6 +80,8 @@ def serve(
         workers=workers,
         auth=auth,
         reload_every_s=reload_every,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
         announce=out.print,
     )
 

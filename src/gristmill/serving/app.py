@@ -1,11 +1,16 @@
-"""The HTTP app: Starlette routes over the host's runtimes, with one error edge.
+"""The HTTP app: endpoints over the host's runtimes, one error edge, one auth check.
 
-Routes: ``POST /v1/services/{name}/predict`` (one entity or ``instances``), the Open
-Inference Protocol v2 (``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}``,
-``/v2/models/{name}/infer``), ``GET /metrics`` (Prometheus) and ``GET /openapi.json``.
-Every ``GristmillError`` becomes a JSON body with its status in ``_error``, the only
-place where errors are mapped; anything else is a bug: a 500 with the request id, logged
-with its traceback.
+Routes: ``POST /v1/services/{name}/predict`` (one entity or ``instances``); the Open
+Inference Protocol v2 (``GET /v2``, ``/v2/health/live|ready``, ``/v2/models/{name}``,
+``…/ready``, ``POST …/infer``, each also under ``/versions/{version}``); ``GET /metrics``
+(Prometheus) and ``GET /openapi.json``.
+
+Every endpoint is an ``Endpoint``: authorize, run the handler, translate a
+``GristmillError`` (``http.reply_for``, the only mapping), send, count. Requests for a
+served service's exact paths are dispatched by a dictionary lookup; everything else
+(templates, unknown paths, wrong methods, the lifespan) goes through Starlette's router,
+which calls the same endpoints. Each answered prediction is written to this worker's
+spool before its response is sent (``serving/spool.py``).
 """
 
 from __future__ import annotations
@@ -13,57 +18,61 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as StarletteRequest
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gristmill import __version__
 from gristmill.errors import (
-    BadRequest,
-    EntityNotFound,
     Forbidden,
     GristmillError,
+    MethodNotAllowed,
+    NoSuchRoute,
     OnlineStoreError,
-    PayloadTooLarge,
-    ServingInputError,
+    PredictionLogError,
     Unauthorized,
-    UnknownServiceError,
 )
+from gristmill.serving import oip
 from gristmill.serving.host import Host
-from gristmill.serving.log import PredictionLog, ProcessLog
+from gristmill.serving.http import (
+    ClientGone,
+    Receive,
+    Reply,
+    Request,
+    Scope,
+    Send,
+    internal_error,
+    json_reply,
+    reply_for,
+    send_reply,
+    status_of,
+)
+from gristmill.serving.log import prediction_rows
+from gristmill.serving.metrics import CONTENT_TYPE, UNMATCHED, Metrics
 from gristmill.serving.openapi import openapi
-from gristmill.serving.runtime import Prediction
+from gristmill.serving.runtime import Prediction, ServiceRuntime
+from gristmill.serving.spool import Spool, encode
+from gristmill.serving.v1 import batch_reply, instances
 from gristmill.serving.webhook import Webhook
 
 logger = logging.getLogger("gristmill.serving")
 
-STATUS = {
-    BadRequest: 400,
-    Unauthorized: 401,
-    Forbidden: 403,
-    EntityNotFound: 404,
-    UnknownServiceError: 404,
-    PayloadTooLarge: 413,
-    ServingInputError: 422,
-    OnlineStoreError: 503,
-}
-PREDICT_ROLES = {"admin", "service"}
-READ_ROLES = {"admin", "service", "reader"}
-MAX_BATCH = 1_000
+PREDICT_ROLES = frozenset({"admin", "service"})
+READ_ROLES = frozenset({"admin", "service", "reader"})
+METRICS_ROLES = frozenset({"admin", "reader"})
+ANY_ROLE = frozenset({"admin", "service", "reader"})
+PREDICT = "/v1/services/{name}/predict"
+MODEL = "/v2/models/{name}"
+VERSION = "/v2/models/{name}/versions/{version}"
+
+Handler = Callable[[Request], Awaitable[Reply]]
 
 
 @dataclass(frozen=True)
@@ -71,47 +80,284 @@ class Settings:
     authenticate: Callable[[str], str | None] | None
     """Token -> role, or None for an unknown token; None here: no authentication."""
     max_body: int = 1 << 20
+    metrics_public: bool = False
+    """Whether ``/metrics`` answers without a key (default: admin or reader keys)."""
+    openapi_public: bool = False
+    """Whether ``/openapi.json`` answers without a key (default: any valid key)."""
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+class Endpoint:
+    """One route's ASGI callable: authorize, handle, map errors, send, count."""
+
+    def __init__(
+        self,
+        route: str,
+        handler: Handler,
+        roles: frozenset[str] | None,
+        *,
+        settings: Settings,
+        metrics: Metrics,
+        oip: bool = False,
+    ) -> None:
+        self.route = route
+        self.handler = handler
+        self.roles = roles if settings.authenticate is not None else None
+        self.settings = settings
+        self.metrics = metrics
+        self.oip = oip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        clock = time.perf_counter()
+        request = Request(scope, receive, self.settings.max_body)
+        try:
+            if self.roles is not None:
+                request.role = authorize(request, self.settings, self.roles)
+            reply = await self.handler(request)
+        except ClientGone:  # nothing to answer; counted, not logged as an error
+            self._count(request, 499, clock)
+            return
+        except GristmillError as exc:
+            reply = reply_for(exc, oip=self.oip)
+        except Exception:  # a bug: answer 500 with an id to find the traceback in the log
+            incident = uuid.uuid4().hex[:12]
+            logger.exception("internal error %s on %s", incident, scope.get("path"))
+            reply = internal_error(incident)
+        await send_reply(send, reply)
+        self._count(request, reply.status, clock)
+
+    def _count(self, request: Request, status: int, clock: float) -> None:
+        service = self.metrics.service(request.params.get("name"))
+        self.metrics.observe(self.route, service, status, time.perf_counter() - clock)
 
 
-def _status(exc: GristmillError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
-    return 500
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.latency = Histogram(
-            "gristmill_request_seconds",
-            "Time to answer a request, by service and status.",
-            ["service", "status"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+def authorize(request: Request, settings: Settings, roles: frozenset[str]) -> str:
+    """The role of the request's key, if it may do this; the one place roles are checked."""
+    assert settings.authenticate is not None
+    header = request.header(b"authorization") or b""
+    scheme, _, token = header.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "missing API key", hint="send `Authorization: Bearer <key>` (gristmill tokens create)"
         )
-        self.decisions = Counter(
-            "gristmill_decisions",
-            "Decisions made, by service and action.",
-            ["service", "decision"],
-            registry=self.registry,
+    role = settings.authenticate(token.strip())
+    if role is None:
+        raise Unauthorized(
+            "unknown or revoked API key",
+            token_given=True,
+            hint="create one: gristmill tokens create",
         )
+    if role not in roles:
+        raise Forbidden(
+            f"role {role!r} may not do this", hint=f"roles that may: {', '.join(sorted(roles))}"
+        )
+    return role
+
+
+class Handlers:
+    """What each route does, over the host's runtimes, the spool and the metrics."""
+
+    def __init__(
+        self,
+        host: Host,
+        spool: Spool | None,
+        metrics: Metrics,
+        webhooks: Mapping[str, Webhook],
+    ) -> None:
+        self.host = host
+        self.spool = spool
+        self.metrics = metrics
+        self.webhooks = webhooks
+
+    async def predict(self, request: Request) -> Reply:
+        runtime = self.host.get(request.params["name"])
+        items, batch = instances(await request.json(), runtime)
+        if not batch:
+            answer = runtime.answer(*items[0])
+            self._record([answer], request.role)
+            return json_reply(answer.to_dict())
+        results: list[Prediction | GristmillError] = []
+        for entity, features in items:
+            try:
+                results.append(runtime.answer(entity, features))
+            except (OnlineStoreError, PredictionLogError):
+                raise  # the server's trouble, not this instance's: the whole request
+            except GristmillError as exc:
+                results.append(exc)
+        self._record([r for r in results if isinstance(r, Prediction)], request.role)
+        return batch_reply(results, status_of)
+
+    async def infer(self, request: Request) -> Reply:
+        runtime = self._runtime_at(request)
+        request.check_json_type(b"application/octet-stream")
+        parsed = oip.parse(await request.body(), request.header(oip.HEADER_LENGTH))
+        rows = oip.rows(parsed, runtime.entity, runtime.spec.request_features, runtime.numeric)
+        version = _version(request)
+        answers = []
+        for i, (entity, features) in enumerate(rows):
+            checked = runtime.check(entity, features, where=f"row {i}: ")
+            answers.append(runtime.answer(*checked, version=version))
+        self._record(answers, request.role)
+        body, header = oip.response(
+            parsed,
+            request.params["name"],
+            answers[0].model_version,
+            [a.score for a in answers],
+            [a.decision for a in answers],
+        )
+        if header is None:
+            return Reply(200, body)
+        return Reply(
+            200,
+            body,
+            b"application/octet-stream",
+            [(b"inference-header-content-length", str(header).encode())],
+        )
+
+    def _record(self, answers: Sequence[Prediction], role: str) -> None:
+        """Spool every answer (before its response is sent), then count and notify."""
+        if not answers:
+            return
+        at_us = time.time_ns() // 1000
+        rows = [row for a in answers for row in prediction_rows(a, role, at_us)]
+        if self.spool is not None:
+            self.spool.write(encode(rows))
+        for answer in answers:
+            self.metrics.decided(answer.service, answer.decision)
+            hook = self.webhooks.get(answer.service)
+            if hook is not None:
+                hook.send(
+                    {
+                        "request_id": answer.request_id,
+                        "service": answer.service,
+                        "entity": answer.entity,
+                        "decision": answer.decision,
+                        "score": answer.score,
+                        "reasons": answer.reasons,
+                        "model_version": answer.model_version,
+                    }
+                )
+
+    def _runtime_at(self, request: Request) -> ServiceRuntime:
+        runtime = self.host.get(request.params["name"])
+        version = _version(request)
+        if version is not None:
+            runtime.variant(version)
+        return runtime
+
+    async def model_metadata(self, request: Request) -> Reply:
+        runtime = self._runtime_at(request)
+        categorical = runtime.categorical
+        inputs = [{"name": k, "datatype": "BYTES", "shape": [-1]} for k in runtime.entity]
+        inputs += [
+            {"name": f, "datatype": "BYTES" if f in categorical else "FP64", "shape": [-1]}
+            for f in runtime.spec.request_features
+        ]
+        return json_reply(
+            {
+                "name": request.params["name"],
+                "versions": [str(v) for v in runtime.served_versions],
+                "platform": runtime.model.manifest.estimator,
+                "inputs": inputs,
+                "outputs": [
+                    {"name": n, "datatype": t, "shape": [-1]} for n, t in oip.OUTPUT_TYPES.items()
+                ],
+            }
+        )
+
+    async def model_ready(self, request: Request) -> Reply:
+        self._runtime_at(request)
+        return json_reply({"name": request.params["name"], "ready": True})
+
+    async def server_metadata(self, request: Request) -> Reply:
+        return json_reply(
+            {"name": "gristmill", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    async def live(self, request: Request) -> Reply:
+        return json_reply({"live": True})
+
+    async def ready(self, request: Request) -> Reply:
+        ready = bool(self.host.runtimes)
+        return json_reply({"ready": ready}, 200 if ready else 503)
+
+    async def metrics_text(self, request: Request) -> Reply:
+        return Reply(200, self.metrics.render(), CONTENT_TYPE)
+
+    async def openapi_doc(self, request: Request) -> Reply:
+        return json_reply(openapi(self.host.runtimes))
+
+
+def _version(request: Request) -> int | None:
+    raw = request.params.get("version")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        from gristmill.errors import UnknownModelError
+
+        raise UnknownModelError(f"model version {raw!r} is not a number", hint="e.g. /versions/1")
+    return int(raw)
+
+
+class Dispatch:
+    """Exact paths of served services straight to their endpoint; the rest to Starlette."""
+
+    def __init__(
+        self, exact: dict[tuple[str, str], tuple[Endpoint, dict[str, str]]], rest: Starlette
+    ):
+        self.exact = exact
+        self.rest = rest
+        self.state = rest.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hit = self.exact.get((scope["method"], scope["path"]))
+            if hit is not None:
+                scope["path_params"] = hit[1]
+                await hit[0](scope, receive, send)
+                return
+        await self.rest(scope, receive, send)  # type: ignore[arg-type]
 
 
 def build_app(
     host: Host,
-    log: PredictionLog | ProcessLog | None,
+    spool: Spool | None,
     settings: Settings,
     *,
+    metrics: Metrics | None = None,
     webhooks: Mapping[str, Webhook] | None = None,
     on_shutdown: Sequence[Callable[[], None]] = (),
-) -> Starlette:
+) -> Dispatch:
     """The app; ``on_shutdown`` runs after the server stopped taking requests."""
-    metrics = Metrics()
+    metrics = metrics or Metrics(host.runtimes)
+    handlers = Handlers(host, spool, metrics, webhooks or {})
+
+    def endpoint(route: str, handler: Handler, roles: frozenset[str] | None, **kw: Any) -> Endpoint:
+        return Endpoint(route, handler, roles, settings=settings, metrics=metrics, **kw)
+
+    metrics_roles = None if settings.metrics_public else METRICS_ROLES
+    openapi_roles = None if settings.openapi_public else ANY_ROLE
+    table: list[tuple[str, str, Endpoint]] = [
+        ("POST", PREDICT, endpoint(PREDICT, handlers.predict, PREDICT_ROLES)),
+        ("GET", "/v2", endpoint("/v2", handlers.server_metadata, None, oip=True)),
+        ("GET", "/v2/health/live", endpoint("/v2/health/live", handlers.live, None, oip=True)),
+        ("GET", "/v2/health/ready", endpoint("/v2/health/ready", handlers.ready, None, oip=True)),
+        ("GET", "/metrics", endpoint("/metrics", handlers.metrics_text, metrics_roles)),
+        ("GET", "/openapi.json", endpoint("/openapi.json", handlers.openapi_doc, openapi_roles)),
+    ]
+    for base in (MODEL, VERSION):
+        table += [
+            ("GET", base, endpoint(base, handlers.model_metadata, READ_ROLES, oip=True)),
+            (
+                "GET",
+                f"{base}/ready",
+                endpoint(f"{base}/ready", handlers.model_ready, READ_ROLES, oip=True),
+            ),
+            (
+                "POST",
+                f"{base}/infer",
+                endpoint(f"{base}/infer", handlers.infer, PREDICT_ROLES, oip=True),
+            ),
+        ]
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -120,270 +366,47 @@ def build_app(
             yield
         finally:
             host.stop()
-            if log is not None:
-                log.close()
+            if spool is not None:
+                spool.close()
             for hook in (webhooks or {}).values():
                 hook.close()
             for hook in on_shutdown:
                 hook()
 
-    async def guarded(request: Request, roles: set[str], handler: Callable[..., Any]) -> Response:
-        clock = time.perf_counter()
-        service = request.path_params.get("name", "")
-        try:
-            role = _authorize(request, settings, roles)
-            response = await handler(request, role)
-        except GristmillError as exc:
-            response = _json({**exc.to_dict(), "status": _status(exc)}, _status(exc))
-        except Exception:  # a bug: answer 500 with an id to find the traceback in the log
-            incident = uuid.uuid4().hex[:12]
-            logger.exception("internal error %s on %s", incident, request.url.path)
-            response = _json(
-                {"error": "InternalError", "message": f"internal error {incident}", "status": 500},
-                500,
-            )
-        metrics.latency.labels(service, str(response.status_code)).observe(
-            time.perf_counter() - clock
-        )
-        return response
+    async def not_found(request: StarletteRequest, exc: Exception) -> Response:
+        return _fallback(request, NoSuchRoute(f"no route {request.url.path}", hint=_routes_hint()))
 
-    async def predict(request: Request) -> Response:
-        async def handle(request: Request, role: str) -> Response:
-            runtime = host.get(request.path_params["name"])
-            body = await _body(request, settings)
-            if not isinstance(body, dict):
-                raise BadRequest("the body must be a JSON object")
-            if "instances" in body:
-                items = body["instances"]
-                if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
-                    raise ServingInputError(f"instances must be a list of 1 to {MAX_BATCH}")
-                results = [_one(runtime, item, f"instances[{i}].") for i, item in enumerate(items)]
-                for p in results:
-                    _record(p, role)
-                return _json({"predictions": [p.to_dict() for p in results]})
-            p = _one(runtime, body, "")
-            _record(p, role)
-            return _json(p.to_dict())
+    async def method_not_allowed(request: StarletteRequest, exc: Exception) -> Response:
+        allow = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
+        return _fallback(request, MethodNotAllowed(request.method, allow.split(", ")))
 
-        return await guarded(request, PREDICT_ROLES, handle)
+    def _fallback(request: StarletteRequest, exc: GristmillError) -> Response:
+        reply = reply_for(exc, oip=request.url.path.startswith("/v2"))
+        metrics.observe(UNMATCHED, "", reply.status, 0.0)
+        headers = {k.decode(): v.decode() for k, v in reply.headers}
+        return Response(reply.body, reply.status, headers, media_type="application/json")
 
-    def _record(p: Prediction, role: str, served: bool = True) -> None:
-        if served:
-            metrics.decisions.labels(p.service, p.decision).inc()
-            hook = (webhooks or {}).get(p.service)
-            if hook is not None:
-                hook.send(
-                    {
-                        "request_id": p.request_id,
-                        "service": p.service,
-                        "entity": p.entity,
-                        "decision": p.decision,
-                        "score": p.score,
-                        "reasons": p.reasons,
-                        "model_version": p.model_version,
-                    }
-                )
-        if p.shadow is not None:
-            _record(p.shadow, role, served=False)
-        if log is not None:
-            log.append(
-                {
-                    "request_id": p.request_id,
-                    "at": datetime.now(UTC),
-                    "service": p.service,
-                    "model": p.model,
-                    "model_version": p.model_version,
-                    "role": role,
-                    "entity": p.entity,
-                    "features": p.features,
-                    "score": p.score,
-                    "decision": p.decision,
-                    "reasons": p.reasons,
-                    "found": p.found,
-                    "latency_ms": p.latency_ms,
-                    "variant": p.variant,
-                    "served": served,
-                }
-            )
-
-    async def infer(request: Request) -> Response:
-        async def handle(request: Request, role: str) -> Response:
-            runtime = host.get(request.path_params["name"])
-            body = await _body(request, settings)
-            rows = _oip_rows(body, runtime.entity)
-            results = [_one(runtime, row, f"inputs row {i}: ") for i, row in enumerate(rows)]
-            for p in results:
-                _record(p, role)
-            return _json(
-                {
-                    "model_name": request.path_params["name"],
-                    "model_version": str(runtime.model.version),
-                    "id": body.get("id") or uuid.uuid4().hex,
-                    "outputs": [
-                        {
-                            "name": "score",
-                            "shape": [len(results)],
-                            "datatype": "FP64",
-                            "data": [p.score for p in results],
-                        },
-                        {
-                            "name": "decision",
-                            "shape": [len(results)],
-                            "datatype": "BYTES",
-                            "data": [p.decision for p in results],
-                        },
-                    ],
-                }
-            )
-
-        return await guarded(request, PREDICT_ROLES, handle)
-
-    async def model_metadata(request: Request) -> Response:
-        async def handle(request: Request, role: str) -> Response:
-            runtime = host.get(request.path_params["name"])
-            inputs = [{"name": k, "datatype": "BYTES", "shape": [-1]} for k in runtime.entity]
-            inputs += [
-                {
-                    "name": f,
-                    "datatype": "FP64" if f not in _categorical(runtime) else "BYTES",
-                    "shape": [-1],
-                }
-                for f in runtime.spec.request_features
-            ]
-            return _json(
-                {
-                    "name": request.path_params["name"],
-                    "versions": [str(runtime.model.version)],
-                    "platform": runtime.model.manifest.estimator,
-                    "inputs": inputs,
-                    "outputs": [
-                        {"name": "score", "datatype": "FP64", "shape": [-1]},
-                        {"name": "decision", "datatype": "BYTES", "shape": [-1]},
-                    ],
-                }
-            )
-
-        return await guarded(request, READ_ROLES, handle)
-
-    async def live(request: Request) -> Response:
-        return _json({"live": True})
-
-    async def ready(request: Request) -> Response:
-        return _json({"ready": bool(host.runtimes)})
-
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def openapi_endpoint(request: Request) -> Response:
-        return _json(openapi(sorted(host.runtimes)))
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return _json(
-            {"error": "NotFound", "message": f"no route {request.url.path}", "status": 404}, 404
-        )
-
-    async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return _json(
-            {
-                "error": "MethodNotAllowed",
-                "message": f"{request.method} is not allowed here",
-                "status": 405,
-            },
-            405,
-        )
-
-    routes = [
-        Route("/v1/services/{name}/predict", predict, methods=["POST"]),
-        Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", ready, methods=["GET"]),
-        Route("/v2/models/{name}", model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi_endpoint, methods=["GET"]),
-    ]
-    app = Starlette(
-        routes=routes,
+    rest = Starlette(
+        routes=[Route(path, ep, methods=[method]) for method, path, ep in table],
         exception_handlers={404: not_found, 405: method_not_allowed},
         lifespan=lifespan,
     )
+    exact = {
+        (method, path.format(name=name)): (ep, {"name": name})
+        for method, path, ep in table
+        if "{name}" in path and "{version}" not in path
+        for name in host.runtimes
+    }
+    exact.update({(m, p): (ep, {}) for m, p, ep in table if "{" not in p})
+    app = Dispatch(exact, rest)
     app.state.host = host
-    app.state.log = log
+    app.state.spool = spool
     app.state.metrics = metrics
     return app
 
 
-def _categorical(runtime: Any) -> set[str]:
-    return {f.name for f in runtime.model.manifest.features if f.kind.value == "categorical"}
-
-
-def _authorize(request: Request, settings: Settings, roles: set[str]) -> str:
-    if settings.authenticate is None:
-        return "anonymous"
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized(
-            "missing API key", hint="send `Authorization: Bearer <key>` (gristmill tokens create)"
-        )
-    role = settings.authenticate(token.strip())
-    if role is None:
-        raise Unauthorized("unknown or revoked API key", hint="create one: gristmill tokens create")
-    if role not in roles:
-        raise Forbidden(
-            f"role {role!r} may not do this", hint=f"roles that may: {', '.join(sorted(roles))}"
-        )
-    return role
-
-
-async def _body(request: Request, settings: Settings) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_body:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {settings.max_body}")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > settings.max_body:
-            raise PayloadTooLarge(f"the body is over the limit of {settings.max_body} bytes")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-
-
-def _one(runtime: Any, item: Any, where: str) -> Prediction:
-    if not isinstance(item, dict):
-        raise ServingInputError(f"{where or 'the body'} must be an object with entity")
-    entity = item.get("entity")
-    if not isinstance(entity, dict):
-        raise ServingInputError(f'{where}entity must be an object, e.g. {{"user_id": "u_1"}}')
-    features = item.get("features", {})
-    if not isinstance(features, dict):
-        raise ServingInputError(f"{where}features must be an object")
-    for key, value in entity.items():
-        if not isinstance(value, str | int) or isinstance(value, bool):
-            raise ServingInputError(f"{where}entity.{key} must be a string or an integer")
-    return runtime.predict({k: str(v) for k, v in entity.items()}, features)
-
-
-def _oip_rows(body: Any, entity: tuple[str, ...]) -> list[dict[str, Any]]:
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise ServingInputError("inputs must be a non-empty list of tensors")
-    columns: dict[str, list[Any]] = {}
-    for i, tensor in enumerate(body["inputs"]):
-        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
-            raise ServingInputError(f"inputs[{i}] must be an object with name and data")
-        data = tensor.get("data")
-        if not isinstance(data, list):
-            raise ServingInputError(f"inputs[{i}].data must be a list")
-        columns[tensor["name"]] = data
-    sizes = {len(v) for v in columns.values()}
-    if len(sizes) != 1 or 0 in sizes or max(sizes) > MAX_BATCH:
-        raise ServingInputError(f"every input needs the same number of values (1 to {MAX_BATCH})")
-    (n,) = sizes
-    return [
-        {
-            "entity": {k: columns[k][i] for k in entity if k in columns},
-            "features": {k: v[i] for k, v in columns.items() if k not in entity},
-        }
-        for i in range(n)
-    ]
+def _routes_hint() -> str:
+    return (
+        "routes: POST /v1/services/{name}/predict, GET|POST /v2/models/{name}"
+        "[/versions/{v}][/ready|/infer], GET /metrics, GET /openapi.json"
+    )

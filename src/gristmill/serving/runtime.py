@@ -19,7 +19,12 @@ import numpy as np
 import orjson
 
 from gristmill.definitions.services import OnMissing, Service
-from gristmill.errors import EntityNotFound, ServiceConfigError, ServingInputError
+from gristmill.errors import (
+    EntityNotFound,
+    ServiceConfigError,
+    ServingInputError,
+    UnknownModelError,
+)
 from gristmill.execution.ml.bundle import LoadedModel
 from gristmill.execution.ml.features import FeatureKind, RowEncoder
 from gristmill.storage.online import OnlineStore
@@ -110,19 +115,12 @@ class Lookup:
 
 
 class Encode:
-    def __init__(self, model: LoadedModel, request_features: Sequence[str]) -> None:
+    """Request features (checked by ``ServiceRuntime.check``) over looked-up ones -> a row."""
+
+    def __init__(self, model: LoadedModel) -> None:
         self.encoder = RowEncoder(model.manifest.features)
-        self.numeric = {
-            f.name for f in model.manifest.features if f.kind is FeatureKind.NUMERIC
-        } & set(request_features)
 
     def __call__(self, call: Call) -> None:
-        for name in self.numeric:
-            value = call.given.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                raise ServingInputError(f"features.{name} must be a number, not {value!r}")
         call.features.update(call.given)
         call.row = self.encoder.encode(call.features)
 
@@ -168,7 +166,7 @@ class _Variant:
         self.name = name
         self.model = model
         self.stages: tuple[Stage, ...] = (
-            Encode(model, spec.request_features),
+            Encode(model),
             Score(model),
             Decide(spec, model),
         )
@@ -215,25 +213,87 @@ class ServiceRuntime:
             _Variant("challenger", spec, challenger, self.views) if challenger else None
         )
         self.draw = draw
+        self._numeric = self.numeric
 
     @property
     def versions(self) -> tuple[int, int | None]:
         return self.model.version, self.challenger.version if self.challenger else None
 
-    def predict(self, entity: Mapping[str, Any], features: Mapping[str, Any]) -> Prediction:
-        clock = time.perf_counter()
+    @property
+    def categorical(self) -> frozenset[str]:
+        """Model features the champion reads as categories."""
+        return frozenset(
+            f.name for f in self.model.manifest.features if f.kind is FeatureKind.CATEGORICAL
+        )
+
+    @property
+    def numeric(self) -> frozenset[str]:
+        """Request features that some served version reads as a number."""
+        models = [self.model] + ([self.challenger] if self.challenger else [])
+        return frozenset(
+            f.name
+            for m in models
+            for f in m.manifest.features
+            if f.kind is FeatureKind.NUMERIC and f.name in self.spec.request_features
+        )
+
+    def check(
+        self, entity: Any, features: Any, where: str = ""
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        """A request's entity and features, validated; errors name the field at ``where``."""
+        if not isinstance(entity, dict):
+            raise ServingInputError(
+                f"{where}entity must be an object, e.g. "
+                + orjson.dumps({k: "..." for k in self.entity}).decode()
+            )
+        for key, value in entity.items():
+            if key not in self.entity:
+                raise ServingInputError(
+                    f"{where}entity.{key} is not an entity key of service {self.spec.name!r}",
+                    hint=f"entity keys: {', '.join(self.entity)}",
+                )
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise ServingInputError(f"{where}entity.{key} must be a string or an integer")
         missing = [k for k in self.entity if entity.get(k) in (None, "")]
         if missing:
-            raise ServingInputError(f"entity.{missing[0]} is required")
-        unknown = sorted(set(features) - set(self.spec.request_features))
-        if unknown:
-            raise ServingInputError(
-                f"features.{unknown[0]} is not a request feature of {self.spec.name!r}",
-                hint=f"request features: {', '.join(self.spec.request_features) or 'none'}",
-            )
-        call = Call(entity=dict(entity), given=dict(features))
+            raise ServingInputError(f"{where}entity.{missing[0]} is required")
+        if not isinstance(features, dict):
+            raise ServingInputError(f"{where}features must be an object")
+        numeric = self._numeric
+        for name, value in features.items():
+            if name not in self.spec.request_features:
+                raise ServingInputError(
+                    f"{where}features.{name} is not a request feature of {self.spec.name!r}",
+                    hint=f"request features: {', '.join(self.spec.request_features) or 'none'}",
+                )
+            if value is None:
+                continue
+            if name in numeric:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ServingInputError(
+                        f"{where}features.{name} must be a number, not {value!r}"
+                    )
+            elif isinstance(value, bool) or not isinstance(value, str | int):
+                raise ServingInputError(
+                    f"{where}features.{name} must be a string (a category), not {value!r}"
+                )
+        return {k: str(v) for k, v in entity.items()}, features
+
+    def predict(self, entity: Mapping[str, Any], features: Mapping[str, Any]) -> Prediction:
+        """Check the request, then answer it."""
+        return self.answer(*self.check(dict(entity), dict(features)))
+
+    def answer(
+        self, entity: dict[str, str], features: dict[str, Any], *, version: int | None = None
+    ) -> Prediction:
+        """Answer a request that ``check`` accepted; ``version``: by that version alone."""
+        clock = time.perf_counter()
+        call = Call(entity=entity, given=features)
         self.lookup(call)
         request_id = uuid.uuid4().hex
+        if version is not None:
+            chosen = self.variant(version)
+            return self._prediction(request_id, chosen, chosen.run(call), clock)
         if self.secondary is None:
             return self._prediction(request_id, self.primary, self.primary.run(call), clock)
         served, other = self.primary, self.secondary
@@ -242,6 +302,20 @@ class ServiceRuntime:
         answer = self._prediction(request_id, served, served.run(call), clock)
         answer.shadow = self._prediction(request_id, other, other.run(call), clock)
         return answer
+
+    @property
+    def served_versions(self) -> list[int]:
+        return [v.model.version for v in (self.primary, self.secondary) if v is not None]
+
+    def variant(self, version: int) -> _Variant:
+        """The served variant of model ``version``."""
+        for variant in (self.primary, self.secondary):
+            if variant is not None and variant.model.version == version:
+                return variant
+        raise UnknownModelError(
+            f"service {self.spec.name!r} does not serve version {version} of {self.model.name!r}",
+            hint="served versions: " + ", ".join(map(str, self.served_versions)),
+        )
 
     def _prediction(
         self, request_id: str, variant: _Variant, call: Call, clock: float

@@ -9,25 +9,30 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
+import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gristmill.errors import ServiceConfigError, UnknownNameError
-from gristmill.serving.app import Settings, build_app
+from gristmill.serving.app import Dispatch, Settings, build_app
+from gristmill.serving.drainer import DrainerProcess
 from gristmill.serving.host import Host
-from gristmill.serving.log import ProcessLog
+from gristmill.serving.metrics import MULTIPROCESS_ENV, Metrics
+from gristmill.serving.protocol import GuardedProtocol
+from gristmill.serving.spool import Spool
 from gristmill.serving.webhook import Webhook
 from gristmill.storage.catalog import ApiToken
 from gristmill.storage.catalog.records import utcnow
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
     from gristmill.workspace.core import Workspace
 
 ROLES = ("admin", "service", "reader")
@@ -89,36 +94,53 @@ class TokenCache:
         return self._roles.get(_hash(token))
 
 
-def create_app(
-    ws: Workspace,
-    names: Sequence[str],
-    *,
-    auth: bool = True,
-    reload_every_s: float = 2.0,
-    log_every_s: float = 0.25,
-) -> Starlette:
-    """The serving app for ``names`` (default: every service of the project)."""
+def check(ws: Workspace, names: Sequence[str], *, auth: bool) -> list[str]:
+    """The services to serve (default: all), each loaded once to fail before serving."""
     names = list(names) or sorted(ws.project.services)
     if not names:
         raise ServiceConfigError("the project defines no service", hint="declare one: gm.service()")
     for name in names:
-        ws.services.spec(name)
+        ws.services.runtime(name)
     if auth and not any(t.revoked_at is None for t in ws.catalog.tokens()):
         raise ServiceConfigError(
             "serving needs API keys and the project has none",
             hint="create one: `gristmill tokens create --role service` (or serve --no-auth)",
         )
+    return names
 
-    host = Host(names, ws.services.runtime, ws.services.versions, every_s=reload_every_s)
-    log = ProcessLog(str(ws.lake.root), every_s=log_every_s)
+
+def spool_folder(ws: Workspace) -> Path:
+    return ws.root / ".gristmill" / "spool"
+
+
+def create_app(
+    ws: Workspace,
+    names: Sequence[str],
+    *,
+    auth: bool = True,
+    reload_every_s: float | None = None,
+    metrics_shared: Path | None = None,
+    on_shutdown: Sequence[Callable[[], None]] = (),
+) -> Dispatch:
+    """The serving app for ``names`` (default: every service of the project)."""
+    settings = ws.project.config.serve
+    names = check(ws, names, auth=auth)
+    every = settings.reload_every if reload_every_s is None else reload_every_s
+    host = Host(names, ws.services.runtime, ws.services.versions, every_s=every)
     specs = [ws.services.spec(n) for n in names]
     webhooks = {s.name: Webhook(s.webhook) for s in specs if s.webhook}
     return build_app(
         host,
-        log,
-        Settings(authenticate=TokenCache(ws) if auth else None),
+        Spool(spool_folder(ws)),
+        Settings(
+            authenticate=TokenCache(ws) if auth else None,
+            max_body=int(settings.max_body_mb * (1 << 20)),
+            metrics_public=settings.metrics == "public",
+            openapi_public=settings.openapi == "public",
+        ),
+        metrics=Metrics(names, shared=metrics_shared),
         webhooks=webhooks,
-        on_shutdown=[ws.close],
+        on_shutdown=[*on_shutdown, ws.close],
     )
 
 
@@ -130,42 +152,90 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     auth: bool = True,
-    reload_every_s: float = 2.0,
+    reload_every_s: float | None = None,
+    max_connections: int | None = None,
+    request_timeout: float | None = None,
     announce: Callable[[str], None] = print,
 ) -> None:
-    """Run the server until it is stopped; ``workers`` > 1 runs uvicorn's process manager."""
+    """Run the server until it is stopped; ``workers`` > 1 runs uvicorn's process manager.
+
+    This process also runs the prediction log's drainer (``serving/drainer.py``), and
+    with several workers it is their supervisor; it builds no app of its own then.
+    """
     import uvicorn
 
-    app = create_app(ws, names, auth=auth, reload_every_s=reload_every_s)  # checks first
-    announce(
-        f"serving {', '.join(sorted(app.state.host.runtimes))} on http://{host}:{port} "
-        f"({workers} worker(s), auth {'on' if auth else 'off'})"
-    )
+    settings = ws.project.config.serve
+    names = check(ws, names, auth=auth)
+    limits = {
+        "max_connections": max_connections or settings.max_connections,
+        "request_timeout": request_timeout or settings.request_timeout,
+    }
+    GuardedProtocol.configure(**limits)
+    drainer = DrainerProcess(spool_folder(ws), ws.lake.root)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_level": "warning",
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GuardedProtocol,
         "timeout_graceful_shutdown": 30,
     }
+    announce(
+        f"serving {', '.join(names)} on http://{host}:{port} "
+        f"({workers} worker(s), auth {'on' if auth else 'off'})"
+    )
     if workers == 1:
-        uvicorn.run(app, **options)
+        try:
+            app = create_app(ws, names, auth=auth, reload_every_s=reload_every_s,
+                             on_shutdown=[drainer.stop])  # fmt: skip
+            uvicorn.run(app, **options)  # a caught SIGTERM is re-raised after the lifespan
+        finally:
+            drainer.stop()
         return
-    # each worker process builds its own app from these settings (see ``factory``)
+    shared = Path(tempfile.mkdtemp(prefix="metrics-", dir=ws.root / ".gristmill"))
+    # each worker builds its own app from these settings (see ``factory``)
+    os.environ[MULTIPROCESS_ENV] = str(shared)
     os.environ[ENV] = orjson.dumps(
-        {"project": str(ws.root), "services": list(names), "auth": auth, "reload": reload_every_s}
+        {
+            "project": str(ws.root),
+            "services": names,
+            "auth": auth,
+            "reload": reload_every_s,
+            "limits": limits,
+            "metrics": str(shared),
+        }  # fmt: skip
     ).decode()
     ws.close()
-    uvicorn.run("gristmill.workspace.serve:factory", factory=True, workers=workers, **options)
+    try:
+        uvicorn.run("gristmill.workspace.serve:factory", factory=True, workers=workers, **options)
+    finally:
+        drainer.stop()
+        shutil.rmtree(shared, ignore_errors=True)
 
 
-def factory() -> Starlette:
+def factory() -> Dispatch:
     """For `uvicorn --factory` with several workers: settings come from the environment."""
     from gristmill.workspace.core import Workspace
 
+    _stop_with_parent()
     settings = orjson.loads(os.environ[ENV])
+    GuardedProtocol.configure(**settings["limits"])
     ws = Workspace.open(settings["project"])
     return create_app(
-        ws, settings["services"], auth=settings["auth"], reload_every_s=settings["reload"]
+        ws,
+        settings["services"],
+        auth=settings["auth"],
+        reload_every_s=settings["reload"],
+        metrics_shared=Path(settings["metrics"]),
     )
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM when its supervisor dies (a graceful stop)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker lives on until stopped
+        return

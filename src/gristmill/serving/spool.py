@@ -1,0 +1,291 @@
+"""The prediction log's spool: every answer is on disk before the response leaves.
+
+Each server worker appends one JSON line per logged prediction to a spool file of its
+own with a plain ``write(2)`` before it sends the response, so the kernel keeps the row
+if the process is killed right after. A drainer (one per server, ``serving/drainer.py``)
+moves the complete lines into the Delta tables. Each commit also records, as a Delta app
+transaction per spool file, the byte offset it covers; the drainer skips what a table
+already holds, so a row is committed exactly once however the drainer or the workers die.
+
+A writer holds an exclusive ``flock`` on its file for as long as it lives; a file whose
+lock is free belongs to a writer that is gone and is deleted once fully drained. Files
+are created under a hidden name, locked, then renamed, so the drainer never sees an
+unlocked live file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gristmill import failpoints
+from gristmill.errors import PredictionLogError
+from gristmill.serving.log import SERVICE, decisions, decisions_table, log_table, table
+from gristmill.storage.lake import Lake
+
+logger = logging.getLogger("gristmill.serving")
+
+SUFFIX = ".jsonl"
+DRAIN_LOCK = ".drain.lock"
+APP_PREFIX = "gristmill-spool/"
+ROTATE_BYTES = 64 << 20
+READ_BYTES = 16 << 20
+"""At most this much of one file per pass, so a large backlog drains in bounded memory."""
+
+
+class Spool:
+    """One worker's spool: append-only files, rotated at ``rotate_bytes``."""
+
+    def __init__(self, folder: Path, *, rotate_bytes: int = ROTATE_BYTES) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.rotate_bytes = rotate_bytes
+        self.fd = -1
+        self.size = 0
+        self.path = self._open()
+
+    def _open(self) -> Path:
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        hidden = self.folder / f".{name}.new"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = self.folder / f"{name}{SUFFIX}"
+        os.rename(hidden, path)
+        self.fd, self.size = fd, 0
+        return path
+
+    def write(self, data: bytes) -> None:
+        """Append whole lines; raise ``PredictionLogError`` if the disk refuses them."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            raise PredictionLogError(
+                f"the prediction log's spool {self.path} cannot be written: {exc.strerror}",
+                hint="free disk space in the project's .gristmill folder; nothing was answered",
+            ) from None
+        self.size += len(data)
+        if self.size >= self.rotate_bytes:
+            old = self.fd
+            self.path = self._open()
+            os.close(old)  # releases its lock: the drainer finishes and deletes it
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def encode(rows: list[tuple[Any, ...]]) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in rows)
+
+
+@dataclass
+class _Chunk:
+    """The complete lines read from one file in one pass."""
+
+    path: Path
+    start: int
+    end: int
+    rows: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)
+    """(offset after the line, row)."""
+    writer_gone: bool = False
+
+
+class Drainer:
+    """Moves spool lines into the log tables, exactly once, while it holds the drain lock."""
+
+    def __init__(self, folder: Path, lake: Lake) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.lake = lake
+        self.positions: dict[str, int] = {}
+        """Bytes of each file known to be committed to every table it feeds."""
+        self._committed: dict[tuple[str, str], int] = {}
+        self._lock_fd = -1
+        self.written = 0
+        self.failures = 0
+        self.last_error = ""
+
+    def acquire(self) -> bool:
+        """Take the drain lock (one drainer per project at a time); False if held."""
+        if self._lock_fd >= 0:
+            return True
+        fd = os.open(self.folder / DRAIN_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        self._committed.clear()  # another drainer may have committed since
+        return True
+
+    def release(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def files(self) -> list[Path]:
+        return sorted(self.folder.glob(f"*{SUFFIX}"))
+
+    def live_writers(self) -> int:
+        """How many spool files still have a writer."""
+        return sum(not _writer_gone(p) for p in self.files())
+
+    def drain(self) -> int:
+        """One pass over every spool file; return the rows committed (0 without the lock)."""
+        if not self.acquire():
+            return 0
+        total = 0
+        while True:
+            chunks = [c for p in self.files() if (c := self._read(p)) is not None]
+            if not chunks:
+                return total
+            try:
+                total += self._commit(chunks)
+            except Exception as exc:  # noqa: BLE001 - keep the lines; the next pass retries
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "prediction log: committing spooled rows failed, they stay in %s and are "
+                    "retried: %s (check the lake's disk and permissions)",
+                    self.folder,
+                    self.last_error,
+                )
+                return total
+            for chunk in chunks:
+                self.positions[chunk.path.name] = chunk.end
+                if chunk.writer_gone and chunk.end == _size(chunk.path):
+                    self._retire(chunk.path)
+            if all(c.end - c.start < READ_BYTES for c in chunks):
+                return total
+
+    def _read(self, path: Path) -> _Chunk | None:
+        gone = _writer_gone(path)  # checked before reading: a gone writer adds nothing later
+        start = self.positions.get(path.name, 0)
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                data = handle.read(READ_BYTES)
+        except FileNotFoundError:
+            self.positions.pop(path.name, None)
+            return None
+        complete = data[: data.rfind(b"\n") + 1]
+        if not complete:
+            if gone and data:
+                self._torn(path, start, len(data))
+            elif gone:
+                self._retire(path)
+            return None
+        chunk = _Chunk(path, start, start + len(complete), writer_gone=gone)
+        offset = start
+        for line in complete.splitlines(keepends=True):
+            offset += len(line)
+            if line.strip():
+                chunk.rows.append((offset, tuple(orjson.loads(line))))
+        return chunk
+
+    def _commit(self, chunks: list[_Chunk]) -> int:
+        by_service: dict[str, list[tuple[_Chunk, int, tuple[Any, ...]]]] = {}
+        for chunk in chunks:
+            for end, values in chunk.rows:
+                by_service.setdefault(values[SERVICE], []).append((chunk, end, values))
+        written = 0
+        for service, rows in by_service.items():
+            log_name = log_table(service)
+            fresh = self._new(log_name, rows)
+            data = table([values for _, _, values in fresh])
+            self._write(log_name, data, chunks)
+            failpoints.hit("after_log_commit", service)
+            written += data.num_rows
+            pending = self._new(decisions_table(service), rows)
+            served = decisions(table([values for _, _, values in pending]))
+            self._write(decisions_table(service), served, chunks)
+        self.written += written
+        return written
+
+    def _new(
+        self, name: str, rows: list[tuple[_Chunk, int, tuple[Any, ...]]]
+    ) -> list[tuple[_Chunk, int, tuple[Any, ...]]]:
+        """The rows ``name`` does not hold yet, by the offsets its commits recorded."""
+        return [r for r in rows if r[1] > self._done(name, r[0].path.name)]
+
+    def _done(self, name: str, file: str) -> int:
+        key = (name, file)
+        if key not in self._committed:
+            self._committed[key] = self.lake.transaction_version(name, APP_PREFIX + file) or 0
+        return self._committed[key]
+
+    def _write(self, name: str, data: Any, chunks: list[_Chunk]) -> None:
+        marks = {c.path.name: c.end for c in chunks if c.end > self._done(name, c.path.name)}
+        if not marks or not data.num_rows:
+            return
+        self.lake.write(
+            name,
+            data,
+            mode="append",
+            record={"kind": "prediction_log"},
+            transactions={APP_PREFIX + f: end for f, end in marks.items()},
+        )
+        for file, end in marks.items():
+            self._committed[(name, file)] = end
+
+    def _retire(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self.positions.pop(path.name, None)
+        for key in [k for k in self._committed if k[1] == path.name]:
+            del self._committed[key]
+
+    def _torn(self, path: Path, start: int, size: int) -> None:
+        kept = path.with_suffix(".torn")
+        path.rename(kept)
+        self.positions.pop(path.name, None)
+        logger.warning(
+            "prediction log: %s ends with %d bytes that are not a whole line (its writer died "
+            "mid-write); kept as %s, not logged",
+            path,
+            size,
+            kept,
+        )
+
+
+def _writer_gone(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # also drops the lock we may have taken
+    return True
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+@contextmanager
+def drained(folder: Path, lake: Lake) -> Iterator[Drainer]:
+    """A drainer for one-off use (tests, ``gristmill predictions``), released after."""
+    drainer = Drainer(folder, lake)
+    try:
+        yield drainer
+    finally:
+        drainer.release()
