@@ -113,3 +113,39 @@ def test_generator_is_seeded(tmp_path: Path) -> None:
     generate(tmp_path / "b", "tiny", seed=5)
     generate(tmp_path / "c", "tiny", seed=6)
     assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def _table_digests(ws: Workspace) -> dict[str, str]:
+    """SHA-256 of every lake table's latest version: its rows sorted (a table is a set of
+    rows; parallel steps write them in any order), every column's bytes. ``_run_id`` (in
+    quarantine tables) names the run that wrote a row, so it differs by design."""
+    import pyarrow as pa
+
+    digests = {}
+    for folder in sorted((ws.root / "lake").iterdir()):
+        data = ws.lake.read(folder.name, ws.lake.latest_version(folder.name))
+        data = data.drop_columns([c for c in data.column_names if c == "_run_id"])
+        keys = [f.name for f in data.schema if not pa.types.is_nested(f.type)]
+        data = data.sort_by([(c, "ascending") for c in keys]).combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        digests[folder.name] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    return digests
+
+
+def test_two_clean_builds_are_bit_identical(tmp_path: Path) -> None:
+    builds = []
+    for name in ("a", "b"):
+        init_project(tmp_path / name, example="churn", scale="small", seed=3)
+        ws = Workspace.open(tmp_path / name)
+        assert ws.run().ok
+        builds.append(ws)
+    first, second = (_table_digests(ws) for ws in builds)
+    assert len(first) == 11 and {"user_profile", "churn_training"} <= set(first)
+    assert {t for t in first if first[t] != second[t]} == set()
+    one, two = (ws.models.version("churn", 1) for ws in builds)
+    assert (one.artifact_digest, one.manifest_digest) == (two.artifact_digest, two.manifest_digest)
+    assert one.metrics == two.metrics
+    for ws in builds:
+        ws.close()

@@ -18,7 +18,10 @@ txn_snapshots as (
     select *
     from (
         select
-            user_id, ts, amount, merchant_category, channel,
+            -- money as exact decimals (cents): a sum of floats depends on the order the rows
+            -- arrive in, which varies between parallel runs; a sum of decimals does not, so
+            -- every rebuild (and the model trained on it) is bit-identical
+            user_id, ts, cast(amount as decimal(18, 2)) as amount, merchant_category, channel,
             unnest(generate_series(date_trunc('month', ts) + interval 1 month,
                                    ts + interval 90 day, interval 1 month)) as as_of
         from transactions
@@ -32,12 +35,12 @@ txn_windows as (
         count(*) filter (where ts >= as_of - interval 7 day) as txn_count_7d,
         count(*) filter (where ts >= as_of - interval 30 day) as txn_count_30d,
         count(*) as txn_count_90d,
-        -- rounded: parallel float sums differ in the last bit from run to run; money in
-        -- cents makes every rebuild (and so the model trained on it) bit-identical
-        round(sum(amount) filter (where ts >= as_of - interval 7 day), 2) as amount_sum_7d,
-        round(sum(amount) filter (where ts >= as_of - interval 30 day), 2) as amount_sum_30d,
-        round(sum(amount), 2) as amount_sum_90d,
-        round(avg(amount), 4) as amount_avg_90d,
+        cast(sum(amount) filter (where ts >= as_of - interval 7 day) as double) as amount_sum_7d,
+        cast(sum(amount) filter (where ts >= as_of - interval 30 day) as double) as amount_sum_30d,
+        cast(sum(amount) as double) as amount_sum_90d,
+        -- the exact sum divided once gives the same double every time, and so the same
+        -- rounding (avg over floats rounded half-way values either way from run to run)
+        round(sum(amount) / count(*), 4) as amount_avg_90d,
         -- same as count(distinct ...), about 5x faster in DuckDB here
         len(list_distinct(list(merchant_category))) as category_diversity_90d,
         len(list_distinct(list(channel))) as channel_count_90d
@@ -64,7 +67,8 @@ event_windows as (
         count(*) as event_count_30d,
         count(*) filter (where event_type = 'login') as logins_30d,
         count(*) filter (where event_type = 'support_ticket') as support_tickets_30d,
-        round(sum(duration_s), 3) as session_seconds_30d
+        -- exact decimals again (milliseconds), for the same reason as money
+        cast(sum(cast(duration_s as decimal(18, 3))) as double) as session_seconds_30d
     from event_snapshots
     group by user_id, as_of
 ),
