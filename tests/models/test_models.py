@@ -11,6 +11,7 @@ import pytest
 from sklearn import metrics as skm
 
 from gristmill.errors import ArtifactError, GateRefused, ScoringError
+from gristmill.execution.ml.train import time_cutoff
 from gristmill.workspace import Workspace
 from tests.conftest import CliResult, built_example
 
@@ -31,6 +32,10 @@ churn_strict = gm.model(
 churn_relative = gm.model(
     "churn_relative", training_set="churn_training",
     estimator=gm.lightgbm(n_estimators=20), gates=["roc_auc >= champion.roc_auc + 0.001"],
+)
+churn_skewed = gm.model(
+    "churn_skewed", training_set="churn_training",
+    estimator=gm.lightgbm(n_estimators=20), split=gm.time_split(0.05),
 )
 churn_xgb = gm.model(
     "churn_xgb", training_set="churn_training", bootstrap=20,
@@ -106,6 +111,46 @@ def test_a_time_split_trains_on_the_past_and_tests_on_the_future(ws: Workspace) 
     assert split["train_rows"] == before
     assert split["train_rows"] + split["test_rows"] == data.num_rows
     assert split["train_until"].split(" .. ")[1] < split["cutoff"]
+    # of the cutoffs that split no label date, the test share nearest the 25% asked for
+    dates = sorted(set(data["label_ts"].to_pylist()))
+    shares = {
+        d: pc.sum(pc.greater_equal(data["label_ts"], d)).as_py() / data.num_rows for d in dates[1:]
+    }
+    nearest = min(shares, key=lambda d: abs(shares[d] - 0.25))
+    assert cutoff == nearest and split["test_share"] == shares[nearest]
+    assert split["test_rows"] / data.num_rows == split["test_share"]
+    assert split["train_rows"] / data.num_rows == split["train_share"]
+    assert abs(split["test_share"] - 0.25) < 0.10 and "warning" not in split
+
+
+def test_time_cutoff_never_splits_a_time_and_takes_the_nearest_share() -> None:
+    days = np.array([1] * 27 + [2] * 27 + [3] * 25 + [4] * 21)
+    assert time_cutoff(days, 0.25) == 4  # 21% of rows, not 46% (every row tied at 3 too)
+    assert time_cutoff(days, 0.40) == 3  # 46%, nearer than 21%
+    assert time_cutoff(days, 0.99) == 2  # the train set is never empty
+    assert time_cutoff(np.array([5, 5, 5]), 0.25) is None
+
+
+def test_a_skewed_time_split_warns_and_shows_its_shares(
+    ws: Workspace, cli: Callable[..., CliResult]
+) -> None:
+    split = ws.models.version("churn_skewed", 1).details["split"]
+    assert split["test_fraction"] == 0.05 and split["test_share"] > 0.15
+    assert split["warning"].startswith(
+        f"the test set holds {split['test_share']:.1%} of the rows, not the 5% asked for"
+    )
+    outcome = ws.models.train("churn_skewed")
+    (step,) = [s for s in outcome.result.steps if s.name == "churn_skewed"]
+    assert step.warnings == (split["warning"],)
+    p = ("--project", str(ws.root))
+    shown = cli("models", "show", "churn_skewed", "1", *p)
+    assert f"({split['test_share']:.1%} of rows; 5% asked)" in shown.stdout
+    assert "warning:" in shown.stdout and "asked for" in shown.stdout
+    assert cli("models", "show", "churn_skewed", "1", "--json", *p).json()["split"] == split
+    card = cli("models", "card", "churn_skewed", "1", *p).stdout
+    assert f"{split['test_share']:.1%} of the rows (5% asked)" in card and "Warning:" in card
+    trained = cli("train", "churn_skewed", *p)
+    assert "warning in churn_skewed: the test set holds" in trained.stderr
 
 
 def test_training_twice_gives_the_same_digest_and_metrics(ws: Workspace) -> None:

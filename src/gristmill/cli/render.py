@@ -171,6 +171,9 @@ def _details(steps: tuple[StepResult, ...]) -> None:
                 f"(see `gristmill quarantine {step.name}`)"
             )
     for step in steps:
+        for warning in step.warnings:
+            err.print(f"[bold yellow]warning[/] in {step.name}: {escape(warning)}")
+    for step in steps:
         if step.error:
             location = f"{step.error['location']}: " if step.error.get("location") else ""
             message = escape(location + step.error["message"])

@@ -38,6 +38,22 @@ def model_list(rows: list[ModelSummary]) -> None:
     records("models", view, [*columns, "latest metrics"])
 
 
+def split_line(split: dict[str, Any]) -> None:
+    shares = (
+        f" ({split['test_share']:.1%} of rows; {split['test_fraction']:.0%} asked)"
+        if "test_share" in split
+        else ""
+    )
+    out.print(
+        f"split: {split.get('kind')} — train {split.get('train_rows')} rows, "
+        f"test {split.get('test_rows')} rows"
+        + (f" from {split['cutoff']}" if split.get("cutoff") else "")
+        + shares
+    )
+    if split.get("warning"):
+        out.print(f"[yellow]warning:[/] {escape(split['warning'])}")
+
+
 def version_detail(info: ModelVersionInfo) -> None:
     aliases = f" [green]{', '.join(info.aliases)}[/]" if info.aliases else ""
     out.print(
@@ -59,12 +75,7 @@ def version_detail(info: ModelVersionInfo) -> None:
         f"{lineage.get('label_rows')} label rows, without features: "
         f"{lineage.get('label_rows_without_features')}"
     )
-    split = info.split
-    out.print(
-        f"split: {split.get('kind')} — train {split.get('train_rows')} rows, "
-        f"test {split.get('test_rows')} rows"
-        + (f" from {split['cutoff']}" if split.get("cutoff") else "")
-    )
+    split_line(info.split)
     top = ", ".join(f"{k} {v:.2f}" for k, v in list(info.importance.items())[:5])
     if top:
         out.print(f"top features (share of gain): {escape(top)}")

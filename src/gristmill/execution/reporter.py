@@ -34,6 +34,8 @@ class StepResult:
     files: tuple[str, ...] = ()
     duration_s: float = 0.0
     error: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
+    """What the user should know although the step succeeded (e.g. a skewed time split)."""
 
 
 class Reporter(Protocol):

@@ -191,6 +191,7 @@ class Runner:
             quarantine_counts=materialization.quarantine_counts,
             files=tuple(f.path for f in materialization.files),
             duration_s=time.perf_counter() - clock,
+            warnings=tuple(materialization.stats.get("warnings", ())),
         )
 
     def _failed(

@@ -102,10 +102,17 @@ def blocks(info: ModelVersionInfo) -> list[Block]:
 
 def _split_text(split: dict[str, Any]) -> str:
     if split.get("kind") == "time":
+        shares = (
+            f", {split['test_share']:.1%} of the rows ({split['test_fraction']:.0%} asked)"
+            if "test_share" in split
+            else ""
+        )
+        warning = f" Warning: {split['warning']}." if split.get("warning") else ""
         return (
             f"Time split: trained on {split.get('train_rows')} rows labelled "
             f"{split.get('train_until')}, tested on {split.get('test_rows')} later rows "
-            f"({split.get('test_from')}). Intervals: bootstrap percentiles over the test rows."
+            f"({split.get('test_from')}{shares}). Intervals: bootstrap percentiles over the "
+            f"test rows.{warning}"
         )
     if split.get("kind") == "kfold":
         return (

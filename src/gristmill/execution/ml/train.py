@@ -29,6 +29,8 @@ from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Materialization, ModelVersion
 from gristmill.storage.catalog.records import utcnow
 
+SHARE_TOLERANCE = 0.10
+"""A time split whose test share is further than this from the requested one warns."""
 PACKAGES = ("gristmill", "lightgbm", "scikit-learn", "numpy", "pyarrow", "duckdb", "skops")
 
 
@@ -113,10 +115,16 @@ def train(
         rows=data.rows.num_rows,
         rows_added=data.rows.num_rows,
         schema=[f.to_dict() for f in engine.features],
-        stats={"metrics": {k: v["value"] for k, v in model_version.metrics.items()}},
+        stats=_stats(model_version),
         finished_at=utcnow(),
     )
     return Trained(materialization, model_version)
+
+
+def _stats(model_version: ModelVersion) -> dict[str, Any]:
+    stats: dict[str, Any] = {"metrics": {k: v["value"] for k, v in model_version.metrics.items()}}
+    warning = model_version.details.get("split", {}).get("warning")
+    return {**stats, "warnings": [warning]} if warning else stats
 
 
 def _read(session: Session, spec: Model, training_set: Materialization) -> _Data:
@@ -174,16 +182,15 @@ def _labels(spec: Model, column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _holdout(spec: Model, data: _Data, split: TimeSplit) -> tuple[Backend, Any, dict[str, Any]]:
-    ordered = np.sort(data.times)
-    cutoff = ordered[min(len(ordered) - 1, int(len(ordered) * (1 - split.test_fraction)))]
-    test = data.times >= cutoff
-    if test.all() or not test.any():
+    cutoff = time_cutoff(data.times, split.test_fraction)
+    if cutoff is None:
         raise TrainingFailed(
             f"{spec.name}: a time split needs label times before and after the cutoff; "
-            f"all {len(test)} rows have the same time",
+            f"all {len(data.times)} rows have the same time",
             location=spec.location,
             hint="use split=gm.kfold(5), or add labels from more dates",
         )
+    test = data.times >= cutoff
     train_rows = data.rows.filter(pa.array(~test))
     test_rows = data.rows.filter(pa.array(test))
     y_train, y_test = data.y[~test], data.y[test]
@@ -195,15 +202,44 @@ def _holdout(spec: Model, data: _Data, split: TimeSplit) -> tuple[Backend, Any, 
     scores = engine.predict(model, test_rows)
     _require_classes(spec, y_test, "test")
     details = _evaluation(spec, y_train, y_test, scores)
-    details["split"] = {
+    details["split"] = _time_split_details(split, data.times, test, cutoff)
+    return engine, model, details
+
+
+def time_cutoff(times: np.ndarray, fraction: float) -> Any | None:
+    """The label time from which rows are test rows: of the cutoffs that split no time
+    (rows tied at a time go to the same side), the one whose test share is nearest to
+    ``fraction`` (on a tie, the larger test set). None when all rows share one time."""
+    values, counts = np.unique(times, return_counts=True)
+    if len(values) < 2:
+        return None
+    at_or_after = np.cumsum(counts[::-1])[::-1][1:]  # test rows for cutoffs values[1:]
+    distance = np.abs(at_or_after - fraction * len(times))
+    return values[1 + int(np.argmin(distance))]
+
+
+def _time_split_details(
+    split: TimeSplit, times: np.ndarray, test: np.ndarray, cutoff: Any
+) -> dict[str, Any]:
+    test_rows = int(test.sum())
+    share = test_rows / len(times)
+    details = {
         **split.describe(),
         "cutoff": _when(cutoff),
-        "train_rows": int(len(y_train)),
-        "test_rows": int(len(y_test)),
-        "train_until": _when(ordered[0]) + " .. " + _when(data.times[~test].max()),
-        "test_from": _when(cutoff) + " .. " + _when(ordered[-1]),
+        "train_rows": len(times) - test_rows,
+        "test_rows": test_rows,
+        "train_share": (len(times) - test_rows) / len(times),
+        "test_share": share,
+        "train_until": _when(times.min()) + " .. " + _when(times[~test].max()),
+        "test_from": _when(cutoff) + " .. " + _when(times.max()),
     }
-    return engine, model, details
+    if abs(share - split.test_fraction) > SHARE_TOLERANCE:
+        details["warning"] = (
+            f"the test set holds {share:.1%} of the rows, not the {split.test_fraction:.0%} "
+            f"asked for: the labels fall on {len(np.unique(times))} distinct times and rows "
+            "of one time are never split (add label dates, or use gm.kfold())"
+        )
+    return details
 
 
 def _kfold(spec: Model, data: _Data, split: KFold) -> tuple[Backend, Any, dict[str, Any]]:
