@@ -117,6 +117,15 @@ def test_labels_without_features_are_kept_with_nulls_and_counted(ws: Workspace) 
     assert m.stats["features"] == ["spend", "plan", "logins"]
 
 
+def test_history_json_shows_the_missing_counts_as_the_docs_say(ws: Workspace, cli) -> None:
+    (entry,) = cli("history", "training", "--json", "--project", str(ws.root)).json()
+    assert entry["stats"]["missing"] == {"profile": 1, "activity": 2}
+    assert entry["stats"]["labels"] == 4
+    assert "`gristmill history churn_training --json`, `stats.missing`" in (
+        Path(__file__).parents[2] / "docs" / "models.md"
+    ).read_text()
+
+
 def test_a_changed_feature_view_rebuilds_the_training_set(ws: Workspace) -> None:
     (ws.root / "data" / "profile.csv").write_text(
         PROFILE.replace("u2,2026-02-01 00:00:00,5", "u2,2026-02-01 00:00:00,6")

@@ -564,6 +564,7 @@ def _version_info(m: Materialization) -> VersionInfo:
         built_at=m.finished_at,
         duration_s=round(m.duration_s, 3),
         recovered=m.recovered,
+        stats=m.stats,
     )
 
 

@@ -64,6 +64,10 @@ class VersionInfo:
     built_at: datetime
     duration_s: float
     recovered: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+    """What the step recorded about the version: for a training set its label rows and,
+    per feature view, the rows without features (``missing``); for a model its test
+    metrics; for predictions the model, mean score and positives."""
 
 
 @dataclass(frozen=True)
