@@ -96,3 +96,46 @@ def test_selection_syntax(project: Path) -> None:
     assert graph.select([]) == graph.order
     with pytest.raises(SelectionError, match="names nothing"):
         graph.select(["+nope"])
+
+
+STRAY = """
+from pathlib import Path
+import gristmill as gm
+Path(__file__).with_name("IMPORTED").write_text("the stray script ran")
+stray = gm.source("stray", "data/*.csv", columns={"id": "VARCHAR"})
+"""
+
+
+def test_only_the_modules_the_config_names_are_imported(tmp_path: Path, cli) -> None:
+    root = write_project(tmp_path / "p")
+    (root / "helper.py").write_text(STRAY)
+    (root / "more.py").write_text(STRAY.replace("stray", "more").replace("IMPORTED", "MORE"))
+    assert "stray" not in load_project(root).graph.nodes  # default: pipeline.py alone
+    assert cli("status", "--project", str(root)).code == 0
+    assert not (root / "IMPORTED").exists()
+    (root / "gristmill.toml").write_text('name = "t"\nmodules = ["pipeline.py", "more.py"]\n')
+    nodes = load_project(root).graph.nodes
+    assert {"txns", "more"} <= set(nodes) and "stray" not in nodes
+    assert (root / "MORE").exists() and not (root / "IMPORTED").exists()
+
+
+def test_without_pipeline_py_a_project_is_its_sql_files(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", sql={"one.sql": "select 1 as x"})
+    (root / "pipeline.py").unlink()
+    (root / "helper.py").write_text(STRAY)
+    assert load_project(root).graph.order == ("one",)
+    assert not (root / "IMPORTED").exists()
+
+
+def test_a_listed_module_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", toml='name = "t"\nmodules = ["pipline.py"]\n')
+    with pytest.raises(DefinitionError, match="module 'pipline.py' listed in `modules`"):
+        load_project(root)
+
+
+def test_init_writes_the_modules_it_imports(tmp_path: Path) -> None:
+    from gristmill.definitions.config import load_config
+    from gristmill.workspace.init import init_project
+
+    init_project(tmp_path / "demo", example="churn", scale="tiny", seed=1)
+    assert load_config(tmp_path / "demo").modules == ["pipeline.py"]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gristmill.errors import ConfigError, Location
 
 CONFIG_FILE = "gristmill.toml"
+DEFAULT_MODULE = "pipeline.py"
 _MEMORY = re.compile(
     r"^\s*\d+(\.\d+)?\s*(b|bytes?|kb|mb|gb|tb|kib|mib|gib|tib)\s*$|^\s*(\d{1,2}|100)\s*%\s*$",
     re.IGNORECASE,
@@ -83,7 +84,8 @@ class ProjectConfig(_Closed):
     parallelism: Annotated[int, Field(ge=1, le=64)] = 2
     """How many independent steps may run at once."""
     modules: list[str] | None = None
-    """Python files that define sources and tables; default: every ``*.py`` at the top."""
+    """Python files (relative to the project) that define sources, tables, models, services
+    and monitors; only these are imported. Absent: ``pipeline.py`` if there is one."""
     sql: str = "sql"
     """Folder whose ``*.sql`` files are SQL steps named by their file name."""
     duckdb: DuckDBSettings = DuckDBSettings()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
-from gristmill.definitions.config import CONFIG_FILE, ProjectConfig, load_config
+from gristmill.definitions.config import CONFIG_FILE, DEFAULT_MODULE, ProjectConfig, load_config
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.monitors import Monitor, bind
 from gristmill.definitions.objects import Definition, Table
@@ -86,8 +86,11 @@ def load_project(start: Path) -> Project:
 
 
 def _module_paths(root: Path, config: ProjectConfig) -> list[Path]:
+    """The modules ``gristmill.toml`` names, and no other file: importing a module runs
+    it, so a helper script left in the folder must not run on every command."""
     if config.modules is None:
-        return sorted(p for p in root.glob("*.py") if not p.name.startswith("_"))
+        default = root / DEFAULT_MODULE
+        return [default] if default.is_file() else []
     paths = [root / m for m in config.modules]
     for path in paths:
         if not path.is_file():
