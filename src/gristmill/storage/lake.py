@@ -128,7 +128,7 @@ class Lake:
 
     def dataset(self, name: str, version: int) -> pads.Dataset:
         table = self._open(name, version)
-        _require_files(name, version, table.file_uris())
+        _require_files(name, version, [_local_path(uri) for uri in table.file_uris()])
         return table.to_pyarrow_dataset()
 
     def _open(self, name: str, version: int) -> DeltaTable:
@@ -274,14 +274,13 @@ def _check_supported(root: Path) -> None:
         )
 
 
-def _require_files(name: str, version: int, uris: list[str]) -> None:
+def _require_files(name: str, version: int, files: list[str]) -> None:
     """Fail naming the table and version when local data files of it are gone."""
-    local = [_local_path(u) for u in uris]
-    missing = [f for f in local if f.startswith("/") and not Path(f).is_file()]
+    missing = [f for f in files if f.startswith("/") and not Path(f).is_file()]
     if missing:
         raise MissingDataError(
             f"table {name!r} version {version} is missing {len(missing)} of its "
-            f"{len(local)} data file(s), e.g. {missing[0]}",
+            f"{len(files)} data file(s), e.g. {missing[0]}",
             hint="they were deleted or moved outside gristmill: restore them, or build a new "
             f"version with `gristmill run {name} --full-refresh`",
         )
