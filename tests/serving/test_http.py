@@ -1,79 +1,35 @@
-"""The serving app over real HTTP: uvicorn in a subprocess, httpx on loopback."""
+"""The serving app over real HTTP: uvicorn in a subprocess, httpx and raw sockets on loopback."""
 
 from __future__ import annotations
 
-import signal
+import json
+import random
 import socket
+import statistics
+import string
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from gristmill.serving.log import log_table
 from gristmill.workspace import Workspace
-from tests.conftest import CliResult, built_example
+from tests.conftest import CliResult
+from tests.serving.conftest import Built, Server, logged_ids, start
 
 pytestmark = pytest.mark.slow
 
-
-@dataclass
-class Server:
-    root: Path
-    url: str
-    proc: subprocess.Popen[bytes]
-    service_key: str
-    reader_key: str
-
-    def headers(self, key: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {key or self.service_key}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    errors = root / f"serve-{port}.err"
-    command = [sys.executable, "-m", "gristmill", "serve", "churn", "-p", str(root)]
-    command += ["--port", str(port), "--reload-every", "0.5", *args]
-    with open(errors, "wb") as stderr:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise AssertionError(errors.read_text())
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("serve") / "demo"
-    ws = built_example(root, scale="small", seed=3)
-    service_key = ws.tokens.create("service").token
-    reader_key = ws.tokens.create("reader").token
-    ws.close()
-    proc, url = start(root)
-    yield Server(root, url, proc, service_key, reader_key)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+PREDICT = "/v1/services/churn/predict"
+USERS = ["u_0000006", "u_0000011", "u_0000019"]
 
 
 def test_predict_returns_a_decision_with_reasons(server: Server) -> None:
     r = httpx.post(
-        f"{server.url}/v1/services/churn/predict",
+        f"{server.url}{PREDICT}",
         json={"entity": {"user_id": "u_0000006"}},
         headers=server.headers(),
     )
@@ -88,142 +44,264 @@ def test_predict_returns_a_decision_with_reasons(server: Server) -> None:
     assert body["score"] == expected.score
 
 
-def test_a_batch_of_instances(server: Server) -> None:
-    users = ["u_0000006", "u_0000011", "u_0000019"]
+def test_a_batch_answers_every_instance_and_names_the_ones_that_failed(server: Server) -> None:
+    instances = [{"entity": {"user_id": USERS[i % 3]}} for i in range(1000)]
+    instances[417] = {"entity": {"user_id": "nobody"}}
     r = httpx.post(
-        f"{server.url}/v1/services/churn/predict",
-        json={"instances": [{"entity": {"user_id": u}} for u in users]},
+        f"{server.url}{PREDICT}", json={"instances": instances}, headers=server.headers()
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["predictions"]) == 1000 and body["predictions"][417] is None
+    assert body["predictions"][418]["entity"] == {"user_id": USERS[418 % 3]}
+    (error,) = body["errors"]
+    assert error["index"] == 417 and error["status"] == 404 and error["error"] == "EntityNotFound"
+    assert "user_id='nobody'" in error["message"]
+    # every instance failed: the status of the first failure, with the same details
+    r = httpx.post(
+        f"{server.url}{PREDICT}",
+        json={"instances": [{"entity": {"user_id": "nobody"}}]},
         headers=server.headers(),
     )
-    assert r.status_code == 200
-    assert [p["entity"]["user_id"] for p in r.json()["predictions"]] == users
+    assert r.status_code == 404 and r.json()["errors"][0]["index"] == 0
 
 
 @pytest.mark.parametrize(
-    ("body", "headers", "status", "says"),
+    ("body", "content_type", "role", "status", "says"),
     [
-        (b'{"entity": ', "service", 400, "not valid JSON"),
-        (b"[1, 2]", "service", 400, "must be a JSON object"),
-        (b'{"features": {}}', "service", 422, "entity must be an object"),
-        (b'{"entity": {"user_id": ["x"]}}', "service", 422, "entity.user_id must be a string"),
-        (b'{"entity": {}}', "service", 422, "entity.user_id is required"),
-        (b'{"entity": {"user_id": "u_1"}, "features": {"x": 1}}', "service", 422, "features.x"),
-        (b'{"entity": {"user_id": "nobody"}}', "service", 404, "no online features"),
-        (b'{"entity": {"user_id": "u_0000006"}}', None, 401, "missing API key"),
-        (b'{"entity": {"user_id": "u_0000006"}}', "bogus", 401, "unknown or revoked"),
-        (b'{"entity": {"user_id": "u_0000006"}}', "reader", 403, "role 'reader' may not"),
-        (b'{"instances": []}', "service", 422, "instances must be a list"),
+        (b'{"entity": ', None, "service", 400, "not valid JSON"),
+        (b"[1, 2]", None, "service", 400, "must be a JSON object"),
+        (b'{"features": {}}', None, "service", 422, "entity is required"),
+        (b'{"entity": {"user_id": ["x"]}}', None, "service", 422, "entity.user_id must be"),
+        (b'{"entity": {}}', None, "service", 422, "entity.user_id is required"),
+        (
+            b'{"entity": {"user_id": "u_1"}, "features": {"x": 1}}',
+            None,
+            "service",
+            422,
+            "features.x",
+        ),
+        (
+            b'{"entity": {"user_id": "u_1"}, "extra": 1}',
+            None,
+            "service",
+            422,
+            "extra is not a field",
+        ),
+        (
+            b'{"entity": {"user_id": "u_1", "shop": "s"}}',
+            None,
+            "service",
+            422,
+            "entity.shop is not",
+        ),
+        (
+            b'{"entity": {"user_id": "u_1"}, "instances": []}',
+            None,
+            "service",
+            422,
+            "either entity",
+        ),
+        (
+            b'{"instances": [{"entity": {"user_id": "u_1"}, "x": 1}]}',
+            None,
+            "service",
+            422,
+            "instances[0].x is not a field",
+        ),
+        (b'{"entity": {"user_id": "u_0000006"}}', "text/plain", "service", 415, "text/plain"),
+        (
+            b'{"entity": {"user_id": "u_0000006"}}',
+            "application/x-www-form-urlencoded",
+            "service",
+            415,
+            "reads application/json",
+        ),
+        (b'{"entity": {"user_id": "nobody"}}', None, "service", 404, "no online features"),
+        (b'{"entity": {"user_id": "u_0000006"}}', None, None, 401, "missing API key"),
+        (b'{"entity": {"user_id": "u_0000006"}}', None, "bogus", 401, "unknown or revoked"),
+        (b'{"entity": {"user_id": "u_0000006"}}', None, "reader", 403, "role 'reader' may not"),
+        (b'{"instances": []}', None, "service", 422, "instances must be a list"),
     ],
 )
 def test_bad_requests_get_a_clear_status_and_body(
-    server: Server, body: bytes, headers: str | None, status: int, says: str
+    server: Server, body: bytes, content_type: str | None, role: str | None, status: int, says: str
 ) -> None:
-    keys = {"service": server.service_key, "reader": server.reader_key, "bogus": "gm_x_y"}
-    r = httpx.post(
-        f"{server.url}/v1/services/churn/predict",
-        content=body,
-        headers=server.headers(keys[headers]) if headers else {},
-    )
+    headers = {"Authorization": "Bearer gm_x_y"} if role == "bogus" else server.headers(role)
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = httpx.post(f"{server.url}{PREDICT}", content=body, headers=headers)
     assert r.status_code == status, r.text
     assert says in r.json()["message"]
     assert r.json()["status"] == status
 
 
-def test_unknown_service_oversized_body_and_wrong_method(server: Server) -> None:
+def test_unauthorized_answers_say_how_to_authenticate(server: Server) -> None:
+    missing = httpx.post(f"{server.url}{PREDICT}", json={})
+    assert missing.headers["www-authenticate"] == 'Bearer realm="gristmill"'
+    wrong = httpx.post(f"{server.url}{PREDICT}", json={}, headers={"Authorization": "Bearer x"})
+    assert wrong.headers["www-authenticate"] == 'Bearer realm="gristmill", error="invalid_token"'
+
+
+def test_unknown_service_oversized_body_wrong_method_and_route(server: Server) -> None:
     r = httpx.post(f"{server.url}/v1/services/nope/predict", json={}, headers=server.headers())
     assert r.status_code == 404 and r.json()["error"] == "UnknownServiceError"
     big = b'{"entity": {"user_id": "' + b"x" * (2 << 20) + b'"}}'
-    r = httpx.post(f"{server.url}/v1/services/churn/predict", content=big, headers=server.headers())
+    r = httpx.post(f"{server.url}{PREDICT}", content=big, headers=server.headers())
     assert r.status_code == 413
-    assert httpx.get(f"{server.url}/v1/services/churn/predict").status_code == 405
+    wrong = httpx.get(f"{server.url}{PREDICT}")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert httpx.delete(f"{server.url}/v2/models/churn").headers["allow"] == "GET, HEAD"
     assert httpx.get(f"{server.url}/nowhere").json()["status"] == 404
 
 
-def test_open_inference_protocol_v2(server: Server) -> None:
-    assert httpx.get(f"{server.url}/v2/health/live").json() == {"live": True}
-    meta = httpx.get(f"{server.url}/v2/models/churn", headers=server.headers(server.reader_key))
-    assert meta.status_code == 200 and meta.json()["versions"] == ["1"]
-    assert meta.json()["inputs"][0]["name"] == "user_id"
-    r = httpx.post(
-        f"{server.url}/v2/models/churn/infer",
-        json={
-            "inputs": [
-                {
-                    "name": "user_id",
-                    "shape": [2],
-                    "datatype": "BYTES",
-                    "data": ["u_0000006", "u_0000011"],
-                }
-            ]
-        },
-        headers=server.headers(),
+def test_metrics_and_openapi_need_a_key_by_default(server: Server) -> None:
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    assert httpx.get(f"{server.url}/metrics", headers=server.headers()).status_code == 403
+    assert httpx.get(f"{server.url}/openapi.json").status_code == 401
+    for role in ("reader", "admin"):
+        assert httpx.get(f"{server.url}/metrics", headers=server.headers(role)).status_code == 200
+    httpx.post(
+        f"{server.url}{PREDICT}", json={"entity": {"user_id": USERS[0]}}, headers=server.headers()
     )
-    assert r.status_code == 200, r.text
-    outputs = {o["name"]: o for o in r.json()["outputs"]}
-    assert outputs["score"]["shape"] == [2] and outputs["decision"]["datatype"] == "BYTES"
-
-
-def test_metrics_and_openapi(server: Server) -> None:
-    text = httpx.get(f"{server.url}/metrics").text
-    assert 'gristmill_request_seconds_count{service="churn",status="200"}' in text
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers("reader")).text
+    assert (
+        'gristmill_request_seconds_count{route="/v1/services/{name}/predict",service="churn",'
+        'status="200"}'
+    ) in text
     assert 'gristmill_decisions_total{decision="' in text
-    doc = httpx.get(f"{server.url}/openapi.json").json()
-    assert "/v1/services/{name}/predict" in doc["paths"]
+    doc = httpx.get(f"{server.url}/openapi.json", headers=server.headers()).json()
+    assert PREDICT in doc["paths"] and doc["openapi"] == "3.1.0"
 
 
-def test_a_promotion_is_picked_up_without_restart_or_failed_requests(server: Server) -> None:
+def test_the_openapi_document_is_valid(server: Server) -> None:
+    from openapi_spec_validator import validate
+
+    doc = httpx.get(f"{server.url}/openapi.json", headers=server.headers("reader")).json()
+    validate(doc)  # raises on an invalid document
+    entity = doc["components"]["schemas"]["churn.One"]["properties"]["entity"]
+    assert entity["required"] == ["user_id"] and entity["additionalProperties"] is False
+    responses = doc["paths"][PREDICT]["post"]["responses"]
+    assert "Batch" in json.dumps(responses["200"]) and "415" in responses
+    assert "/v2/models/churn/versions/{version}/infer" in doc["paths"]
+
+
+def test_public_metrics_is_a_setting(project: Built) -> None:
+    with open(project.root / "gristmill.toml", "a") as handle:
+        handle.write('\n[serve]\nmetrics = "public"\nopenapi = "public"\n')
+    server = start(project)
+    try:
+        assert httpx.get(f"{server.url}/metrics").status_code == 200
+        assert httpx.get(f"{server.url}/openapi.json").status_code == 200
+        assert httpx.post(f"{server.url}{PREDICT}", json={}).status_code == 401
+    finally:
+        server.stop()
+
+
+def _random_path() -> str:
+    alphabet = string.ascii_letters + string.digits + "%-_.~"
+    return "/" + "".join(random.choices(alphabet, k=random.randint(1, 60)))
+
+
+def test_invented_paths_do_not_grow_the_metrics(server: Server) -> None:
+    """10,000 requests to random paths (and services) without a key: the exposition keeps
+    its size, and a prediction during scrapes answers in its usual time."""
+
+    def hammer(n: int) -> None:
+        with httpx.Client() as client:
+            for i in range(n):
+                path = _random_path() if i % 2 else f"/v1/services/{_random_path()[1:]}/predict"
+                client.post(f"{server.url}{path}", content=b"{}")
+
+    threads = [threading.Thread(target=hammer, args=(2_500,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reader = server.headers("reader")
+    text = httpx.get(f"{server.url}/metrics", headers=reader).text
+    assert len(text.encode()) < 30_000, len(text)
+    assert 'service="_other"' in text and 'route="unmatched"' in text
+
+    with httpx.Client() as client:
+        normal = [_timed(lambda: server.predict(client, USERS[0])) for _ in range(100)]
+        stop = threading.Event()
+
+        def scrape() -> None:
+            with httpx.Client() as scraper:
+                while not stop.is_set():
+                    scraper.get(f"{server.url}/metrics", headers=reader)
+
+        scraper = threading.Thread(target=scrape)
+        scraper.start()
+        during = [_timed(lambda: server.predict(client, USERS[0])) for _ in range(100)]
+        stop.set()
+        scraper.join()
+    # the scrapes share the worker, so allow some slack; before the fix one took 2.9 s
+    assert statistics.median(during) < max(5 * statistics.median(normal), 0.02)
+    assert max(during) < 0.25
+
+
+def _timed(call: Callable[[], httpx.Response]) -> float:
+    clock = time.perf_counter()
+    assert call().status_code == 200
+    return time.perf_counter() - clock
+
+
+def test_a_client_that_leaves_during_the_upload_is_not_an_error(server: Server) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    for _ in range(5):
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {server.keys['service']}\r\nContent-Length: 1000\r\n"
+                '\r\n{"entity": '.encode()
+            )
+    time.sleep(0.5)
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers("reader")).text
+    assert 'status="500"' not in text and 'status="499"' in text
+    assert "Traceback" not in server.stderr() and "internal error" not in server.stderr()
+
+
+def test_a_promotion_is_picked_up_without_restart_or_failed_requests(project: Built) -> None:
+    server = start(project)
     ws = Workspace.open(server.root)
-    assert ws.models.train("churn").ok
-    seen: set[int] = set()
-    statuses: set[int] = set()
-    deadline = time.monotonic() + 15
-    ws.models.promote("churn", 2, reason="hot swap test")
-    while time.monotonic() < deadline and 2 not in seen:
-        r = httpx.post(
-            f"{server.url}/v1/services/churn/predict",
-            json={"entity": {"user_id": "u_0000006"}},
-            headers=server.headers(),
-        )
-        statuses.add(r.status_code)
-        seen.add(r.json().get("model_version"))
-    ws.close()
+    try:
+        assert ws.models.train("churn").ok
+        seen: set[int] = set()
+        statuses: set[int] = set()
+        deadline = time.monotonic() + 15
+        ws.models.promote("churn", 2, reason="hot swap test")
+        with httpx.Client() as client:
+            while time.monotonic() < deadline and 2 not in seen:
+                r = server.predict(client, USERS[0])
+                statuses.add(r.status_code)
+                seen.add(r.json().get("model_version"))
+    finally:
+        ws.close()
+        server.stop()
     assert statuses == {200}
     assert 2 in seen
 
 
-@pytest.mark.parametrize(("workers", "requests"), [(1, 300), (2, 100)])
-def test_graceful_shutdown_logs_every_prediction(
-    server: Server, workers: int, requests: int
-) -> None:
-    """With two workers, two writer processes append to the same Delta tables."""
-    proc, url = start(server.root, "--workers", str(workers))
-    ids = []
-    with httpx.Client() as client:
-        for i in range(requests):
-            r = client.post(
-                f"{url}/v1/services/churn/predict",
-                json={"entity": {"user_id": f"u_{i % 50:07d}"}},
-                headers=server.headers(),
-            )
-            assert r.status_code == 200, r.text
-            ids.append(r.json()["request_id"])
-    proc.send_signal(signal.SIGTERM)
-    # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM
-    assert proc.wait(60) in (0, -signal.SIGTERM)
-    ws = Workspace.open(server.root)
-    logged = ws.lake.read(log_table("churn"), ws.lake.latest_version(log_table("churn")))
-    ws.close()
-    assert set(ids) <= set(logged["request_id"].to_pylist())
-
-
-def test_schemathesis_finds_no_server_error(server: Server) -> None:
-    command = [str(Path(sys.executable).with_name("st")), "run", f"{server.url}/openapi.json"]
-    command += ["--checks", "not_a_server_error", "--max-examples", "40", "--seed", "7"]
-    command += ["--phases", "examples,coverage,fuzzing"]
-    command += ["-H", f"Authorization: Bearer {server.service_key}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout.split("Test cases:")[-1]
+def test_schemathesis_with_every_check_finds_nothing(server: Server, tmp_path: Path) -> None:
+    """Every check of schemathesis over the document the server publishes. An OIP input's
+    shape must hold as many values as its data, which JSON Schema cannot express: the
+    server answers 400 there, so 400 is expected for valid-looking infer bodies."""
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        '[[operations]]\ninclude-path-regex = "/infer$"\n'
+        "[operations.checks.positive_data_acceptance]\n"
+        'expected-statuses = ["2xx", "400", "401", "403", "404"]\n'
+    )
+    command = [str(Path(sys.executable).with_name("st")), "--config-file", str(config), "run"]
+    command += [f"{server.url}/openapi.json", "--checks", "all", "--max-examples", "30"]
+    command += ["--seed", "7", "--phases", "examples,coverage,fuzzing", "--max-failures", "10"]
+    command += ["-H", f"Authorization: Bearer {server.keys['admin']}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-6000:]
+    summary = done.stdout.split("Test cases:")[-1]
+    assert " passed" in done.stdout and "failed" not in summary, done.stdout[-3000:]
 
 
 def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult]) -> None:
@@ -232,19 +310,17 @@ def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult
     assert unknown.code == 2 and "unknown active key 'nope'" in unknown.stderr
     bad = cli("predictions", "churn", "--since", "1x", *p)
     assert bad.code == 2 and "cannot read the duration '1x'" in bad.stderr
-    r = httpx.post(
-        f"{server.url}/v1/services/churn/predict",
-        json={"entity": {"user_id": "u_0000011"}},
-        headers=server.headers(),
-    )
+    with httpx.Client() as client:
+        r = server.predict(client, "u_0000011")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        rows = cli("predictions", "churn", "--since", "1h", "--limit", "1000", "--json", *p).json()
-        if r.json()["request_id"] in {row["request_id"] for row in rows}:
+        if r.json()["request_id"] in logged_ids(server.root):
             break
         time.sleep(0.2)
     else:
         raise AssertionError("the prediction never reached the log")
+    rows = cli("predictions", "churn", "--since", "1h", "--limit", "1000", "--json", *p).json()
+    assert r.json()["request_id"] in {row["request_id"] for row in rows}
     created = cli("tokens", "create", "--role", "reader", "--json", *p).json()
     assert cli("tokens", "revoke", created["id"], *p).code == 0
     listed = {t["id"]: t for t in cli("tokens", "list", "--json", *p).json()}

@@ -27,7 +27,7 @@ LINGER_S = 60.0
 class DrainerProcess:
     """The server's drainer child, kept alive by a watchdog thread."""
 
-    def __init__(self, spool: Path, lake_root: Path, *, every_s: float = 0.5) -> None:
+    def __init__(self, spool: Path, lake_root: Path, *, every_s: float = 1.0) -> None:
         self.command = [
             sys.executable, "-m", "gristmill.serving.drainer", str(spool), str(lake_root),
             str(every_s),

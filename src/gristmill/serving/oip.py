@@ -147,12 +147,12 @@ def _tensor(tensor: Any, where: str, binary: memoryview) -> tuple[Tensor, int]:
             f"{where}: datatype {datatype!r} is not one of the protocol's",
             hint=f"datatypes: {', '.join(DATATYPES)}",
         )
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or not all(type(d) is int and d >= 0 for d in shape)
-    ):
-        raise ServingInputError(f"{where}: shape must be a list of sizes, e.g. [2] or [2, 1]")
+    sizes = [_integral(d) for d in shape] if isinstance(shape, list) else []
+    if not 0 < len(sizes) <= 2 or not all(d is not None and 0 < d <= MAX_BATCH for d in sizes):
+        raise ServingInputError(
+            f"{where}: shape must be [n] or [n, 1] with n from 1 to {MAX_BATCH}, not {shape!r}"
+        )
+    shape = sizes
     count = math.prod(shape)
     parameters = _object(tensor.get("parameters", {}), f"{where}: parameters")
     for key in parameters:
@@ -180,8 +180,7 @@ def _tensor(tensor: Any, where: str, binary: memoryview) -> tuple[Tensor, int]:
             f"{where}: shape {shape} holds {count} value(s) but data has {len(values)}",
             hint="make the shape's product equal to the number of values",
         )
-    for value in values:
-        _check_value(value, datatype, where)
+    values = [_checked(value, datatype, where) for value in values]
     return Tensor(name, datatype, tuple(shape), values), 0
 
 
@@ -195,7 +194,16 @@ def _flatten(data: Any, where: str) -> Iterator[Any]:
             yield item
 
 
-def _check_value(value: Any, datatype: str, where: str) -> None:
+def _integral(value: Any) -> int | None:
+    """An integer, as JSON Schema counts them (``3`` and ``3.0``); else None."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
+def _checked(value: Any, datatype: str, where: str) -> Any:
     if datatype == "BYTES":
         ok = isinstance(value, str)
     elif datatype == "BOOL":
@@ -204,9 +212,12 @@ def _check_value(value: Any, datatype: str, where: str) -> None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
     else:
         low, high = INTEGER_RANGES[datatype]
-        ok = type(value) is int and low <= value <= high
+        number = _integral(value) if not isinstance(value, bool) else None
+        ok = number is not None and low <= number <= high
+        value = number if ok else value
     if not ok:
         raise ServingInputError(f"{where}: {value!r} is not a {datatype} value")
+    return value
 
 
 def _from_binary(raw: bytes, datatype: str, count: int, where: str) -> list[Any]:

@@ -284,8 +284,9 @@ def _input(name: str, datatypes: tuple[str, ...]) -> list[dict[str, Any]]:
                     "datatype": {"const": datatype},
                     "shape": {
                         "type": "array",
-                        "items": {"type": "integer", "minimum": 0},
+                        "items": {"type": "integer", "minimum": 1, "maximum": MAX_BATCH},
                         "minItems": 1,
+                        "maxItems": 2,
                     },
                     "data": {
                         "type": "array",

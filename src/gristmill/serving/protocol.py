@@ -33,6 +33,40 @@ def _raw(status: str, message: str, extra: bytes = b"") -> bytes:
     return head + extra + b"\r\n" + body
 
 
+class _Coalesced:
+    """The connection's transport, sending the writes of one event-loop step at once.
+
+    uvicorn writes a response's head and body separately; each write is a ``send(2)``
+    that on loopback also wakes the reader. Joined, a small response costs one.
+    """
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     max_connections = 1000
     request_timeout = 10.0
@@ -49,6 +83,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.transport = _Coalesced(transport, self.loop)  # type: ignore[assignment]
         if len(self.connections) > self.max_connections:
             self._over_limit = True
             self.app = _overloaded  # answers the request, whatever it is

@@ -246,38 +246,45 @@ class ServiceRuntime:
                 f"{where}entity must be an object, e.g. "
                 + orjson.dumps({k: "..." for k in self.entity}).decode()
             )
+        keys = {}
         for key, value in entity.items():
             if key not in self.entity:
                 raise ServingInputError(
                     f"{where}entity.{key} is not an entity key of service {self.spec.name!r}",
                     hint=f"entity keys: {', '.join(self.entity)}",
                 )
-            if isinstance(value, bool) or not isinstance(value, str | int):
+            text = _key_text(value)
+            if text is None:
                 raise ServingInputError(f"{where}entity.{key} must be a string or an integer")
-        missing = [k for k in self.entity if entity.get(k) in (None, "")]
+            keys[key] = text
+        missing = [k for k in self.entity if not keys.get(k)]
         if missing:
             raise ServingInputError(f"{where}entity.{missing[0]} is required")
         if not isinstance(features, dict):
             raise ServingInputError(f"{where}features must be an object")
-        numeric = self._numeric
+        given = {}
         for name, value in features.items():
             if name not in self.spec.request_features:
                 raise ServingInputError(
                     f"{where}features.{name} is not a request feature of {self.spec.name!r}",
                     hint=f"request features: {', '.join(self.spec.request_features) or 'none'}",
                 )
-            if value is None:
-                continue
-            if name in numeric:
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ServingInputError(
-                        f"{where}features.{name} must be a number, not {value!r}"
-                    )
-            elif isinstance(value, bool) or not isinstance(value, str | int):
-                raise ServingInputError(
-                    f"{where}features.{name} must be a string (a category), not {value!r}"
-                )
-        return {k: str(v) for k, v in entity.items()}, features
+            given[name] = self._feature(name, value, where)
+        return keys, given
+
+    def _feature(self, name: str, value: Any, where: str) -> Any:
+        if value is None:
+            return None
+        if name in self._numeric:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ServingInputError(f"{where}features.{name} must be a number, not {value!r}")
+            return value
+        text = _key_text(value)
+        if text is None:
+            raise ServingInputError(
+                f"{where}features.{name} must be a string (a category), not {value!r}"
+            )
+        return text
 
     def predict(self, entity: Mapping[str, Any], features: Mapping[str, Any]) -> Prediction:
         """Check the request, then answer it."""
@@ -334,6 +341,17 @@ class ServiceRuntime:
             latency_ms=round((time.perf_counter() - clock) * 1000, 3),
             variant=variant.name,
         )
+
+
+def _key_text(value: Any) -> str | None:
+    """An entity key or category as text: strings, and integers (``7`` or ``7.0``)."""
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    if type(value) is float and value.is_integer():
+        return str(int(value))
+    return None
 
 
 def _check_sources(spec: Service, model: LoadedModel, views: Sequence[View]) -> None:

@@ -92,14 +92,39 @@ def encode(rows: list[tuple[Any, ...]]) -> bytes:
 
 @dataclass
 class _Chunk:
-    """The complete lines read from one file in one pass."""
+    """The complete lines read from one spool file in one pass."""
 
     path: Path
     start: int
-    end: int
-    rows: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)
-    """(offset after the line, row)."""
+    data: bytes
     writer_gone: bool = False
+    _rows: list[list[Any]] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.data)
+
+    def rows(self) -> list[list[Any]]:
+        if self._rows is None:
+            self._rows = _parse(self.data)
+        return self._rows
+
+    def rows_after(self, offset: int) -> list[list[Any]]:
+        """The rows whose line ends after ``offset`` (a line boundary a commit recorded)."""
+        if offset <= self.start:
+            return self.rows()
+        if offset >= self.end:
+            return []
+        return _parse(self.data[offset - self.start :])
+
+
+def _parse(lines: bytes) -> list[list[Any]]:
+    """JSON lines (never empty, no raw newline inside: orjson's output) in one parse."""
+    return orjson.loads(b"[" + lines[:-1].replace(b"\n", b",") + b"]")  # type: ignore[no-any-return]
 
 
 class Drainer:
@@ -188,38 +213,34 @@ class Drainer:
             elif gone:
                 self._retire(path)
             return None
-        chunk = _Chunk(path, start, start + len(complete), writer_gone=gone)
-        offset = start
-        for line in complete.splitlines(keepends=True):
-            offset += len(line)
-            if line.strip():
-                chunk.rows.append((offset, tuple(orjson.loads(line))))
-        return chunk
+        return _Chunk(path, start, complete, writer_gone=gone)
 
     def _commit(self, chunks: list[_Chunk]) -> int:
-        by_service: dict[str, list[tuple[_Chunk, int, tuple[Any, ...]]]] = {}
-        for chunk in chunks:
-            for end, values in chunk.rows:
-                by_service.setdefault(values[SERVICE], []).append((chunk, end, values))
+        services = sorted({row[SERVICE] for chunk in chunks for row in chunk.rows()})
         written = 0
-        for service, rows in by_service.items():
-            log_name = log_table(service)
-            fresh = self._new(log_name, rows)
-            data = table([values for _, _, values in fresh])
+        for service in services:
+            log_name, decisions_name = log_table(service), decisions_table(service)
+            in_step = all(
+                self._done(decisions_name, c.name) == self._done(log_name, c.name) for c in chunks
+            )
+            data = table(self._new(log_name, service, chunks))
             self._write(log_name, data, chunks)
             failpoints.hit("after_log_commit", service)
             written += data.num_rows
-            pending = self._new(decisions_table(service), rows)
-            served = decisions(table([values for _, _, values in pending]))
-            self._write(decisions_table(service), served, chunks)
+            if not in_step:  # a drainer died between the two commits: what decisions lack
+                data = table(self._new(decisions_name, service, chunks))
+            self._write(decisions_name, decisions(data), chunks)
         self.written += written
         return written
 
-    def _new(
-        self, name: str, rows: list[tuple[_Chunk, int, tuple[Any, ...]]]
-    ) -> list[tuple[_Chunk, int, tuple[Any, ...]]]:
-        """The rows ``name`` does not hold yet, by the offsets its commits recorded."""
-        return [r for r in rows if r[1] > self._done(name, r[0].path.name)]
+    def _new(self, name: str, service: str, chunks: list[_Chunk]) -> list[list[Any]]:
+        """The rows of ``service`` that ``name`` does not hold yet, by its commits' offsets."""
+        return [
+            row
+            for chunk in chunks
+            for row in chunk.rows_after(self._done(name, chunk.name))
+            if row[SERVICE] == service
+        ]
 
     def _done(self, name: str, file: str) -> int:
         key = (name, file)
@@ -228,7 +249,7 @@ class Drainer:
         return self._committed[key]
 
     def _write(self, name: str, data: Any, chunks: list[_Chunk]) -> None:
-        marks = {c.path.name: c.end for c in chunks if c.end > self._done(name, c.path.name)}
+        marks = {c.name: c.end for c in chunks if c.end > self._done(name, c.name)}
         if not marks or not data.num_rows:
             return
         self.lake.write(
