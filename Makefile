@@ -49,9 +49,10 @@ demo-drift: setup
 	cd demo-drift && ($(GM) serve churn --no-auth --port 8765 & echo $$! > .serve.pid) && \
 	  for i in $$(seq 1 100); do \
 	    curl -sf --retry 20 --retry-connrefused --retry-delay 1 -o /dev/null \
+	      -H 'Content-Type: application/json' \
 	      -d "{\"entity\": {\"user_id\": \"u_$$(printf %07d $$((i * 29)))\"}}" \
 	      localhost:8765/v1/services/churn/predict || true; \
-	  done; kill $$(cat .serve.pid); sleep 2
+	  done; kill $$(cat .serve.pid); while kill -0 $$(cat .serve.pid) 2>/dev/null; do sleep 0.2; done
 	cd demo-drift && $(GM) score churn --table user_profile --as-of 2026-06-01
 	@echo "--- monitors before the drift"
 	cd demo-drift && $(GM) monitor run
