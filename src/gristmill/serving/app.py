@@ -15,6 +15,7 @@ spool before its response is sent (``serving/spool.py``).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -38,6 +39,7 @@ from gristmill.errors import (
     OnlineStoreError,
     PredictionLogError,
     Unauthorized,
+    UnknownModelError,
 )
 from gristmill.serving import oip
 from gristmill.serving.host import Host
@@ -292,8 +294,6 @@ def _version(request: Request) -> int | None:
     if raw is None:
         return None
     if not raw.isdigit():
-        from gristmill.errors import UnknownModelError
-
         raise UnknownModelError(f"model version {raw!r} is not a number", hint="e.g. /versions/1")
     return int(raw)
 
@@ -362,6 +362,9 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         host.start()
+        # what was built so far (models, runtimes, imports) lives as long as the server:
+        # keep it out of the collector's full passes, which otherwise stall a request
+        gc.freeze()
         try:
             yield
         finally:

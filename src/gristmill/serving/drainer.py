@@ -11,6 +11,7 @@ live writer (workers finishing their last requests) before its final pass.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -77,6 +78,8 @@ def main(spool: str, lake_root: str, every_s: str) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # answering comes first: the rows are safe in the spool, so draining can wait for CPU
+    os.nice(10)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     drainer = Drainer(Path(spool), Lake(Path(lake_root)))
     ended = threading.Event()

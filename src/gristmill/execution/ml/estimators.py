@@ -180,15 +180,17 @@ class _FastRow:
         self._out = np.empty(width, dtype=np.float64)
         self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._length = ctypes.c_int64()
+        self._length_ref = ctypes.byref(self._length)
+        # the row is copied into a buffer whose address is taken once: making a ctypes
+        # pointer of each request's array cost more than LightGBM's own work on a small tree
+        self._in = np.empty(columns, dtype=np.float64)
+        self._in_ptr = self._in.ctypes.data_as(ctypes.c_void_p)
 
     def predict(self, row: np.ndarray) -> np.ndarray:
-        data = np.ascontiguousarray(row, dtype=np.float64)
+        self._in[:] = row.reshape(-1)
         self._check(
             self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                self.handle,
-                data.ctypes.data_as(self._ctypes.c_void_p),
-                self._ctypes.byref(self._length),
-                self._out_ptr,
+                self.handle, self._in_ptr, self._length_ref, self._out_ptr
             )
         )
         return self._out.copy()
