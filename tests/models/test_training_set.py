@@ -121,9 +121,10 @@ def test_history_json_shows_the_missing_counts_as_the_docs_say(ws: Workspace, cl
     (entry,) = cli("history", "training", "--json", "--project", str(ws.root)).json()
     assert entry["stats"]["missing"] == {"profile": 1, "activity": 2}
     assert entry["stats"]["labels"] == 4
-    assert "`gristmill history churn_training --json`, `stats.missing`" in (
-        Path(__file__).parents[2] / "docs" / "models.md"
-    ).read_text()
+    assert (
+        "`gristmill history churn_training --json`, `stats.missing`"
+        in (Path(__file__).parents[2] / "docs" / "models.md").read_text()
+    )
 
 
 def test_a_changed_feature_view_rebuilds_the_training_set(ws: Workspace) -> None:
