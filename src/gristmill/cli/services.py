@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from gristmill.cli.app import JsonOpt, ProjectOpt, _open, app
+from gristmill.cli.app import MAX_INT, JsonOpt, ProjectOpt, _open, app
 from gristmill.cli.render import emit_json, out
 from gristmill.errors import ServingInputError
 
@@ -133,7 +133,7 @@ def tokens_revoke(
 def predictions(
     service: Annotated[str, typer.Argument(help="Service name.")],
     since: Annotated[str | None, typer.Option(help="e.g. 15m, 1h, 2d.")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_INT)] = 20,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
