@@ -20,6 +20,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 OVER_LIMIT_GRACE_S = 1.0
+FLUSH_BYTES = 64 << 10
 
 
 def _raw(status: str, message: str, extra: bytes = b"") -> bytes:
@@ -34,33 +35,37 @@ def _raw(status: str, message: str, extra: bytes = b"") -> bytes:
 
 
 class _Coalesced:
-    """The connection's transport, sending the writes of one event-loop step at once.
+    """The connection's transport, holding a response's writes until it is complete.
 
     uvicorn writes a response's head and body separately; each write is a ``send(2)``
-    that on loopback also wakes the reader. Joined, a small response costs one.
+    that on loopback also wakes the reader. The protocol flushes when the response is
+    complete (or the connection closes), so a small response costs one. A ``100
+    Continue`` goes out at once, and a large body in pieces.
     """
 
-    __slots__ = ("_transport", "_loop", "_pending")
+    __slots__ = ("_transport", "_pending", "_size")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        self._loop = loop
         self._pending: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
         self._pending.append(data)
+        self._size += len(data)
+        if self._size > FLUSH_BYTES or data.startswith(b"HTTP/1.1 100 "):
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
+            self._size = 0
             if not self._transport.is_closing():
                 self._transport.write(data)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -78,51 +83,54 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
-        self._over_limit = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since: float | None = None
+        """When the connection began to wait for a whole request (None: it has one)."""
+        self._limit = self.request_timeout
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = _Coalesced(transport, self.loop)  # type: ignore[assignment]
+        self.transport = _Coalesced(transport)  # type: ignore[assignment]
+        self._waiting_since = self.loop.time()
         if len(self.connections) > self.max_connections:
-            self._over_limit = True
-            self.app = _overloaded  # answers the request, whatever it is
-            self._arm(OVER_LIMIT_GRACE_S)
-            return
-        self._arm(self.request_timeout)
+            self.app = _overloaded  # answers the request, whatever it is, and closes
+            self._limit = OVER_LIMIT_GRACE_S
+        self._timer = self.loop.call_later(self._limit, self._check)
 
+    # one timer per connection, re-armed when it fires: a request costs two assignments
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:
-            self._arm(self.request_timeout)
+        if self._waiting_since is None:
+            self._waiting_since = self.loop.time()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._disarm()
+        self._waiting_since = None
+
+    def on_response_complete(self) -> None:
+        self.transport.flush()  # type: ignore[attr-defined]
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
-    def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self) -> None:
-        self._deadline = None
+    def _check(self) -> None:
+        self._timer = None
         if self.transport.is_closing():
             return
-        started = self.cycle is not None and self.cycle.response_started
-        if not started:
-            if self._over_limit:
+        since = self._waiting_since
+        left = self._limit if since is None else since + self._limit - self.loop.time()
+        if left > 0:
+            self._timer = self.loop.call_later(left, self._check)
+            return
+        if self.cycle is None or not self.cycle.response_started:
+            if self.app is _overloaded:
                 self.transport.write(_TOO_MANY)
             else:
-                message = f"the request did not arrive whole within {self.request_timeout:g} s"
+                message = f"the request did not arrive whole within {self._limit:g} s"
                 self.transport.write(_raw("408 Request Timeout", message))
         self.transport.close()
 

@@ -8,9 +8,9 @@ policy names the action and the model's own contributions give the reason codes.
 
 from __future__ import annotations
 
+import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,12 +147,13 @@ class Decide:
         contributions = self.model.backend.contributions(self.model.model, call.row)
         if contributions is None:
             return
-        top = np.argsort(-contributions, kind="stable")[: self.policy.reasons]
+        top = np.argsort(-contributions, kind="stable")[: self.policy.reasons].tolist()
+        values = contributions.tolist()
         call.reasons = [
             {
                 "feature": self.names[i],
                 "value": call.features.get(self.names[i]),
-                "contribution": round(float(contributions[i]), 6),
+                "contribution": round(values[i], 6),
             }
             for i in top
         ]
@@ -171,13 +172,14 @@ class _Variant:
             Decide(spec, model),
         )
 
-    def run(self, looked_up: Call) -> Call:
-        call = Call(
+    def run(self, looked_up: Call, *, alone: bool = False) -> Call:
+        """The stages on a copy of the looked-up call (on the call itself when ``alone``)."""
+        call = looked_up if alone else Call(
             entity=looked_up.entity,
             given=looked_up.given,
             features=dict(looked_up.features),
             found=looked_up.found,
-        )
+        )  # fmt: skip
         for stage in self.stages:
             stage(call)
         return call
@@ -297,12 +299,13 @@ class ServiceRuntime:
         clock = time.perf_counter()
         call = Call(entity=entity, given=features)
         self.lookup(call)
-        request_id = uuid.uuid4().hex
+        request_id = _request_id()
         if version is not None:
             chosen = self.variant(version)
-            return self._prediction(request_id, chosen, chosen.run(call), clock)
+            return self._prediction(request_id, chosen, chosen.run(call, alone=True), clock)
         if self.secondary is None:
-            return self._prediction(request_id, self.primary, self.primary.run(call), clock)
+            primary = self.primary
+            return self._prediction(request_id, primary, primary.run(call, alone=True), clock)
         served, other = self.primary, self.secondary
         if self.draw() < self.spec.challenger_share:
             served, other = other, served
@@ -341,6 +344,14 @@ class ServiceRuntime:
             latency_ms=round((time.perf_counter() - clock) * 1000, 3),
             variant=variant.name,
         )
+
+
+def _request_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, without building a ``uuid.UUID``."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 def _key_text(value: Any) -> str | None:

@@ -176,6 +176,7 @@ def serve(
         "host": host,
         "port": port,
         "log_level": "warning",
+        "access_log": False,
         "loop": "uvloop",
         "http": GuardedProtocol,
         "timeout_graceful_shutdown": 30,

@@ -137,21 +137,24 @@ class RowEncoder:
             else None
             for f in self.features
         ]
+        self._plan = [(f.name, codes) for f, codes in zip(self.features, self._codes, strict=True)]
 
     def encode(self, values: dict[str, Any]) -> np.ndarray:
-        row = np.full((1, len(self.features)), np.nan)
-        out = row[0]
-        for i, (feature, codes) in enumerate(zip(self.features, self._codes, strict=True)):
-            value = values.get(feature.name)
+        out = []
+        for name, codes in self._plan:
+            value = values.get(name)
             if value is None:
-                continue
-            if codes is not None:
-                out[i] = codes.get(value if type(value) is str else str(value), np.nan)
+                out.append(_NAN)
+            elif codes is not None:
+                out.append(codes.get(value if type(value) is str else str(value), _NAN))
             elif type(value) is float or type(value) is int:  # the common case, fast
-                out[i] = value
+                out.append(value)
             else:
-                out[i] = _number(value)
-        return row
+                out.append(_number(value))
+        return np.array([out], dtype=np.float64)
+
+
+_NAN = float("nan")
 
 
 def _number(value: Any) -> float:
