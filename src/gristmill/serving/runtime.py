@@ -50,6 +50,7 @@ class Call:
     found: bool = True
     row: np.ndarray | None = None
     score: float = float("nan")
+    contributions: np.ndarray | None = None
     decision: str = ""
     reasons: list[dict[str, Any]] = field(default_factory=list)
 
@@ -126,12 +127,19 @@ class Encode:
 
 
 class Score:
-    def __init__(self, model: LoadedModel) -> None:
+    """The score and, when the policy gives reasons, the feature contributions."""
+
+    def __init__(self, model: LoadedModel, reasons: bool) -> None:
         self.model = model
+        self.reasons = reasons
 
     def __call__(self, call: Call) -> None:
         assert call.row is not None
-        call.score = self.model.backend.predict_row(self.model.model, call.row)
+        backend, model = self.model.backend, self.model.model
+        if self.reasons:
+            call.score, call.contributions = backend.score_and_contributions(model, call.row)
+        else:
+            call.score = backend.predict_row(model, call.row)
 
 
 class Decide:
@@ -142,10 +150,8 @@ class Decide:
 
     def __call__(self, call: Call) -> None:
         call.decision = self.policy.decide(call.score)
-        if self.policy.reasons == 0 or call.row is None:
-            return
-        contributions = self.model.backend.contributions(self.model.model, call.row)
-        if contributions is None:
+        contributions = call.contributions
+        if self.policy.reasons == 0 or contributions is None:
             return
         top = np.argsort(-contributions, kind="stable")[: self.policy.reasons].tolist()
         values = contributions.tolist()
@@ -168,7 +174,7 @@ class _Variant:
         self.model = model
         self.stages: tuple[Stage, ...] = (
             Encode(model),
-            Score(model),
+            Score(model, spec.policy.reasons > 0),
             Decide(spec, model),
         )
 

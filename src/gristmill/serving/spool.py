@@ -87,7 +87,9 @@ class Spool:
 
 
 def encode(rows: list[tuple[Any, ...]]) -> bytes:
-    return b"".join(orjson.dumps(r) + b"\n" for r in rows)
+    if len(rows) == 1:
+        return orjson.dumps(rows[0], option=orjson.OPT_APPEND_NEWLINE)
+    return b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in rows)
 
 
 @dataclass

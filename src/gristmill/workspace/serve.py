@@ -80,6 +80,8 @@ class TokenCache:
         self.ws = ws
         self.ttl_s = ttl_s
         self._roles: dict[str, str] = {}
+        self._known: dict[str, str] = {}
+        """Valid tokens seen since the last reload (so never more than the valid keys)."""
         self._loaded = 0.0
         self._lock = threading.Lock()
 
@@ -90,8 +92,14 @@ class TokenCache:
                 self._roles = {
                     t.hash: t.role for t in self.ws.catalog.tokens() if t.revoked_at is None
                 }
+                self._known = {}
                 self._loaded = now
-        return self._roles.get(_hash(token))
+        role = self._known.get(token)
+        if role is None:
+            role = self._roles.get(_hash(token))
+            if role is not None:
+                self._known[token] = role
+        return role
 
 
 def check(ws: Workspace, names: Sequence[str], *, auth: bool) -> list[str]:
@@ -177,6 +185,7 @@ def serve(
         "port": port,
         "log_level": "warning",
         "access_log": False,
+        "server_header": False,  # no need to tell clients which server software answers
         "loop": "uvloop",
         "http": GuardedProtocol,
         "timeout_graceful_shutdown": 30,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import threading
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,6 +59,12 @@ class Backend(ABC):
     def contributions(self, model: Any, row: np.ndarray) -> np.ndarray | None:
         """Per-feature contributions to one encoded row's raw score, or None if unknown."""
         return None
+
+    def score_and_contributions(
+        self, model: Any, row: np.ndarray
+    ) -> tuple[float, np.ndarray | None]:
+        """Both at once where one call gives both (same score as ``predict_row`` to 1e-12)."""
+        return self.predict_row(model, row), self.contributions(model, row)
 
     def params(self, spec: Estimator) -> dict[str, Any]:
         return dict(spec.params)
@@ -131,6 +138,17 @@ class LightGBMBackend(Backend):
         # SHAP values in raw-score (log-odds) space; the last value is the bias
         return _fast(model, _CONTRIB, len(self.features)).predict(row)[:-1]
 
+    def score_and_contributions(
+        self, model: Any, row: np.ndarray
+    ) -> tuple[float, np.ndarray | None]:
+        # SHAP values add up to the raw score (with the bias), so one call gives both where
+        # the objective's link is known: the TreeSHAP call is most of a request's work
+        link = _link(model)
+        if link is None:
+            return super().score_and_contributions(model, row)
+        values = _fast(model, _CONTRIB, len(self.features)).predict(row)
+        return link(math.fsum(values)), values[:-1]
+
     def dumps(self, model: Any) -> bytes:
         return str(model.model_to_string()).encode()
 
@@ -145,6 +163,35 @@ class LightGBMBackend(Backend):
 
 
 _NORMAL, _CONTRIB = 0, 3  # LightGBM's C_API_PREDICT_NORMAL / C_API_PREDICT_CONTRIB
+_LINKS: dict[int, tuple[Any, Callable[[float], float] | None]] = {}
+
+
+def _link(booster: Any) -> Callable[[float], float] | None:
+    """Raw score -> prediction for the booster's objective; None where it is not plain.
+
+    ``binary sigmoid:s`` is 1 / (1 + exp(-s * raw)); the regression objectives without a
+    transform are the raw score. Anything else (multiclass, poisson's exp, custom) keeps
+    LightGBM's own prediction.
+    """
+    found = _LINKS.get(id(booster))
+    if found is not None and found[0] is booster:
+        return found[1]
+    objective = str(booster.dump_model(num_iteration=1).get("objective", ""))
+    name, *options = objective.split()
+    link: Callable[[float], float] | None = None
+    if name == "binary":
+        scale = next((float(o.split(":")[1]) for o in options if o.startswith("sigmoid:")), 1.0)
+
+        def link(raw: float) -> float:
+            return 1.0 / (1.0 + math.exp(-scale * raw))
+    elif name in ("regression", "regression_l1", "huber", "fair", "quantile", "mape"):
+        if "sqrt" not in options:
+
+            def link(raw: float) -> float:
+                return raw
+
+    _LINKS[id(booster)] = (booster, link)
+    return link
 
 
 class _FastRow:
