@@ -16,7 +16,8 @@ import uvicorn
 
 from gristmill.serving.log import decisions_table
 from gristmill.workspace import Workspace
-from gristmill.workspace.serve import create_app
+from gristmill.serving.spool import drained
+from gristmill.workspace.serve import create_app, spool_folder
 from tests.conftest import built_example
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,7 @@ def test_webhook_and_decisions_table(tmp_path: Path, receiver: tuple[str, list[d
     )
     ws = built_example(root, scale="tiny", seed=4, append=services)
     users = sorted(ws.read("user_profile", columns=["user_id"])["user_id"].to_pylist())[:5]
-    app = create_app(ws, ["hooked", "down"], auth=False, reload_every_s=0, log_every_s=0.2)
+    app = create_app(ws, ["hooked", "down"], auth=False, reload_every_s=0)
     port = _port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -93,6 +94,8 @@ def test_webhook_and_decisions_table(tmp_path: Path, receiver: tuple[str, list[d
     assert {(e["request_id"], e["decision"]) for e in received} == hooked
     assert all(e["service"] == "hooked" and len(e["reasons"]) == 3 for e in received)
     ws = Workspace.open(root)
+    with drained(spool_folder(ws), ws.lake) as drainer:  # what `gristmill serve`'s drainer does
+        assert drainer.drain() == 2 * len(users)
     table = decisions_table("hooked")
     decided = ws.lake.read(table, ws.lake.latest_version(table))
     assert set(decided["request_id"].to_pylist()) == {i for i, _ in hooked}

@@ -368,6 +368,7 @@ def build_app(
         try:
             yield
         finally:
+            gc.unfreeze()  # let exit collect it (extensions report frozen objects as leaks)
             host.stop()
             if spool is not None:
                 spool.close()

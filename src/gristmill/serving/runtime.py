@@ -352,12 +352,27 @@ class ServiceRuntime:
         )
 
 
-def _request_id() -> str:
-    """A random (version 4) UUID as 32 hex digits, without building a ``uuid.UUID``."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40
-    raw[8] = raw[8] & 0x3F | 0x80
-    return raw.hex()
+class _RequestIds:
+    """Unique request ids: 16 random hex digits per process, then a counter (32 in all).
+
+    Ids are not secrets; they only must never repeat, across workers and restarts too.
+    A counter after a random prefix costs a tenth of a random UUID per request.
+    """
+
+    def __init__(self) -> None:
+        self.restart()
+        os.register_at_fork(after_in_child=self.restart)  # a forked child: its own prefix
+
+    def restart(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = 0
+
+    def __call__(self) -> str:
+        self._count += 1
+        return f"{self._prefix}{self._count:016x}"
+
+
+_request_id = _RequestIds()
 
 
 def _key_text(value: Any) -> str | None:
