@@ -1,8 +1,8 @@
 """The drainer process: spool files -> the prediction log's Delta tables.
 
-``DrainerProcess`` (in the server's main process) starts ``python -m
-gristmill.serving.drainer SPOOL LAKE EVERY_S``, restarts it if it dies, and on shutdown
-closes its stdin and waits for the last pass. The drainer ignores SIGINT and SIGTERM (a
+``DrainerProcess`` (in the server's main process) starts ``main(SPOOL, LAKE, EVERY_S)``
+in a new Python, restarts it if it dies, and on shutdown closes its stdin and waits for
+the last pass (starting a new one for it if the drainer died). The drainer ignores SIGINT and SIGTERM (a
 Ctrl-C or a systemd stop reaches the whole process group): it stops when its stdin ends,
 which also happens when the server is killed, and then waits until no spool file has a
 live writer (workers finishing their last requests) before its final pass.
@@ -21,6 +21,12 @@ from pathlib import Path
 
 logger = logging.getLogger("gristmill.serving")
 
+LAUNCH = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "import sys; from gristmill.serving.drainer import main; main(*sys.argv[1:4])"
+)
+"""Ignore the group's signals before the heavy imports (they take about a second)."""
 LINGER_S = 60.0
 """How long a stopping drainer waits for live writers (uvicorn's graceful timeout is 30 s)."""
 
@@ -29,10 +35,7 @@ class DrainerProcess:
     """The server's drainer child, kept alive by a watchdog thread."""
 
     def __init__(self, spool: Path, lake_root: Path, *, every_s: float = 1.0) -> None:
-        self.command = [
-            sys.executable, "-m", "gristmill.serving.drainer", str(spool), str(lake_root),
-            str(every_s),
-        ]  # fmt: skip
+        self.command = [sys.executable, "-c", LAUNCH, str(spool), str(lake_root), str(every_s)]
         self.restarts = 0
         self._stop = threading.Event()
         self._proc = self._start()
@@ -59,17 +62,30 @@ class DrainerProcess:
                 self._proc = self._start()
 
     def stop(self, timeout: float = LINGER_S + 30) -> None:
-        """Let the drainer make its last pass and wait for it."""
+        """Let the drainer make its last pass and wait for it (idempotent)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._watch.join()
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
+        if self._finish(self._proc, timeout) != 0:
+            # it died (a signal that came while it started, a crash): a new one, started
+            # after the signal, makes the last pass; the spool says what is left to do
+            logger.warning("the prediction log drainer ended early; running its last pass")
+            self._finish(self._start(), timeout)
+
+    @staticmethod
+    def _finish(proc: subprocess.Popen[bytes], timeout: float) -> int:
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass  # it is gone already: its return code says how
         try:
-            self._proc.wait(timeout)
+            return proc.wait(timeout)
         except subprocess.TimeoutExpired:
             logger.warning("the prediction log drainer did not finish in %ss; stopped", timeout)
-            self._proc.kill()
-            self._proc.wait()
+            proc.kill()
+            return proc.wait()
 
 
 def main(spool: str, lake_root: str, every_s: str) -> None:
