@@ -192,3 +192,66 @@ def test_a_full_disk_refuses_the_answer(tmp_path: Path) -> None:
     with pytest.raises(PredictionLogError, match="cannot be written"):
         spool.write(encode([record_row(record())]))
     spool.close()
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from pathlib import Path
+from gristmill.errors import PredictionLogError
+from gristmill.serving.log import record_row
+from gristmill.serving.spool import Spool, encode
+sys.path.insert(0, {tests!r})
+from tests.serving.test_spool import record
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+spool = Spool(Path({folder!r}))
+written, refused = [], []
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))  # the disk is "full" at 20 kB
+for _ in range(100):
+    r = record()
+    try:
+        spool.write(encode([record_row(r)]))
+        written.append(r["request_id"])
+    except PredictionLogError:
+        refused.append(r["request_id"])
+healthy_when_full = spool.healthy
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+for _ in range(5):
+    r = record()
+    spool.write(encode([record_row(r)]))
+    written.append(r["request_id"])
+spool.close()
+print(json.dumps({{"written": written, "refused": refused, "healthy": healthy_when_full}}))
+"""
+
+
+def test_a_full_disk_cuts_a_half_written_line_so_later_answers_are_logged(tmp_path: Path) -> None:
+    """A write the disk refuses halfway is cut back: once there is room, the following
+    answers are logged (a half line left in the file used to stop the drainer for good)."""
+    import json
+
+    folder = tmp_path / "spool"
+    script = textwrap.dedent(FULL_DISK).format(tests=str(Path.cwd()), folder=str(folder))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["refused"] and len(result["written"]) > 5 and result["healthy"] is False
+    lake = Lake(tmp_path / "lake")
+    assert Drainer(folder, lake).drain() == len(result["written"])
+    assert sorted(_ids(lake, log_table("svc"))) == sorted(result["written"])
+
+
+def test_lines_that_are_not_rows_are_set_aside_and_the_rest_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = _spool(tmp_path / "spool", [record() for _ in range(3)])
+    os.write(spool.fd, b'["cut short\n')
+    later = [record() for _ in range(4)]
+    for r in later:
+        spool.write(encode([record_row(r)]))
+    spool.close()
+    lake = Lake(tmp_path / "lake")
+    assert Drainer(tmp_path / "spool", lake).drain() == 7
+    assert set(r["request_id"] for r in later) <= set(_ids(lake, log_table("svc")))
+    (bad,) = (tmp_path / "spool").glob("*.bad")
+    assert bad.read_bytes() == b'["cut short\n' and "not rows" in caplog.text

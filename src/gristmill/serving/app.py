@@ -279,6 +279,9 @@ class Handlers:
         return json_reply({"live": True})
 
     async def ready(self, request: Request) -> Reply:
+        if self.spool is not None and not self.spool.healthy:
+            reason = "the prediction log cannot be written (disk full?): predictions get 503"
+            return json_reply({"ready": False, "reason": reason}, 503)
         ready = bool(self.host.runtimes)
         return json_reply({"ready": ready}, 200 if ready else 503)
 

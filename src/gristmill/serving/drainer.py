@@ -2,10 +2,11 @@
 
 ``DrainerProcess`` (in the server's main process) starts ``main(SPOOL, LAKE, EVERY_S)``
 in a new Python, restarts it if it dies, and on shutdown closes its stdin and waits for
-the last pass (starting a new one for it if the drainer died). The drainer ignores SIGINT and SIGTERM (a
-Ctrl-C or a systemd stop reaches the whole process group): it stops when its stdin ends,
-which also happens when the server is killed, and then waits until no spool file has a
-live writer (workers finishing their last requests) before its final pass.
+the last pass (starting a new one for it if the drainer died). The drainer ignores
+SIGINT and SIGTERM (a Ctrl-C or a systemd stop reaches the whole process group): it
+stops when its stdin ends, which also happens when the server is killed, and then waits
+until no spool file has a live writer (workers finishing their last requests) before
+its final pass.
 """
 
 from __future__ import annotations

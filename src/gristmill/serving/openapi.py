@@ -144,9 +144,7 @@ def openapi(runtimes: Mapping[str, ServiceRuntime]) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/v2": {"get": _get("server metadata", _object({"name": {}, "version": {}}), False)},
         "/v2/health/live": {"get": _get("live", _object({"live": {"type": "boolean"}}), False)},
-        "/v2/health/ready": {
-            "get": _get("ready", _object({"ready": {"type": "boolean"}}), False, 503)
-        },
+        "/v2/health/ready": {"get": _ready()},
         "/metrics": {"get": _text_get("Prometheus text exposition")},
         "/openapi.json": {"get": _get("this document", {"type": "object"}, True)},
     }
@@ -331,6 +329,22 @@ def _get(summary: str, schema: dict[str, Any], secured: bool, *extra: int) -> di
         "summary": summary,
         **_secured(secured),
         "responses": {"200": {"description": summary, **_json(schema)}, **_errors(*codes)},
+    }
+
+
+def _ready() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {"ready": {"type": "boolean"}, "reason": {"type": "string"}},
+        "required": ["ready"],
+    }
+    return {
+        "summary": "ready: 200; not ready (no model, or the log cannot be written): 503",
+        **_secured(False),
+        "responses": {
+            "200": {"description": "ready", **_json(schema)},
+            "503": {"description": "not ready", **_json(schema)},
+        },
     }
 
 

@@ -29,7 +29,7 @@ import orjson
 
 from gristmill import failpoints
 from gristmill.errors import PredictionLogError
-from gristmill.serving.log import SERVICE, decisions, decisions_table, log_table, table
+from gristmill.serving.log import SCHEMA, SERVICE, decisions, decisions_table, log_table, table
 from gristmill.storage.lake import Lake
 
 logger = logging.getLogger("gristmill.serving")
@@ -51,6 +51,8 @@ class Spool:
         self.rotate_bytes = rotate_bytes
         self.fd = -1
         self.size = 0
+        self.healthy = True
+        """False after a refused write, until a write succeeds (readiness says so)."""
         self.path = self._open()
 
     def _open(self) -> Path:
@@ -64,21 +66,39 @@ class Spool:
         return path
 
     def write(self, data: bytes) -> None:
-        """Append whole lines; raise ``PredictionLogError`` if the disk refuses them."""
+        """Append whole lines; raise ``PredictionLogError`` if the disk refuses them.
+
+        A refused write may have left part of a line: it is cut off again, so the lines
+        written after the disk has room are whole (else the next file starts clean).
+        """
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(self.fd, view) :]
         except OSError as exc:
+            self.healthy = False
+            self._cut_back()
             raise PredictionLogError(
                 f"the prediction log's spool {self.path} cannot be written: {exc.strerror}",
                 hint="free disk space in the project's .gristmill folder; nothing was answered",
             ) from None
+        self.healthy = True
         self.size += len(data)
         if self.size >= self.rotate_bytes:
             old = self.fd
             self.path = self._open()
             os.close(old)  # releases its lock: the drainer finishes and deletes it
+
+    def _cut_back(self) -> None:
+        try:
+            os.ftruncate(self.fd, self.size)
+        except OSError:
+            old = self.fd
+            try:
+                self.path = self._open()  # the drainer keeps the old file's torn tail aside
+            except OSError:
+                return  # nothing can be written at all: every request answers 503
+            os.close(old)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -100,6 +120,8 @@ class _Chunk:
     start: int
     data: bytes
     writer_gone: bool = False
+    bad: list[bytes] = field(default_factory=list, repr=False)
+    """Lines that are not rows, kept aside in ``<file>.bad`` once the chunk is committed."""
     _rows: list[list[Any]] | None = field(default=None, repr=False)
 
     @property
@@ -112,7 +134,7 @@ class _Chunk:
 
     def rows(self) -> list[list[Any]]:
         if self._rows is None:
-            self._rows = _parse(self.data)
+            self._rows = _parse(self.data, self.bad)
         return self._rows
 
     def rows_after(self, offset: int) -> list[list[Any]]:
@@ -121,12 +143,26 @@ class _Chunk:
             return self.rows()
         if offset >= self.end:
             return []
-        return _parse(self.data[offset - self.start :])
+        return _parse(self.data[offset - self.start :], [])
 
 
-def _parse(lines: bytes) -> list[list[Any]]:
-    """JSON lines (never empty, no raw newline inside: orjson's output) in one parse."""
-    return orjson.loads(b"[" + lines[:-1].replace(b"\n", b",") + b"]")  # type: ignore[no-any-return]
+def _parse(lines: bytes, bad: list[bytes]) -> list[list[Any]]:
+    """JSON lines (no raw newline inside: orjson's output) in one parse; lines that are
+    not a row (a disk that filled mid-write, a hand edit) are set aside in ``bad``."""
+    try:
+        return orjson.loads(b"[" + lines[:-1].replace(b"\n", b",") + b"]")  # type: ignore[no-any-return]
+    except orjson.JSONDecodeError:
+        rows = []
+        for line in lines.splitlines():
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                row = None
+            if isinstance(row, list) and len(row) == len(SCHEMA):
+                rows.append(row)
+            elif line.strip():
+                bad.append(line)
+        return rows
 
 
 class Drainer:
@@ -192,6 +228,8 @@ class Drainer:
                 )
                 return total
             for chunk in chunks:
+                if chunk.bad:
+                    self._set_aside(chunk)
                 self.positions[chunk.path.name] = chunk.end
                 if chunk.writer_gone and chunk.end == _size(chunk.path):
                     self._retire(chunk.path)
@@ -269,6 +307,18 @@ class Drainer:
         self.positions.pop(path.name, None)
         for key in [k for k in self._committed if k[1] == path.name]:
             del self._committed[key]
+
+    def _set_aside(self, chunk: _Chunk) -> None:
+        kept = chunk.path.with_suffix(".bad")
+        with open(kept, "ab") as handle:
+            handle.write(b"".join(line + b"\n" for line in chunk.bad))
+        logger.warning(
+            "prediction log: %d line(s) of %s are not rows (a write cut short?); kept in %s, "
+            "not logged",
+            len(chunk.bad),
+            chunk.path,
+            kept,
+        )
 
     def _torn(self, path: Path, start: int, size: int) -> None:
         kept = path.with_suffix(".torn")
