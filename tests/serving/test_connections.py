@@ -55,6 +55,14 @@ def test_stalled_connections_are_closed_while_others_are_answered(project: Built
         assert b"did not arrive whole within 2 s" in timed_out[0]
         with httpx.Client() as client:
             assert server.predict(client, "u_0000006").status_code == 200
+        # a kept-alive connection whose second request stalls gets its 408 too
+        sock = _connect(server)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
+        sock.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\n".encode())
+        assert _read_all(sock).startswith(b"HTTP/1.1 408")
+        stalled.append(sock)
     finally:
         for sock in stalled:
             sock.close()

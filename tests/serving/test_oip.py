@@ -137,6 +137,10 @@ def _infer(server: Server, body: object) -> tuple[int, str]:
         ({"shape": [3], "datatype": "BYTES", "data": USERS, "x": 1}, 422, "x is not a field"),
         ({"shape": [3, 2], "datatype": "BYTES", "data": USERS * 2}, 400, "one value per row"),
         ({"shape": [0], "datatype": "BYTES", "data": []}, 422, "shape must be [n]"),
+        ({"shape": [3], "datatype": "BYTES", "data": [USERS]}, 400, "must follow the shape"),
+        ({"shape": [3, 1], "datatype": "BYTES", "data": [[USERS]]}, 400, "must follow"),
+        ({"shape": [2, 1], "datatype": "BYTES", "data": [["a"], ["b", "c"]]}, 400, "must follow"),
+        ({"shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": -1}}, 422, "byte"),
     ],
 )
 def test_shapes_and_datatypes_are_checked(
@@ -166,3 +170,5 @@ def test_unknown_inputs_and_outputs_are_named(server: Server) -> None:
         "no output 'prob'" in _infer(server, {"inputs": [base], "outputs": [{"name": "prob"}]})[1]
     )
     assert _infer(server, {"inputs": [base], "oops": 1}) == (422, "oops is not a field here")
+    twice = {"inputs": [base], "outputs": [{"name": "score"}, {"name": "score"}]}
+    assert _infer(server, twice) == (400, "outputs[1]: output 'score' is asked for twice")

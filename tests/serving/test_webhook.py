@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 
 from gristmill.serving.log import decisions_table
-from gristmill.workspace import Workspace
 from gristmill.serving.spool import drained
+from gristmill.workspace import Workspace
 from gristmill.workspace.serve import create_app, spool_folder
 from tests.conftest import built_example
 

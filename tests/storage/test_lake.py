@@ -29,3 +29,34 @@ def test_missing_version(tmp_path: Path) -> None:
     lake.write("t", pa.table({"x": [1]}), mode="overwrite", record={})
     with pytest.raises(VersionNotFoundError, match="no version 5"):
         lake.read("t", 5)
+
+
+READ_AND_EXIT = """
+import sys
+from pathlib import Path
+from gristmill.storage.lake import Lake
+lake = Lake(Path(sys.argv[1]))
+limit = int(sys.argv[2]) or None
+print(lake.read("log", lake.latest_version("log"), limit=limit).num_rows)
+"""
+
+
+def test_a_process_that_read_a_many_file_table_exits_cleanly(tmp_path: Path) -> None:
+    """Reading through delta-rs's Python file system left Arrow read-ahead threads that
+    aborted the interpreter at exit (exit 134, or a segfault after a head read)."""
+    import subprocess
+    import sys
+
+    lake = Lake(tmp_path)
+    for i in range(150):  # like a prediction log: a small commit a second
+        lake.write("log", pa.table({"i": list(range(i * 20, i * 20 + 20))}), mode="append",
+                   record={"kind": "test"})  # fmt: skip
+    for limit in ("0", "5"):
+        for _ in range(4):
+            done = subprocess.run(
+                [sys.executable, "-c", READ_AND_EXIT, str(tmp_path), limit],
+                capture_output=True,
+                text=True,
+            )
+            assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+            assert int(done.stdout) == (5 if limit == "5" else 3000)

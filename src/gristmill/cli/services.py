@@ -59,17 +59,18 @@ def serve(
     auth: Annotated[bool, typer.Option("--auth/--no-auth", help="Require API keys.")] = True,
     reload_every: Annotated[
         float | None,
-        typer.Option(min=0, help="Seconds between checks for a moved alias (0: never)."),
+        typer.Option(min=0, max=3600, help="Seconds between checks for a moved alias (0: never)."),
     ] = None,
     max_connections: Annotated[
-        int | None, typer.Option(min=1, help="Connections per worker; beyond: 503.")
+        int | None, typer.Option(min=1, max=100_000, help="Connections per worker; beyond: 503.")
     ] = None,
     request_timeout: Annotated[
-        float | None, typer.Option(min=0.1, help="Seconds a request has to arrive whole.")
+        float | None,
+        typer.Option(min=0.1, max=3600, help="Seconds a request has to arrive whole."),
     ] = None,
     project: ProjectOpt = None,
 ) -> None:
-    """Serve predictions over HTTP (uvicorn); defaults from [serve] in gristmill.toml."""
+    """Serve predictions over HTTP (uvicorn); defaults from \\[serve] in gristmill.toml."""
     from gristmill.workspace.serve import serve as run_server
 
     run_server(

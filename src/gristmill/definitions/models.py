@@ -91,7 +91,14 @@ def parse_duration(value: str | timedelta, location: Location | None = None) -> 
             location=location,
             hint="write a number and a unit: 30s, 15m, 12h, 45d, 2w",
         )
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        raise DefinitionError(
+            f"the duration {value!r} is longer than dates go (about 2,700,000 years)",
+            location=location,
+            hint="write a shorter duration, e.g. 3650d",
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,16 +165,18 @@ def _tensor(tensor: Any, where: str, binary: memoryview) -> tuple[Tensor, int]:
     if size is not None:
         if "data" in tensor:
             raise BadRequest(f"{where} has both data and parameters.binary_data_size")
-        if type(size) is not int or size < 0 or size > len(binary):
+        if type(size) is not int or size < 0:
+            raise ServingInputError(f"{where}: binary_data_size must be a byte count, not {size!r}")
+        if size > len(binary):
             raise BadRequest(
-                f"{where}: binary_data_size {size!r} is more than the {len(binary)} byte(s) "
+                f"{where}: binary_data_size {size} is more than the {len(binary)} byte(s) "
                 "of binary data left in the body"
             )
         values = _from_binary(bytes(binary[:size]), datatype, count, where)
         return Tensor(name, datatype, tuple(shape), values), size
     if "data" not in tensor:
         raise ServingInputError(f"{where} needs data (or parameters.binary_data_size)")
-    values = list(_flatten(tensor["data"], where))
+    values = _values(tensor["data"], shape, where)
     if len(values) != count:
         raise BadRequest(
             f"{where}: shape {shape} holds {count} value(s) but data has {len(values)}",
@@ -184,14 +186,27 @@ def _tensor(tensor: Any, where: str, binary: memoryview) -> tuple[Tensor, int]:
     return Tensor(name, datatype, tuple(shape), values), 0
 
 
-def _flatten(data: Any, where: str) -> Iterator[Any]:
+def _values(data: Any, shape: list[int], where: str) -> list[Any]:
+    """``data`` flat, or nested exactly as the shape says (row-major)."""
     if not isinstance(data, list):
         raise ServingInputError(f"{where}: data must be a list (flat, or nested by the shape)")
-    for item in data:
-        if isinstance(item, list):
-            yield from _flatten(item, where)
-        else:
-            yield item
+    if not any(isinstance(item, list) for item in data):
+        return data
+    if (
+        len(shape) == 1
+        or len(data) != shape[0]
+        or not all(
+            isinstance(item, list)
+            and len(item) == shape[1]
+            and not any(isinstance(v, list) for v in item)
+            for item in data
+        )
+    ):
+        raise BadRequest(
+            f"{where}: nested data must follow the shape {shape} (a list of {shape[0]} lists "
+            f"of {shape[-1]}), or be flat",
+        )
+    return [value for item in data for value in item]
 
 
 def _integral(value: Any) -> int | None:
@@ -271,6 +286,8 @@ def _outputs(requested: Any, default_binary: bool) -> list[tuple[str, bool]]:
                 hint="output parameters: binary_data",
             )
         binary = _flag(parameters.get("binary_data", default_binary), "binary_data")
+        if any(name == taken for taken, _ in chosen):
+            raise BadRequest(f"outputs[{i}]: output {name!r} is asked for twice")
         chosen.append((name, binary))
     return chosen
 

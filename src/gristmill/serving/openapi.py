@@ -238,6 +238,7 @@ def _service_schemas(name: str, runtime: ServiceRuntime) -> dict[str, Any]:
             "outputs": {
                 "type": "array",
                 "minItems": 1,
+                "maxItems": len(OUTPUT_TYPES),
                 "items": {
                     "type": "object",
                     "properties": {
@@ -288,6 +289,7 @@ def _input(name: str, datatypes: tuple[str, ...]) -> list[dict[str, Any]]:
                     },
                     "data": {
                         "type": "array",
+                        "minItems": 1,
                         "items": {"anyOf": [value, {"type": "array", "items": value}]},
                     },
                 },

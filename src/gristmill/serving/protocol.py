@@ -126,7 +126,8 @@ class GuardedProtocol(HttpToolsProtocol):
         if left > 0:
             self._timer = self.loop.call_later(left, self._check)
             return
-        if self.cycle is None or not self.cycle.response_started:
+        cycle = self.cycle  # the previous request's, if this one's headers are unfinished
+        if cycle is None or cycle.response_complete or not cycle.response_started:
             if self.app is _overloaded:
                 self.transport.write(_TOO_MANY)
             else:

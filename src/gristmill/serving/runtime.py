@@ -375,15 +375,18 @@ class _RequestIds:
 _request_id = _RequestIds()
 
 
+EXACT_FLOAT_INT = 2**53
+
+
 def _key_text(value: Any) -> str | None:
     """An entity key or category as text: strings, and integers (``7`` or ``7.0``)."""
     if type(value) is str:
         return value
     if type(value) is int:
         return str(value)
-    if type(value) is float and value.is_integer():
+    if type(value) is float and value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
         return str(int(value))
-    return None
+    return None  # a float beyond 2**53 (a JSON integer too large for 64 bits) is not exact
 
 
 def _check_sources(spec: Service, model: LoadedModel, views: Sequence[View]) -> None:

@@ -127,9 +127,29 @@ class Lake:
         return True
 
     def dataset(self, name: str, version: int) -> pads.Dataset:
+        """The version as an Arrow dataset: its Parquet files read natively where that is
+        exact, else through delta-rs.
+
+        delta-rs's dataset reads through a Python file system; an Arrow read-ahead thread
+        still holding one of its buffers when the interpreter exits aborted the process
+        (``terminate called without an active exception``) after half the reads of a
+        table with many files. Arrow's own file system reads have no such buffers.
+        """
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
         table = self._open(name, version)
-        _require_files(name, version, [_local_path(uri) for uri in table.file_uris()])
+        files = [_local_path(uri) for uri in table.file_uris()]
+        _require_files(name, version, files)
+        if self._plain(table):
+            schema = pa.schema(table.schema().to_arrow())
+            return pads.dataset(files, schema=schema, format="parquet")
         return table.to_pyarrow_dataset()
+
+    @staticmethod
+    def _plain(table: DeltaTable) -> bool:
+        features = set(table.protocol().reader_features or [])
+        return not (features - PLAIN_PARQUET_FEATURES or table.metadata().partition_columns)
 
     def _open(self, name: str, version: int) -> DeltaTable:
         handle = self._handles.get(name)
@@ -148,8 +168,7 @@ class Lake:
         table = self._open(name, version)
         files = [_local_path(uri) for uri in table.file_uris()]
         _require_files(name, version, files)
-        features = set(table.protocol().reader_features or [])
-        if features - PLAIN_PARQUET_FEATURES or table.metadata().partition_columns:
+        if not self._plain(table):
             return None
         return files or None
 

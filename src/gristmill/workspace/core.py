@@ -183,8 +183,10 @@ class Workspace:
             return SCHEMA.empty_table()
         data = self.lake.read(name, version)
         if since is not None:
-            cutoff = utcnow() - parse_duration(since)
-            data = data.filter(pc.greater_equal(data["at"], cutoff))
+            window = parse_duration(since)
+            now = utcnow()
+            if window < now - now.replace(year=1):  # longer ago than dates go: all of it
+                data = data.filter(pc.greater_equal(data["at"], now - window))
         data = data.sort_by([("at", "descending")])
         return data.slice(0, limit)
 

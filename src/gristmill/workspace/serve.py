@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from gristmill.workspace.core import Workspace
 
 ROLES = ("admin", "service", "reader")
+NEW_KEY_S = 1.0
+"""An unknown key re-reads the keys if they are older than this: new keys work at once."""
 ENV = "GRISTMILL_SERVE"
 
 
@@ -88,18 +90,22 @@ class TokenCache:
     def __call__(self, token: str) -> str | None:
         now = time.monotonic()
         if now - self._loaded > self.ttl_s:
-            with self._lock:
-                self._roles = {
-                    t.hash: t.role for t in self.ws.catalog.tokens() if t.revoked_at is None
-                }
-                self._known = {}
-                self._loaded = now
+            self._reload(now)
         role = self._known.get(token)
         if role is None:
-            role = self._roles.get(_hash(token))
+            hashed = _hash(token)
+            if hashed not in self._roles and now - self._loaded > NEW_KEY_S:
+                self._reload(now)  # a key created a moment ago; at most once a second
+            role = self._roles.get(hashed)
             if role is not None:
                 self._known[token] = role
         return role
+
+    def _reload(self, now: float) -> None:
+        with self._lock:
+            self._roles = {t.hash: t.role for t in self.ws.catalog.tokens() if t.revoked_at is None}
+            self._known = {}
+            self._loaded = now
 
 
 def check(ws: Workspace, names: Sequence[str], *, auth: bool) -> list[str]:
@@ -202,7 +208,8 @@ def serve(
         finally:
             drainer.stop()
         return
-    shared = Path(tempfile.mkdtemp(prefix="metrics-", dir=ws.root / ".gristmill"))
+    _remove_stale_metrics(ws.root / ".gristmill")
+    shared = Path(tempfile.mkdtemp(prefix=f"metrics-{os.getpid()}-", dir=ws.root / ".gristmill"))
     # each worker builds its own app from these settings (see ``factory``)
     os.environ[MULTIPROCESS_ENV] = str(shared)
     os.environ[ENV] = orjson.dumps(
@@ -221,6 +228,14 @@ def serve(
     finally:
         drainer.stop()
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def _remove_stale_metrics(state: Path) -> None:
+    """Metrics folders of servers that were killed (their supervisor's pid is gone)."""
+    for folder in state.glob("metrics-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def factory() -> Dispatch:
