@@ -13,7 +13,7 @@ from tests.conftest import CliResult, write_project
 
 pytestmark = pytest.mark.slow
 
-AWKWARD = "my projects ü 日本 #1 100% ?*'(copy)"
+AWKWARD = "env=prod/my projects ü 日本 #1 100% ?*'(copy)"
 
 
 def test_the_example_runs_shows_trains_and_serves_from_an_awkward_folder(
@@ -28,6 +28,7 @@ def test_the_example_runs_shows_trains_and_serves_from_an_awkward_folder(
     assert set(steps.values()) == {"success"} and "user_profile" in steps
     shown = cli("show", "user_profile", "--limit", "3", *p, "--json").json()
     assert shown["rows"] > 0 and len(shown["data"]) == 3
+    assert "env" not in shown["data"][0]  # env=prod in the path is no Hive partition
     trained = cli("train", "churn", *p, "--json")
     assert trained.code == 0, trained.stdout + trained.stderr
     ws = Workspace.open(root)

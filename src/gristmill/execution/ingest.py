@@ -24,7 +24,11 @@ DIALECT = "duckdb"
 
 def _reader_call(source: Source, files: Sequence[str], *, probe: bool) -> exp.Expression:
     file_list = exp.Array(expressions=[exp.Literal.string(f) for f in files])
-    options: dict[str, Any] = {"filename": True} if not probe else {}
+    # a folder such as env=prod in the project's path is no column (a source opts in with
+    # options={"hive_partitioning": True})
+    options: dict[str, Any] = {"hive_partitioning": False}
+    if not probe:
+        options["filename"] = True
     if source.format is FileFormat.CSV:
         function = "read_csv"
         options |= {"header": True, "all_varchar": True}

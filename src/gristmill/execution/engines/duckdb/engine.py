@@ -39,9 +39,13 @@ class DuckDBSession(Session):
     def register_parquet(self, name: str, files: list[str]) -> None:
         from sqlglot import exp
 
+        # no Hive partitions: a folder such as env=prod in the project's path is no column
+        plain = exp.PropertyEQ(
+            this=exp.to_identifier("hive_partitioning"), expression=exp.Boolean(this=False)
+        )
         scan = exp.Anonymous(
             this="read_parquet",
-            expressions=[exp.Array(expressions=[exp.Literal.string(f) for f in files])],
+            expressions=[exp.Array(expressions=[exp.Literal.string(f) for f in files]), plain],
         )
         self.define(name, exp.select(exp.Star()).from_(scan).sql(dialect="duckdb"))
 
