@@ -105,3 +105,16 @@ def test_an_emptied_store_is_filled_again(ws: Workspace) -> None:
     sync = _synced(ws.run())["profile"]
     assert (sync["mode"], sync["upserted"]) == ("full", 2)
     assert ws.lookup("profile", ["u1"])[0]["spend"] == 999.0
+
+
+def test_a_view_whose_synced_version_lost_its_files_is_synced_in_full(ws: Workspace) -> None:
+    """The sync used to diff against the synced version even when its Parquet files were
+    deleted, so every later run failed and the store was never updated again."""
+    assert ws.run().ok
+    for part in (ws.root / "lake" / "profile").glob("*.parquet"):
+        part.unlink()
+    outcome = ws.run(["profile"], full_refresh=True)
+    assert outcome.ok, [s.error for s in outcome.result.steps if s.error]
+    assert _synced(outcome)["profile"]["mode"] == "full"
+    assert ws.lookup("profile", ["u1"])[0]["spend"] == 999.0
+    assert ws.run().ok

@@ -119,10 +119,11 @@ class Lake:
             raise LakeError(f"cannot open table {name!r}: {exc}") from exc
 
     def has_version(self, name: str, version: int) -> bool:
-        """Whether ``version`` of ``name`` can still be read (not vacuumed, table exists)."""
+        """Whether ``version`` of ``name`` can still be read: its log and its data files."""
         try:
-            self._table(name, version)
-        except (LakeError, VersionNotFoundError):
+            table = self._table(name, version)
+            _require_files(name, version, [_local_path(u) for u in table.file_uris()])
+        except (LakeError, VersionNotFoundError, MissingDataError):
             return False
         return True
 
