@@ -139,3 +139,20 @@ def test_init_writes_the_modules_it_imports(tmp_path: Path) -> None:
 
     init_project(tmp_path / "demo", example="churn", scale="tiny", seed=1)
     assert load_config(tmp_path / "demo").modules == ["pipeline.py"]
+
+
+@pytest.mark.parametrize(
+    ("file", "says"),
+    [
+        ("txns__quarantine.sql", "ends like a table gristmill keeps for itself"),
+        ("churn__prediction_log.sql", "ends like a table gristmill keeps for itself"),
+        ("bad name.sql", "invalid name 'bad name'"),
+    ],
+)
+def test_sql_files_with_names_no_table_may_have_are_refused(
+    tmp_path: Path, file: str, says: str
+) -> None:
+    root = write_project(tmp_path / "p", sql={file: "select 1 as x\n"})
+    with pytest.raises(DefinitionError, match=says) as caught:
+        load_project(root)
+    assert caught.value.location is not None and caught.value.location.path.name == file

@@ -227,6 +227,9 @@ def test_a_tampered_artifact_is_refused(ws: Workspace, cli: Callable[..., CliRes
         result = cli("score", "churn_strict", "--table", "user_profile", "--project", str(ws.root))
         assert result.code == 1
         assert "refusing to load" in result.stderr and "Traceback" not in result.stderr
+        forced = cli("promote", "churn_strict", "1", "--force", "--reason", "x", "-p", str(ws.root))
+        assert forced.code == 1 and "refusing to load" in forced.stderr  # --force: gates only
+        assert "champion" not in ws.catalog.aliases("churn_strict")
     finally:
         path.write_bytes(original)
     assert ws.models.load("churn_strict", 1).version == 1
@@ -291,3 +294,24 @@ def test_scoring_a_plain_table_keeps_its_other_columns(ws: Workspace) -> None:
     assert "tenure_days" not in scored.column_names  # a feature: not repeated
     with pytest.raises(ScoringError, match="--as-of needs a feature view"):
         ws.models.score("churn", table="churn_training", as_of=datetime(2026, 5, 1))
+
+
+@pytest.mark.parametrize(
+    ("into", "says"),
+    [
+        ("users", "a table the project builds"),
+        ("churn_training", "a table the project builds"),
+        ("churn__quarantine", "keeps for itself"),
+        ("../../escaped", "is not a table name"),
+        ("bad name/../x", "is not a table name"),
+    ],
+)
+def test_scores_go_only_into_a_table_of_their_own(
+    ws: Workspace, cli: Callable[..., CliResult], into: str, says: str
+) -> None:
+    before = ws.catalog.latest("users").version
+    result = cli("score", "churn", "--table", "user_profile", "--model-version", "1",
+                 "--into", into, "-p", str(ws.root))  # fmt: skip
+    assert result.code == 2 and says in result.stderr, result.stderr
+    assert ws.catalog.latest("users").version == before
+    assert not (ws.root / "escaped").exists() and not (ws.root.parent / "escaped").exists()

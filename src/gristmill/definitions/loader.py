@@ -14,7 +14,7 @@ from types import ModuleType
 from gristmill.definitions.config import CONFIG_FILE, DEFAULT_MODULE, ProjectConfig, load_config
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.monitors import Monitor, bind
-from gristmill.definitions.objects import Definition, Table
+from gristmill.definitions.objects import Definition, Table, check_name
 from gristmill.definitions.services import Service
 from gristmill.definitions.sql import parse_sql
 from gristmill.errors import DefinitionError, GraphError, Location, ProjectNotFoundError
@@ -153,6 +153,7 @@ def _add_sql_files(root: Path, config: ProjectConfig, nodes: dict[str, Definitio
     sql_dir = root / config.sql
     files = {p.stem: p for p in sorted(sql_dir.glob("*.sql"))} if sql_dir.is_dir() else {}
     for name, path in files.items():
+        check_name(name, Location(path))
         declared = nodes.get(name)
         if declared is not None and not (isinstance(declared, Table) and _is_bare(declared)):
             raise GraphError(

@@ -21,7 +21,7 @@ from gristmill.definitions.objects import (
     StepKind,
     Table,
     _caller_location,
-    _check_name,
+    check_name,
 )
 from gristmill.errors import DefinitionError, Location
 
@@ -155,7 +155,7 @@ def training_set(
     Label rows without such a row are kept, with null features, and counted.
     """
     location = _caller_location()
-    _check_name(name, location)
+    check_name(name, location)
     refs = tuple(f if isinstance(f, FeatureRef) else FeatureRef(view=f) for f in features)
     if not refs:
         raise DefinitionError(f"training set {name!r} has no features", location=location)
@@ -332,7 +332,7 @@ def model(
         limitations: for the model card.
     """
     location = _caller_location()
-    _check_name(name, location)
+    check_name(name, location)
     try:
         kind = Task(task)
     except ValueError:

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from gristmill.definitions.models import Model, TrainingSet, parse_duration
-from gristmill.definitions.objects import Definition, Table, _caller_location, _check_name
+from gristmill.definitions.objects import Definition, Table, _caller_location, check_name
 from gristmill.definitions.services import Service
 from gristmill.errors import DefinitionError, Location
 
@@ -337,7 +337,7 @@ def quality_monitor(
     """Checks on every new version of ``table``: freshness, row-count change, the share
     quarantined by its contract, and per-column PSI vs the version before."""
     location = _caller_location()
-    _check_name(name, location)
+    check_name(name, location)
     return QualityMonitor(
         name=name,
         location=location,
@@ -397,7 +397,7 @@ def _service_fields(
     description: str,
 ) -> dict[str, Any]:
     """The fields every monitor of a service takes, checked."""
-    _check_name(name, location)
+    check_name(name, location)
     return {
         "name": name,
         "location": location,

@@ -18,6 +18,8 @@ from gristmill.definitions.contracts import Contract, RowCheck, RowCount, flatte
 from gristmill.errors import DefinitionError, Location
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED_SUFFIXES = ("__quarantine", "__prediction_log", "__decisions")
+"""Table names gristmill keeps for itself: a contract's rejects, a service's logs."""
 
 
 class FileFormat(StrEnum):
@@ -50,7 +52,7 @@ def _caller_location(depth: int = 2) -> Location:
     return Location(Path(frame.f_code.co_filename), frame.f_lineno)
 
 
-def _check_name(name: str, location: Location) -> None:
+def check_name(name: str, location: Location) -> None:
     import re
 
     if not re.match(NAME_PATTERN, name):
@@ -58,6 +60,12 @@ def _check_name(name: str, location: Location) -> None:
             f"invalid name {name!r}",
             location=location,
             hint="names are identifiers: letters, digits, underscores; not starting with a digit",
+        )
+    if name.endswith(RESERVED_SUFFIXES):
+        raise DefinitionError(
+            f"the name {name!r} ends like a table gristmill keeps for itself",
+            location=location,
+            hint=f"names may not end in {', '.join(RESERVED_SUFFIXES)}",
         )
 
 
@@ -170,7 +178,7 @@ def source(
         options: extra reader options passed to DuckDB (e.g. ``{"delim": ";"}``).
     """
     location = _caller_location()
-    _check_name(name, location)
+    check_name(name, location)
     if not columns:
         raise DefinitionError(f"source {name!r} declares no columns", location=location)
     fmt = _resolve_format(name, path, format, location)
@@ -236,7 +244,7 @@ def table(
     feature = _feature(entity, timestamp, location)
 
     def build(name: str, function: Callable[..., Any] | None) -> Table:
-        _check_name(name, location)
+        check_name(name, location)
         inputs: tuple[str, ...] = ()
         loc = location
         if function is not None:
@@ -286,7 +294,7 @@ def feature_view(
     project's online store, where serving reads it.
     """
     location = _caller_location()
-    _check_name(name, location)
+    check_name(name, location)
     return Table(
         name=name,
         location=location,

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from gristmill.definitions.models import Model
-from gristmill.definitions.objects import Definition, Table, _caller_location, _check_name
+from gristmill.definitions.objects import Definition, Table, _caller_location, check_name
 from gristmill.errors import DefinitionError
 
 
@@ -134,7 +134,7 @@ def service(
         challenger_share: share of requests the challenger answers instead (0 to 1).
     """
     location = _caller_location()
-    _check_name(name, location)
+    check_name(name, location)
     try:
         missing = OnMissing(on_missing)
     except ValueError:

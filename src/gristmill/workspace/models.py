@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gristmill.definitions.models import Model
-from gristmill.definitions.objects import Table
+from gristmill.definitions.objects import NAME_PATTERN, RESERVED_SUFFIXES, Table
 from gristmill.errors import GateRefused, ScoringError, UnknownModelError
 from gristmill.execution.ml.bundle import LoadedModel, load
 from gristmill.storage.catalog import Materialization, ModelEvent, ModelVersion
@@ -233,6 +234,8 @@ class Models:
                 hint=f"gristmill promote {name} {candidate.version} --alias {alias} --force "
                 '--reason "..."',
             )
+        # gates can be overridden, integrity cannot: a servable alias needs an intact file
+        self.load(name, candidate.version)
         action = "override" if failed else ("rollback" if rollback else "promote")
         return self._move(name, alias, candidate.version, previous, action, reason, actor, results)
 
@@ -318,6 +321,20 @@ class Models:
 
     # ---- batch scoring ---------------------------------------------------------------
 
+    def _scores_table(self, into: str) -> str:
+        """A name scores may be written to: a plain name that no step builds."""
+        if not re.fullmatch(NAME_PATTERN, into):
+            raise ScoringError(
+                f"--into {into!r} is not a table name",
+                hint="letters, digits and _, starting with a letter or _ (e.g. churn__scores)",
+            )
+        if into in self.ws.graph.nodes or into.endswith(RESERVED_SUFFIXES):
+            raise ScoringError(
+                f"--into {into!r} is a table the project builds (or one it keeps for itself)",
+                hint="score into a table of its own, e.g. the default <model>__predictions",
+            )
+        return into
+
     def score(
         self,
         name: str,
@@ -359,7 +376,7 @@ class Models:
         request = ScoreRequest(
             table=table,
             version=source.version,
-            into=into or f"{name}__predictions",
+            into=self._scores_table(into or f"{name}__predictions"),
             keys=keys,
             timestamp=feature.timestamp if feature else None,
             as_of=as_of,
