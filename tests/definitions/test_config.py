@@ -53,19 +53,25 @@ def test_invalid_value_and_missing_name(tmp_path: Path) -> None:
         load_config(write(tmp_path, 'lake = "l"\n'))
 
 
-@pytest.mark.parametrize("size", ["512MB", "8 GB", "1.5GiB", "80%", "100 bytes"])
+@pytest.mark.parametrize("size", ["512MB", "8 GB", "1.5GiB", "80%", "64000000 bytes"])
 def test_memory_limits_duckdb_takes_are_accepted(tmp_path: Path, size: str) -> None:
     config = load_config(write(tmp_path, f'name = "x"\n[duckdb]\nmemory_limit = "{size}"\n'))
     assert config.duckdb.memory_limit == size
 
 
-@pytest.mark.parametrize("size", ["lots", "8", "150%", "1,5GB", "1 PB"])
+@pytest.mark.parametrize("size", ["lots", "8", "150%", "1,5GB", "1 PB", "1KB", "99999999999TB"])
 def test_a_memory_limit_duckdb_refuses_is_a_load_error_with_its_line(
     tmp_path: Path, size: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, f'name = "x"\n[duckdb]\nmemory_limit = "{size}"\n'))
     assert info.value.location is not None and info.value.location.line == 3
+    if size in ("1KB", "99999999999TB"):  # sizes, but none DuckDB can run with
+        assert info.value.message == (
+            f"invalid value for 'duckdb.memory_limit': {size!r} is outside what DuckDB can "
+            "run with: give 64MB to 1PB (or a share of the machine's memory, e.g. 80%)"
+        )
+        return
     assert info.value.message == (
         f"invalid value for 'duckdb.memory_limit': {size!r} is not a size: write a number and "
         "a unit (512MB, 8GB, 1.5GiB) or a share of the machine's memory (80%)"

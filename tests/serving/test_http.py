@@ -324,6 +324,8 @@ def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult
         raise AssertionError("the prediction never reached the log")
     rows = cli("predictions", "churn", "--since", "1h", "--limit", "1000", "--json", *p).json()
     assert r.json()["request_id"] in {row["request_id"] for row in rows}
+    ages = cli("predictions", "churn", "--since", "1000000d", "--limit", "1000", "--json", *p)
+    assert r.json()["request_id"] in {row["request_id"] for row in ages.json()}
     created = cli("tokens", "create", "--role", "reader", "--json", *p).json()
     assert cli("tokens", "revoke", created["id"], *p).code == 0
     listed = {t["id"]: t for t in cli("tokens", "list", "--json", *p).json()}

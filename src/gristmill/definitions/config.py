@@ -22,6 +22,12 @@ _MEMORY = re.compile(
     re.IGNORECASE,
 )
 """Sizes DuckDB's ``memory_limit`` takes: a number and a unit, or a share of the RAM."""
+_UNITS = {
+    "b": 1, "byte": 1, "bytes": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}  # fmt: skip
+MIN_MEMORY, MAX_MEMORY = 64e6, 1e15
+"""Below 64 MB DuckDB cannot read a file; far above a petabyte it refuses the setting."""
 
 
 class _Closed(BaseModel):
@@ -41,11 +47,21 @@ class DuckDBSettings(_Closed):
     @field_validator("memory_limit")
     @classmethod
     def _size(cls, value: str) -> str:
-        if not _MEMORY.match(value):
+        match = _MEMORY.match(value)
+        if not match:
             raise ValueError(
                 f"{value!r} is not a size: write a number and a unit (512MB, 8GB, 1.5GiB) "
                 "or a share of the machine's memory (80%)"
             )
+        if match.group(2):  # a number and a unit: within what DuckDB can work with
+            number = re.match(r"\s*(\d+(?:\.\d+)?)", value)
+            assert number is not None  # _MEMORY matched
+            size = float(number.group(1)) * _UNITS[match.group(2).lower()]
+            if not MIN_MEMORY <= size <= MAX_MEMORY:
+                raise ValueError(
+                    f"{value!r} is outside what DuckDB can run with: give 64MB to 1PB "
+                    "(or a share of the machine's memory, e.g. 80%)"
+                )
         return value
 
 

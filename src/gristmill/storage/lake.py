@@ -182,8 +182,8 @@ class Lake:
         limit: int | None = None,
     ) -> pa.Table:
         dataset = self.dataset(name, version)
-        if limit is not None:
-            return dataset.head(limit, columns=columns)
+        if limit is not None:  # Arrow takes a 32-bit count here: past 2**31 - 1 means "all"
+            return dataset.head(min(limit, 2**31 - 1), columns=columns)
         return dataset.to_table(columns=columns)
 
     def count(self, name: str, version: int) -> int:

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from gristmill.errors import FolderNotEmptyError, UnknownNameError
+from gristmill.errors import FolderNotEmptyError, OutputError, UnknownNameError
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = ("churn",)
@@ -29,9 +29,15 @@ def init_project(
             hint="choose a new folder name, or remove what is there first",
         )
     template = EXAMPLES_DIR / example / "project"
-    shutil.copytree(
-        template, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    try:
+        shutil.copytree(
+            template, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create a project in {directory}: {exc.strerror or exc}",
+            hint="choose a folder you can write to",
+        ) from None
     counts = generate(directory / "data", scale=scale, seed=seed, drift=drift)
     return {
         "project": example,
