@@ -207,7 +207,7 @@ def _service_schemas(name: str, runtime: ServiceRuntime) -> dict[str, Any]:
         "required": ["instances"],
         "additionalProperties": False,
     }
-    inputs = [_input(k, ("BYTES", "INT64", "INT32")) for k in runtime.entity]
+    inputs = [_input(k, ("BYTES", "INT64", "INT32"), key=True) for k in runtime.entity]
     inputs += [
         _input(
             f,
@@ -264,12 +264,13 @@ def _int_bounds() -> dict[str, int]:
     return {"minimum": INT64["minimum"], "maximum": INT64["maximum"]}
 
 
-def _input(name: str, datatypes: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One schema per datatype an input may be sent as (values typed accordingly)."""
+def _input(name: str, datatypes: tuple[str, ...], key: bool = False) -> list[dict[str, Any]]:
+    """One schema per datatype an input may be sent as (values typed accordingly); an
+    entity key's strings are not empty."""
     branches = []
     for datatype in datatypes:
         if datatype == "BYTES":
-            value: dict[str, Any] = {"type": "string"}
+            value: dict[str, Any] = {"type": "string", **({"minLength": 1} if key else {})}
         elif datatype in FLOATS:
             value = {"type": "number"}
         else:

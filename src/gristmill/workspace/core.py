@@ -185,7 +185,7 @@ class Workspace:
         if since is not None:
             window = parse_duration(since)
             now = utcnow()
-            if window < now - now.replace(year=1):  # longer ago than dates go: all of it
+            if window < now - now.min.replace(tzinfo=now.tzinfo):  # longer ago than dates go: all of it
                 data = data.filter(pc.greater_equal(data["at"], now - window))
         data = data.sort_by([("at", "descending")])
         return data.slice(0, limit)
