@@ -177,16 +177,15 @@ class Workspace:
         from gristmill.serving.log import SCHEMA, log_table
 
         self.services.spec(service)
+        window = None if since is None else parse_duration(since)
         name = log_table(service)
         version = self.lake.latest_version(name)
         if version is None:
             return SCHEMA.empty_table()
         data = self.lake.read(name, version)
-        if since is not None:
-            window = parse_duration(since)
-            now = utcnow()
-            if window < now - now.min.replace(tzinfo=now.tzinfo):  # longer ago than dates go: all of it
-                data = data.filter(pc.greater_equal(data["at"], now - window))
+        now = utcnow()
+        if window is not None and window < now - now.min.replace(tzinfo=now.tzinfo):
+            data = data.filter(pc.greater_equal(data["at"], now - window))  # else: all of it
         data = data.sort_by([("at", "descending")])
         return data.slice(0, limit)
 
