@@ -1,6 +1,7 @@
 """Every CLI command, its --json form and its errors (run in-process on real projects)."""
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -240,6 +241,29 @@ def test_a_catalog_that_is_not_a_database(cli, project: Path) -> None:
     again = cli("run", "-p", str(project), "--json").json()
     assert again["summary"]["status"] == "noop"
     assert ["per_user", 0] in again["summary"]["recovered_versions"]
+
+
+def test_an_emptied_catalog_or_a_dropped_catalog_table(cli, project: Path) -> None:
+    ws = Workspace.open(project)
+    assert ws.run().ok
+    ws.close()
+    catalog = project / ".gristmill" / "catalog.db"
+    with sqlite3.connect(catalog) as conn:
+        conn.execute("DROP TABLE runs")
+    dropped = cli("runs", "-p", str(project))
+    _clear(dropped)
+    assert dropped.code == 2 and "the catalog cannot answer: no such table: runs" in (
+        dropped.stderr
+    )
+    as_json = cli("runs", "-p", str(project), "--json")
+    assert as_json.code == 2 and "no such table: runs" in as_json.json()["message"]
+    for journal in project.glob(".gristmill/catalog.db-*"):
+        journal.unlink()
+    catalog.write_bytes(b"")
+    emptied = cli("status", "-p", str(project))
+    _clear(emptied)
+    assert emptied.code == 2 and f"the catalog {catalog} is an empty file" in emptied.stderr
+    assert catalog.stat().st_size == 0  # not silently replaced by a new, empty catalog
 
 
 def test_a_table_whose_data_files_were_deleted(cli, project: Path) -> None:

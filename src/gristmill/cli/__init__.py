@@ -6,7 +6,7 @@ import os
 import sys
 import traceback
 
-from gristmill.errors import GristmillError
+from gristmill.errors import CatalogError, GristmillError
 
 INTERNAL_ERROR = 70
 
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.markup import escape
 
     from gristmill.cli.app import app
-    from gristmill.cli.render import emit_json, err
+    from gristmill.cli.render import err
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("GRISTMILL_DEBUG") == "1"
@@ -25,20 +25,24 @@ def main(argv: list[str] | None = None) -> None:
         # Standalone mode lets typer report usage errors (exit 2); ours propagate to here.
         app(args=args, prog_name="gristmill", standalone_mode=True)
     except GristmillError as exc:
-        if as_json:
-            emit_json(exc.to_dict())
-        else:
-            where = f"{exc.location}: " if exc.location else ""
-            err.print(f"[bold red]error:[/] {escape(where + exc.message)}")
-            if exc.hint:
-                err.print(f"  hint: {escape(exc.hint)}")
-        sys.exit(exc.exit_code)
+        _report(exc, as_json)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except SystemExit:
         raise
     except Exception as exc:
+        from sqlalchemy.exc import DatabaseError
+
+        if isinstance(exc, DatabaseError):  # the catalog's tables, not our code, are wrong
+            _report(
+                CatalogError(
+                    f"the catalog cannot answer: {exc.orig}",
+                    hint="its tables are damaged or were changed by hand; restore the catalog "
+                    "from a backup, or check `catalog` in gristmill.toml",
+                ),
+                as_json,
+            )
         err.print(f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}")
         if debug:
             err.print(traceback.format_exc(), markup=False)
@@ -47,3 +51,18 @@ def main(argv: list[str] | None = None) -> None:
                 "  this is a bug in gristmill; rerun with --debug for the traceback and report it"
             )
         sys.exit(INTERNAL_ERROR)
+
+
+def _report(exc: GristmillError, as_json: bool) -> None:
+    from rich.markup import escape
+
+    from gristmill.cli.render import emit_json, err
+
+    if as_json:
+        emit_json(exc.to_dict())
+    else:
+        where = f"{exc.location}: " if exc.location else ""
+        err.print(f"[bold red]error:[/] {escape(where + exc.message)}")
+        if exc.hint:
+            err.print(f"  hint: {escape(exc.hint)}")
+    sys.exit(exc.exit_code)

@@ -282,6 +282,7 @@ class Catalog(CatalogReader):
         self.url = url
         self._lock = threading.Lock()
         try:
+            self._refuse_emptied()
             self._migrate()
         except BaseException:
             self._engine.dispose()
@@ -297,6 +298,21 @@ class Catalog(CatalogReader):
     def _write(self) -> Iterator[Connection]:
         with self._lock, self._engine.begin() as conn:
             yield conn
+
+    def _refuse_emptied(self) -> None:
+        """A SQLite catalog file that exists with no bytes was truncated, not created: starting
+        a new catalog in it would silently forget models, aliases, tokens and runs."""
+        url = self._engine.url
+        if url.get_backend_name() != "sqlite" or not url.database:
+            return
+        path = Path(url.database)
+        if path.is_file() and path.stat().st_size == 0:
+            raise CatalogError(
+                f"the catalog {path} is an empty file (0 bytes): it was truncated or replaced",
+                hint="restore it from a backup, or delete it and run `gristmill run`: a new "
+                "catalog adopts the table versions in the lake (not models, aliases, tokens or "
+                "run history)",
+            )
 
     def _migrate(self) -> None:
         try:
