@@ -105,6 +105,9 @@ def test_init_creates_a_runnable_project(cli, tmp_path: Path) -> None:
     assert again.code != 0 and "is not empty" in again.stderr
     bad = cli("init", str(tmp_path / "other"), "--example", "fraud")
     assert bad.code == 2 and "unknown example 'fraud'" in bad.stderr and "churn" in bad.stderr
+    spaced = tmp_path / "my [bold] demo"
+    printed = cli("init", str(spaced), "--scale", "tiny")
+    assert printed.code == 0 and f"next: cd '{spaced}' && gristmill run" in printed.stdout
 
 
 def test_an_out_file_that_cannot_be_written_is_a_clear_error(cli, tmp_path: Path) -> None:

@@ -60,20 +60,25 @@ def init(
     """Create a project from an example, with generated data."""
     from gristmill.workspace.init import init_project
 
+    import shlex
+
+    from rich.markup import escape
+
     created = init_project(directory, example=example, scale=scale, seed=seed, drift=drift)
     if json:
         render.emit_json(created)
         return
     render.out.print(
-        f"created [bold]{created['project']}[/] in {created['path']} "
+        f"created [bold]{escape(created['project'])}[/] in {escape(str(created['path']))} "
         f"({created['files']} data files, scale {scale})"
     )
+    folder = escape(shlex.quote(str(directory)))  # a command the user can paste
     if drift:
         render.out.print(
             f"{created['data']['arriving']} files of the drifted months wait in "
-            f"{directory}/arriving/; later: cp -r arriving/. data/ && gristmill run"
+            f"{folder}/arriving/; later: cp -r arriving/. data/ && gristmill run"
         )
-    render.out.print(f"next: cd {directory} && gristmill run")
+    render.out.print(f"next: cd {folder} && gristmill run")
 
 
 @app.command()
