@@ -90,3 +90,40 @@ def test_connections_beyond_the_bound_get_503_with_retry_after(project: Built) -
         for sock in held:
             sock.close()
         server.stop()
+
+
+def test_malformed_requests_are_logged_once_a_minute_without_tracebacks(project: Built) -> None:
+    server = start(project)
+    try:
+        for i in range(300):
+            sock = _connect(server)
+            sock.sendall(b"\x16\x03\x01 not http at all %d\r\n\r\n" % i)  # e.g. TLS to plain
+            assert _read_all(sock).startswith(b"HTTP/1.1 400")
+            sock.close()
+        with httpx.Client() as client:
+            assert server.predict(client, "u_0000006").status_code == 200
+    finally:
+        server.stop()
+    log = server.stderr()
+    assert log.count("Invalid HTTP request received") == 1, log[-3000:]
+    assert "Traceback" not in log
+
+
+def test_a_failing_alias_reload_is_logged_once_not_every_tick(project: Built) -> None:
+    import sqlite3
+
+    server = start(project, "--reload-every", "0.1")
+    try:
+        with sqlite3.connect(project.root / ".gristmill" / "catalog.db") as conn:
+            conn.execute("ALTER TABLE model_aliases RENAME TO model_aliases_gone")
+        time.sleep(2)
+        with httpx.Client() as client:  # the loaded version goes on serving
+            assert server.predict(client, "u_0000006").status_code == 200
+        with sqlite3.connect(project.root / ".gristmill" / "catalog.db") as conn:
+            conn.execute("ALTER TABLE model_aliases_gone RENAME TO model_aliases")
+        time.sleep(1)
+    finally:
+        server.stop()
+    log = server.stderr()
+    assert log.count("could not reload a moved alias") == 1, log[-3000:]
+    assert "no such table: model_aliases" in log and "reloading aliases works again" in log

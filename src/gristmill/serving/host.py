@@ -65,13 +65,19 @@ class Host:
             try:
                 self.refresh()
             except Exception as exc:  # noqa: BLE001 - keep serving the loaded version
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.warning(
-                    "could not reload a moved alias, still serving the loaded versions: %s "
-                    "(check the catalog and the artifact store; retrying in %ss)",
-                    self.last_error,
-                    self.every_s,
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                if error != self.last_error:  # logged once, not every every_s
+                    logger.warning(
+                        "could not reload a moved alias, still serving the loaded versions: "
+                        "%s (check the catalog and the artifact store; retrying every %ss)",
+                        error,
+                        self.every_s,
+                    )
+                self.last_error = error
+            else:
+                if self.last_error:
+                    logger.warning("reloading aliases works again")
+                self.last_error = ""
 
     def stop(self) -> None:
         self._stop.set()

@@ -14,6 +14,8 @@ The limits are class attributes, set with ``configure`` in each worker before it
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 import orjson
@@ -21,6 +23,36 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 OVER_LIMIT_GRACE_S = 1.0
 FLUSH_BYTES = 64 << 10
+REPEAT_WINDOW_S = 60.0
+
+
+class RepeatFilter(logging.Filter):
+    """One line per kind of client mistake a minute, not one per request.
+
+    uvicorn logs every malformed request ("Invalid HTTP request received.") with its
+    traceback: a scanner could fill the disk with the server's log. The same message is let
+    through at most once per ``REPEAT_WINDOW_S``, counting the ones it held back, and
+    without the traceback (the fault is the client's).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[object, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        last, held = self._seen.get(record.msg, (-REPEAT_WINDOW_S, 0))
+        if now - last < REPEAT_WINDOW_S:
+            self._seen[record.msg] = (last, held + 1)
+            return False
+        self._seen[record.msg] = (now, 0)
+        if record.levelno < logging.ERROR:
+            record.exc_info = None
+            record.exc_text = None
+        if held:
+            record.msg = f"{record.getMessage()} ({held} more like it held back)"
+            record.args = ()
+        return True
 
 
 def _raw(status: str, message: str, extra: bytes = b"") -> bytes:
@@ -80,6 +112,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def configure(cls, *, max_connections: int, request_timeout: float) -> None:
         cls.max_connections = max_connections
         cls.request_timeout = request_timeout
+        errors = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, RepeatFilter) for f in errors.filters):
+            errors.addFilter(RepeatFilter())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
