@@ -171,3 +171,21 @@ def test_sigkill_of_every_process_is_drained_at_the_next_start(project: Built) -
         again.stop(signal.SIGTERM)
         again.wait_group_gone()
         assert_logged(project.root, answered)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_ctrl_c_forces_the_stop_and_still_loses_nothing(
+    project: Built, workers: int
+) -> None:
+    for _ in range(3):
+        server = start(project, "--workers", str(workers))
+        load = Load(server)
+        load.wait_for(150)
+        os.killpg(server.proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+        os.killpg(server.proc.pid, signal.SIGINT)  # impatient: uvicorn's forced exit
+        server.proc.wait(90)
+        answered = load.stop()
+        server.wait_group_gone()
+        assert_logged(project.root, answered)
+        assert "Traceback" not in server.stderr(), server.stderr()

@@ -58,11 +58,11 @@ def init(
     json: JsonOpt = False,
 ) -> None:
     """Create a project from an example, with generated data."""
-    from gristmill.workspace.init import init_project
-
     import shlex
 
     from rich.markup import escape
+
+    from gristmill.workspace.init import init_project
 
     created = init_project(directory, example=example, scale=scale, seed=seed, drift=drift)
     if json:

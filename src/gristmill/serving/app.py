@@ -15,11 +15,12 @@ spool before its response is sent (``serving/spool.py``).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -318,7 +319,37 @@ class Dispatch:
                 scope["path_params"] = hit[1]
                 await hit[0](scope, receive, send)
                 return
+        elif scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
         await self.rest(scope, receive, send)  # type: ignore[arg-type]
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The lifespan, quiet when a second Ctrl-C forces the exit.
+
+        uvicorn then skips the lifespan's shutdown and cancels it: the shutdown code still
+        runs (``finally``) and the spool keeps every answer for the drainer, but Starlette
+        would report the cancellation as a failed shutdown, with its traceback.
+        """
+        held: list[MutableMapping[str, Any]] = []
+
+        async def hold_failure(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "lifespan.shutdown.failed":
+                held.append(message)  # sent below unless it was a forced exit
+                return
+            await send(message)
+
+        try:
+            await self.rest(scope, receive, hold_failure)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            logger.warning("forced stop: open requests were dropped; answered ones are logged")
+            return
+        except BaseException:
+            for message in held:
+                await send(message)
+            raise
+        for message in held:
+            await send(message)
 
 
 def build_app(
