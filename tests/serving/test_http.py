@@ -326,6 +326,11 @@ def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult
     assert r.json()["request_id"] in {row["request_id"] for row in rows}
     ages = cli("predictions", "churn", "--since", "1000000d", "--limit", "1000", "--json", *p)
     assert r.json()["request_id"] in {row["request_id"] for row in ages.json()}
+    newest = cli("predictions", "churn", "--limit", "3", "--json", *p).json()
+    everything = sorted(rows, key=lambda row: row["at"], reverse=True)
+    assert len(rows) > 3 and [x["request_id"] for x in newest] == [
+        x["request_id"] for x in everything[:3]
+    ]
     created = cli("tokens", "create", "--role", "reader", "--json", *p).json()
     assert cli("tokens", "revoke", created["id"], *p).code == 0
     listed = {t["id"]: t for t in cli("tokens", "list", "--json", *p).json()}

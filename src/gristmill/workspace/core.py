@@ -171,6 +171,7 @@ class Workspace:
 
         ``since``: a window such as ``"1h"`` or a ``timedelta``.
         """
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         from gristmill.definitions.models import parse_duration
@@ -182,12 +183,19 @@ class Workspace:
         version = self.lake.latest_version(name)
         if version is None:
             return SCHEMA.empty_table()
-        data = self.lake.read(name, version)
         now = utcnow()
+        recent = None
         if window is not None and window < now - now.min.replace(tzinfo=now.tzinfo):
-            data = data.filter(pc.greater_equal(data["at"], now - window))  # else: all of it
-        data = data.sort_by([("at", "descending")])
-        return data.slice(0, limit)
+            recent = pc.field("at") >= pa.scalar(now - window, SCHEMA.field("at").type)
+        # the newest ``limit`` rows, batch by batch: memory follows the limit, not the log
+        dataset = self.lake.dataset(name, version)
+        newest = dataset.schema.empty_table()
+        order = [("at", "descending")]
+        for batch in dataset.to_batches(filter=recent):
+            if batch.num_rows:
+                both = pa.concat_tables([newest, pa.Table.from_batches([batch])])
+                newest = both.take(pc.select_k_unstable(both, limit, order))
+        return newest.sort_by(order)
 
     @cached_property
     def monitors(self) -> Monitors:
