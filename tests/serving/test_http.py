@@ -335,3 +335,24 @@ def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult
     assert cli("tokens", "revoke", created["id"], *p).code == 0
     listed = {t["id"]: t for t in cli("tokens", "list", "--json", *p).json()}
     assert listed[created["id"]]["revoked_at"] is not None and "hash" not in listed[created["id"]]
+
+
+def test_a_new_key_works_within_a_second_and_a_revoked_one_stops_within_five(
+    server: Server, cli: Callable[..., CliResult]
+) -> None:
+    p = ("--project", str(server.root))
+    created = cli("tokens", "create", "--role", "service", "--json", *p).json()
+    body = {"entity": {"user_id": "u_0000006"}}
+    url = f"{server.url}/v1/services/churn/predict"
+    headers = {"Authorization": f"Bearer {created['token']}"}
+    with httpx.Client() as client:
+        clock = time.monotonic()
+        while client.post(url, json=body, headers=headers).status_code != 200:
+            assert time.monotonic() - clock < 1.5, "a new key did not work within a second"
+            time.sleep(0.05)
+        assert cli("tokens", "revoke", created["id"], *p).code == 0
+        clock = time.monotonic()
+        while (status := client.post(url, json=body, headers=headers).status_code) == 200:
+            assert time.monotonic() - clock < 5.5, "a revoked key still worked after 5 s"
+            time.sleep(0.1)
+        assert status == 401
