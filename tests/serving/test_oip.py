@@ -137,7 +137,12 @@ def _infer(server: Server, body: object) -> tuple[int, str]:
         ({"shape": [3], "datatype": "BYTES", "data": USERS, "x": 1}, 422, "x is not a field"),
         ({"shape": [3, 2], "datatype": "BYTES", "data": USERS * 2}, 400, "one value per row"),
         ({"shape": [0], "datatype": "BYTES", "data": []}, 422, "shape must be [n]"),
-        ({"shape": [3], "datatype": "BYTES", "data": [USERS]}, 400, "must follow the shape"),
+        ({"shape": [3], "datatype": "BYTES", "data": [USERS]}, 400, "shape [n] takes no nested"),
+        (  # past 64 bits JSON parsers give a float: -2**63 - 1 must not become -2**63
+            {"shape": [1], "datatype": "INT64", "data": [-(2**63) - 1]},
+            422,
+            "-9.223372036854776e+18 (it arrived as a float beyond 2**53",
+        ),
         ({"shape": [3, 1], "datatype": "BYTES", "data": [[USERS]]}, 400, "must follow"),
         ({"shape": [2, 1], "datatype": "BYTES", "data": [["a"], ["b", "c"]]}, 400, "must follow"),
         ({"shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": -1}}, 422, "byte"),

@@ -32,6 +32,10 @@ from gristmill.errors import (
     UnsupportedMediaType,
 )
 
+EXACT_FLOAT_INT = 2**53
+"""Beyond this a float is not an exact integer: JSON integers past 64 bits arrive as floats."""
+INEXACT = " (it arrived as a float beyond 2**53, which is not exact: send it as a string)"
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]

@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from gristmill.errors import BadRequest, ServingInputError
-from gristmill.serving.http import parse_json, unknown_fields
+from gristmill.serving.http import EXACT_FLOAT_INT, INEXACT, parse_json, unknown_fields
 
 MAX_BATCH = 1_000
 HEADER_LENGTH = b"inference-header-content-length"
@@ -202,18 +202,22 @@ def _values(data: Any, shape: list[int], where: str) -> list[Any]:
             for item in data
         )
     ):
-        raise BadRequest(
-            f"{where}: nested data must follow the shape {shape} (a list of {shape[0]} lists "
-            f"of {shape[-1]}), or be flat",
+        wanted = (
+            "flat: shape [n] takes no nested lists"
+            if len(shape) == 1
+            else f"a list of {shape[0]} lists of {shape[1]}, or flat"
         )
+        raise BadRequest(f"{where}: nested data must follow the shape {shape} ({wanted})")
     return [value for item in data for value in item]
 
 
 def _integral(value: Any) -> int | None:
-    """An integer, as JSON Schema counts them (``3`` and ``3.0``); else None."""
+    """An integer, as JSON Schema counts them (``3`` and ``3.0``); else None. A float
+    beyond 2**53 is not exact: a JSON integer below -2**63 or above 2**64 - 1 arrives as
+    one (-2**63 - 1 would become -2**63, another entity)."""
     if type(value) is int:
         return value
-    if type(value) is float and value.is_integer():
+    if type(value) is float and value.is_integer() and abs(value) <= EXACT_FLOAT_INT:
         return int(value)
     return None
 
@@ -231,8 +235,16 @@ def _checked(value: Any, datatype: str, where: str) -> Any:
         ok = number is not None and low <= number <= high
         value = number if ok else value
     if not ok:
-        raise ServingInputError(f"{where}: {value!r} is not a {datatype} value")
+        shown = _shown(value)
+        raise ServingInputError(f"{where}: {shown} is not a {datatype} value")
     return value
+
+
+def _shown(value: Any) -> str:
+    """A value as it was read, saying why an integer the client sent became a float."""
+    if type(value) is float and value.is_integer() and abs(value) > EXACT_FLOAT_INT:
+        return f"{value!r}{INEXACT.replace('a string', 'BYTES')}"
+    return repr(value)
 
 
 def _from_binary(raw: bytes, datatype: str, count: int, where: str) -> list[Any]:

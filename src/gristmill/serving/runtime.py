@@ -27,6 +27,7 @@ from gristmill.errors import (
 )
 from gristmill.execution.ml.bundle import LoadedModel
 from gristmill.execution.ml.features import FeatureKind, RowEncoder
+from gristmill.serving.http import EXACT_FLOAT_INT, INEXACT
 from gristmill.storage.online import OnlineStore
 from gristmill.storage.online.base import entity_key
 
@@ -263,7 +264,10 @@ class ServiceRuntime:
                 )
             text = _key_text(value)
             if text is None:
-                raise ServingInputError(f"{where}entity.{key} must be a string or an integer")
+                raise ServingInputError(
+                    f"{where}entity.{key} must be a string or an integer"
+                    + (INEXACT if type(value) is float and value.is_integer() else "")
+                )
             keys[key] = text
         missing = [k for k in self.entity if not keys.get(k)]
         if missing:
@@ -373,9 +377,6 @@ class _RequestIds:
 
 
 _request_id = _RequestIds()
-
-
-EXACT_FLOAT_INT = 2**53
 
 
 def _key_text(value: Any) -> str | None:
