@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gristmill.errors import ServiceConfigError, UnknownNameError
+from gristmill.execution.ml.estimators import import_lightgbm_for_scoring
 from gristmill.serving.app import Dispatch, Settings, build_app
 from gristmill.serving.drainer import DrainerProcess
 from gristmill.serving.host import Host
@@ -178,6 +179,7 @@ def serve(
     """
     import uvicorn
 
+    import_lightgbm_for_scoring()
     settings = ws.project.config.serve
     names = check(ws, names, auth=auth)
     limits = {
@@ -243,6 +245,7 @@ def factory() -> Dispatch:
     from gristmill.workspace.core import Workspace
 
     _stop_with_parent()
+    import_lightgbm_for_scoring()
     settings = orjson.loads(os.environ[ENV])
     GuardedProtocol.configure(**settings["limits"])
     ws = Workspace.open(settings["project"])
