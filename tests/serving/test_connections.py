@@ -119,8 +119,19 @@ def test_a_failing_alias_reload_is_logged_once_not_every_tick(project: Built) ->
         time.sleep(2)
         with httpx.Client() as client:  # the loaded version goes on serving
             assert server.predict(client, "u_0000006").status_code == 200
+            with sqlite3.connect(project.root / ".gristmill" / "catalog.db") as conn:
+                conn.execute("ALTER TABLE api_tokens RENAME TO api_tokens_gone")
+            time.sleep(1.2)
+            unknown = client.post(  # an unknown key makes it re-read the keys: it cannot
+                f"{server.url}{PREDICT}",
+                json={"entity": {"user_id": "u_0000006"}},
+                headers={"Authorization": "Bearer gm_new_key"},
+            )
+        assert unknown.status_code == 503, unknown.text
+        assert "the catalog cannot answer: no such table: api_tokens" in unknown.json()["message"]
         with sqlite3.connect(project.root / ".gristmill" / "catalog.db") as conn:
             conn.execute("ALTER TABLE model_aliases_gone RENAME TO model_aliases")
+            conn.execute("ALTER TABLE api_tokens_gone RENAME TO api_tokens")
         time.sleep(1)
     finally:
         server.stop()

@@ -6,7 +6,7 @@ import os
 import sys
 import traceback
 
-from gristmill.errors import CatalogError, GristmillError
+from gristmill.errors import GristmillError
 
 INTERNAL_ERROR = 70
 
@@ -32,17 +32,6 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
-        from sqlalchemy.exc import DatabaseError
-
-        if isinstance(exc, DatabaseError):  # the catalog's tables, not our code, are wrong
-            _report(
-                CatalogError(
-                    f"the catalog cannot answer: {exc.orig}",
-                    hint="its tables are damaged or were changed by hand; restore the catalog "
-                    "from a backup, or check `catalog` in gristmill.toml",
-                ),
-                as_json,
-            )
         err.print(f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')}")
         if debug:
             err.print(traceback.format_exc(), markup=False)

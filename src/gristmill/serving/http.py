@@ -17,6 +17,7 @@ import orjson
 
 from gristmill.errors import (
     BadRequest,
+    CatalogError,
     EntityNotFound,
     Forbidden,
     GristmillError,
@@ -54,6 +55,7 @@ STATUS: dict[type[GristmillError], int] = {
     UnsupportedMediaType: 415,
     ServingInputError: 422,
     OnlineStoreError: 503,
+    CatalogError: 503,
     PredictionLogError: 503,
 }
 REALM = b'Bearer realm="gristmill"'

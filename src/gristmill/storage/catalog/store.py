@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DatabaseError,
+    IntegrityError,
     NoSuchModuleError,
     OperationalError,
     ProgrammingError,
@@ -94,6 +95,23 @@ def _unreadable(engine: Engine, exc: DatabaseError) -> CatalogError:
     )
 
 
+@contextmanager
+def _answering(engine: Engine) -> Iterator[None]:
+    """A query the database cannot answer (a dropped or altered table, a server that went
+    away) is a ``CatalogError`` with the database's words, for every edge alike; a broken
+    constraint is our bug and stays what it is."""
+    try:
+        yield
+    except IntegrityError:
+        raise
+    except DatabaseError as exc:
+        raise CatalogError(
+            f"the catalog cannot answer: {exc.orig}",
+            hint="its tables are damaged or were changed by hand, or its database is not "
+            f"reachable: restore the catalog from a backup, or check `catalog` ({engine.url!r})",
+        ) from None
+
+
 def _storable(number: int) -> bool:
     """Whether a database integer column can hold ``number`` (else no row can match it)."""
     return -(2**63) <= number < 2**63
@@ -115,7 +133,7 @@ class CatalogReader:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
+        with _answering(self._engine), self._engine.connect() as conn:
             yield conn
 
     def latest(self, table_name: str) -> Materialization | None:
@@ -296,7 +314,7 @@ class Catalog(CatalogReader):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._lock, self._engine.begin() as conn:
+        with self._lock, _answering(self._engine), self._engine.begin() as conn:
             yield conn
 
     def _refuse_emptied(self) -> None:
