@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gristmill.definitions.models import Model
-from gristmill.definitions.objects import NAME_PATTERN, RESERVED_SUFFIXES, Table
-from gristmill.errors import GateRefused, ScoringError, UnknownModelError
+from gristmill.definitions.objects import Table, check_name
+from gristmill.errors import DefinitionError, GateRefused, Location, ScoringError, UnknownModelError
 from gristmill.execution.ml.bundle import LoadedModel, load
 from gristmill.storage.catalog import Materialization, ModelEvent, ModelVersion
 from gristmill.storage.catalog.records import utcnow
@@ -323,14 +322,16 @@ class Models:
 
     def _scores_table(self, into: str) -> str:
         """A name scores may be written to: a plain name that no step builds."""
-        if not re.fullmatch(NAME_PATTERN, into):
+        try:
+            check_name(into, Location(self.ws.root / "--into"))
+        except DefinitionError as exc:
             raise ScoringError(
-                f"--into {into!r} is not a table name",
-                hint="letters, digits and _, starting with a letter or _ (e.g. churn__scores)",
-            )
-        if into in self.ws.graph.nodes or into.endswith(RESERVED_SUFFIXES):
+                f"--into {into!r} is not a table name scores may go to: {exc.message}",
+                hint=f"{exc.hint}; e.g. the default <model>__predictions",
+            ) from None
+        if into in self.ws.graph.nodes:
             raise ScoringError(
-                f"--into {into!r} is a table the project builds (or one it keeps for itself)",
+                f"--into {into!r} is a table the project builds",
                 hint="score into a table of its own, e.g. the default <model>__predictions",
             )
         return into
