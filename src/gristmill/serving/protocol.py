@@ -32,7 +32,7 @@ class RepeatFilter(logging.Filter):
     uvicorn logs every malformed request ("Invalid HTTP request received.") with its
     traceback: a scanner could fill the disk with the server's log. The same message is let
     through at most once per ``REPEAT_WINDOW_S``, counting the ones it held back, and
-    without the traceback (the fault is the client's).
+    without the traceback (the fault is the client's). Errors always pass.
     """
 
     def __init__(self) -> None:
@@ -40,15 +40,16 @@ class RepeatFilter(logging.Filter):
         self._seen: dict[object, tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:  # the server's own faults: every one, as is
+            return True
         now = time.monotonic()
         last, held = self._seen.get(record.msg, (-REPEAT_WINDOW_S, 0))
         if now - last < REPEAT_WINDOW_S:
             self._seen[record.msg] = (last, held + 1)
             return False
         self._seen[record.msg] = (now, 0)
-        if record.levelno < logging.ERROR:
-            record.exc_info = None
-            record.exc_text = None
+        record.exc_info = None
+        record.exc_text = None
         if held:
             record.msg = f"{record.getMessage()} ({held} more like it held back)"
             record.args = ()
