@@ -319,11 +319,14 @@ def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult
     assert unknown.code == 2 and "unknown active key 'nope'" in unknown.stderr
     bad = cli("predictions", "churn", "--since", "1x", *p)
     assert bad.code == 2 and "cannot read the duration '1x'" in bad.stderr
-    with httpx.Client() as client:
-        r = server.predict(client, "u_0000011")
+    endless = cli("predictions", "churn", "--since", "99999999999999999999d", *p)
+    assert endless.code == 2 and "longer than dates go" in endless.stderr
+    with httpx.Client() as client:  # a few, so that --limit has newer and older to choose
+        answers = [server.predict(client, "u_0000011") for _ in range(5)]
+    r = answers[-1]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if r.json()["request_id"] in logged_ids(server.root):
+        if {a.json()["request_id"] for a in answers} <= set(logged_ids(server.root)):
             break
         time.sleep(0.2)
     else:
