@@ -129,7 +129,7 @@ def test_an_out_file_that_cannot_be_written_is_a_clear_error(cli, tmp_path: Path
         (["history", "nope"], "no table named 'nope'"),
         (["lineage", "nope"], "no table named 'nope'"),
         (["run", "+nope"], "selection '+nope' names nothing"),
-        (["runs", "ffff"], "no single run matches 'ffff'"),
+        (["runs", "ffff"], "no run matches 'ffff'"),
     ],
 )
 def test_unknown_names(cli, project: Path, args: list[str], message: str) -> None:

@@ -100,6 +100,16 @@ class UnknownRunError(GristmillError):
     exit_code = 2
 
 
+class RunInProgressError(GristmillError):
+    """Another run of this project is running (its owner's lease is live)."""
+
+
+class RunStateError(GristmillError):
+    """A run cannot do what was asked in its state (cancel a run that already ended)."""
+
+    exit_code = 2
+
+
 class NotMaterializedError(GristmillError):
     """A table exists in the project but has never been built."""
 

@@ -195,10 +195,13 @@ def test_file_missing_a_declared_column(tmp_path: Path) -> None:
 
 
 def test_concurrent_run_is_refused(workspace: Workspace) -> None:
-    from gristmill.workspace.core import RunInProgressError
+    from gristmill.workspace.core import RunInProgressError, build_request
 
-    with workspace.run_lock(), pytest.raises(RunInProgressError, match="in progress"):
-        Workspace.open(workspace.root).run()
+    with workspace.coordinator.start(build_request(["+per_user"], False, (), "test")) as active:
+        with pytest.raises(RunInProgressError, match=f"in progress: {active.run_id[:12]}"):
+            Workspace.open(workspace.root).run()
+        active.finish("noop")
+    assert Workspace.open(workspace.root).run().result.ok  # free again once it ended
 
 
 def test_a_csv_row_of_the_wrong_width_is_named_with_its_line(tmp_path: Path) -> None:

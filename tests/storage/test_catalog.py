@@ -1,11 +1,8 @@
 """The catalog contract, run over every backend: SQLite and a real PostgreSQL."""
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -16,26 +13,8 @@ from gristmill.storage.catalog import (
     Materialization,
     ModelEvent,
     ModelVersion,
-    StepRecord,
 )
 from gristmill.storage.catalog.schema import HEAD_REVISION as HEAD
-
-PG = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'catalog.db'}"
-        return
-    name = f"gm_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def materialization(version: int, mode: str = "overwrite") -> Materialization:
@@ -83,23 +62,6 @@ def test_materialization_round_trip(url: str) -> None:
     assert catalog.materialization("t", 0).quarantine_counts == {"not_null(x)": 2}
     assert [f.path for f in catalog.ingested_files("t")] == ["data/a.csv", "data/a.csv"]
     assert catalog.materialization("t", 7) is None
-    catalog.close()
-
-
-def test_runs_steps_and_abandoned_runs(url: str) -> None:
-    catalog = Catalog(url)
-    catalog.start_run("r1", "+t", False)
-    catalog.record_step(
-        StepRecord("r1", "t", "sql", "running", "never built", None, None, None, None)
-    )
-    assert catalog.mark_abandoned_runs() == 1
-    assert catalog.run("r1").status == "crashed"
-    assert catalog.steps("r1")[0].status == "crashed"
-    catalog.start_run("r2", "", True)
-    catalog.finish_run("r2", "success", {"rows": 5})
-    runs = catalog.runs()
-    assert [r.run_id for r in runs] == ["r2", "r1"]
-    assert runs[0].summary == {"rows": 5} and runs[0].full_refresh
     catalog.close()
 
 

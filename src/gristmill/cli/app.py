@@ -91,6 +91,14 @@ def run(
         bool, typer.Option("--full-refresh", help="Rebuild everything selected.")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
+    queue: Annotated[
+        bool,
+        typer.Option("--queue", help="Queue the run for the scheduler instead of running it here."),
+    ] = False,
+    priority: Annotated[
+        int,
+        typer.Option(min=-1000, max=1000, help="With --queue: higher runs first (default 0)."),
+    ] = 0,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -99,6 +107,15 @@ def run(
     if dry_run:
         plan = ws.plan(select or (), full_refresh=full_refresh)
         render.emit_json(plan) if json else render.plan_table(plan)
+        return
+    if queue:
+        queued = ws.enqueue(select or (), full_refresh=full_refresh, priority=priority)
+        if json:
+            return render.emit_json(queued)
+        render.out.print(
+            f"queued run [bold]{queued.run_id[:12]}[/] ({queued.selection or 'everything'}); "
+            "`gristmill scheduler --once` runs the queue"
+        )
         return
     report_run(lambda **kw: ws.run(select or (), full_refresh=full_refresh, **kw), json)
 
@@ -121,6 +138,11 @@ def report_run(start: Callable[..., RunOutcome], json: bool) -> RunOutcome:
     if not outcome.ok:
         if json:  # the document above already says what failed
             raise typer.Exit(code=RunFailed.exit_code)
+        if outcome.result.status == "cancelled":
+            raise RunFailed(
+                f"run {outcome.result.run_id[:8]} was cancelled",
+                hint="the steps it had started finished; the others did not start",
+            )
         raise RunFailed(f"run {outcome.result.run_id[:8]} failed", hint="see the errors above")
     return outcome
 
@@ -162,35 +184,90 @@ def tables(project: ProjectOpt = None, json: JsonOpt = False) -> None:
 
 @app.command()
 def runs(
-    run_id: Annotated[str | None, typer.Argument(help="Show one run's steps.")] = None,
+    run_id: Annotated[str | None, typer.Argument(help="Show one run and its steps.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help="Only runs in this status: queued, running, success, noop, failed, crashed, "
+            "cancelled, timed_out."
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Only runs of this kind: build, score, ...")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=MAX_INT, help="How many runs.")] = 20,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Recent runs, or the steps of one run."""
+    """Recent runs, queued ones included, or one run and its steps."""
     ws = _open(project)
     if run_id:
         info = ws.run_info(run_id)
         if json:
             return render.emit_json(info)
-        return render.records(
-            f"run {info.run_id} ({info.status})",
-            info.steps,
-            ["table", "kind", "status", "version", "reason", "error"],
-        )
-    rows = ws.runs(limit)
+        render.run_header(info)
+        if info.steps:
+            render.records(
+                "steps", info.steps, ["table", "kind", "status", "version", "reason", "error"]
+            )
+        return
+    rows = ws.runs(limit, status=status, kind=kind)
     if json:
         return render.emit_json(rows)
     view = [
         {
             **r.__dict__,
             "run_id": r.run_id[:12],
+            "status": r.status + (" (cancel asked)" if r.cancel_requested else ""),
+            "at": r.started_at or r.created_at,
             "steps": str((r.summary or {}).get("steps", "")),
             "rows": (r.summary or {}).get("rows_written"),
         }
         for r in rows
     ]
-    render.records("runs", view, ["run_id", "status", "started_at", "selection", "steps", "rows"])
+    render.records(
+        "runs",
+        view,
+        ["run_id", "kind", "status", "at", "selection", "requested_by", "steps", "rows"],
+    )
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="The run's id (a unique prefix is enough).")],
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Cancel a queued run, or stop a running one before its next step."""
+    info = _open(project).cancel(run_id)
+    if json:
+        return render.emit_json(info)
+    if info.status == "cancelled":
+        render.out.print(f"cancelled run [bold]{info.run_id[:12]}[/]")
+    else:
+        render.out.print(
+            f"asked run [bold]{info.run_id[:12]}[/] ({info.owner}) to stop: it stops before "
+            "its next step (`gristmill runs` shows when)"
+        )
+
+
+@app.command()
+def scheduler(
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="One tick: run what is queued, then exit (for cron or CI)."),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="Seconds between ticks (default 2).")
+    ] = 2.0,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Run queued runs, one at a time, in the foreground (Ctrl-C or SIGTERM: stop after
+    the current run; a second one: cancel it)."""
+    from gristmill.cli.scheduler import serve_queue
+
+    serve_queue(_open(project), once=once, interval=interval, json=json)
 
 
 @app.command()

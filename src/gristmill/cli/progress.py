@@ -71,7 +71,7 @@ class RichReporter:
                     detail += f", ingested {len(result.files)} file(s)"
                 if result.quarantined:
                     detail += f", [yellow]{result.quarantined:,} quarantined[/]"
-            elif result.status is StepStatus.BLOCKED:
+            elif result.status in (StepStatus.BLOCKED, StepStatus.CANCELLED):
                 detail = result.reason
             self._progress.console.print(
                 f"  {styled(result.status.value):>10} {result.name} [dim]{detail}[/]"

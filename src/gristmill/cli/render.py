@@ -37,6 +37,9 @@ STATUS_STYLE = {
     "never built": "yellow",
     "crashed": "red",
     "running": "cyan",
+    "queued": "cyan",
+    "cancelled": "yellow",
+    "timed_out": "red",
 }
 
 
@@ -196,6 +199,31 @@ def plan_table(plan: Plan) -> None:
             step.reason,
         )
     out.print(table)
+
+
+def run_header(info: Any) -> None:
+    """One run's facts, one per line."""
+    out.print(f"run [bold]{info.run_id}[/] ({styled(info.status)})")
+    facts = [
+        ("kind", info.kind),
+        ("selection", info.selection or "everything"),
+        ("full refresh", "yes" if info.full_refresh else ""),
+        ("requested by", info.requested_by),
+        ("priority", str(info.priority) if info.priority else ""),
+        ("requested", _when(info.created_at)),
+        ("started", _when(info.started_at)),
+        ("finished", _when(info.finished_at)),
+        ("owner", info.owner or ""),
+        ("cancel asked", "yes" if info.cancel_requested else ""),
+        ("error", info.error or ""),
+    ]
+    for name, value in facts:
+        if value:
+            out.print(f"  {name:<13}{escape(value)}")
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else ""
 
 
 def records(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:

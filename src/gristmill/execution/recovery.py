@@ -3,7 +3,8 @@
 A run killed between a Delta commit and its catalog record leaves a committed version
 the catalog does not know. The commit carries the full materialization record, so it is
 adopted as it is: its data is complete and correct, and the next plan sees it as fresh.
-Runs left 'running' are marked 'crashed'.
+Runs left 'running' by a dead owner are closed as 'crashed' by the run coordination
+(``storage/catalog/runs.py``) before the next run starts; their count is passed here.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ class Recovery:
     adopted: tuple[tuple[str, int], ...]
 
 
-def reconcile(graph: Graph, catalog: Catalog, lake: Lake) -> Recovery:
-    crashed = catalog.mark_abandoned_runs()
+def reconcile(graph: Graph, catalog: Catalog, lake: Lake, crashed_runs: int = 0) -> Recovery:
     known = catalog.latest_versions()
     adopted: list[tuple[str, int]] = []
     for name in graph.order:
@@ -50,4 +50,4 @@ def reconcile(graph: Graph, catalog: Catalog, lake: Lake) -> Recovery:
             )
             catalog.record_materialization(materialization)
             adopted.append((name, commit.version))
-    return Recovery(crashed_runs=crashed, adopted=tuple(adopted))
+    return Recovery(crashed_runs=crashed_runs, adopted=tuple(adopted))

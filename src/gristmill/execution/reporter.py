@@ -17,6 +17,7 @@ class StepStatus(StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     BLOCKED = "blocked"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)

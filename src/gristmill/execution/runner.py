@@ -65,9 +65,13 @@ class Runner:
         self.reporter = reporter
         self.parallelism = parallelism
 
-    def run(self, plan: Plan, run_id: str) -> RunResult:
+    def run(
+        self, plan: Plan, run_id: str, should_stop: Callable[[], bool] | None = None
+    ) -> RunResult:
+        """Every step of the plan; ``should_stop`` (a cancel request), asked before each
+        step starts, cancels the steps not started yet (the running ones finish)."""
         try:
-            return self._run(plan, run_id)
+            return self._run(plan, run_id, should_stop or (lambda: False))
         finally:
             if self._engine is not None:
                 self._engine.close()
@@ -78,7 +82,7 @@ class Runner:
                 self._engine = self._engine_factory()
             return self._engine
 
-    def _run(self, plan: Plan, run_id: str) -> RunResult:
+    def _run(self, plan: Plan, run_id: str, should_stop: Callable[[], bool]) -> RunResult:
         started = time.perf_counter()
         # Exact input versions: the catalog's at the start, then what this run commits.
         self._versions = self.catalog.latest_versions()
@@ -91,8 +95,13 @@ class Runner:
             self.reporter.step_finished(result)
         pending = {s.name: s for s in plan.to_run}
         running: dict[Future[StepResult], str] = {}
+        cancelled = False
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="step") as pool:
             while pending or running:
+                if pending and not cancelled and should_stop():
+                    cancelled = True
+                    for name in list(pending):
+                        results[name] = self._cancelled(run_id, pending.pop(name))
                 for name in self._ready(pending, set(running.values())):
                     if len(running) >= self.parallelism:
                         break
@@ -113,6 +122,8 @@ class Runner:
         ordered = tuple(results[s.name] for s in plan.steps)
         failed = any(r.status in (StepStatus.FAILED, StepStatus.BLOCKED) for r in ordered)
         status = "failed" if failed else ("noop" if plan.is_noop else "success")
+        if cancelled:
+            status = "cancelled"
         return RunResult(run_id, status, ordered, time.perf_counter() - started)
 
     @staticmethod
@@ -142,6 +153,16 @@ class Runner:
             StepRecord(
                 run_id, step.name, step.kind.value, "blocked", result.reason, None, None, None, None
             )
+        )
+        self.reporter.step_finished(result)
+        return result
+
+    def _cancelled(self, run_id: str, step: PlannedStep) -> StepResult:
+        result = StepResult(
+            step.name, step.kind.value, StepStatus.CANCELLED, "cancelled before it started"
+        )
+        self.catalog.record_step(
+            StepRecord(run_id, step.name, step.kind.value, "cancelled", result.reason, *[None] * 4)
         )
         self.reporter.step_finished(result)
         return result

@@ -6,9 +6,7 @@ internal records into the public shapes of ``shapes.py``. It never prints.
 
 from __future__ import annotations
 
-import fcntl
-import os
-import uuid
+import getpass
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -21,12 +19,13 @@ from gristmill.definitions.graph import Graph
 from gristmill.definitions.loader import Project, load_project
 from gristmill.definitions.objects import Source, Table
 from gristmill.errors import (
-    GristmillError,
     MissingExtraError,
     NotMaterializedError,
-    UnknownRunError,
+    RunInProgressError,
+    UnknownNameError,
     VersionNotFoundError,
 )
+from gristmill.execution.coordinator import ActiveRun, Coordinator
 from gristmill.execution.engines import Engine, Session, create_engine
 from gristmill.execution.online import OnlineSync
 from gristmill.execution.recovery import Recovery, reconcile
@@ -35,7 +34,8 @@ from gristmill.execution.runner import Runner, RunResult
 from gristmill.planning import Plan, build_plan
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
-from gristmill.storage.catalog.records import utcnow
+from gristmill.storage.catalog.records import RunRecord, utcnow
+from gristmill.storage.catalog.runs import KINDS, STATUSES, RunRequest
 from gristmill.storage.lake import Lake
 from gristmill.storage.online import OnlineStore, open_online_store
 from gristmill.workspace.shapes import (
@@ -56,10 +56,6 @@ if TYPE_CHECKING:
 
 STATE_DIR = ".gristmill"
 Frame = Literal["arrow", "polars", "pandas"]
-
-
-class RunInProgressError(GristmillError):
-    """Another process is running this project."""
 
 
 @dataclass(frozen=True)
@@ -247,24 +243,79 @@ class Workspace:
         force: Sequence[str] = (),
         reporter: Reporter | None = None,
         monitors: bool = True,
+        requested_by: str | None = None,
     ) -> RunOutcome:
         """Build what is stale, fill the online store, then evaluate the monitors whose
-        inputs changed (``monitors=False``: skip them; a retrain trigger's run does)."""
+        inputs changed (``monitors=False``: skip them; a retrain trigger's run does).
+
+        The run is started here and now (``RunInProgressError`` while another runs)."""
+        request = build_request(selection, full_refresh, force, requested_by)
+        with self.coordinator.start(request) as active:
+            outcome = self._build(active, reporter)
+        return self._after_build(outcome, monitors)
+
+    def enqueue(
+        self,
+        selection: Sequence[str] = (),
+        *,
+        full_refresh: bool = False,
+        force: Sequence[str] = (),
+        requested_by: str | None = None,
+        priority: int = 0,
+    ) -> RunInfo:
+        """Queue a build for the scheduler (or ``work``) instead of running it here."""
+        self.plan(selection, full_refresh=full_refresh, force=force)  # refuse bad input now
+        request = build_request(selection, full_refresh, force, requested_by, priority)
+        return _run_info(self.coordinator.enqueue(request))
+
+    def work(self, *, reporter: Reporter | None = None, limit: int | None = None) -> list[RunInfo]:
+        """Run queued runs here, one after the other, until the queue is empty (or another
+        process is running one); the runs that ran, as they ended."""
+        done: list[RunInfo] = []
+        while limit is None or len(done) < limit:
+            outcome = None
+            with self.coordinator.claim() as active:
+                if active is None:
+                    break
+                if active.record.kind == "build":
+                    outcome = self._build(active, reporter)
+                else:
+                    kind = active.record.kind
+                    active.finish("failed", error=f"runs of kind {kind!r} cannot be queued yet")
+            if outcome is not None:
+                self._after_build(outcome, monitors=True)
+            done.append(_run_info(self.coordinator.store.get(active.run_id)))
+        return done
+
+    def cancel(self, run_id: str) -> RunInfo:
+        """Cancel a queued run, or ask a running one to stop before its next step."""
+        return _run_info(self.coordinator.cancel(run_id))
+
+    def _build(self, active: ActiveRun, reporter: Reporter | None) -> RunOutcome:
         reporter = reporter or NullReporter()
-        with self.run_lock():
-            recovery = reconcile(self.graph, self.catalog, self.lake)
-            plan = self.plan(selection, full_refresh=full_refresh, force=force)
-            reporter.plan_ready(plan)
-            run_id = uuid.uuid4().hex
-            self.catalog.start_run(run_id, " ".join(selection), full_refresh)
-            result = self._runner(reporter).run(plan, run_id)
-            online = self.sync_online()
-            outcome = RunOutcome(result=result, plan=plan, recovery=recovery, online=online)
-            self.catalog.finish_run(run_id, result.status, outcome.summary())
-        if monitors and result.ok and self.project.monitors:
+        params = active.record.params
+        recovery = reconcile(self.graph, self.catalog, self.lake, active.closed_abandoned)
+        plan = self.plan(
+            params.get("select", ()),
+            full_refresh=active.record.full_refresh,
+            force=params.get("force", ()),
+        )
+        reporter.plan_ready(plan)
+        result = self._runner(reporter).run(plan, active.run_id, active.should_stop)
+        online = () if result.status == "cancelled" else self.sync_online()
+        outcome = RunOutcome(result=result, plan=plan, recovery=recovery, online=online)
+        active.finish(result.status, outcome.summary())
+        return outcome
+
+    def _after_build(self, outcome: RunOutcome, monitors: bool) -> RunOutcome:
+        if monitors and outcome.result.ok and self.project.monitors:
             evaluations = tuple(self.monitors.run(only_changed=True))
             outcome = replace(outcome, monitors=evaluations)
         return outcome
+
+    @cached_property
+    def coordinator(self) -> Coordinator:
+        return Coordinator(self.catalog.run_store)
 
     def sync_online(self) -> tuple[OnlineSync, ...]:
         """Bring every online feature view's latest version into the online store."""
@@ -334,24 +385,6 @@ class Workspace:
             parallelism=self.project.config.parallelism,
             artifacts=self.artifacts,
         )
-
-    @contextmanager
-    def run_lock(self) -> Iterator[None]:
-        self.state_dir.mkdir(exist_ok=True)
-        path = self.state_dir / "run.lock"
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                raise RunInProgressError(
-                    f"another run of this project is in progress (pid {handle.read().strip()})",
-                    hint="wait for it to finish; a killed run releases the lock by itself",
-                ) from None
-            handle.truncate(0)
-            handle.write(str(os.getpid()))
-            handle.flush()
-            yield
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -473,16 +506,19 @@ class Workspace:
         self.materialization(table)
         return [_version_info(m) for m in self.catalog.history(table)]
 
-    def runs(self, limit: int = 20) -> list[RunInfo]:
-        return [_run_info(r) for r in self.catalog.runs(limit)]
+    def runs(
+        self, limit: int = 20, *, status: str | None = None, kind: str | None = None
+    ) -> list[RunInfo]:
+        """The newest runs first, queued ones included; ``status``/``kind`` filter them."""
+        for value, known, what in ((status, STATUSES, "status"), (kind, KINDS, "kind")):
+            if value is not None and value not in known:
+                raise UnknownNameError(f"run {what}", value, list(known))
+        rows = self.catalog.run_store.list(status=status, kind=kind, limit=limit)
+        return [_run_info(r) for r in rows]
 
     def run_info(self, run_id: str) -> RunInfo:
-        matches = [r for r in self.catalog.runs(10_000) if r.run_id.startswith(run_id)]
-        if len(matches) != 1:
-            raise UnknownRunError(
-                f"no single run matches {run_id!r} ({len(matches)} found)",
-                hint="`gristmill runs` lists run ids; a unique prefix is enough",
-            )
+        """One run (by id or unique prefix) with its steps."""
+        record = self.catalog.run_store.get(run_id)
         steps = [
             {
                 "table": s.table_name,
@@ -492,9 +528,9 @@ class Workspace:
                 "version": s.version,
                 "error": s.error,
             }
-            for s in self.catalog.steps(matches[0].run_id)
+            for s in self.catalog.steps(record.run_id)
         ]
-        info = _run_info(matches[0])
+        info = _run_info(record)
         return RunInfo(**{**info.__dict__, "steps": steps})
 
     def lineage(
@@ -577,7 +613,7 @@ def _version_info(m: Materialization) -> VersionInfo:
     )
 
 
-def _run_info(r: Any) -> RunInfo:
+def _run_info(r: RunRecord) -> RunInfo:
     return RunInfo(
         run_id=r.run_id,
         status=r.status,
@@ -586,7 +622,41 @@ def _run_info(r: Any) -> RunInfo:
         selection=r.selection,
         full_refresh=r.full_refresh,
         summary=r.summary,
+        kind=r.kind,
+        requested_by=r.requested_by,
+        priority=r.priority,
+        created_at=r.created_at,
+        owner=r.owner,
+        cancel_requested=r.cancel_requested_at is not None,
+        error=r.error,
     )
 
 
-__all__ = ["RunOutcome", "StepStatus", "Workspace"]
+def build_request(
+    selection: Sequence[str],
+    full_refresh: bool,
+    force: Sequence[str],
+    requested_by: str | None,
+    priority: int = 0,
+) -> RunRequest:
+    params: dict[str, Any] = {"select": list(selection)}
+    if force:
+        params["force"] = list(force)
+    return RunRequest(
+        kind="build",
+        selection=" ".join(selection),
+        full_refresh=full_refresh,
+        params=params,
+        requested_by=requested_by or f"user:{os_user()}",
+        priority=priority,
+    )
+
+
+def os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+__all__ = ["RunInProgressError", "RunOutcome", "StepStatus", "Workspace"]

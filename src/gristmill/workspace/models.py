@@ -6,10 +6,8 @@ registered, moves aliases through the gates with an audit trail, and batch-score
 
 from __future__ import annotations
 
-import getpass
 import os
 import time
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +17,7 @@ from gristmill.errors import DefinitionError, GateRefused, Location, ScoringErro
 from gristmill.execution.ml.bundle import LoadedModel, load
 from gristmill.storage.catalog import Materialization, ModelEvent, ModelVersion
 from gristmill.storage.catalog.records import utcnow
+from gristmill.storage.catalog.runs import RunRequest
 from gristmill.workspace.shapes import (
     Comparison,
     ModelSummary,
@@ -407,9 +406,14 @@ class Models:
     ) -> Materialization:
         from gristmill.execution.steps import expose
 
-        run_id = uuid.uuid4().hex
-        with self.ws.run_lock():
-            self.catalog.start_run(run_id, f"score {name} {request.table}", False)
+        run = RunRequest(
+            kind="score",
+            selection=f"score {name} {request.table}",
+            params={"model": name, "table": request.table, "into": request.into},
+            requested_by=f"user:{_user()}",
+        )
+        with self.ws.coordinator.start(run) as active:
+            run_id = active.run_id
             now = utcnow()
             template = Materialization(
                 table_name=request.into,
@@ -432,25 +436,21 @@ class Models:
                     "as_of": _iso(request.as_of),
                 },
             )
-            status = "failed"
-            try:
-                with self.ws.engine_session() as (session, scan):
-                    expose(session, self.ws.lake, request.table, request.version, scan=scan)
-                    written = score(session, self.ws.lake, loaded, request, template)
-                    expose(
-                        session,
-                        self.ws.lake,
-                        written.table_name,
-                        written.version,
-                        alias="__gm_scored",
-                        scan=scan,
-                    )
-                    written = _with_summary(session, written)
-                written = _finished(written)
-                self.catalog.record_materialization(written)
-                status = "success"
-            finally:
-                self.catalog.finish_run(run_id, status, {"status": status, "scored": name})
+            with self.ws.engine_session() as (session, scan):
+                expose(session, self.ws.lake, request.table, request.version, scan=scan)
+                written = score(session, self.ws.lake, loaded, request, template)
+                expose(
+                    session,
+                    self.ws.lake,
+                    written.table_name,
+                    written.version,
+                    alias="__gm_scored",
+                    scan=scan,
+                )
+                written = _with_summary(session, written)
+            written = _finished(written)
+            self.catalog.record_materialization(written)
+            active.finish("success", {"status": "success", "scored": name})
         return written
 
 
@@ -498,10 +498,9 @@ def _check_alias(alias: str) -> None:
 
 
 def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
+    from gristmill.workspace.core import os_user
+
+    return os_user()
 
 
 def _iso(value: datetime | None) -> str | None:

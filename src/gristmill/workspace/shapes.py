@@ -74,11 +74,21 @@ class VersionInfo:
 class RunInfo:
     run_id: str
     status: str
-    started_at: datetime
+    """queued, running, success, noop, failed, crashed, cancelled or timed_out."""
+    started_at: datetime | None
+    """None while queued."""
     finished_at: datetime | None
     selection: str
     full_refresh: bool
     summary: dict[str, Any] | None
+    kind: str = "build"
+    requested_by: str = ""
+    priority: int = 0
+    created_at: datetime | None = None
+    owner: str | None = None
+    """``host:pid:start`` of the process running it."""
+    cancel_requested: bool = False
+    error: str | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -77,12 +77,24 @@ class Materialization:
 @dataclass(frozen=True)
 class RunRecord:
     run_id: str
-    started_at: datetime
+    started_at: datetime | None
+    """None while queued."""
     finished_at: datetime | None
     status: str
     selection: str
     full_refresh: bool
     summary: dict[str, Any] | None
+    kind: str = "build"
+    requested_by: str = ""
+    priority: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    owner: str | None = None
+    """``host:pid:start`` of the process that runs it (the start time tells a reused pid)."""
+    heartbeat_at: datetime | None = None
+    lease_until: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -22,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 metadata = MetaData()
 
@@ -30,12 +31,24 @@ runs = Table(
     "runs",
     metadata,
     Column("run_id", String(36), primary_key=True),
-    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Column("status", String(16), nullable=False),
     Column("selection", Text, nullable=False),
     Column("full_refresh", Boolean, nullable=False),
     Column("summary", JSON),
+    Column("kind", String(16), nullable=False, server_default="build"),
+    Column("requested_by", String(255), nullable=False, server_default=""),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("params", JSON),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("owner", String(255)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("cancel_requested_at", DateTime(timezone=True)),
+    Column("error", Text),
+    Index("ix_runs_status_priority", "status", "priority", "created_at"),
+    Index("ix_runs_created_at", "created_at"),
 )
 
 step_runs = Table(

@@ -44,11 +44,14 @@ from gristmill.storage.catalog.records import (
     ModelVersion,
     MonitorAlert,
     MonitorResult,
-    RunRecord,
     StepRecord,
     as_utc,
     utcnow,
 )
+from gristmill.storage.catalog.runs import RunStore
+
+WRITER = "gristmill_writer"
+"""Execution option of the connections that write (on SQLite: ``BEGIN IMMEDIATE``)."""
 
 
 def resolve_url(url: str, root: Path) -> str:
@@ -71,7 +74,8 @@ def _engine(url: str) -> Engine:
         backend = make_url(url).get_backend_name()
         if backend == "sqlite":
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_connect)
+            event.listen(engine, "begin", _sqlite_begin)
             return engine
         return create_engine(url, pool_pre_ping=True)
     except NoSuchModuleError as exc:
@@ -117,12 +121,22 @@ def _storable(number: int) -> bool:
     return -(2**63) <= number < 2**63
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # the driver's own transaction handling is off: SQLAlchemy's begin emits the BEGIN
+    # (below), so DDL is transactional and a writer can take the lock before it reads
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """``BEGIN IMMEDIATE`` for writers (the write lock first, so what they read stays
+    true until they commit; waiting up to the busy timeout), plain ``BEGIN`` for readers."""
+    immediate = conn.get_execution_options().get(WRITER, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class CatalogReader:
@@ -170,18 +184,6 @@ class CatalogReader:
         query = select(f).where(f.c.table_name == table_name).order_by(f.c.id)
         with self._read() as conn:
             return [_file(row) for row in conn.execute(query).mappings()]
-
-    def runs(self, limit: int = 20) -> list[RunRecord]:
-        r = s.runs
-        query = select(r).order_by(r.c.started_at.desc()).limit(limit)
-        with self._read() as conn:
-            return [_run(row) for row in conn.execute(query).mappings()]
-
-    def run(self, run_id: str) -> RunRecord | None:
-        r = s.runs
-        with self._read() as conn:
-            row = conn.execute(select(r).where(r.c.run_id == run_id)).mappings().first()
-            return _run(row) if row else None
 
     def steps(self, run_id: str) -> list[StepRecord]:
         t = s.step_runs
@@ -299,6 +301,8 @@ class Catalog(CatalogReader):
         super().__init__(_engine(url))
         self.url = url
         self._lock = threading.Lock()
+        self._writer = self._engine.execution_options(**{WRITER: True})
+        self.run_store = RunStore(self)
         try:
             self._refuse_emptied()
             self._migrate()
@@ -314,7 +318,7 @@ class Catalog(CatalogReader):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._lock, _answering(self._engine), self._engine.begin() as conn:
+        with self._lock, _answering(self._engine), self._writer.begin() as conn:
             yield conn
 
     def _refuse_emptied(self) -> None:
@@ -351,9 +355,26 @@ class Catalog(CatalogReader):
                 f"the catalog has schema revision {current!r}, newer than this release knows",
                 hint="upgrade gristmill (pip install -U gristmill)",
             )
-        with self._lock, self._engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+        # as a writer: of two processes opening a new catalog, one migrates, the other waits
+        # and then finds it at head (alembic reads the revision inside the transaction)
+        with self._lock, self._writer.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:  # SQLite's recipe for rebuilding a table: foreign keys off meanwhile
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            try:
+                with conn.begin():
+                    config.attributes["connection"] = conn
+                    command.upgrade(config, "head")
+                    if sqlite:
+                        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                        if broken:
+                            raise CatalogError(
+                                f"upgrading the catalog would break {len(broken)} references",
+                                hint="restore the catalog from a backup and report this",
+                            )
+            finally:
+                if sqlite:
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
     def _revision(self) -> str | None:
         with self._engine.connect() as conn:
@@ -364,39 +385,6 @@ class Catalog(CatalogReader):
                     conn.rollback()
                     return None
                 raise
-
-    def start_run(self, run_id: str, selection: str, full_refresh: bool) -> None:
-        with self._write() as conn:
-            conn.execute(
-                insert(s.runs).values(
-                    run_id=run_id,
-                    started_at=utcnow(),
-                    status="running",
-                    selection=selection,
-                    full_refresh=full_refresh,
-                )
-            )
-
-    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        with self._write() as conn:
-            conn.execute(
-                update(s.runs)
-                .where(s.runs.c.run_id == run_id)
-                .values(status=status, finished_at=utcnow(), summary=summary)
-            )
-
-    def mark_abandoned_runs(self) -> int:
-        """Runs left 'running' by a killed process become 'crashed'."""
-        with self._write() as conn:
-            result = conn.execute(
-                update(s.runs).where(s.runs.c.status == "running").values(status="crashed")
-            )
-            conn.execute(
-                update(s.step_runs)
-                .where(s.step_runs.c.status == "running")
-                .values(status="crashed", error="the process stopped before the step finished")
-            )
-            return result.rowcount or 0
 
     def record_step(self, step: StepRecord) -> None:
         t = s.step_runs
@@ -562,18 +550,6 @@ def _file(row: Any) -> IngestedFile:
         mtime_ns=row["mtime_ns"],
         rows=row["rows"],
         quarantined=row["quarantined"],
-    )
-
-
-def _run(row: Any) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        started_at=as_utc(row["started_at"]),  # type: ignore[arg-type]
-        finished_at=as_utc(row["finished_at"]),
-        status=row["status"],
-        selection=row["selection"],
-        full_refresh=bool(row["full_refresh"]),
-        summary=row["summary"],
     )
 
 

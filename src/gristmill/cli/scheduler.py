@@ -1,0 +1,83 @@
+"""``gristmill scheduler``: the queue worked in the foreground, stopped cleanly by signals."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import orjson
+
+from gristmill.cli import render
+from gristmill.workspace import Workspace
+from gristmill.workspace.shapes import RunInfo, to_jsonable
+
+
+class _Stop:
+    """The first SIGINT or SIGTERM asks to stop after the current run; the second cancels
+    it (a KeyboardInterrupt, which closes the run as cancelled)."""
+
+    def __init__(self) -> None:
+        self.asked = threading.Event()
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.asked.is_set():
+            raise KeyboardInterrupt
+        self.asked.set()
+        render.err.print(
+            f"{signal.Signals(signum).name}: stopping after the current run (again: cancel it)"
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[_Stop]:
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> None:
+    ran: list[RunInfo] = []
+    with _Stop().installed() as stop:
+        while not stop.asked.is_set():
+            done = ws.work(limit=1)
+            for info in done:
+                ran.append(info)
+                if not (json and once):  # --once --json: one document at the end
+                    _report(info, json)
+            if done:
+                continue
+            if once:
+                break
+            stop.asked.wait(interval)
+    if json and once:
+        render.emit_json({"ran": ran, "queued": len(ws.runs(10_000, status="queued"))})
+    elif once:
+        waiting = len(ws.runs(10_000, status="queued"))
+        running = ws.runs(1, status="running")
+        note = f", {waiting} still queued" if waiting else ""
+        if running:
+            note += f" (run {running[0].run_id[:12]} is running elsewhere)"
+        render.out.print(f"{len(ran)} run(s) done{note}")
+
+
+def _report(info: RunInfo, json_lines: bool) -> None:
+    if json_lines:
+        render.out.file.write(orjson.dumps(to_jsonable(info)).decode() + "\n")
+        render.out.file.flush()
+        return
+    summary = info.summary or {}
+    counts = summary.get("steps") or {}
+    detail = ", ".join(f"{n} {status}" for status, n in counts.items())
+    if summary.get("rows_written"):
+        detail += f", {summary['rows_written']:,} rows written"
+    detail = f"({detail})" if detail else ""
+    error = f": {info.error}" if info.error else ""
+    render.out.print(
+        f"run [bold]{info.run_id[:12]}[/] {info.kind} {info.selection or 'everything'}: "
+        f"{render.styled(info.status)} {detail}{error}".rstrip()
+    )

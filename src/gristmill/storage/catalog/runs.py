@@ -1,0 +1,338 @@
+"""Run coordination in the catalog: requests, the queue, claims, leases and heartbeats.
+
+Every run is a row: requested (``queued``) or started at once (``running``), claimed by one
+owner who renews its lease while it works, and closed with a final status by that owner
+only. Whoever claims or starts a run first closes the runs whose owner is gone — its
+lease ran out, or it was a process of this host that no longer exists — as ``crashed``;
+a live peer's run is never touched.
+
+Runs that write tables (every kind today) run one at a time per catalog. Claims are
+atomic: on SQLite the transaction begins with ``BEGIN IMMEDIATE`` (the write lock is
+taken before the queue is read); on PostgreSQL a transaction-level advisory lock
+serializes claimers and the queued row is read ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, insert, select, text, update
+
+from gristmill.errors import RunInProgressError, RunStateError, UnknownRunError
+from gristmill.storage.catalog import schema as s
+from gristmill.storage.catalog.records import RunRecord, as_utc, utcnow
+
+if TYPE_CHECKING:
+    from gristmill.storage.catalog.store import Catalog
+
+QUEUED, RUNNING = "queued", "running"
+SUCCESS, NOOP, FAILED, CRASHED, CANCELLED, TIMED_OUT = (
+    "success",
+    "noop",
+    "failed",
+    "crashed",
+    "cancelled",
+    "timed_out",
+)
+STATUSES = (QUEUED, RUNNING, SUCCESS, NOOP, FAILED, CRASHED, CANCELLED, TIMED_OUT)
+FINAL = frozenset(STATUSES) - {QUEUED, RUNNING}
+KINDS = ("build", "score", "monitor", "retrain", "backfill")
+_PG_CLAIM_LOCK = 0x67726973  # any constant: the key of the claimers' advisory lock
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run, for whom: the row a run starts as."""
+
+    kind: str
+    selection: str = ""
+    full_refresh: bool = False
+    params: dict[str, Any] = field(default_factory=dict)
+    requested_by: str = ""
+    priority: int = 0
+
+
+class RunStore:
+    """The runs of one catalog, as a queue with owners; the catalog's ``runs_queue``."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    # ---- requesting and claiming ----------------------------------------------------
+
+    def enqueue(self, run_id: str, request: RunRequest) -> RunRecord:
+        with self._catalog._write() as conn:
+            conn.execute(insert(s.runs).values(**_new_row(run_id, request, QUEUED)))
+            return self._get(conn, run_id)
+
+    def start(
+        self,
+        run_id: str,
+        request: RunRequest,
+        owner: str,
+        lease: timedelta,
+        alive: Callable[[str], bool],
+    ) -> tuple[RunRecord, int]:
+        """A run started here and now, with how many abandoned runs were closed first; or
+        ``RunInProgressError`` naming the run that runs."""
+        with self._claiming() as conn:
+            closed = self._close_abandoned(conn, alive)
+            busy = self._running(conn)
+            if busy is not None:
+                raise _in_progress(busy)
+            now = utcnow()
+            row = _new_row(run_id, request, RUNNING, now)
+            conn.execute(insert(s.runs).values(**row, **_owned(owner, now, lease)))
+            return self._get(conn, run_id), closed
+
+    def claim(
+        self, owner: str, lease: timedelta, alive: Callable[[str], bool]
+    ) -> tuple[RunRecord, int] | None:
+        """The next queued run (highest priority, then oldest), now this owner's, with how
+        many abandoned runs were closed first; None when the queue is empty or a run is
+        already running."""
+        r = s.runs
+        with self._claiming() as conn:
+            closed = self._close_abandoned(conn, alive)
+            if self._running(conn) is not None:
+                return None
+            query = (
+                select(r.c.run_id)
+                .where(r.c.status == QUEUED)
+                .order_by(r.c.priority.desc(), r.c.created_at, r.c.run_id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            run_id = conn.execute(query).scalar()
+            if run_id is None:
+                return None
+            now = utcnow()
+            conn.execute(
+                update(r)
+                .where(r.c.run_id == run_id, r.c.status == QUEUED)
+                .values(status=RUNNING, started_at=now, **_owned(owner, now, lease))
+            )
+            return self._get(conn, run_id), closed
+
+    def heartbeat(self, run_id: str, owner: str, lease: timedelta) -> RunRecord | None:
+        """Renew the lease; the run as it stands (its cancel request included), or None when
+        it is no longer this owner's (a peer closed it after the lease ran out)."""
+        r = s.runs
+        now = utcnow()
+        with self._catalog._write() as conn:
+            renewed = conn.execute(
+                update(r)
+                .where(r.c.run_id == run_id, r.c.owner == owner, r.c.status == RUNNING)
+                .values(heartbeat_at=now, lease_until=now + lease)
+            )
+            return self._get(conn, run_id) if renewed.rowcount else None
+
+    def finish(
+        self,
+        run_id: str,
+        owner: str,
+        status: str,
+        summary: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Close this owner's run; False when it was no longer this owner's to close."""
+        assert status in FINAL, status
+        r = s.runs
+        with self._catalog._write() as conn:
+            closed = conn.execute(
+                update(r)
+                .where(r.c.run_id == run_id, r.c.owner == owner, r.c.status == RUNNING)
+                .values(
+                    status=status,
+                    finished_at=utcnow(),
+                    summary=summary,
+                    error=error,
+                    lease_until=None,
+                )
+            )
+            if status != SUCCESS:
+                _close_steps(conn, [run_id], f"the run ended {status}")
+            return bool(closed.rowcount)
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """A queued run is cancelled at once; a running one is asked to stop (its owner
+        stops before its next step and closes it as cancelled)."""
+        r = s.runs
+        with self._catalog._write() as conn:
+            record = self._get(conn, self._resolve(conn, run_id))
+            now = utcnow()
+            if record.status == QUEUED:
+                conn.execute(
+                    update(r)
+                    .where(r.c.run_id == record.run_id, r.c.status == QUEUED)
+                    .values(status=CANCELLED, finished_at=now, cancel_requested_at=now)
+                )
+            elif record.status == RUNNING:
+                conn.execute(
+                    update(r)
+                    .where(r.c.run_id == record.run_id)
+                    .values(cancel_requested_at=func.coalesce(r.c.cancel_requested_at, now))
+                )
+            else:
+                raise RunStateError(
+                    f"run {record.run_id[:12]} already ended ({record.status})",
+                    hint="only queued or running runs can be cancelled",
+                )
+            return self._get(conn, record.run_id)
+
+    def close_abandoned(self, alive: Callable[[str], bool]) -> int:
+        """Close, as crashed, the running runs whose owner is gone; how many."""
+        with self._claiming() as conn:
+            return self._close_abandoned(conn, alive)
+
+    # ---- reading --------------------------------------------------------------------
+
+    def list(
+        self, *, status: str | None = None, kind: str | None = None, limit: int = 20
+    ) -> list[RunRecord]:
+        r = s.runs
+        query = select(r).order_by(r.c.created_at.desc(), r.c.run_id).limit(limit)
+        if status is not None:
+            query = query.where(r.c.status == status)
+        if kind is not None:
+            query = query.where(r.c.kind == kind)
+        with self._catalog._read() as conn:
+            return [_record(row) for row in conn.execute(query).mappings()]
+
+    def get(self, run_id: str) -> RunRecord:
+        """One run by its id or a unique prefix of it."""
+        with self._catalog._read() as conn:
+            return self._get(conn, self._resolve(conn, run_id))
+
+    # ---- inside a transaction -------------------------------------------------------
+
+    @contextmanager
+    def _claiming(self) -> Iterator[Connection]:
+        with self._catalog._write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_CLAIM_LOCK})
+            yield conn
+
+    def _close_abandoned(self, conn: Connection, alive: Callable[[str], bool]) -> int:
+        r = s.runs
+        now = utcnow()
+        rows = conn.execute(
+            select(r.c.run_id, r.c.owner, r.c.lease_until).where(r.c.status == RUNNING)
+        ).all()
+        gone = [
+            run_id
+            for run_id, owner, lease_until in rows
+            if owner is None  # started by a release before leases
+            or (as_utc(lease_until) or now) <= now
+            or not alive(owner)
+        ]
+        if not gone:
+            return 0
+        conn.execute(
+            update(r)
+            .where(r.c.run_id.in_(gone), r.c.status == RUNNING)
+            .values(
+                status=CRASHED,
+                finished_at=now,
+                lease_until=None,
+                error=func.coalesce(r.c.error, "its process stopped before the run finished"),
+            )
+        )
+        _close_steps(conn, gone, "the process stopped before the step finished")
+        return len(gone)
+
+    def _running(self, conn: Connection) -> RunRecord | None:
+        r = s.runs
+        row = conn.execute(select(r).where(r.c.status == RUNNING).limit(1)).mappings().first()
+        return _record(row) if row else None
+
+    def _resolve(self, conn: Connection, run_id: str) -> str:
+        r = s.runs
+        if not run_id or len(run_id) > 36 or not all(c in "0123456789abcdef" for c in run_id):
+            raise UnknownRunError(
+                f"{run_id!r} is not a run id",
+                hint="`gristmill runs` lists run ids; a unique prefix is enough",
+            )
+        found = conn.execute(select(r.c.run_id).where(r.c.run_id.startswith(run_id)).limit(2))
+        ids = [row[0] for row in found]
+        if len(ids) != 1:
+            raise UnknownRunError(
+                f"no run matches {run_id!r}" if not ids else f"{run_id!r} matches several runs",
+                hint="`gristmill runs` lists run ids; a unique prefix is enough",
+            )
+        return ids[0]
+
+    def _get(self, conn: Connection, run_id: str) -> RunRecord:
+        row = conn.execute(select(s.runs).where(s.runs.c.run_id == run_id)).mappings().one()
+        return _record(row)
+
+
+def _new_row(
+    run_id: str, request: RunRequest, status: str, started: datetime | None = None
+) -> dict[str, Any]:
+    if request.kind not in KINDS:
+        raise ValueError(f"unknown run kind {request.kind!r}")
+    return {
+        "run_id": run_id,
+        "kind": request.kind,
+        "status": status,
+        "selection": request.selection,
+        "full_refresh": request.full_refresh,
+        "params": request.params or None,
+        "requested_by": request.requested_by,
+        "priority": request.priority,
+        "created_at": started or utcnow(),
+        "started_at": started,
+    }
+
+
+def _owned(owner: str, now: datetime, lease: timedelta) -> dict[str, Any]:
+    return {"owner": owner, "heartbeat_at": now, "lease_until": now + lease}
+
+
+def _close_steps(conn: Connection, run_ids: list[str], error: str) -> None:
+    t = s.step_runs
+    conn.execute(
+        update(t)
+        .where(t.c.run_id.in_(run_ids), t.c.status == RUNNING)
+        .values(status=CRASHED, error=error)
+    )
+
+
+def _in_progress(busy: RunRecord) -> RunInProgressError:
+    what = f"{busy.kind} {busy.selection}".strip()
+    return RunInProgressError(
+        f"another run of this project is in progress: {busy.run_id[:12]} ({what}), "
+        f"owned by {busy.owner}",
+        hint="wait for it to finish, or queue yours: gristmill run --queue (a killed run's "
+        "lease is released at once on its own host, after its lease elsewhere)",
+    )
+
+
+def _record(row: Any) -> RunRecord:
+    return RunRecord(
+        run_id=row["run_id"],
+        started_at=as_utc(row["started_at"]),
+        finished_at=as_utc(row["finished_at"]),
+        status=row["status"],
+        selection=row["selection"],
+        full_refresh=bool(row["full_refresh"]),
+        summary=row["summary"],
+        kind=row["kind"],
+        requested_by=row["requested_by"],
+        priority=row["priority"],
+        params=row["params"] or {},
+        created_at=as_utc(row["created_at"]),
+        owner=row["owner"],
+        heartbeat_at=as_utc(row["heartbeat_at"]),
+        lease_until=as_utc(row["lease_until"]),
+        cancel_requested_at=as_utc(row["cancel_requested_at"]),
+        error=row["error"],
+    )
+
+
+__all__ = ["FINAL", "KINDS", "STATUSES", "RunRequest", "RunStore"]
