@@ -68,6 +68,15 @@ class Churn:
         return float(self.booster.predict(np.array([row], dtype=np.float64), num_threads=1)[0])
 """
 
+NO_REASONS = """
+
+churn_no_reasons = gm.service(
+    "churn_no_reasons", model="churn", alias="champion", lookups=["user_profile"],
+    policy=gm.decision({"retention_offer": 0.3, "watch": 0.15}, default="none", reasons=0),
+)
+"""
+"""The example's service without its 3 reason codes (TreeSHAP), to show what they cost."""
+
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -132,6 +141,8 @@ def setup() -> dict:
     # the current example's definitions (the service), on the data prepared before
     template = ROOT / "src/gristmill/examples/churn/project"
     shutil.copy(template / "pipeline.py", LARGE / "pipeline.py")
+    with open(LARGE / "pipeline.py", "a") as module:  # the same service without reason codes
+        module.write(NO_REASONS)
     ws = Workspace.open(LARGE)
     ws.sync_online()
     if "champion" not in ws.catalog.aliases("churn"):
@@ -178,6 +189,26 @@ def _save_mlflow_model(model: str, into: Path) -> None:
     )
 
 
+def _gristmill(service: str, py: str, bodies: list[str], auth: dict[str, str]) -> dict:
+    return {
+        "cmd": lambda p: [
+            py,
+            "-m",
+            "gristmill",
+            "serve",
+            service,
+            "-p",
+            str(LARGE),
+            "--port",
+            str(p),
+        ],
+        "path": f"/v1/services/{service}/predict",
+        "bodies": bodies,
+        "headers": auth,
+        "cwd": ROOT,
+    }
+
+
 def contenders(ctx: dict, wanted: set[str]) -> dict[str, dict]:
     """Every contender's command; only the ``wanted`` ones need their peer's venv."""
     tmp = Path(tempfile.mkdtemp(prefix="gm-serve-"))
@@ -195,23 +226,8 @@ def contenders(ctx: dict, wanted: set[str]) -> dict[str, dict]:
     ]
     py = sys.executable
     return {
-        "gristmill": {
-            "cmd": lambda p: [
-                py,
-                "-m",
-                "gristmill",
-                "serve",
-                "churn",
-                "-p",
-                str(LARGE),
-                "--port",
-                str(p),
-            ],
-            "path": "/v1/services/churn/predict",
-            "bodies": gm_bodies,
-            "headers": auth,
-            "cwd": ROOT,
-        },
+        "gristmill": _gristmill("churn", py, gm_bodies, auth),
+        "gristmill-no-reasons": _gristmill("churn_no_reasons", py, gm_bodies, auth),
         "floor": {
             "cmd": lambda p: [
                 py,
@@ -373,7 +389,7 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
     ctx = setup()
-    everyone = ["gristmill", "floor", "mlflow", "bentoml"]
+    everyone = ["gristmill", "gristmill-no-reasons", "floor", "mlflow", "bentoml"]
     names = [n for n in everyone if not args.only or n in args.only.split(",")]
     specs = contenders(ctx, set(names))
     rounds: dict[str, list[dict]] = {name: [] for name in names}
@@ -426,11 +442,20 @@ def write(results: dict, ctx: dict, seconds: int, rounds: int, runs: dict) -> No
             f"- throughput vs the floor: {g['c1']['rps'] / f['c1']['rps']:.2f}x at concurrency 1, "
             f"{g['c16']['rps'] / f['c16']['rps']:.2f}x at 16 (target: at least 0.8x)"
         )
+        if "gristmill-no-reasons" in results:
+            n = results["gristmill-no-reasons"]
+            ratios.append(
+                f"- without reason codes (the same service, `reasons=0`): "
+                f"{n['c1']['rps'] / f['c1']['rps']:.2f}x the floor at concurrency 1, "
+                f"{n['c16']['rps'] / f['c16']['rps']:.2f}x at 16: the 3 reason codes (LightGBM's "
+                f"exact TreeSHAP over every tree) cost "
+                f"{1 - g['c16']['rps'] / n['c16']['rps']:.0%} of the throughput at 16"
+            )
         ratios.append(
             f"- p50 at concurrency 1 vs the floor: {g['c1']['p50'] / f['c1']['p50']:.1f}x "
             f"(wrk), {g['plain']['p50'] / f['plain']['p50']:.1f}x (plain client)"
         )
-    for name in ("gristmill", "floor"):
+    for name in ("gristmill", "gristmill-no-reasons", "floor"):
         if name in runs:
             ratios.append(
                 f"- {name} req/s per round, c=1: "
@@ -453,7 +478,8 @@ everything a production request needs: API key check, online lookup of the user'
 (SQLite, 996k users), encoding, scoring, decision, 3 reason codes, metrics and the
 prediction log (each answer written to the worker's spool file before the response; the
 drainer process commits it to Delta). MLflow, BentoML and the floor only score a feature
-row sent in the request. Latencies in ms: wrk's own percentiles (not corrected for
+row sent in the request; `gristmill-no-reasons` is the same service without reason codes.
+Latencies in ms: wrk's own percentiles (not corrected for
 coordinated omission), and a plain sequential client's per-request times.
 
 | server | req/s c=1 | p50 | p99 | plain p50 | plain p99 | req/s c=16 | p50 | p99 | non-2xx |

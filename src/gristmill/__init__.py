@@ -35,6 +35,7 @@ from gristmill.definitions.monitors import (
     retrain,
 )
 from gristmill.definitions.objects import feature_view, source, table
+from gristmill.definitions.schedules import retry, schedule
 from gristmill.definitions.services import decision, service
 from gristmill.errors import GristmillError
 
@@ -56,6 +57,8 @@ __all__ = [
     "performance_monitor",
     "quality_monitor",
     "retrain",
+    "retry",
+    "schedule",
     "feature_view",
     "features",
     "kfold",

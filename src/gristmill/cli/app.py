@@ -252,10 +252,47 @@ def cancel(
 
 
 @app.command()
+def schedules(
+    name: Annotated[str | None, typer.Argument(help="Show one schedule.")] = None,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Each schedule: cron, zone, its next ticks and its last tick's result."""
+    ws = _open(project)
+    rows = [ws.scheduler.get(name)] if name else ws.scheduler.list()
+    if json:
+        return render.emit_json(rows[0] if name else rows)
+    view = []
+    for r in rows:
+        last = r.last_tick
+        result = ""
+        if last is not None:
+            what = f"run {last['run_id'][:8]} {last['status']}" if last["ran"] else "skipped"
+            result = f"{last['at']:%Y-%m-%d %H:%M}: {what}"
+        view.append(
+            {
+                "name": r.name,
+                "cron": r.cron,
+                "timezone": r.timezone,
+                "select": " ".join(r.select) or "everything",
+                "catchup": r.catchup,
+                "next": f"{r.next_ticks[0]:%Y-%m-%d %H:%M %Z}" if r.next_ticks else "never",
+                "last": result,
+            }
+        )
+    render.records(
+        "schedules", view, ["name", "cron", "timezone", "select", "catchup", "next", "last"]
+    )
+
+
+@app.command()
 def scheduler(
     once: Annotated[
         bool,
-        typer.Option("--once", help="One tick: run what is queued, then exit (for cron or CI)."),
+        typer.Option(
+            "--once",
+            help="One tick: queue the due schedules, run what is queued, exit (cron, CI).",
+        ),
     ] = False,
     interval: Annotated[
         float, typer.Option(min=0.1, max=3600, help="Seconds between ticks (default 2).")
@@ -263,8 +300,8 @@ def scheduler(
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Run queued runs, one at a time, in the foreground (Ctrl-C or SIGTERM: stop after
-    the current run; a second one: cancel it)."""
+    """Queue the schedules' due runs and run the queue, one run at a time, in the
+    foreground (Ctrl-C or SIGTERM: stop after the current run; a second one: cancel it)."""
     from gristmill.cli.scheduler import serve_queue
 
     serve_queue(_open(project), once=once, interval=interval, json=json)

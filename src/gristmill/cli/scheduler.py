@@ -42,20 +42,20 @@ class _Stop:
 
 def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> None:
     ran: list[RunInfo] = []
+    queued: list[dict[str, object]] = []
     with _Stop().installed() as stop:
-        while not stop.asked.is_set():
-            done = ws.work(limit=1)
-            for info in done:
-                ran.append(info)
-                if not (json and once):  # --once --json: one document at the end
-                    _report(info, json)
-            if done:
-                continue
-            if once:
-                break
-            stop.asked.wait(interval)
+        try:
+            _loop(ws, stop, once, interval, json, ran, queued)
+        finally:
+            ws.scheduler.resign()
     if json and once:
-        render.emit_json({"ran": ran, "queued": len(ws.runs(10_000, status="queued"))})
+        render.emit_json(
+            {
+                "queued_by_schedules": queued,
+                "ran": ran,
+                "queued": len(ws.runs(10_000, status="queued")),
+            }
+        )
     elif once:
         waiting = len(ws.runs(10_000, status="queued"))
         running = ws.runs(1, status="running")
@@ -63,6 +63,46 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
         if running:
             note += f" (run {running[0].run_id[:12]} is running elsewhere)"
         render.out.print(f"{len(ran)} run(s) done{note}")
+
+
+def _loop(
+    ws: Workspace,
+    stop: _Stop,
+    once: bool,
+    interval: float,
+    json: bool,
+    ran: list[RunInfo],
+    queued: list[dict[str, object]],
+) -> None:
+    while not stop.asked.is_set():
+        report = ws.scheduler.tick()
+        for tick in report.decided:
+            if tick["run"]:
+                queued.append(tick)
+            if not (json and once):
+                _report_tick(tick, json)
+        if stop.asked.is_set():
+            break
+        done = ws.work(limit=1)
+        for info in done:
+            ran.append(info)
+            if not (json and once):  # --once --json: one document at the end
+                _report(info, json)
+        if done:  # decide the schedules again, then the next queued run
+            continue
+        if once:
+            break
+        stop.asked.wait(interval)
+
+
+def _report_tick(tick: dict[str, object], json_lines: bool) -> None:
+    if json_lines:
+        render.out.file.write(orjson.dumps(to_jsonable(tick)).decode() + "\n")
+        render.out.file.flush()
+        return
+    at = tick["tick"]
+    what = f"queued run [bold]{str(tick['run_id'])[:12]}[/]" if tick["run"] else "skipped"
+    render.out.print(f"schedule {tick['schedule']} tick {at}: {what} ({tick['reason']})")
 
 
 def _report(info: RunInfo, json_lines: bool) -> None:

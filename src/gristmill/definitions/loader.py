@@ -15,6 +15,7 @@ from gristmill.definitions.config import CONFIG_FILE, DEFAULT_MODULE, ProjectCon
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.monitors import Monitor, bind
 from gristmill.definitions.objects import Definition, Table, check_name
+from gristmill.definitions.schedules import Schedule
 from gristmill.definitions.services import Service
 from gristmill.definitions.sql import parse_sql
 from gristmill.errors import DefinitionError, GraphError, Location, ProjectNotFoundError
@@ -29,6 +30,7 @@ class Project:
     graph: Graph
     services: Mapping[str, Service] = field(default_factory=dict)
     monitors: Mapping[str, Monitor] = field(default_factory=dict)
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -59,12 +61,15 @@ def load_project(start: Path) -> Project:
     nodes: dict[str, Definition] = {}
     services: dict[str, Definition] = {}
     monitors: dict[str, Definition] = {}
+    schedules: dict[str, Definition] = {}
     for module_path in _module_paths(root, config):
         for definition in _definitions_in(_import(module_path, root)):
             if isinstance(definition, Service):
                 _add(services, definition)
             elif isinstance(definition, Monitor):
                 _add(monitors, definition)
+            elif isinstance(definition, Schedule):
+                _add(schedules, definition)
             else:
                 _add(nodes, definition)
     _add_sql_files(root, config, nodes)
@@ -76,12 +81,16 @@ def load_project(start: Path) -> Project:
         assert isinstance(monitor, Monitor)
         monitor.validate_refs(graph.nodes, services)  # type: ignore[arg-type]
         bound[monitor.name] = bind(monitor, services)  # type: ignore[arg-type]
+    for sched in schedules.values():
+        assert isinstance(sched, Schedule)
+        sched.validate_refs(graph.nodes)
     return Project(
         root=root,
         config=config,
         graph=graph,
         services=services,  # type: ignore[arg-type]
         monitors=bound,
+        schedules=schedules,  # type: ignore[arg-type]
     )
 
 

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
     from gristmill.workspace.models import Models
     from gristmill.workspace.monitors import Evaluation, Monitors
+    from gristmill.workspace.scheduler import Scheduler
     from gristmill.workspace.serve import Tokens
     from gristmill.workspace.services import Services
 
@@ -316,6 +317,12 @@ class Workspace:
     @cached_property
     def coordinator(self) -> Coordinator:
         return Coordinator(self.catalog.run_store)
+
+    @cached_property
+    def scheduler(self) -> Scheduler:
+        from gristmill.workspace.scheduler import Scheduler
+
+        return Scheduler(self)
 
     def sync_online(self) -> tuple[OnlineSync, ...]:
         """Bring every online feature view's latest version into the online store."""
@@ -629,6 +636,11 @@ def _run_info(r: RunRecord) -> RunInfo:
         owner=r.owner,
         cancel_requested=r.cancel_requested_at is not None,
         error=r.error,
+        params=r.params,
+        attempt=r.attempt,
+        retry_of=r.retry_of,
+        not_before=r.not_before,
+        timeout_s=r.timeout_s,
     )
 
 

@@ -89,6 +89,12 @@ class RunInfo:
     """``host:pid:start`` of the process running it."""
     cancel_requested: bool = False
     error: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    """What it builds (``select``, ``force``) and what asked for it (``schedule``, ``tick``)."""
+    attempt: int = 1
+    retry_of: str | None = None
+    not_before: datetime | None = None
+    timeout_s: float | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -95,6 +95,10 @@ class RunRecord:
     lease_until: datetime | None = None
     cancel_requested_at: datetime | None = None
     error: str | None = None
+    timeout_s: float | None = None
+    not_before: datetime | None = None
+    attempt: int = 1
+    retry_of: str | None = None
 
 
 @dataclass(frozen=True)

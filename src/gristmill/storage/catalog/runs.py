@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, insert, select, text, update
+from sqlalchemy import Connection, func, insert, or_, select, text, update
 
 from gristmill.errors import RunInProgressError, RunStateError, UnknownRunError
 from gristmill.storage.catalog import schema as s
@@ -54,6 +54,11 @@ class RunRequest:
     params: dict[str, Any] = field(default_factory=dict)
     requested_by: str = ""
     priority: int = 0
+    timeout_s: float | None = None
+    not_before: datetime | None = None
+    """A retry waits until its backoff has passed."""
+    attempt: int = 1
+    retry_of: str | None = None
 
 
 class RunStore:
@@ -100,9 +105,13 @@ class RunStore:
             closed = self._close_abandoned(conn, alive)
             if self._running(conn) is not None:
                 return None
+            now = utcnow()
             query = (
                 select(r.c.run_id)
-                .where(r.c.status == QUEUED)
+                .where(
+                    r.c.status == QUEUED,
+                    or_(r.c.not_before.is_(None), r.c.not_before <= now),
+                )
                 .order_by(r.c.priority.desc(), r.c.created_at, r.c.run_id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -110,7 +119,6 @@ class RunStore:
             run_id = conn.execute(query).scalar()
             if run_id is None:
                 return None
-            now = utcnow()
             conn.execute(
                 update(r)
                 .where(r.c.run_id == run_id, r.c.status == QUEUED)
@@ -287,6 +295,10 @@ def _new_row(
         "priority": request.priority,
         "created_at": started or utcnow(),
         "started_at": started,
+        "timeout_s": request.timeout_s,
+        "not_before": request.not_before,
+        "attempt": request.attempt,
+        "retry_of": request.retry_of,
     }
 
 
@@ -332,6 +344,10 @@ def _record(row: Any) -> RunRecord:
         lease_until=as_utc(row["lease_until"]),
         cancel_requested_at=as_utc(row["cancel_requested_at"]),
         error=row["error"],
+        timeout_s=row["timeout_s"],
+        not_before=as_utc(row["not_before"]),
+        attempt=row["attempt"],
+        retry_of=row["retry_of"],
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 metadata = MetaData()
 
@@ -47,6 +47,10 @@ runs = Table(
     Column("lease_until", DateTime(timezone=True)),
     Column("cancel_requested_at", DateTime(timezone=True)),
     Column("error", Text),
+    Column("not_before", DateTime(timezone=True)),
+    Column("attempt", Integer, nullable=False, server_default="1"),
+    Column("retry_of", String(36)),
+    Column("timeout_s", Float),
     Index("ix_runs_status_priority", "status", "priority", "created_at"),
     Index("ix_runs_created_at", "created_at"),
 )
@@ -198,4 +202,34 @@ monitor_alerts = Table(
     Column("message", Text, nullable=False),
     Column("action", String(32), nullable=False),
     Column("details", JSON),
+)
+
+schedule_state = Table(
+    "schedule_state",
+    metadata,
+    Column("schedule", String(255), primary_key=True),
+    Column("cursor", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+schedule_ticks = Table(
+    "schedule_ticks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("schedule", String(255), nullable=False),
+    Column("tick_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("run", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("run_id", String(36)),
+    UniqueConstraint("schedule", "tick_at", name="uq_schedule_tick"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True), nullable=False),
 )

@@ -49,6 +49,7 @@ from gristmill.storage.catalog.records import (
     utcnow,
 )
 from gristmill.storage.catalog.runs import RunStore
+from gristmill.storage.catalog.schedules import ScheduleStore
 
 WRITER = "gristmill_writer"
 """Execution option of the connections that write (on SQLite: ``BEGIN IMMEDIATE``)."""
@@ -303,6 +304,7 @@ class Catalog(CatalogReader):
         self._lock = threading.Lock()
         self._writer = self._engine.execution_options(**{WRITER: True})
         self.run_store = RunStore(self)
+        self.schedule_store = ScheduleStore(self)
         try:
             self._refuse_emptied()
             self._migrate()

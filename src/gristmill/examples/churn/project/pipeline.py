@@ -211,3 +211,14 @@ transactions_quality = gm.quality_monitor(
     columns=["amount", "merchant_category", "channel"],
     description="Every new month of transactions: volume, quarantine share, distributions.",
 )
+
+# ---- orchestration: nobody has to type `gristmill run` ------------------------------------
+
+nightly = gm.schedule(
+    "nightly",
+    cron="30 2 * * *",
+    timezone="Europe/Berlin",
+    select="+churn",  # everything the model needs, then the model (only what is stale)
+    catchup="latest",  # a scheduler that was down runs the newest missed night, once
+    description="Every night at 02:30: rebuild what changed, up to the churn model.",
+)

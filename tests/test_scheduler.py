@@ -1,0 +1,153 @@
+"""Schedules driven by the scheduler, end to end with real processes and real signals:
+missed ticks caught up, a tick never run twice through kill -9, one leader of two."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from gristmill.storage.catalog import schema as s
+from gristmill.storage.catalog.records import utcnow
+from gristmill.workspace import Workspace
+from tests.conftest import BASIC_MODULE, write_project
+
+pytestmark = pytest.mark.slow
+
+EVERY_MINUTE = """
+every_minute = gm.schedule(
+    "every_minute", cron="* * * * *", timezone="Europe/Berlin", select="+per_user",
+    catchup="{catchup}",
+)
+"""
+
+
+def make(root: Path, catchup: str = "latest") -> Path:
+    return write_project(root, module=BASIC_MODULE + EVERY_MINUTE.format(catchup=catchup))
+
+
+def gm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def gm_json(root: Path, *args: str) -> object:
+    proc = gm(root, *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def spawn(root: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def rewind(root: Path, minutes: int) -> None:
+    """As if the scheduler had last looked ``minutes`` ago (it was down since)."""
+    ws = Workspace.open(root)
+    with ws.catalog._write() as conn:
+        moved = conn.execute(
+            update(s.schedule_state).values(cursor=utcnow() - timedelta(minutes=minutes))
+        )
+        assert moved.rowcount == 1
+    ws.close()
+
+
+def test_a_missed_tick_is_caught_up_once_and_shown(tmp_path: Path) -> None:
+    root = make(tmp_path / "p")
+    listed = gm_json(root, "schedules")
+    assert [x["name"] for x in listed] == ["every_minute"]
+    assert listed[0]["last_tick"] is None and len(listed[0]["next_ticks"]) == 3
+    assert listed[0]["next_ticks"][0].endswith(("+01:00", "+02:00"))  # Berlin time
+    first = gm_json(root, "scheduler", "--once")
+    assert first["queued_by_schedules"] == [] and first["ran"] == []  # starts now
+    rewind(root, 3)
+    tick = gm_json(root, "scheduler", "--once")
+    assert len(tick["queued_by_schedules"]) == 1  # catchup latest: the newest missed tick
+    assert [r["requested_by"] for r in tick["ran"]] == ["schedule:every_minute"]
+    assert tick["ran"][0]["status"] == "success" and tick["ran"][0]["selection"] == "+per_user"
+    shown = gm_json(root, "schedules", "every_minute")
+    assert shown["last_tick"]["ran"] and shown["last_tick"]["status"] == "success"
+    assert shown["last_tick"]["run_id"] == tick["ran"][0]["run_id"]
+    again = gm_json(root, "scheduler", "--once")  # the same ticks are not decided again
+    assert again["queued_by_schedules"] == [] and again["ran"] == []
+    human = gm(root, "schedules")
+    assert "every_minute" in human.stdout and "Europe/Berlin" in human.stdout
+    assert f"run {tick['ran'][0]['run_id'][:8]} success" in human.stdout
+
+
+def test_kill_9_of_the_scheduler_never_runs_a_tick_twice_or_loses_a_run(
+    tmp_path: Path,
+) -> None:
+    root = make(tmp_path / "p", catchup="all")
+    assert gm(root, "scheduler", "--once").returncode == 0
+    rewind(root, 6)
+    rng = random.Random(7)
+    for _ in range(10):
+        daemon = spawn(root, "scheduler", "--interval", "0.1")
+        time.sleep(rng.uniform(0.3, 2.0))
+        daemon.send_signal(signal.SIGKILL)
+        daemon.communicate(timeout=30)
+    final = gm(root, "scheduler", "--once")
+    assert final.returncode == 0, final.stderr
+    ws = Workspace.open(root)
+    runs = [r for r in ws.runs(1000) if r.requested_by == "schedule:every_minute"]
+    ticks = ws.catalog.schedule_store.ticks("every_minute", limit=1000)
+    ran = [t for t in ticks if t.run]
+    assert len(ran) >= 6 and len(ticks) == len({t.at for t in ticks})
+    assert sorted(r.run_id for r in runs) == sorted(t.run_id for t in ran)  # one run per tick
+    assert len({r.params["tick"] for r in runs}) == len(runs)
+    assert {r.status for r in runs} <= {"success", "noop", "crashed"}  # none left waiting
+    assert any(r.status in ("success", "noop") for r in runs)
+    ws.close()
+
+
+def test_two_schedulers_elect_one_leader_and_the_standby_takes_over(tmp_path: Path) -> None:
+    root = make(tmp_path / "p")
+    assert gm(root, "scheduler", "--once").returncode == 0
+    first = spawn(root, "scheduler", "--interval", "0.2")
+    ws = Workspace.open(root)
+    store = ws.catalog.schedule_store
+
+    def leader_pid(deadline: float = 20) -> int | None:
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            held = store.holder("scheduler")
+            if held is not None:
+                return int(held[0].rsplit(":", 2)[1])
+            time.sleep(0.05)
+        return None
+
+    assert leader_pid() == first.pid
+    second = spawn(root, "scheduler", "--interval", "0.2")
+    time.sleep(2)
+    assert leader_pid() == first.pid and second.poll() is None  # the standby waits
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while leader_pid() != second.pid:
+        assert time.monotonic() < deadline, "the standby did not take over"
+        time.sleep(0.05)
+    second.send_signal(signal.SIGTERM)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0 and "Traceback" not in err
+    assert store.holder("scheduler") is None  # a clean stop hands the leadership back
+    ws.close()
