@@ -151,3 +151,125 @@ def test_two_schedulers_elect_one_leader_and_the_standby_takes_over(tmp_path: Pa
     assert second.returncode == 0 and "Traceback" not in err
     assert store.holder("scheduler") is None  # a clean stop hands the leadership back
     ws.close()
+
+
+FLAKY = """
+import os, signal
+
+@gm.table
+def flaky(per_user: pa.Table) -> pa.Table:
+    tries = Path(__file__).parent / "tries"
+    n = int(tries.read_text()) + 1 if tries.exists() else 1
+    tries.write_text(str(n))
+    mode = (Path(__file__).parent / "mode").read_text().strip()
+    if mode == "transient" and n < 3:
+        raise ConnectionError(f"the feature API did not answer (try {n})")
+    if mode == "invalid":
+        raise ValueError("a bad row")
+    if mode == "die" and n == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+    return per_user
+
+flaky_nightly = gm.schedule(
+    "flaky_nightly", cron="* * * * *", select="flaky",
+    retries=gm.retry(3, backoff="exponential", base="1s", jitter=False),
+)
+"""
+
+
+def make_flaky(root: Path, mode: str) -> Path:
+    module = BASIC_MODULE + "\nfrom pathlib import Path\n" + FLAKY
+    write_project(root, module=module)
+    (root / "mode").write_text("ok")
+    assert gm(root, "run").returncode == 0  # builds everything once
+    (root / "tries").unlink()
+    (root / "mode").write_text(mode)
+    assert gm(root, "scheduler", "--once").returncode == 0  # the schedule starts now
+    return root
+
+
+def scheduled_runs(root: Path) -> list[dict]:
+    runs = gm_json(root, "runs", "--limit", "50")
+    return [r for r in runs if r["requested_by"] == "schedule:flaky_nightly"][::-1]
+
+
+def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
+    tmp_path: Path,
+) -> None:
+    root = make_flaky(tmp_path / "p", "transient")
+    rewind_all(root, 2)
+    (root / "sql" / "per_user.sql").write_text(
+        "select user_id, sum(amount) as total, count(*) as n, 1 as v\nfrom txns\ngroup by user_id\n"
+    )  # per_user changes, so flaky is stale and runs
+    first = gm_json(root, "scheduler", "--once")
+    assert [r["status"] for r in first["ran"]] == ["failed"]
+    waiting = gm_json(root, "runs", "--status", "queued")
+    assert len(waiting) == 1 and waiting[0]["attempt"] == 2
+    assert waiting[0]["retry_of"] == first["ran"][0]["run_id"]
+    assert waiting[0]["not_before"] is not None  # backoff: 1 s after the failure
+    deadline = time.monotonic() + 60
+    while len(ran := [r for r in scheduled_runs(root) if r["status"] != "queued"]) < 3:
+        assert time.monotonic() < deadline, ran
+        gm(root, "scheduler", "--once")
+        time.sleep(0.3)
+    attempts = scheduled_runs(root)
+    assert [(r["attempt"], r["status"]) for r in attempts] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "success"),
+    ]
+    gaps = [
+        (b["started_at"], a["finished_at"]) for a, b in zip(attempts, attempts[1:], strict=False)
+    ]
+    assert all(started > finished for started, finished in gaps)
+    assert "transient" in attempts[0]["error"] and "try 1" in attempts[0]["error"]
+
+
+def test_invalid_input_is_never_retried(tmp_path: Path) -> None:
+    root = make_flaky(tmp_path / "p", "invalid")
+    rewind_all(root, 2)
+    (root / "sql" / "per_user.sql").write_text(
+        "select user_id, sum(amount) as total, count(*) as n, 2 as v\nfrom txns\ngroup by user_id\n"
+    )
+    tick = gm_json(root, "scheduler", "--once")
+    assert [r["status"] for r in tick["ran"]] == ["failed"]
+    assert gm_json(root, "runs", "--status", "queued") == []
+
+
+def test_a_run_that_dies_does_not_take_the_scheduler_down(tmp_path: Path) -> None:
+    root = make_flaky(tmp_path / "p", "die")
+    rewind_all(root, 2)
+    (root / "sql" / "per_user.sql").write_text(
+        "select user_id, sum(amount) as total, count(*) as n, 3 as v\nfrom txns\ngroup by user_id\n"
+    )
+    after = gm_json(root, "run", "--queue")  # waits behind the scheduled run
+    tick = gm_json(root, "scheduler", "--once")
+    statuses = {r["run_id"]: r["status"] for r in tick["ran"]}
+    assert statuses[after["run_id"]] in ("success", "noop")
+    crashed = [r for r in scheduled_runs(root) if r["status"] == "crashed"]
+    assert len(crashed) == 1 and "process" in crashed[0]["error"]
+
+
+def test_a_run_past_its_timeout_is_stopped_and_marked_timed_out(tmp_path: Path) -> None:
+    from tests.test_crash import make as make_slow
+
+    root = make_slow(tmp_path / "p", sleep=120)
+    queued = gm_json(root, "run", "--queue", "--timeout", "3s")
+    assert queued["timeout_s"] == 3
+    clock = time.monotonic()
+    tick = gm_json(root, "scheduler", "--once")
+    assert time.monotonic() - clock < 60
+    [run] = tick["ran"]
+    assert run["status"] == "timed_out" and "3s" in run["error"]
+    owner_pid = int(run["owner"].rsplit(":", 2)[1])
+    with pytest.raises(ProcessLookupError):
+        os.kill(owner_pid, 0)  # its whole process tree is gone
+    assert (root / "slow_started").exists()
+    assert Workspace.open(root).catalog.latest("slow_copy") is None
+
+
+def rewind_all(root: Path, minutes: int) -> None:
+    ws = Workspace.open(root)
+    with ws.catalog._write() as conn:
+        conn.execute(update(s.schedule_state).values(cursor=utcnow() - timedelta(minutes=minutes)))
+    ws.close()
