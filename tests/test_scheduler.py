@@ -3,13 +3,16 @@ missed ticks caught up, a tick never run twice through kill -9, one leader of tw
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -171,14 +174,15 @@ def flaky(per_user: pa.Table) -> pa.Table:
     return per_user
 
 flaky_nightly = gm.schedule(
-    "flaky_nightly", cron="* * * * *", select="flaky",
+    "flaky_nightly", cron="* * * * *", select="+flaky",
     retries=gm.retry(3, backoff="exponential", base="1s", jitter=False),
+    on_failure=HOOK,
 )
 """
 
 
-def make_flaky(root: Path, mode: str) -> Path:
-    module = BASIC_MODULE + "\nfrom pathlib import Path\n" + FLAKY
+def make_flaky(root: Path, mode: str, hook: str | None = None) -> Path:
+    module = BASIC_MODULE + f"\nfrom pathlib import Path\nHOOK = {hook!r}\n" + FLAKY
     write_project(root, module=module)
     (root / "mode").write_text("ok")
     assert gm(root, "run").returncode == 0  # builds everything once
@@ -194,9 +198,9 @@ def scheduled_runs(root: Path) -> list[dict]:
 
 
 def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
-    tmp_path: Path,
+    tmp_path: Path, receiver: str
 ) -> None:
-    root = make_flaky(tmp_path / "p", "transient")
+    root = make_flaky(tmp_path / "p", "transient", hook=receiver)
     rewind_all(root, 2)
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 1 as v\nfrom txns\ngroup by user_id\n"
@@ -223,10 +227,37 @@ def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
     ]
     assert all(started > finished for started, finished in gaps)
     assert "transient" in attempts[0]["error"] and "try 1" in attempts[0]["error"]
+    assert Receiver.bodies == []  # retried attempts and the final success post nothing
 
 
-def test_invalid_input_is_never_retried(tmp_path: Path) -> None:
-    root = make_flaky(tmp_path / "p", "invalid")
+class Receiver(http.server.BaseHTTPRequestHandler):
+    bodies: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        length = int(self.headers["Content-Length"])
+        Receiver.bodies.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Receiver.bodies = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def test_invalid_input_is_never_retried_and_its_failure_is_posted(
+    tmp_path: Path, receiver: str
+) -> None:
+    root = make_flaky(tmp_path / "p", "invalid", hook=receiver)
     rewind_all(root, 2)
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 2 as v\nfrom txns\ngroup by user_id\n"
@@ -234,6 +265,10 @@ def test_invalid_input_is_never_retried(tmp_path: Path) -> None:
     tick = gm_json(root, "scheduler", "--once")
     assert [r["status"] for r in tick["ran"]] == ["failed"]
     assert gm_json(root, "runs", "--status", "queued") == []
+    [posted] = Receiver.bodies
+    assert posted["schedule"] == "flaky_nightly" and posted["status"] == "failed"
+    assert posted["run_id"] == tick["ran"][0]["run_id"] and posted["attempt"] == 1
+    assert "ValueError: a bad row" in posted["error"]
 
 
 def test_a_run_that_dies_does_not_take_the_scheduler_down(tmp_path: Path) -> None:
@@ -242,12 +277,13 @@ def test_a_run_that_dies_does_not_take_the_scheduler_down(tmp_path: Path) -> Non
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 3 as v\nfrom txns\ngroup by user_id\n"
     )
-    after = gm_json(root, "run", "--queue")  # waits behind the scheduled run
-    tick = gm_json(root, "scheduler", "--once")
-    statuses = {r["run_id"]: r["status"] for r in tick["ran"]}
-    assert statuses[after["run_id"]] in ("success", "noop")
-    crashed = [r for r in scheduled_runs(root) if r["status"] == "crashed"]
-    assert len(crashed) == 1 and "process" in crashed[0]["error"]
+    first = gm_json(root, "run", "--queue")  # its run process dies of SIGKILL mid-step
+    tick = gm_json(root, "scheduler", "--once")  # then the scheduled run goes on
+    assert [(r["run_id"], r["status"]) for r in tick["ran"]] == [
+        (first["run_id"], "crashed"),
+        (scheduled_runs(root)[0]["run_id"], "success"),
+    ]
+    assert "process stopped" in tick["ran"][0]["error"]
 
 
 def test_a_run_past_its_timeout_is_stopped_and_marked_timed_out(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from gristmill.definitions.monitors import (
 from gristmill.definitions.objects import feature_view, source, table
 from gristmill.definitions.schedules import retry, schedule
 from gristmill.definitions.services import decision, service
-from gristmill.errors import GristmillError
+from gristmill.errors import GristmillError, TransientError
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ def open_project(path: str | None = None):  # type: ignore[no-untyped-def]
 
 __all__ = [
     "GristmillError",
+    "TransientError",
     "accepted_values",
     "decision",
     "drift_monitor",

@@ -27,6 +27,9 @@ class GristmillError(Exception):
     """Root of every error a user can cause and fix."""
 
     exit_code = 1
+    transient = False
+    """Whether trying again later may succeed (an unreachable server, a lock): a scheduled
+    run that failed only of transient errors is retried by its schedule's policy."""
 
     def __init__(self, message: str, *, location: Location | None = None, hint: str = "") -> None:
         self.message = message
@@ -45,7 +48,27 @@ class GristmillError(Exception):
             "message": self.message,
             "location": str(self.location) if self.location else None,
             "hint": self.hint or None,
+            "transient": self.transient,
         }
+
+
+class TransientError(GristmillError):
+    """Raise it from a Python step when trying again later may succeed (``gm.TransientError``):
+    a scheduled run that fails of it is retried by its schedule's ``retries``."""
+
+    transient = True
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an exception a step raised may pass if tried again: Python's own connection
+    and timeout errors, and a library's by its name (``requests``' ``ConnectionError``,
+    ``httpx.ReadTimeout``, ...) or a ``gm.TransientError``."""
+    if isinstance(exc, GristmillError):
+        return exc.transient
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    names = [cls.__name__ for cls in type(exc).__mro__]
+    return any("Timeout" in name or name.endswith("ConnectionError") for name in names)
 
 
 class ProjectNotFoundError(GristmillError):

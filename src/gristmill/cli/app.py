@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -99,6 +100,13 @@ def run(
         int,
         typer.Option(min=-1000, max=1000, help="With --queue: higher runs first (default 0)."),
     ] = 0,
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="With --queue: stop the run once it has run this long (30s, 15m, 2h).",
+            show_default=False,
+        ),
+    ] = None,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -108,8 +116,15 @@ def run(
         plan = ws.plan(select or (), full_refresh=full_refresh)
         render.emit_json(plan) if json else render.plan_table(plan)
         return
+    if timeout is not None and not queue:
+        raise typer.BadParameter("--timeout needs --queue (the scheduler enforces it)")
     if queue:
-        queued = ws.enqueue(select or (), full_refresh=full_refresh, priority=priority)
+        queued = ws.enqueue(
+            select or (),
+            full_refresh=full_refresh,
+            priority=priority,
+            timeout=_duration("--timeout", timeout),
+        )
         if json:
             return render.emit_json(queued)
         render.out.print(
@@ -118,6 +133,21 @@ def run(
         )
         return
     report_run(lambda **kw: ws.run(select or (), full_refresh=full_refresh, **kw), json)
+
+
+def _duration(option: str, value: str | None) -> timedelta | None:
+    from gristmill.definitions.models import parse_duration
+    from gristmill.errors import DefinitionError
+
+    if value is None:
+        return None
+    try:
+        span = parse_duration(value)
+    except DefinitionError as exc:
+        raise typer.BadParameter(exc.message + f" ({exc.hint})", param_hint=option) from None
+    if span <= timedelta(0):
+        raise typer.BadParameter("must be longer than 0 s", param_hint=option)
+    return span
 
 
 def report_run(start: Callable[..., RunOutcome], json: bool) -> RunOutcome:

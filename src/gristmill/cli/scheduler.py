@@ -83,11 +83,15 @@ def _loop(
                 _report_tick(tick, json)
         if stop.asked.is_set():
             break
-        done = ws.work(limit=1)
+        finished = ws.scheduler.run_next()  # in a process of its own
+        done = [finished] if finished is not None else []
         for info in done:
             ran.append(info)
             if not (json and once):  # --once --json: one document at the end
                 _report(info, json)
+            hook = ws.scheduler.notified
+            if hook is not None and not hook["delivered"]:
+                render.err.print(f"on_failure {hook['url']} was not delivered: {hook['error']}")
         if done:  # decide the schedules again, then the next queued run
             continue
         if once:

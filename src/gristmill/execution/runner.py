@@ -18,7 +18,7 @@ from pathlib import Path
 from gristmill import failpoints
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.objects import StepKind
-from gristmill.errors import GristmillError, StepFailed
+from gristmill.errors import GristmillError, StepFailed, is_transient
 from gristmill.execution.engines import Engine
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus
 from gristmill.planning import Action, Plan, PlannedStep
@@ -39,6 +39,25 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return self.status in ("success", "noop")
+
+    @property
+    def failed_steps(self) -> list[StepResult]:
+        return [s for s in self.steps if s.status is StepStatus.FAILED]
+
+    @property
+    def transient(self) -> bool:
+        """Failed only of errors that may pass if the run is tried again."""
+        failed = self.failed_steps
+        return bool(failed) and all((s.error or {}).get("transient") for s in failed)
+
+    def error(self) -> str | None:
+        """What a failed run's record says: its first failed step's error."""
+        failed = self.failed_steps
+        if not failed:
+            return None
+        message = str((failed[0].error or {}).get("message", "failed"))
+        more = f"; {len(failed) - 1} more step(s) failed" if len(failed) > 1 else ""
+        return message + more + (" (transient)" if self.transient else "")
 
 
 class Runner:
@@ -180,6 +199,7 @@ class Runner:
             return self._failed(record, step, exc, time.perf_counter() - clock)
         except Exception as exc:  # a bug or an engine failure: keep the traceback on record
             error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
+            error.transient = is_transient(exc)
             self.catalog.record_step(
                 replace(
                     record,

@@ -15,7 +15,13 @@ import pyarrow as pa
 
 from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Source, Table
-from gristmill.errors import Location, MissingExtraError, StepFailed
+from gristmill.errors import (
+    GristmillError,
+    Location,
+    MissingExtraError,
+    StepFailed,
+    is_transient,
+)
 from gristmill.execution.engines import EngineSqlError, Session
 from gristmill.execution.ingest import check_files, raw_relation_sql
 from gristmill.execution.ml.train import Trained
@@ -166,10 +172,15 @@ def _python(ctx: StepContext, table: Table) -> Materialization:
             if Path(f.filename) == table.location.path
         ]
         line = frames[-1].lineno if frames else table.location.line
-        raise StepFailed(
+        if isinstance(exc, GristmillError):  # gm.TransientError and kin keep their kind
+            exc.location = exc.location or Location(table.location.path, line)
+            raise
+        failed = StepFailed(
             f"{table.name}: {type(exc).__name__}: {exc}",
             location=Location(table.location.path, line),
-        ) from exc
+        )
+        failed.transient = is_transient(exc)
+        raise failed from exc
     ctx.session.register("__gm_result", _to_arrow(table, result))
     return _write_table(ctx, table, "__gm_result")
 

@@ -1,6 +1,7 @@
-"""Decisions POSTed to a webhook in the background, with a timeout and retries.
+"""Events POSTed to a webhook in the background, with a timeout and retries: decisions of
+a service, a monitor's alerts, a scheduled run's failure.
 
-``send`` only queues the decision; a sender thread POSTs it as JSON, retrying a failed
+``send`` only queues the event; a sender thread POSTs it as JSON, retrying a failed
 delivery with backoff, so a slow or down receiver never delays a response. Deliveries
 that still fail are counted (``failed``) with the last error, not raised.
 """
@@ -58,7 +59,7 @@ class Webhook:
             time.sleep(self.backoff_s * (2**attempt))
         self.failed += 1
         logger.warning(
-            "webhook %s: a decision was not delivered after %d attempts (%s); "
+            "webhook %s: an event was not delivered after %d attempts (%s); "
             "%d undelivered so far — check the receiver",
             self.url,
             self.retries + 1,

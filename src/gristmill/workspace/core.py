@@ -7,6 +7,7 @@ internal records into the public shapes of ``shapes.py``. It never prints.
 from __future__ import annotations
 
 import getpass
+import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -19,6 +20,7 @@ from gristmill.definitions.graph import Graph
 from gristmill.definitions.loader import Project, load_project
 from gristmill.definitions.objects import Source, Table
 from gristmill.errors import (
+    GristmillError,
     MissingExtraError,
     NotMaterializedError,
     RunInProgressError,
@@ -263,10 +265,14 @@ class Workspace:
         force: Sequence[str] = (),
         requested_by: str | None = None,
         priority: int = 0,
+        timeout: timedelta | None = None,
     ) -> RunInfo:
-        """Queue a build for the scheduler (or ``work``) instead of running it here."""
+        """Queue a build for the scheduler (or ``work``) instead of running it here;
+        ``timeout``: the scheduler stops it (its processes) once it has run this long."""
         self.plan(selection, full_refresh=full_refresh, force=force)  # refuse bad input now
         request = build_request(selection, full_refresh, force, requested_by, priority)
+        if timeout is not None:
+            request = replace(request, timeout_s=timeout.total_seconds())
         return _run_info(self.coordinator.enqueue(request))
 
     def work(self, *, reporter: Reporter | None = None, limit: int | None = None) -> list[RunInfo]:
@@ -275,18 +281,55 @@ class Workspace:
         done: list[RunInfo] = []
         while limit is None or len(done) < limit:
             outcome = None
-            with self.coordinator.claim() as active:
-                if active is None:
-                    break
-                if active.record.kind == "build":
-                    outcome = self._build(active, reporter)
-                else:
-                    kind = active.record.kind
-                    active.finish("failed", error=f"runs of kind {kind!r} cannot be queued yet")
+            raised: GristmillError | None = None
+            claimed: ActiveRun | None = None
+            try:
+                with self.coordinator.claim() as active:
+                    if active is None:
+                        break
+                    claimed = active
+                    if active.record.kind == "build":
+                        outcome = self._build(active, reporter)
+                    else:
+                        kind = active.record.kind
+                        active.finish("failed", error=f"runs of kind {kind!r} cannot be queued")
+            except GristmillError as exc:
+                if claimed is None:  # the claim itself failed (the catalog is away)
+                    raise
+                raised = exc  # the lifecycle closed the run as failed; the queue goes on
+            assert claimed is not None
             if outcome is not None:
                 self._after_build(outcome, monitors=True)
-            done.append(_run_info(self.coordinator.store.get(active.run_id)))
+            record = self.coordinator.store.get(claimed.run_id)
+            transient = raised.transient if raised else bool(outcome and outcome.result.transient)
+            if record.status == "failed" and transient:
+                self._retry(record)
+            done.append(_run_info(record))
         return done
+
+    def _retry(self, failed: RunRecord) -> RunRecord | None:
+        """The next attempt of a scheduled run that failed of transient errors, queued to
+        start after its backoff; None when its schedule has no retries left."""
+        schedule = self.project.schedules.get(str(failed.params.get("schedule", "")))
+        policy = schedule.retries if schedule is not None else None
+        if policy is None or failed.attempt >= policy.attempts:
+            return None
+        wait = policy.delay(failed.attempt)
+        if policy.jitter:  # "equal jitter": half the backoff, plus up to the other half
+            wait = wait / 2 + wait / 2 * random.random()
+        request = RunRequest(
+            kind=failed.kind,
+            selection=failed.selection,
+            full_refresh=failed.full_refresh,
+            params=failed.params,
+            requested_by=failed.requested_by,
+            priority=failed.priority,
+            timeout_s=failed.timeout_s,
+            not_before=utcnow() + wait,
+            attempt=failed.attempt + 1,
+            retry_of=failed.run_id,
+        )
+        return self.coordinator.enqueue(request)
 
     def cancel(self, run_id: str) -> RunInfo:
         """Cancel a queued run, or ask a running one to stop before its next step."""
@@ -305,7 +348,7 @@ class Workspace:
         result = self._runner(reporter).run(plan, active.run_id, active.should_stop)
         online = () if result.status == "cancelled" else self.sync_online()
         outcome = RunOutcome(result=result, plan=plan, recovery=recovery, online=online)
-        active.finish(result.status, outcome.summary())
+        active.finish(result.status, outcome.summary(), result.error())
         return outcome
 
     def _after_build(self, outcome: RunOutcome, monitors: bool) -> RunOutcome:

@@ -6,6 +6,11 @@ by a lease in the catalog) and queues their runs; working the queue is ``Workspa
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,14 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 from gristmill.definitions.schedules import Schedule
 from gristmill.errors import UnknownNameError
-from gristmill.execution.coordinator import owner_alive, this_owner
+from gristmill.execution.coordinator import _host, owner_alive, this_owner
 from gristmill.planning.schedules import TickDecision, decide_ticks
-from gristmill.storage.catalog.records import utcnow
+from gristmill.storage.catalog.records import RunRecord, utcnow
 from gristmill.storage.catalog.runs import RunRequest
 
 if TYPE_CHECKING:
     from gristmill.workspace.core import Workspace
+    from gristmill.workspace.shapes import RunInfo
 
+POLL_S = 0.1
+STOP_GRACE_S = 60.0
+"""How long a run process asked to stop (Ctrl-C) may take before it is killed."""
 LEADER = "scheduler"
 LEADER_LEASE = timedelta(seconds=30)
 """A leader that stops renewing is replaced after this (a dead one on its host at once)."""
@@ -103,6 +112,107 @@ class Scheduler:
         """Hand the leadership back at once (a daemon that stops)."""
         self._store.release(LEADER, self.owner)
 
+    def run_next(self) -> RunInfo | None:
+        """Take the next queued run and run it in a process of its own; the run as it
+        ended, or None when there was nothing to run.
+
+        A run past its timeout has its process tree killed and is closed as
+        ``timed_out``; a process that dies leaves its run to be closed as ``crashed``.
+        Ctrl-C here (a KeyboardInterrupt) is passed on to the run's process, which closes
+        its run as cancelled, and then raised.
+        """
+        store = self.ws.catalog.run_store
+        self.ws.coordinator.close_abandoned()  # a dead owner's run must not block the queue
+        if not store.runnable():
+            return None
+        with tempfile.TemporaryFile() as out:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "gristmill.workspace.worker", str(self.ws.root)],
+                stdout=out,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+            try:
+                claimed = self._supervise(child)
+            except KeyboardInterrupt:
+                _signal_group(child, signal.SIGINT)
+                try:
+                    child.wait(timeout=STOP_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    _signal_group(child, signal.SIGKILL)
+                    child.wait()
+                raise
+            out.seek(0)
+            run_id = out.read().decode().strip() or (claimed.run_id if claimed else "")
+        if child.returncode != 0:
+            self.ws.coordinator.close_abandoned()  # a dead run process: its run crashed
+        if not run_id:
+            return None
+        info = self.ws.run_info(run_id)
+        self.notified = self._notify_failure(info)
+        return info
+
+    notified: dict[str, Any] | None = None
+    """The last run's ``on_failure`` delivery: url, delivered, error (None: nothing sent)."""
+
+    def _notify_failure(self, info: RunInfo) -> dict[str, Any] | None:
+        """POST a scheduled run's final failure to its schedule's ``on_failure`` URL (not
+        an attempt that will be retried)."""
+        schedule = self.ws.project.schedules.get(str(info.params.get("schedule", "")))
+        if schedule is None or schedule.on_failure is None:
+            return None
+        if info.status not in ("failed", "crashed", "timed_out"):
+            return None
+        if self.ws.catalog.run_store.retried(info.run_id):
+            return None
+        from gristmill.serving.webhook import Webhook
+
+        hook = Webhook(schedule.on_failure, timeout_s=5.0, retries=2)
+        hook.send(
+            {
+                "schedule": schedule.name,
+                "run_id": info.run_id,
+                "status": info.status,
+                "error": info.error,
+                "attempt": info.attempt,
+                "tick": info.params.get("tick"),
+                "started_at": info.started_at,
+                "finished_at": info.finished_at,
+            }
+        )
+        hook.close()
+        return {
+            "url": schedule.on_failure,
+            "delivered": hook.sent == 1,
+            "error": hook.last_error if hook.failed else "",
+        }
+
+    def _supervise(self, child: subprocess.Popen[bytes]) -> RunRecord | None:
+        """Wait for the run process; stop it at its run's timeout."""
+        store = self.ws.catalog.run_store
+        claimed: RunRecord | None = None
+        while child.poll() is None:
+            if claimed is None:
+                claimed = store.owned_by_process(_host(), child.pid)
+            elif claimed.timeout_s is not None and claimed.started_at is not None:
+                ran = (utcnow() - claimed.started_at).total_seconds()
+                if ran > claimed.timeout_s:
+                    _signal_group(child, signal.SIGKILL)
+                    child.wait()
+                    assert claimed.owner is not None
+                    store.finish(
+                        claimed.run_id,
+                        claimed.owner,
+                        "timed_out",
+                        error=f"ran past its timeout of {_span(claimed.timeout_s)}: its "
+                        "processes were stopped",
+                    )
+                    return claimed
+            try:
+                child.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+        return claimed
+
     def _info(self, schedule: Schedule, now: datetime) -> ScheduleInfo:
         last = self._store.ticks(schedule.name, limit=1)
         last_tick = None
@@ -146,3 +256,18 @@ def _request(schedule: Schedule, decision: TickDecision) -> RunRequest:
         requested_by=f"schedule:{schedule.name}",
         timeout_s=schedule.timeout.total_seconds() if schedule.timeout else None,
     )
+
+
+def _signal_group(child: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _span(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:g}s"
+    if seconds < 3600:
+        return f"{seconds / 60:g}m"
+    return f"{seconds / 3600:g}h"

@@ -211,6 +211,36 @@ class RunStore:
         with self._catalog._read() as conn:
             return [_record(row) for row in conn.execute(query).mappings()]
 
+    def runnable(self) -> bool:
+        """Whether a claim now could take a run: one is queued and due, none is running."""
+        r = s.runs
+        now = utcnow()
+        due = (
+            select(r.c.run_id)
+            .where(r.c.status == QUEUED, or_(r.c.not_before.is_(None), r.c.not_before <= now))
+            .limit(1)
+        )
+        running = select(r.c.run_id).where(r.c.status == RUNNING).limit(1)
+        with self._catalog._read() as conn:
+            return conn.execute(due).first() is not None and conn.execute(running).first() is None
+
+    def retried(self, run_id: str) -> bool:
+        """Whether a later attempt of this run was queued."""
+        r = s.runs
+        query = select(r.c.run_id).where(r.c.retry_of == run_id).limit(1)
+        with self._catalog._read() as conn:
+            return conn.execute(query).first() is not None
+
+    def owned_by_process(self, host: str, pid: int) -> RunRecord | None:
+        """The running run that a process of ``host`` owns, if any."""
+        r = s.runs
+        query = select(r).where(
+            r.c.status == RUNNING, r.c.owner.startswith(f"{host}:{pid}:", autoescape=True)
+        )
+        with self._catalog._read() as conn:
+            row = conn.execute(query).mappings().first()
+        return _record(row) if row else None
+
     def get(self, run_id: str) -> RunRecord:
         """One run by its id or a unique prefix of it."""
         with self._catalog._read() as conn:
