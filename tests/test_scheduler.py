@@ -81,17 +81,17 @@ def test_a_missed_tick_is_caught_up_once_and_shown(tmp_path: Path) -> None:
     assert listed[0]["last_tick"] is None and len(listed[0]["next_ticks"]) == 3
     assert listed[0]["next_ticks"][0].endswith(("+01:00", "+02:00"))  # Berlin time
     first = gm_json(root, "scheduler", "--once")
-    assert first["queued_by_schedules"] == [] and first["ran"] == []  # starts now
+    assert first["queued_by_triggers"] == [] and first["ran"] == []  # starts now
     rewind(root, 3)
     tick = gm_json(root, "scheduler", "--once")
-    assert len(tick["queued_by_schedules"]) == 1  # catchup latest: the newest missed tick
+    assert len(tick["queued_by_triggers"]) == 1  # catchup latest: the newest missed tick
     assert [r["requested_by"] for r in tick["ran"]] == ["schedule:every_minute"]
     assert tick["ran"][0]["status"] == "success" and tick["ran"][0]["selection"] == "+per_user"
     shown = gm_json(root, "schedules", "every_minute")
     assert shown["last_tick"]["ran"] and shown["last_tick"]["status"] == "success"
     assert shown["last_tick"]["run_id"] == tick["ran"][0]["run_id"]
     again = gm_json(root, "scheduler", "--once")  # the same ticks are not decided again
-    assert again["queued_by_schedules"] == [] and again["ran"] == []
+    assert again["queued_by_triggers"] == [] and again["ran"] == []
     human = gm(root, "schedules")
     assert "every_minute" in human.stdout and "Europe/Berlin" in human.stdout
     assert f"run {tick['ran'][0]['run_id'][:8]} success" in human.stdout

@@ -36,6 +36,7 @@ from gristmill.definitions.monitors import (
 )
 from gristmill.definitions.objects import feature_view, source, table
 from gristmill.definitions.schedules import retry, schedule
+from gristmill.definitions.sensors import new_files, new_version, sensor
 from gristmill.definitions.services import decision, service
 from gristmill.errors import GristmillError, TransientError
 
@@ -60,6 +61,9 @@ __all__ = [
     "retrain",
     "retry",
     "schedule",
+    "sensor",
+    "new_files",
+    "new_version",
     "feature_view",
     "features",
     "kfold",

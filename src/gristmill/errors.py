@@ -126,6 +126,8 @@ class UnknownRunError(GristmillError):
 class RunInProgressError(GristmillError):
     """Another run of this project is running (its owner's lease is live)."""
 
+    transient = True
+
 
 class RunStateError(GristmillError):
     """A run cannot do what was asked in its state (cancel a run that already ended)."""
@@ -236,6 +238,8 @@ class ScoringError(GristmillError):
 class OnlineStoreError(GristmillError):
     """The online store cannot be reached or written."""
 
+    transient = True
+
 
 class ServiceConfigError(GristmillError):
     """A service cannot be started: its model needs features nothing provides."""
@@ -297,6 +301,8 @@ class UnsupportedMediaType(GristmillError):
 
 class PredictionLogError(GristmillError):
     """The prediction log cannot be written, so the prediction is not answered (HTTP 503)."""
+
+    transient = True
 
 
 class NoSuchRoute(GristmillError):

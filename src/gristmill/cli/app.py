@@ -316,6 +316,34 @@ def schedules(
 
 
 @app.command()
+def sensors(
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Each sensor: what it watches, its cursor, its last evaluation and why it fired or not."""
+    rows = _open(project).scheduler.sensors()
+    if json:
+        return render.emit_json(rows)
+    view = [
+        {
+            "name": r.name,
+            "on": r.on,
+            "select": " ".join(r.select) or "everything",
+            "evaluated": f"{r.evaluated_at:%Y-%m-%d %H:%M:%S}" if r.evaluated_at else "never",
+            "fired": "yes" if r.fired else "",
+            "reason": r.reason or "",
+            "last run": (
+                f"{r.last_run['run_id'][:8]} {r.last_run['status']}" if r.last_run else ""
+            ),
+        }
+        for r in rows
+    ]
+    render.records(
+        "sensors", view, ["name", "on", "select", "evaluated", "fired", "reason", "last run"]
+    )
+
+
+@app.command()
 def scheduler(
     once: Annotated[
         bool,

@@ -42,7 +42,7 @@ class _Stop:
 
 def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> None:
     ran: list[RunInfo] = []
-    queued: list[dict[str, object]] = []
+    queued: list[dict[str, object]] = []  # runs queued by schedules' ticks and by sensors
     with _Stop().installed() as stop:
         try:
             _loop(ws, stop, once, interval, json, ran, queued)
@@ -51,7 +51,7 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
     if json and once:
         render.emit_json(
             {
-                "queued_by_schedules": queued,
+                "queued_by_triggers": queued,
                 "ran": ran,
                 "queued": len(ws.runs(10_000, status="queued")),
             }
@@ -81,6 +81,10 @@ def _loop(
                 queued.append(tick)
             if not (json and once):
                 _report_tick(tick, json)
+        for fired in report.fired:
+            queued.append(fired)
+            if not (json and once):
+                _report_fired(fired, json)
         if stop.asked.is_set():
             break
         finished = ws.scheduler.run_next()  # in a process of its own
@@ -107,6 +111,15 @@ def _report_tick(tick: dict[str, object], json_lines: bool) -> None:
     at = tick["tick"]
     what = f"queued run [bold]{str(tick['run_id'])[:12]}[/]" if tick["run"] else "skipped"
     render.out.print(f"schedule {tick['schedule']} tick {at}: {what} ({tick['reason']})")
+
+
+def _report_fired(fired: dict[str, object], json_lines: bool) -> None:
+    if json_lines:
+        render.out.file.write(orjson.dumps(to_jsonable(fired)).decode() + "\n")
+        render.out.file.flush()
+        return
+    run = str(fired["run_id"])[:12]
+    render.out.print(f"sensor {fired['sensor']}: queued run [bold]{run}[/] ({fired['reason']})")
 
 
 def _report(info: RunInfo, json_lines: bool) -> None:

@@ -16,6 +16,7 @@ from gristmill.definitions.graph import Graph
 from gristmill.definitions.monitors import Monitor, bind
 from gristmill.definitions.objects import Definition, Table, check_name
 from gristmill.definitions.schedules import Schedule
+from gristmill.definitions.sensors import Sensor
 from gristmill.definitions.services import Service
 from gristmill.definitions.sql import parse_sql
 from gristmill.errors import DefinitionError, GraphError, Location, ProjectNotFoundError
@@ -31,6 +32,7 @@ class Project:
     services: Mapping[str, Service] = field(default_factory=dict)
     monitors: Mapping[str, Monitor] = field(default_factory=dict)
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    sensors: Mapping[str, Sensor] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -62,6 +64,7 @@ def load_project(start: Path) -> Project:
     services: dict[str, Definition] = {}
     monitors: dict[str, Definition] = {}
     schedules: dict[str, Definition] = {}
+    sensors: dict[str, Definition] = {}
     for module_path in _module_paths(root, config):
         for definition in _definitions_in(_import(module_path, root)):
             if isinstance(definition, Service):
@@ -70,6 +73,8 @@ def load_project(start: Path) -> Project:
                 _add(monitors, definition)
             elif isinstance(definition, Schedule):
                 _add(schedules, definition)
+            elif isinstance(definition, Sensor):
+                _add(sensors, definition)
             else:
                 _add(nodes, definition)
     _add_sql_files(root, config, nodes)
@@ -81,9 +86,9 @@ def load_project(start: Path) -> Project:
         assert isinstance(monitor, Monitor)
         monitor.validate_refs(graph.nodes, services)  # type: ignore[arg-type]
         bound[monitor.name] = bind(monitor, services)  # type: ignore[arg-type]
-    for sched in schedules.values():
-        assert isinstance(sched, Schedule)
-        sched.validate_refs(graph.nodes)
+    for trigger in (*schedules.values(), *sensors.values()):
+        assert isinstance(trigger, Schedule | Sensor)
+        trigger.validate_refs(graph.nodes)
     return Project(
         root=root,
         config=config,
@@ -91,6 +96,7 @@ def load_project(start: Path) -> Project:
         services=services,  # type: ignore[arg-type]
         monitors=bound,
         schedules=schedules,  # type: ignore[arg-type]
+        sensors=sensors,  # type: ignore[arg-type]
     )
 
 

@@ -50,7 +50,8 @@ class Retry:
         """The wait before try ``attempt + 1`` (without jitter), ``attempt`` counting from 1."""
         if self.backoff is Backoff.FIXED:
             return self.base
-        return self.base * (2 ** (attempt - 1))
+        factor: int = 2 ** (attempt - 1)
+        return self.base * factor
 
 
 def retry(

@@ -6,6 +6,7 @@ by a lease in the catalog) and queues their runs; working the queue is ``Workspa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -17,11 +18,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from gristmill.definitions.schedules import Schedule
+from gristmill.definitions.sensors import Sensor
 from gristmill.errors import UnknownNameError
 from gristmill.execution.coordinator import _host, owner_alive, this_owner
 from gristmill.planning.schedules import TickDecision, decide_ticks
 from gristmill.storage.catalog.records import RunRecord, utcnow
 from gristmill.storage.catalog.runs import RunRequest
+from gristmill.storage.catalog.schedules import SensorState
 
 if TYPE_CHECKING:
     from gristmill.workspace.core import Workspace
@@ -53,11 +56,31 @@ class ScheduleInfo:
 
 
 @dataclass(frozen=True)
+class SensorInfo:
+    name: str
+    on: str
+    """What it watches: ``new_files(source)`` or ``new_version(table)``."""
+    select: list[str]
+    min_interval_s: float
+    cursor: str | None
+    evaluated_at: datetime | None
+    fired: bool
+    """Whether its last evaluation queued a run."""
+    reason: str | None
+    """Why it fired or not, at its last evaluation."""
+    last_run: dict[str, Any] | None
+    """The last run it queued: id, status, when."""
+    defined_at: str
+
+
+@dataclass(frozen=True)
 class TickReport:
     leader: bool
     """Whether this process decided the schedules (else ``held_by`` did)."""
     held_by: str | None
     decided: list[dict[str, Any]] = field(default_factory=list)
+    fired: list[dict[str, Any]] = field(default_factory=list)
+    """Sensors that queued a run: sensor, reason, run_id."""
 
 
 class Scheduler:
@@ -106,7 +129,73 @@ class Scheduler:
                 }
                 for t in stored
             ]
-        return TickReport(leader=True, held_by=None, decided=decided)
+        fired = self._evaluate_sensors(now)
+        return TickReport(leader=True, held_by=None, decided=decided, fired=fired)
+
+    # ---- sensors ------------------------------------------------------------------------
+
+    def sensors(self) -> list[SensorInfo]:
+        states = self._store.sensor_states()
+        return [self._sensor_info(s, states.get(s.name)) for s in self.ws.project.sensors.values()]
+
+    def _evaluate_sensors(self, now: datetime) -> list[dict[str, Any]]:
+        """Evaluate each sensor that is due; store its cursor and reason, queue its run."""
+        states = self._store.sensor_states()
+        fired = []
+        for sensor in self.ws.project.sensors.values():
+            state = states.get(sensor.name)
+            if state is not None and now - state.evaluated_at < sensor.min_interval:
+                continue
+            cursor, reason, fire = self._look(sensor, state.cursor if state else None)
+            run = None
+            if fire:
+                run = (uuid.uuid4().hex, _sensor_request(sensor, reason))
+            stored = self._store.record_sensor(sensor.name, cursor, reason, run)
+            if run is not None:
+                fired.append({"sensor": sensor.name, "reason": reason, "run_id": stored.run_id})
+        return fired
+
+    def _look(self, sensor: Sensor, cursor: str | None) -> tuple[str, str, bool]:
+        """The sensor's new cursor, the reason, and whether it fires."""
+        target = sensor.on.target
+        if sensor.on.kind == "new_version":
+            latest = self.ws.catalog.latest_versions().get(target)
+            now = "" if latest is None else str(latest)
+            if cursor is None:
+                return now, f"started watching {target} (at {_version(now)})", False
+            if now != cursor and now:
+                was = _version(cursor)
+                return now, f"{target} has a new version: {_version(now)} (was {was})", True
+            return now, f"{target} unchanged ({_version(now)})", False
+        step = self.ws.plan([target]).step(target)  # the planner's own view of the files
+        if not step.files or step.action.value != "run":
+            return cursor or "", f"{target}: {step.reason}", False
+        digest = hashlib.sha256(
+            "\n".join(f"{f.path}:{f.size}:{f.mtime_ns}" for f in step.files).encode()
+        ).hexdigest()[:16]
+        names = ", ".join(f.path for f in step.files[:3])
+        more = f" and {len(step.files) - 3} more" if len(step.files) > 3 else ""
+        if digest == cursor:
+            return digest, f"{target}: {step.reason} ({names}{more}), already queued", False
+        return digest, f"{target}: {step.reason} ({names}{more})", True
+
+    def _sensor_info(self, sensor: Sensor, state: SensorState | None) -> SensorInfo:
+        last_run = None
+        if state is not None and state.run_id is not None:
+            run = self.ws.catalog.run_store.get(state.run_id)
+            last_run = {"run_id": run.run_id, "status": run.status, "queued_at": run.created_at}
+        return SensorInfo(
+            name=sensor.name,
+            on=str(sensor.on),
+            select=list(sensor.select),
+            min_interval_s=sensor.min_interval.total_seconds(),
+            cursor=state.cursor if state else None,
+            evaluated_at=state.evaluated_at if state else None,
+            fired=state.fired if state else False,
+            reason=state.reason if state else None,
+            last_run=last_run,
+            defined_at=str(sensor.location),
+        )
 
     def resign(self) -> None:
         """Hand the leadership back at once (a daemon that stops)."""
@@ -241,6 +330,20 @@ class Scheduler:
             last_tick=last_tick,
             defined_at=str(schedule.location),
         )
+
+
+def _version(cursor: str) -> str:
+    return f"v{cursor}" if cursor else "never built"
+
+
+def _sensor_request(sensor: Sensor, reason: str) -> RunRequest:
+    return RunRequest(
+        kind="build",
+        selection=" ".join(sensor.select),
+        full_refresh=sensor.full_refresh,
+        params={"select": list(sensor.select), "sensor": sensor.name, "reason": reason},
+        requested_by=f"sensor:{sensor.name}",
+    )
 
 
 def _request(schedule: Schedule, decision: TickDecision) -> RunRequest:

@@ -296,7 +296,7 @@ class RunStore:
                 hint="`gristmill runs` lists run ids; a unique prefix is enough",
             )
         found = conn.execute(select(r.c.run_id).where(r.c.run_id.startswith(run_id)).limit(2))
-        ids = [row[0] for row in found]
+        ids = [str(row[0]) for row in found]
         if len(ids) != 1:
             raise UnknownRunError(
                 f"no run matches {run_id!r}" if not ids else f"{run_id!r} matches several runs",

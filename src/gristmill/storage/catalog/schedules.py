@@ -1,4 +1,5 @@
-"""Schedules' cursors and decided ticks, and named leases (the scheduler's leader).
+"""What queues runs by itself — schedules' decided ticks, sensors' cursors — and named
+leases (the scheduler's leader).
 
 A tick is decided once: its row is unique on (schedule, tick time) and the run it queues
 is inserted in the same transaction as the row and the schedule's new cursor, so a
@@ -21,6 +22,19 @@ from gristmill.storage.catalog.runs import QUEUED, RunRequest, _new_row
 if TYPE_CHECKING:
     from gristmill.planning.schedules import TickDecision
     from gristmill.storage.catalog.store import Catalog
+
+
+@dataclass(frozen=True)
+class SensorState:
+    sensor: str
+    cursor: str
+    evaluated_at: datetime
+    fired: bool
+    """Whether its last evaluation queued a run."""
+    reason: str
+    run_id: str | None
+    """The last run it queued (kept when later evaluations do not fire)."""
+    fired_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,60 @@ class ScheduleStore:
                 )
                 for row in conn.execute(query).mappings()
             ]
+
+    # ---- sensors ----------------------------------------------------------------------
+
+    def sensor_states(self) -> dict[str, SensorState]:
+        t = s.sensor_state
+        with self._catalog._read() as conn:
+            return {
+                row["sensor"]: SensorState(
+                    row["sensor"],
+                    row["cursor"],
+                    as_utc(row["evaluated_at"]),  # type: ignore[arg-type]
+                    bool(row["fired"]),
+                    row["reason"],
+                    row["run_id"],
+                    as_utc(row["fired_at"]),
+                )
+                for row in conn.execute(select(t)).mappings()
+            }
+
+    def record_sensor(
+        self,
+        sensor: str,
+        cursor: str,
+        reason: str,
+        run: tuple[str, RunRequest] | None,
+    ) -> SensorState:
+        """Store an evaluation; with ``run`` (its id and request) queue it in the same
+        transaction, so a fired sensor's run exists exactly when its cursor moved."""
+        t = s.sensor_state
+        now = utcnow()
+        values: dict[str, object] = {
+            "cursor": cursor,
+            "evaluated_at": now,
+            "fired": run is not None,
+            "reason": reason,
+        }
+        if run is not None:
+            values.update(run_id=run[0], fired_at=now)
+        with self._catalog.run_store._claiming() as conn:
+            if run is not None:
+                conn.execute(insert(s.runs).values(**_new_row(run[0], run[1], QUEUED)))
+            moved = conn.execute(update(t).where(t.c.sensor == sensor).values(**values))
+            if not moved.rowcount:
+                conn.execute(insert(t).values(sensor=sensor, **values))
+            row = conn.execute(select(t).where(t.c.sensor == sensor)).mappings().one()
+        return SensorState(
+            sensor,
+            cursor,
+            now,
+            run is not None,
+            reason,
+            row["run_id"],
+            as_utc(row["fired_at"]),
+        )
 
     # ---- named leases -----------------------------------------------------------------
 

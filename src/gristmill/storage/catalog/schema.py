@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 metadata = MetaData()
 
@@ -232,4 +232,16 @@ leases = Table(
     Column("owner", String(255), nullable=False),
     Column("acquired_at", DateTime(timezone=True), nullable=False),
     Column("lease_until", DateTime(timezone=True), nullable=False),
+)
+
+sensor_state = Table(
+    "sensor_state",
+    metadata,
+    Column("sensor", String(255), primary_key=True),
+    Column("cursor", Text, nullable=False),
+    Column("evaluated_at", DateTime(timezone=True), nullable=False),
+    Column("fired", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("run_id", String(36)),
+    Column("fired_at", DateTime(timezone=True)),
 )

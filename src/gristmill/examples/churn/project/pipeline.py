@@ -222,3 +222,11 @@ nightly = gm.schedule(
     catchup="latest",  # a scheduler that was down runs the newest missed night, once
     description="Every night at 02:30: rebuild what changed, up to the churn model.",
 )
+
+new_transactions = gm.sensor(
+    "new_transactions",
+    on=gm.new_files("transactions"),  # files in data/transactions/ not ingested yet
+    # no select: everything stale is built (a month's events arrive with its transactions),
+    # then the monitors whose inputs changed are evaluated
+    description="New transaction files: ingest and rebuild, with nobody typing.",
+)

@@ -1,0 +1,110 @@
+"""Sensors: runs queued by what happens, not by the clock.
+
+``gm.sensor("new_transactions", on=gm.new_files("transactions"), select="transactions+")``
+queues a build of ``transactions`` and what depends on it when files arrive that the
+source has not ingested; ``on=gm.new_version("user_profile")`` when a table gets a new
+version ("run when upstream changes"). The scheduler evaluates each sensor at most every
+``min_interval``, stores its cursor and the reason, and queues the run in the same
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from gristmill.definitions.models import parse_duration
+from gristmill.definitions.objects import Definition, Source, _caller_location, check_name
+from gristmill.errors import DefinitionError, GraphError, SelectionError
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a sensor watches."""
+
+    kind: str
+    """``new_files`` (a file source's unseen files) or ``new_version`` (a table's version)."""
+    target: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.target})"
+
+
+def new_files(source: str) -> Watch:
+    """Files matching a file source's glob that it has not ingested (new or changed)."""
+    return Watch("new_files", source)
+
+
+def new_version(table: str) -> Watch:
+    """A new version of a table or source (whoever built it)."""
+    return Watch("new_version", table)
+
+
+@dataclass(frozen=True)
+class Sensor(Definition):
+    on: Watch
+    select: tuple[str, ...]
+    min_interval: timedelta
+    full_refresh: bool
+
+    def validate_refs(self, nodes: Mapping[str, Definition]) -> None:
+        from gristmill.definitions.graph import Graph
+
+        target = nodes.get(self.on.target)
+        if target is None:
+            raise GraphError(
+                f"sensor {self.name!r} watches {self.on.target!r}, which the project does not "
+                "define",
+                location=self.location,
+                hint="known: " + ", ".join(sorted(nodes)),
+            )
+        if self.on.kind == "new_files" and not isinstance(target, Source):
+            raise GraphError(
+                f"sensor {self.name!r}: new_files needs a file source; {self.on.target!r} is "
+                "a table",
+                location=self.location,
+                hint=f"watch its versions instead: gm.new_version({self.on.target!r})",
+            )
+        try:
+            Graph(nodes=dict(nodes)).select(self.select)
+        except SelectionError as exc:
+            raise GraphError(
+                f"sensor {self.name!r}: {exc.message}", location=self.location, hint=exc.hint
+            ) from None
+
+
+def sensor(
+    name: str,
+    *,
+    on: Watch,
+    select: str | Sequence[str] = (),
+    min_interval: str | timedelta = "30s",
+    full_refresh: bool = False,
+    description: str = "",
+) -> Sensor:
+    """Queue a build of ``select`` (default: everything) when ``on`` sees something new.
+
+    Args:
+        on: ``gm.new_files("source")`` or ``gm.new_version("table")``.
+        min_interval: the scheduler evaluates the sensor at most this often.
+    """
+    location = _caller_location()
+    check_name(name, location)
+    if not isinstance(on, Watch):
+        raise DefinitionError(
+            f"sensor {name!r}: on= must be gm.new_files(...) or gm.new_version(...)",
+            location=location,
+            hint='e.g. on=gm.new_files("transactions")',
+        )
+    interval = parse_duration(min_interval, location)
+    selectors = (select,) if isinstance(select, str) else tuple(select)
+    return Sensor(
+        name=name,
+        location=location,
+        description=description,
+        on=on,
+        select=tuple(s for raw in selectors for s in raw.replace(",", " ").split()),
+        min_interval=interval,
+        full_refresh=full_refresh,
+    )
