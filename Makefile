@@ -56,9 +56,11 @@ demo-drift: setup
 	cd demo-drift && $(GM) score churn --table user_profile --as-of 2026-06-01
 	@echo "--- monitors before the drift"
 	cd demo-drift && $(GM) monitor run
-	@echo "--- three drifted months arrive: run builds, monitors fire, retraining, gates"
+	@echo "--- three drifted months arrive; one scheduler tick (nobody types run): the sensor"
+	@echo "--- queues the build, monitors fire, retraining, gates"
 	cp -r demo-drift/arriving/. demo-drift/data/
-	cd demo-drift && $(GM) run
+	cd demo-drift && $(GM) scheduler --once
+	cd demo-drift && $(GM) sensors
 	cd demo-drift && $(GM) score churn --table user_profile --as-of 2026-09-01 --model-version 1
 	cd demo-drift && $(GM) monitor run churn_performance
 	cd demo-drift && $(GM) monitor status
@@ -66,10 +68,12 @@ demo-drift: setup
 	cd demo-drift && $(GM) monitor report churn --out report.html
 
 test: setup
+	$(BIN)/mypy src/gristmill
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy src/gristmill
 
 BENCH := benchmarks/.venv
 $(BENCH)/.installed: benchmarks/requirements.txt requirements.lock

@@ -289,7 +289,7 @@ def schedules(
 ) -> None:
     """Each schedule: cron, zone, its next ticks and its last tick's result."""
     ws = _open(project)
-    rows = [ws.scheduler.get(name)] if name else ws.scheduler.list()
+    rows = [ws.scheduler.schedule(name)] if name else ws.scheduler.schedules()
     if json:
         return render.emit_json(rows[0] if name else rows)
     view = []

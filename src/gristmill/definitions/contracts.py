@@ -41,7 +41,7 @@ class RowCheck:
     def columns(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def failure(self) -> exp.Expression:
+    def failure(self) -> exp.Expr:
         """SQL condition that is TRUE when a row breaks this check."""
 
         raise NotImplementedError
@@ -59,7 +59,7 @@ class NotNull(RowCheck):
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def failure(self) -> exp.Expression:
+    def failure(self) -> exp.Expr:
         from sqlglot import exp
 
         return col(self.column).is_(exp.null())
@@ -79,7 +79,7 @@ class Unique(RowCheck):
     def columns(self) -> tuple[str, ...]:
         return self.keys
 
-    def failure(self, order_by: tuple[str, ...] = (ORDER_COLUMN,)) -> exp.Expression:
+    def failure(self, order_by: tuple[str, ...] = (ORDER_COLUMN,)) -> exp.Expr:
         """Later duplicates fail; the first per key in ``order_by`` order is kept.
 
         Ingestion orders by file and row (first occurrence wins). SQL and Python steps
@@ -117,10 +117,10 @@ class Range(RowCheck):
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def failure(self) -> exp.Expression:
+    def failure(self) -> exp.Expr:
         from sqlglot import exp
 
-        parts: list[exp.Expression] = []
+        parts: list[exp.Expr] = []
         if self.min is not None:
             parts.append(exp.LT(this=col(self.column), expression=_literal(self.min)))
         if self.max is not None:
@@ -141,7 +141,7 @@ class AcceptedValues(RowCheck):
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def failure(self) -> exp.Expression:
+    def failure(self) -> exp.Expr:
         from sqlglot import exp
 
         return exp.In(this=col(self.column), expressions=[_literal(v) for v in self.values]).not_()
@@ -168,7 +168,7 @@ class Regex(RowCheck):
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def failure(self) -> exp.Expression:
+    def failure(self) -> exp.Expr:
         from sqlglot import exp
 
         return exp.RegexpFullMatch(
@@ -191,7 +191,7 @@ class TypeCheck(RowCheck):
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def failure(self) -> exp.Expression:
+    def failure(self) -> exp.Expr:
         from sqlglot import exp
 
         raw = col(raw_column(self.column))
@@ -219,7 +219,7 @@ def raw_column(name: str) -> str:
     return f"{RAW_PREFIX}{name}"
 
 
-def _literal(value: object) -> exp.Expression:
+def _literal(value: object) -> exp.Expr:
     from sqlglot import exp
 
     if isinstance(value, bool):

@@ -51,7 +51,7 @@ def parse_sql(text: str, location: Location) -> ParsedSql:
     )
 
 
-def _references(tree: exp.Expression) -> tuple[str, ...]:
+def _references(tree: exp.Expr) -> tuple[str, ...]:
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     names: set[str] = set()
     for table in tree.find_all(exp.Table):

@@ -83,7 +83,7 @@ def checked_query(
     )
 
 
-def _typed(column: str, type_: str | None) -> exp.Expression:
+def _typed(column: str, type_: str | None) -> exp.Expr:
     if type_ is None:
         return col(column)
     return exp.alias_(

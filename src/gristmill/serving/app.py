@@ -322,7 +322,7 @@ class Dispatch:
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
             return
-        await self.rest(scope, receive, send)  # type: ignore[arg-type]
+        await self.rest(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The lifespan, quiet when a second Ctrl-C forces the exit.
@@ -340,7 +340,7 @@ class Dispatch:
             await send(message)
 
         try:
-            await self.rest(scope, receive, hold_failure)  # type: ignore[arg-type]
+            await self.rest(scope, receive, hold_failure)
         except asyncio.CancelledError:
             logger.warning("forced stop: open requests were dropped; answered ones are logged")
             return
@@ -408,8 +408,8 @@ def build_app(
                 spool.close()
             for hook in (webhooks or {}).values():
                 hook.close()
-            for hook in on_shutdown:
-                hook()
+            for shutdown in on_shutdown:
+                shutdown()
 
     async def not_found(request: StarletteRequest, exc: Exception) -> Response:
         return _fallback(request, NoSuchRoute(f"no route {request.url.path}", hint=_routes_hint()))

@@ -100,7 +100,12 @@ def main(spool: str, lake_root: str, every_s: str) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     drainer = Drainer(Path(spool), Lake(Path(lake_root)))
     ended = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.buffer.read(), ended.set()), daemon=True).start()
+
+    def wait_for_eof() -> None:
+        sys.stdin.buffer.read()
+        ended.set()
+
+    threading.Thread(target=wait_for_eof, daemon=True).start()
     while not ended.wait(float(every_s)):
         drainer.drain()
     deadline = time.monotonic() + LINGER_S

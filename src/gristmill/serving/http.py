@@ -69,7 +69,7 @@ class ClientGone(Exception):
 def status_of(exc: GristmillError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 

@@ -81,7 +81,8 @@ class Metrics:
         if self.shared is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(self.shared))
+        # prometheus_client leaves MultiProcessCollector.__init__ unannotated.
+        MultiProcessCollector(registry, path=str(self.shared))  # type: ignore[no-untyped-call]
         return generate_latest(registry)
 
 

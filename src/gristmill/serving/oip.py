@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,11 +148,12 @@ def _tensor(tensor: Any, where: str, binary: memoryview) -> tuple[Tensor, int]:
             hint=f"datatypes: {', '.join(DATATYPES)}",
         )
     sizes = [_integral(d) for d in shape] if isinstance(shape, list) else []
-    if not 0 < len(sizes) <= 2 or not all(d is not None and 0 < d <= MAX_BATCH for d in sizes):
+    dims = [d for d in sizes if d is not None and 0 < d <= MAX_BATCH]
+    if not 0 < len(sizes) <= 2 or len(dims) != len(sizes):
         raise ServingInputError(
             f"{where}: shape must be [n] or [n, 1] with n from 1 to {MAX_BATCH}, not {shape!r}"
         )
-    shape = sizes
+    shape = dims
     count = math.prod(shape)
     parameters = _object(tensor.get("parameters", {}), f"{where}: parameters")
     for key in parameters:
@@ -280,7 +281,7 @@ def _outputs(requested: Any, default_binary: bool) -> list[tuple[str, bool]]:
         return [(name, default_binary) for name in OUTPUTS]
     if not isinstance(requested, list) or not requested:
         raise ServingInputError("outputs must be a non-empty list of {name, parameters}")
-    chosen = []
+    chosen: list[tuple[str, bool]] = []
     for i, output in enumerate(requested):
         if not isinstance(output, dict) or not isinstance(output.get("name"), str):
             raise ServingInputError(f"outputs[{i}] must be an object with a name")
@@ -305,7 +306,7 @@ def _outputs(requested: Any, default_binary: bool) -> list[tuple[str, bool]]:
 
 
 def rows(
-    request: InferRequest, entity: Sequence[str], features: Sequence[str], numeric: set[str]
+    request: InferRequest, entity: Sequence[str], features: Sequence[str], numeric: Collection[str]
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """The request's tensors as one (entity, features) pair per row."""
     by_name = {t.name: t for t in request.inputs}
@@ -355,7 +356,7 @@ def response(
     request: InferRequest, model_name: str, version: int, scores: list[float], decisions: list[str]
 ) -> tuple[bytes, int | None]:
     """The response body and, when some output is binary, the JSON header's length."""
-    data = {"score": scores, "decision": decisions}
+    data: dict[str, list[float] | list[str]] = {"score": scores, "decision": decisions}
     outputs, tail = [], []
     for name, binary in request.outputs:
         output: dict[str, Any] = {

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from gristmill.serving.runtime import ServiceRuntime
 
 REF = "#/components/schemas/"
-INT64 = {"type": "integer", "minimum": -(1 << 63), "maximum": (1 << 64) - 1}
+INT_MINIMUM, INT_MAXIMUM = -(1 << 63), (1 << 64) - 1
+"""Bounds of an integer input: from INT64's minimum to UINT64's maximum."""
 ERROR = {
     "type": "object",
     "properties": {
@@ -261,7 +262,7 @@ def _service_schemas(name: str, runtime: ServiceRuntime) -> dict[str, Any]:
 
 
 def _int_bounds() -> dict[str, int]:
-    return {"minimum": INT64["minimum"], "maximum": INT64["maximum"]}
+    return {"minimum": INT_MINIMUM, "maximum": INT_MAXIMUM}
 
 
 def _input(name: str, datatypes: tuple[str, ...], key: bool = False) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ def batch_reply(
     results: Sequence[Prediction | GristmillError], status_of: Callable[[GristmillError], int]
 ) -> Reply:
     predictions: list[dict[str, Any] | None] = []
-    errors = []
+    errors: list[dict[str, Any]] = []
     for i, result in enumerate(results):
         if isinstance(result, Prediction):
             predictions.append(result.to_dict())

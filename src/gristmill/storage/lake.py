@@ -224,7 +224,9 @@ class Lake:
             write_deltalake(
                 handle if handle is not None else path,
                 stream,
-                mode=mode,
+                # deltalake's overloads take predicate only with mode="overwrite"; when
+                # appending it is None, which the implementation accepts
+                mode=mode,  # type: ignore[arg-type]
                 schema_mode=_schema_mode(mode, predicate, merge_schema),
                 predicate=predicate,
                 commit_properties=properties,

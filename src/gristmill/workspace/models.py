@@ -6,11 +6,13 @@ registered, moves aliases through the gates with an audit trail, and batch-score
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gristmill.definitions.gates import GateResult
 from gristmill.definitions.models import Model
 from gristmill.definitions.objects import Table, check_name
 from gristmill.errors import DefinitionError, GateRefused, Location, ScoringError, UnknownModelError
@@ -152,7 +154,7 @@ class Models:
         info = self.show(name, ref)
         return cards.markdown(info) if format == "md" else cards.to_html(info)
 
-    def events(self, name: str) -> list[ModelEvent]:
+    def events(self, name: str) -> builtins.list[ModelEvent]:
         self.version(name)
         return self.catalog.model_events(name)
 
@@ -237,7 +239,9 @@ class Models:
         action = "override" if failed else ("rollback" if rollback else "promote")
         return self._move(name, alias, candidate.version, previous, action, reason, actor, results)
 
-    def gate_results(self, name: str, ref: str | int, *, alias: str = "champion") -> list[Any]:
+    def gate_results(
+        self, name: str, ref: str | int, *, alias: str = "champion"
+    ) -> builtins.list[GateResult]:
         """The spec's gates on a version, against the versions the aliases point at (none
         when it would roll ``alias`` back to an earlier version)."""
         candidate = self.version(name, ref)
@@ -250,7 +254,7 @@ class Models:
         }
         return [g.check(candidate.metrics, others) for g in self.spec(name).gates]
 
-    def pending(self, name: str) -> list[ModelEvent]:
+    def pending(self, name: str) -> builtins.list[ModelEvent]:
         """Promotions a monitor left for manual approval that no later move completed."""
         events = self.catalog.model_events(name)
         out = []
@@ -291,7 +295,7 @@ class Models:
         action: str,
         reason: str,
         actor: str | None,
-        results: list[Any],
+        results: builtins.list[GateResult],
     ) -> Promotion:
         event = ModelEvent(
             model=name,

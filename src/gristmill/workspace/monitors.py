@@ -15,7 +15,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from gristmill.definitions.monitors import (
     LOG,
@@ -31,7 +31,13 @@ from gristmill.definitions.monitors import (
 from gristmill.definitions.objects import Table
 from gristmill.errors import GateRefused, GristmillError, UnknownNameError
 from gristmill.execution.monitoring.findings import Finding, Outcome, State, failed, skipped
-from gristmill.storage.catalog import ModelEvent, ModelVersion, MonitorAlert, MonitorResult
+from gristmill.storage.catalog import (
+    Catalog,
+    ModelEvent,
+    ModelVersion,
+    MonitorAlert,
+    MonitorResult,
+)
 from gristmill.storage.catalog.records import utcnow
 
 if TYPE_CHECKING:
@@ -44,6 +50,26 @@ REFERENCE = "__gm_reference"
 CURRENT = "__gm_current"
 WINDOW = "__gm_window"
 LABELS = "__gm_labels"
+
+
+class EvaluationWindow(TypedDict):
+    """The span an evaluation judged and the champion it judged, as ``Outcome`` fields."""
+
+    window_start: datetime
+    window_end: datetime
+    model_version: int
+
+
+class ResultBase(TypedDict):
+    """The ``MonitorResult`` fields every row of one evaluation shares."""
+
+    evaluation_id: str
+    monitor: str
+    type: str
+    evaluated_at: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    model_version: int | None
 
 
 @dataclass(frozen=True)
@@ -110,7 +136,7 @@ class Monitors:
         self.ws = ws
 
     @property
-    def catalog(self) -> Any:
+    def catalog(self) -> Catalog:
         return self.ws.catalog
 
     def spec(self, name: str) -> Monitor:
@@ -248,7 +274,7 @@ class Monitors:
             # The window's rows once, in the engine (which spills); then one column at a time.
             session.materialize(WINDOW, rows_sql)
             (rows,) = session.rows(f"SELECT count(*) FROM {WINDOW}")[0]
-            window = {"window_start": start, "window_end": end, "model_version": champion}
+            window = EvaluationWindow(window_start=start, window_end=end, model_version=champion)
             if rows < spec.min_rows:
                 return skipped(
                     f"{rows} rows in the window; min_rows is {spec.min_rows}", rows=rows, **window
@@ -258,14 +284,14 @@ class Monitors:
                 current_scores = drift.fetch(session, f"SELECT {drift.SCORE} FROM {WINDOW}")[0]
             else:
                 current_scores = drift.scores(session, f"SELECT {columns} FROM {WINDOW}", model)
-            columns = drift.column_pairs(session, REFERENCE, WINDOW, watched)
+            pairs = drift.column_pairs(session, REFERENCE, WINDOW, watched)
             try:
                 found, charts = drift.findings(
-                    itertools.chain(columns, [(drift.SCORE, reference_scores, current_scores)]),
+                    itertools.chain(pairs, [(drift.SCORE, reference_scores, current_scores)]),
                     dict(spec.thresholds),
                 )
             finally:  # its reading thread is done with the session before the session closes
-                columns.close()
+                pairs.close()
         return Outcome(findings=found, rows=rows, charts=charts, **window)
 
     def _performance(
@@ -319,7 +345,7 @@ class Monitors:
                 threshold=model_spec.threshold,
                 seed=model_spec.seed,
             )
-        window = {"window_start": start, "window_end": end, "model_version": champion}
+        window = EvaluationWindow(window_start=start, window_end=end, model_version=champion)
         if rows < spec.min_rows:
             return skipped(
                 f"{rows} predictions with labels in the window; min_rows is {spec.min_rows}",
@@ -367,7 +393,7 @@ class Monitors:
         node = self.ws.graph.get(spec.table)
         feature = node.feature if isinstance(node, Table) else None
         if spec.freshness is not None:
-            newest = latest.finished_at
+            newest: datetime | None = latest.finished_at
             if feature is not None:
                 data = self.ws.lake.read(spec.table, latest.version, columns=[feature.timestamp])
                 import pyarrow.compute as pc
@@ -375,7 +401,7 @@ class Monitors:
                 top = pc.max(data[feature.timestamp]).as_py()
                 newest = _utc(top) if top is not None else None
             found.append(quality.freshness_finding(newest, now, spec.freshness))
-        charts: dict[str, dict] = {}
+        charts: dict[str, dict[str, Any]] = {}
         if previous is not None:
             keys = set(feature.entity) | {feature.timestamp} if feature else set()
             columns = [
@@ -469,13 +495,13 @@ class Monitors:
         except GristmillError as exc:
             return "failed", {"error": exc.message, "hint": exc.hint or ""}
         if not outcome.ok:
-            failed = [
+            failed_steps = [
                 f"{r.name}: {r.error.get('message', r.error)}"
                 for r in outcome.result.steps
                 if r.error
             ]
             return "failed", {
-                "error": f"the run that retrains {model} failed: " + "; ".join(failed),
+                "error": f"the run that retrains {model} failed: " + "; ".join(failed_steps),
                 "hint": "fix the failing step, then `gristmill monitor run` again",
             }
         latest = self.ws.models.version(model, "latest")
@@ -486,10 +512,10 @@ class Monitors:
                 "reason": f"{alias} v{before} is already trained on the newest training set",
             }
         results = self.ws.models.gate_results(model, latest.version, alias=alias)
-        failed = [r for r in results if not r.passed]
+        failed_gates = [r for r in results if not r.passed]
         gates = [r.to_dict() for r in results]
-        if failed:
-            reason = "; ".join(f"`{r.gate}` ({r.detail})" for r in failed)
+        if failed_gates:
+            reason = "; ".join(f"`{r.gate}` ({r.detail})" for r in failed_gates)
             self._event(model, "refused", alias, latest.version, before, actor, reason, gates)
             return "kept", {
                 "version": latest.version,
@@ -610,7 +636,7 @@ class Monitors:
     def _results(
         self, spec: Monitor, evaluation_id: str, now: datetime, outcome: Outcome, key: str | None
     ) -> list[MonitorResult]:
-        base = {
+        base: ResultBase = {
             "evaluation_id": evaluation_id,
             "monitor": spec.name,
             "type": spec.type,
@@ -699,11 +725,12 @@ def _headline(results: list[MonitorResult]) -> dict[str, Any] | None:
         return None
 
     def closeness(r: MonitorResult) -> float:
+        value, threshold = r.value, r.threshold
+        assert value is not None and threshold is not None  # only judged rows are compared
         above = (r.details or {}).get("above_alerts", True)
-        if r.threshold == 0:
-            return float("inf") if r.value else 0.0
-        ratio = r.value / r.threshold if above else r.threshold / max(r.value, 1e-12)  # type: ignore[operator]
-        return ratio
+        if threshold == 0:
+            return float("inf") if value else 0.0
+        return value / threshold if above else threshold / max(value, 1e-12)
 
     top = max(judged, key=closeness)
     return {

@@ -92,11 +92,11 @@ class Scheduler:
     def _store(self) -> Any:
         return self.ws.catalog.schedule_store
 
-    def list(self, now: datetime | None = None) -> list[ScheduleInfo]:
+    def schedules(self, now: datetime | None = None) -> list[ScheduleInfo]:
         now = now or utcnow()
         return [self._info(s, now) for s in self.ws.project.schedules.values()]
 
-    def get(self, name: str) -> ScheduleInfo:
+    def schedule(self, name: str) -> ScheduleInfo:
         found = self.ws.project.schedules.get(name)
         if found is None:
             raise UnknownNameError("schedule", name, list(self.ws.project.schedules))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import orjson
 
@@ -40,6 +40,13 @@ ROLES = ("admin", "service", "reader")
 NEW_KEY_S = 1.0
 """An unknown key re-reads the keys if they are older than this: new keys work at once."""
 ENV = "GRISTMILL_SERVE"
+
+
+class Limits(TypedDict):
+    """The keyword arguments of ``GuardedProtocol.configure``, also passed to workers."""
+
+    max_connections: int
+    request_timeout: float
 
 
 def _hash(token: str) -> str:
@@ -182,7 +189,7 @@ def serve(
     import_lightgbm_for_scoring()
     settings = ws.project.config.serve
     names = check(ws, names, auth=auth)
-    limits = {
+    limits: Limits = {
         "max_connections": max_connections or settings.max_connections,
         "request_timeout": request_timeout or settings.request_timeout,
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import orjson
@@ -238,7 +239,7 @@ def _write_transactions(
 
 def _category_mix() -> np.ndarray:
     weights = np.array([20, 10, 15, 2, 4, 8, 6, 10, 8, 6, 5, 6], dtype=float)
-    return weights / weights.sum()
+    return cast(np.ndarray, weights / weights.sum())
 
 
 def _write_events(

@@ -17,7 +17,7 @@ import threading
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -228,7 +228,8 @@ class _FastRow:
     def __init__(self, booster: Any, predict_type: int, columns: int) -> None:
         import ctypes
 
-        from lightgbm.basic import _LIB, _c_str, _safe_call
+        from lightgbm.basic import _c_str, _safe_call
+        from lightgbm.libpath import _LIB  # where it is defined; basic only re-imports it
 
         self._lib, self._check, self._ctypes = _LIB, _safe_call, ctypes
         self.handle = ctypes.c_void_p()
@@ -375,7 +376,7 @@ class SklearnBackend(Backend):
         coef = getattr(model, "coef_", None)
         if coef is None or np.ravel(coef).shape[0] != row.shape[1]:
             return None
-        return np.ravel(coef) * np.nan_to_num(row[0])
+        return cast(np.ndarray, np.ravel(coef) * np.nan_to_num(row[0]))
 
     def dumps(self, model: Any) -> bytes:
         import skops.io as sio
@@ -428,7 +429,7 @@ def canonical_zip(data: bytes) -> bytes:
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            out = {}
+            out: dict[str, Any] = {}
             for key, value in node.items():
                 if key == "__id__" and isinstance(value, int):
                     out[key] = ids.setdefault(value, len(ids) + 1)

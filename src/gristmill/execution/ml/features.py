@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -43,11 +43,11 @@ class Feature:
 
 
 def _is_text(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t))
 
 
 def _is_numeric(t: pa.DataType) -> bool:
-    return (
+    return bool(
         pa.types.is_integer(t)
         or pa.types.is_floating(t)
         or pa.types.is_boolean(t)
@@ -101,7 +101,7 @@ def _floats(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     filled = pc.fill_null(pc.cast(column, pa.float64()), float("nan"))
     if isinstance(filled, pa.ChunkedArray):
         filled = filled.combine_chunks()
-    return filled.to_numpy(zero_copy_only=False)
+    return cast(np.ndarray, filled.to_numpy(zero_copy_only=False))
 
 
 def to_pandas(data: pa.Table | pa.RecordBatch, features: Sequence[Feature]) -> Any:

@@ -169,7 +169,7 @@ def baseline(
     constant = float(np.mean(y_train))
     scores = np.full(len(y_test), constant)
     functions = metric_functions(task, threshold)
-    values = {}
+    values: dict[str, float | None] = {}
     for name, fn in functions.items():
         try:
             values[name] = fn(y_test, scores)

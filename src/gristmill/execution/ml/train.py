@@ -167,7 +167,7 @@ def _read(session: Session, spec: Model, training_set: Materialization) -> _Data
 
 
 def _labels(spec: Model, column: pa.ChunkedArray) -> np.ndarray:
-    y = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    y: np.ndarray = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     if spec.task is Task.CLASSIFICATION:
         values = set(np.unique(y).tolist())
         if not values <= {0.0, 1.0}:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -25,14 +26,14 @@ Pair = tuple[str, pa.ChunkedArray | pa.Array, pa.ChunkedArray | pa.Array]
 
 def findings(
     pairs: Iterable[Pair], thresholds: Mapping[str, float]
-) -> tuple[list[Finding], dict[str, dict]]:
+) -> tuple[list[Finding], dict[str, dict[str, Any]]]:
     """Every statistic of every column pair, and each column's histogram.
 
     Pairs are taken one at a time (see ``column_pairs``), so the memory beyond the
     engine's is a few copies of one column.
     """
     out: list[Finding] = []
-    charts: dict[str, dict] = {}
+    charts: dict[str, dict[str, Any]] = {}
     for name, reference, current in pairs:
         drift = column_drift(name, reference, current)
         charts[name] = {"kind": drift.kind.value, **drift.histogram}
@@ -51,7 +52,7 @@ def findings(
 
 def column_pairs(
     session: Session, reference: str, current: str, names: Iterable[str]
-) -> Iterator[Pair]:
+) -> Generator[Pair, None, None]:
     """One column of each relation at a time: the engine scans only that column.
 
     The next pair is read while the caller works on this one, so at most two pairs are

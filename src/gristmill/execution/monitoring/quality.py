@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -72,9 +73,9 @@ def file_pairs(added: Sequence[str], kept: Sequence[str], columns: Sequence[str]
 
 def column_findings(
     pairs: Iterable[Pair], psi_threshold: float
-) -> tuple[list[Finding], dict[str, dict]]:
+) -> tuple[list[Finding], dict[str, dict[str, Any]]]:
     out: list[Finding] = []
-    charts: dict[str, dict] = {}
+    charts: dict[str, dict[str, Any]] = {}
     for name, before, added in pairs:
         drift = column_drift(name, before, added)
         charts[name] = {"kind": drift.kind.value, **drift.histogram}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -234,7 +234,7 @@ def _value_counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
 def _null_rate(values: pa.ChunkedArray | pa.Array) -> float:
     if len(values) == 0:
         return 0.0
-    nulls = values.null_count
+    nulls: int = values.null_count
     if pa.types.is_floating(values.type):
         nulls += int(pc.sum(pc.is_nan(values)).as_py() or 0)  # nulls stay null, not counted twice
     return nulls / len(values)
@@ -246,7 +246,7 @@ def _floats(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     out = array.to_numpy(zero_copy_only=False)
-    return out[~np.isnan(out)]
+    return cast(np.ndarray, out[~np.isnan(out)])
 
 
 def _is_numeric(arrow_type: pa.DataType) -> bool:

@@ -63,7 +63,7 @@ _STORES: dict[str, Callable[[str, Path, str], OnlineStore]] = {}
 
 def register(scheme: str) -> Callable[[type[OnlineStore]], type[OnlineStore]]:
     def decorate(cls: type[OnlineStore]) -> type[OnlineStore]:
-        _STORES[scheme] = cls  # type: ignore[assignment]
+        _STORES[scheme] = cls
         return cls
 
     return decorate
