@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,6 +69,34 @@ def workspace(project: Path) -> Workspace:
     ws = Workspace.open(project)
     yield ws
     ws.close()
+
+
+def gm(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``gristmill ARGS -p ROOT`` in a real process (wide, so tables do not wrap)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def gm_json(root: Path, *args: str) -> Any:
+    """``gristmill ARGS --json`` in a real process: it must succeed; its document."""
+    proc = gm(root, *args, "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def spawn(root: Path, *args: str) -> subprocess.Popen[str]:
+    """``gristmill ARGS -p ROOT`` started in the background (signals are the test's)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @dataclass

@@ -14,34 +14,10 @@ from pathlib import Path
 import pytest
 
 from gristmill.workspace import Workspace
-from tests.conftest import write_project
+from tests.conftest import gm, gm_json, spawn, write_project
 from tests.test_crash import SLOW_MODULE, make
 
 pytestmark = pytest.mark.slow
-
-
-def gm(root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def gm_json(root: Path, *args: str) -> object:
-    proc = gm(root, *args, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
-def spawn(root: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen[str], seconds: float = 60) -> None:

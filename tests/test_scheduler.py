@@ -8,8 +8,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from sqlalchemy import update
 from gristmill.storage.catalog import schema as s
 from gristmill.storage.catalog.records import utcnow
 from gristmill.workspace import Workspace
-from tests.conftest import BASIC_MODULE, write_project
+from tests.conftest import BASIC_MODULE, gm, gm_json, spawn, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -36,31 +34,6 @@ every_minute = gm.schedule(
 
 def make(root: Path, catchup: str = "latest") -> Path:
     return write_project(root, module=BASIC_MODULE + EVERY_MINUTE.format(catchup=catchup))
-
-
-def gm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def gm_json(root: Path, *args: str) -> object:
-    proc = gm(root, *args, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
-def spawn(root: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def rewind(root: Path, minutes: int) -> None:

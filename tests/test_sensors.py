@@ -3,10 +3,6 @@ scheduler, once per change, with their cursor and reason stored; bad ones fail a
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +10,7 @@ import pytest
 from gristmill.definitions.loader import load_project
 from gristmill.errors import DefinitionError, GraphError
 from gristmill.workspace import Workspace
-from tests.conftest import BASIC_MODULE, write_project
+from tests.conftest import BASIC_MODULE, gm, gm_json, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -24,22 +20,6 @@ profile_changed = gm.sensor(
     "profile_changed", on=gm.new_version("per_user"), select="top_users", min_interval="0s"
 )
 """
-
-
-def gm(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def gm_json(root: Path, *args: str) -> object:
-    proc = gm(root, *args, "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def sensor(root: Path, name: str) -> dict:

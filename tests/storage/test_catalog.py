@@ -148,3 +148,28 @@ def test_model_versions_aliases_and_events(url: str) -> None:
     ]
     assert events[1].at == at and events[1].reason == "why"
     catalog.close()
+
+
+def test_an_empty_catalog_file_being_created_by_another_process_is_waited_for(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    path = tmp_path / "catalog.db"
+    path.touch()  # what a process that just began creating the catalog leaves for a moment
+
+    def create() -> None:
+        time.sleep(0.3)
+        sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").close()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    catalog = Catalog(f"sqlite:///{path}")  # waits for the header, then migrates to head
+    creator.join()
+    assert catalog.latest_versions() == {}
+    catalog.close()
+    path.write_bytes(b"")  # an empty file that stays empty was truncated: refused
+    with pytest.raises(CatalogError, match="is an empty file"):
+        Catalog(f"sqlite:///{path}")

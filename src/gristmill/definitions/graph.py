@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from gristmill.definitions.objects import Definition, Source, Table
-from gristmill.errors import GraphError, SelectionError, UnknownTableError
+from gristmill.errors import GraphError, Location, SelectionError, UnknownTableError
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,23 @@ class Graph:
         if selector.endswith("+"):
             picked |= self.downstream_of(name)
         return picked
+
+
+def selectors(select: str | Iterable[str]) -> tuple[str, ...]:
+    """``"+a, b"`` or ``["+a", "b"]`` as ``("+a", "b")``."""
+    raws = (select,) if isinstance(select, str) else tuple(select)
+    return tuple(s for raw in raws for s in raw.replace(",", " ").split())
+
+
+def check_selection(
+    owner: str, select: Iterable[str], nodes: Mapping[str, Definition], location: Location
+) -> None:
+    """A selection of a schedule or a sensor names something: else a load-time error at
+    ``location``, named after its ``owner`` (``schedule 'nightly'``)."""
+    try:
+        Graph(nodes=dict(nodes)).select(select)
+    except SelectionError as exc:
+        raise GraphError(f"{owner}: {exc.message}", location=location, hint=exc.hint) from None
 
 
 def _closure(start: str, step: object) -> set[str]:

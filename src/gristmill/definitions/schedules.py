@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gristmill.definitions.graph import selectors
 from gristmill.definitions.models import parse_duration
 from gristmill.definitions.objects import Definition, _caller_location, check_name
-from gristmill.errors import DefinitionError, GraphError, Location, SelectionError
+from gristmill.errors import DefinitionError, Location
 
 ON_TIME = timedelta(seconds=60)
 """A tick seen within this of its time is on time (``catchup="skip"`` still runs it)."""
@@ -123,14 +124,9 @@ class Schedule(Definition):
         return found
 
     def validate_refs(self, nodes: Mapping[str, Definition]) -> None:
-        from gristmill.definitions.graph import Graph
+        from gristmill.definitions.graph import check_selection
 
-        try:
-            Graph(nodes=dict(nodes)).select(self.select)
-        except SelectionError as exc:
-            raise GraphError(
-                f"schedule {self.name!r}: {exc.message}", location=self.location, hint=exc.hint
-            ) from None
+        check_selection(f"schedule {self.name!r}", self.select, nodes, self.location)
 
 
 def schedule(
@@ -183,14 +179,13 @@ def schedule(
         raise DefinitionError(
             f"on_failure must be an http(s) URL, not {on_failure!r}", location=location
         )
-    selectors = (select,) if isinstance(select, str) else tuple(select)
     return Schedule(
         name=name,
         location=location,
         description=description,
         cron=" ".join(cron.split()),
         timezone=timezone,
-        select=tuple(s for raw in selectors for s in raw.replace(",", " ").split()),
+        select=selectors(select),
         catchup=policy,
         catchup_window=window,
         timeout=limit,

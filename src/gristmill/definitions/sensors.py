@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from gristmill.definitions.graph import check_selection, selectors
 from gristmill.definitions.models import parse_duration
 from gristmill.definitions.objects import Definition, Source, _caller_location, check_name
-from gristmill.errors import DefinitionError, GraphError, SelectionError
+from gristmill.errors import DefinitionError, GraphError
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,6 @@ class Sensor(Definition):
     full_refresh: bool
 
     def validate_refs(self, nodes: Mapping[str, Definition]) -> None:
-        from gristmill.definitions.graph import Graph
-
         target = nodes.get(self.on.target)
         if target is None:
             raise GraphError(
@@ -66,12 +65,7 @@ class Sensor(Definition):
                 location=self.location,
                 hint=f"watch its versions instead: gm.new_version({self.on.target!r})",
             )
-        try:
-            Graph(nodes=dict(nodes)).select(self.select)
-        except SelectionError as exc:
-            raise GraphError(
-                f"sensor {self.name!r}: {exc.message}", location=self.location, hint=exc.hint
-            ) from None
+        check_selection(f"sensor {self.name!r}", self.select, nodes, self.location)
 
 
 def sensor(
@@ -98,13 +92,12 @@ def sensor(
             hint='e.g. on=gm.new_files("transactions")',
         )
     interval = parse_duration(min_interval, location)
-    selectors = (select,) if isinstance(select, str) else tuple(select)
     return Sensor(
         name=name,
         location=location,
         description=description,
         on=on,
-        select=tuple(s for raw in selectors for s in raw.replace(",", " ").split()),
+        select=selectors(select),
         min_interval=interval,
         full_refresh=full_refresh,
     )

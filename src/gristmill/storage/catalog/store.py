@@ -7,6 +7,7 @@ Alembic and upgraded when a project is opened.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -51,6 +52,8 @@ from gristmill.storage.catalog.records import (
 from gristmill.storage.catalog.runs import RunStore
 from gristmill.storage.catalog.schedules import ScheduleStore
 
+CREATION_GRACE_S = 2.0
+"""How long an empty SQLite catalog file may wait for its creator to write its header."""
 WRITER = "gristmill_writer"
 """Execution option of the connections that write (on SQLite: ``BEGIN IMMEDIATE``)."""
 
@@ -324,12 +327,20 @@ class Catalog(CatalogReader):
             yield conn
 
     def _refuse_emptied(self) -> None:
-        """A SQLite catalog file that exists with no bytes was truncated, not created: starting
-        a new catalog in it would silently forget models, aliases, tokens and runs."""
+        """A SQLite catalog file that stays without bytes was truncated, not created: starting
+        a new catalog in it would silently forget models, aliases, tokens and runs.
+
+        Another process creating the catalog right now (two commands started together on a
+        new project) writes its header within milliseconds: an empty file is given
+        ``CREATION_GRACE_S`` to get one before it is refused.
+        """
         url = self._engine.url
         if url.get_backend_name() != "sqlite" or not url.database:
             return
         path = Path(url.database)
+        deadline = time.monotonic() + CREATION_GRACE_S
+        while path.is_file() and path.stat().st_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         if path.is_file() and path.stat().st_size == 0:
             raise CatalogError(
                 f"the catalog {path} is an empty file (0 bytes): it was truncated or replaced",
