@@ -10,35 +10,85 @@ Project modules use the declarative API below::
                                      gm.in_range("amount", min=0)])
 """
 
-from gristmill.definitions.contracts import (
-    accepted_values,
-    in_range,
-    matches,
-    not_null,
-    row_count,
-    unique,
-)
-from gristmill.definitions.models import (
-    features,
-    kfold,
-    lightgbm,
-    model,
-    sklearn,
-    time_split,
-    training_set,
-    xgboost,
-)
-from gristmill.definitions.monitors import (
-    drift_monitor,
-    performance_monitor,
-    quality_monitor,
-    retrain,
-)
-from gristmill.definitions.objects import feature_view, source, table
-from gristmill.definitions.schedules import retry, schedule
-from gristmill.definitions.sensors import new_files, new_version, sensor
-from gristmill.definitions.services import decision, service
+from typing import TYPE_CHECKING, Any
+
 from gristmill.errors import GristmillError, TransientError
+
+# The declarative API is imported on first use (``gm.source`` in a project module): the
+# CLI imports this package too, and its --help must not pay for sqlglot and the models.
+_API = {
+    "gristmill.definitions.contracts": (
+        "accepted_values",
+        "in_range",
+        "matches",
+        "not_null",
+        "row_count",
+        "unique",
+    ),
+    "gristmill.definitions.models": (
+        "features",
+        "kfold",
+        "lightgbm",
+        "model",
+        "sklearn",
+        "time_split",
+        "training_set",
+        "xgboost",
+    ),
+    "gristmill.definitions.monitors": (
+        "drift_monitor",
+        "performance_monitor",
+        "quality_monitor",
+        "retrain",
+    ),
+    "gristmill.definitions.objects": ("feature_view", "source", "table"),
+    "gristmill.definitions.schedules": ("retry", "schedule"),
+    "gristmill.definitions.sensors": ("new_files", "new_version", "sensor"),
+    "gristmill.definitions.services": ("decision", "service"),
+}
+_HOME = {name: module for module, names in _API.items() for name in names}
+
+if TYPE_CHECKING:
+    from gristmill.definitions.contracts import (
+        accepted_values,
+        in_range,
+        matches,
+        not_null,
+        row_count,
+        unique,
+    )
+    from gristmill.definitions.models import (
+        features,
+        kfold,
+        lightgbm,
+        model,
+        sklearn,
+        time_split,
+        training_set,
+        xgboost,
+    )
+    from gristmill.definitions.monitors import (
+        drift_monitor,
+        performance_monitor,
+        quality_monitor,
+        retrain,
+    )
+    from gristmill.definitions.objects import feature_view, source, table
+    from gristmill.definitions.schedules import retry, schedule
+    from gristmill.definitions.sensors import new_files, new_version, sensor
+    from gristmill.definitions.services import decision, service
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gristmill' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from gristmill.cli import render
-from gristmill.cli.progress import RichReporter
 from gristmill.errors import RunFailed
-from gristmill.workspace import Workspace
-from gristmill.workspace.core import RunOutcome
+
+if TYPE_CHECKING:  # the service layer is imported by the commands that use it: --help is fast
+    from gristmill.workspace import Workspace
+    from gristmill.workspace.core import RunOutcome
 
 app = typer.Typer(
     name="gristmill",
@@ -39,6 +40,8 @@ MAX_INT = 2**63 - 1
 
 
 def _open(project: Path | None) -> Workspace:
+    from gristmill.workspace import Workspace
+
     return Workspace.open(project)
 
 
@@ -152,6 +155,8 @@ def _duration(option: str, value: str | None) -> timedelta | None:
 
 def report_run(start: Callable[..., RunOutcome], json: bool) -> RunOutcome:
     """Run with progress bars (or quietly for --json), print the summary, fail on failure."""
+    from gristmill.cli.progress import RichReporter
+
     if json:
         outcome = start()
         render.emit_json(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from rich.progress import (
     BarColumn,
@@ -16,7 +17,9 @@ from rich.progress import (
 
 from gristmill.cli.render import err, styled
 from gristmill.execution.reporter import StepResult, StepStatus
-from gristmill.planning import Plan
+
+if TYPE_CHECKING:
+    from gristmill.planning import Plan
 
 
 class RichReporter:

@@ -15,11 +15,12 @@ from rich.tree import Tree
 
 from gristmill.errors import OutputError
 from gristmill.execution.reporter import StepResult, StepStatus
-from gristmill.planning import Plan
 from gristmill.workspace.shapes import LineageNode, to_jsonable
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from gristmill.planning import Plan
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from gristmill.cli.render import fmt_time, out, records
-from gristmill.storage.catalog import ModelEvent
 from gristmill.workspace.cards import fmt
 from gristmill.workspace.shapes import (
     Comparison,
@@ -17,6 +16,9 @@ from gristmill.workspace.shapes import (
     Promotion,
     ScoreResult,
 )
+
+if TYPE_CHECKING:
+    from gristmill.storage.catalog import ModelEvent
 
 
 def model_list(rows: list[ModelSummary]) -> None:

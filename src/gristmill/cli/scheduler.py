@@ -7,12 +7,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import orjson
 
 from gristmill.cli import render
-from gristmill.workspace import Workspace
 from gristmill.workspace.shapes import RunInfo, to_jsonable
+
+if TYPE_CHECKING:
+    from gristmill.workspace import Workspace
 
 
 class _Stop:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gristmill.planning import Plan
+if TYPE_CHECKING:
+    from gristmill.planning import Plan
 
 
 class StepStatus(StrEnum):

@@ -29,7 +29,6 @@ from gristmill.errors import (
 )
 from gristmill.execution.coordinator import ActiveRun, Coordinator
 from gristmill.execution.engines import Engine, Session, create_engine
-from gristmill.execution.online import OnlineSync
 from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
 from gristmill.execution.runner import Runner, RunResult
@@ -51,6 +50,7 @@ from gristmill.workspace.shapes import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from gristmill.execution.online import OnlineSync
     from gristmill.workspace.models import Models
     from gristmill.workspace.monitors import Evaluation, Monitors
     from gristmill.workspace.scheduler import Scheduler
@@ -369,13 +369,13 @@ class Workspace:
 
     def sync_online(self) -> tuple[OnlineSync, ...]:
         """Bring every online feature view's latest version into the online store."""
-        from gristmill.execution.online import sync_view
-
         views = [t for t in self.graph.tables() if t.feature is not None and t.feature.online]
         latest = self.catalog.latest_versions()
         todo = [v for v in views if v.name in latest]
         if not todo:
             return ()
+        from gristmill.execution.online import sync_view
+
         with self.engine_session() as (session, scan):
             return tuple(
                 sync_view(session, self.lake, self.online_store, view, latest[view.name], scan=scan)
