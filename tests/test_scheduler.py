@@ -26,14 +26,17 @@ pytestmark = pytest.mark.slow
 
 EVERY_MINUTE = """
 every_minute = gm.schedule(
-    "every_minute", cron="* * * * *", timezone="Europe/Berlin", select="+per_user",
+    "every_minute", cron="{cron}", timezone="Europe/Berlin", select="+per_user",
     catchup="{catchup}",
 )
 """
 
 
-def make(root: Path, catchup: str = "latest") -> Path:
-    return write_project(root, module=BASIC_MODULE + EVERY_MINUTE.format(catchup=catchup))
+def make(root: Path, catchup: str = "latest", cron: str = "0 * * * *") -> Path:
+    """A project with one schedule; hourly by default, so that no new tick comes due while
+    a test runs (a test that rewinds the cursor makes the ticks it needs)."""
+    module = BASIC_MODULE + EVERY_MINUTE.format(catchup=catchup, cron=cron)
+    return write_project(root, module=module)
 
 
 def rewind(root: Path, minutes: int) -> None:
@@ -55,7 +58,7 @@ def test_a_missed_tick_is_caught_up_once_and_shown(tmp_path: Path) -> None:
     assert listed[0]["next_ticks"][0].endswith(("+01:00", "+02:00"))  # Berlin time
     first = gm_json(root, "scheduler", "--once")
     assert first["queued_by_triggers"] == [] and first["ran"] == []  # starts now
-    rewind(root, 3)
+    rewind(root, 121)  # two hourly ticks missed
     tick = gm_json(root, "scheduler", "--once")
     assert len(tick["queued_by_triggers"]) == 1  # catchup latest: the newest missed tick
     assert [r["requested_by"] for r in tick["ran"]] == ["schedule:every_minute"]
@@ -73,7 +76,7 @@ def test_a_missed_tick_is_caught_up_once_and_shown(tmp_path: Path) -> None:
 def test_kill_9_of_the_scheduler_never_runs_a_tick_twice_or_loses_a_run(
     tmp_path: Path,
 ) -> None:
-    root = make(tmp_path / "p", catchup="all")
+    root = make(tmp_path / "p", catchup="all", cron="* * * * *")
     assert gm(root, "scheduler", "--once").returncode == 0
     rewind(root, 6)
     rng = random.Random(7)
@@ -147,7 +150,7 @@ def flaky(per_user: pa.Table) -> pa.Table:
     return per_user
 
 flaky_nightly = gm.schedule(
-    "flaky_nightly", cron="* * * * *", select="+flaky",
+    "flaky_nightly", cron="0 * * * *", select="+flaky",
     retries=gm.retry(3, backoff="exponential", base="1s", jitter=False),
     on_failure=HOOK,
 )
@@ -170,11 +173,20 @@ def scheduled_runs(root: Path) -> list[dict]:
     return [r for r in runs if r["requested_by"] == "schedule:flaky_nightly"][::-1]
 
 
+def chain(root: Path, first: str) -> list[dict]:
+    """A run and its retries, in order (a new minute's tick may queue other runs meanwhile)."""
+    runs = {r["retry_of"]: r for r in scheduled_runs(root) if r["retry_of"]}
+    found = [gm_json(root, "runs", first)]
+    while found[-1]["run_id"] in runs:
+        found.append(runs[found[-1]["run_id"]])
+    return found
+
+
 def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
     tmp_path: Path, receiver: str
 ) -> None:
     root = make_flaky(tmp_path / "p", "transient", hook=receiver)
-    rewind_all(root, 2)
+    rewind_all(root, 61)
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 1 as v\nfrom txns\ngroup by user_id\n"
     )  # per_user changes, so flaky is stale and runs
@@ -184,12 +196,13 @@ def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
     assert len(waiting) == 1 and waiting[0]["attempt"] == 2
     assert waiting[0]["retry_of"] == first["ran"][0]["run_id"]
     assert waiting[0]["not_before"] is not None  # backoff: 1 s after the failure
+    first_id = first["ran"][0]["run_id"]
     deadline = time.monotonic() + 60
-    while len(ran := [r for r in scheduled_runs(root) if r["status"] != "queued"]) < 3:
+    while len(ran := [r for r in chain(root, first_id) if r["status"] != "queued"]) < 3:
         assert time.monotonic() < deadline, ran
         gm(root, "scheduler", "--once")
         time.sleep(0.3)
-    attempts = scheduled_runs(root)
+    attempts = chain(root, first_id)
     assert [(r["attempt"], r["status"]) for r in attempts] == [
         (1, "failed"),
         (2, "failed"),
@@ -200,6 +213,11 @@ def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
     ]
     assert all(started > finished for started, finished in gaps)
     assert "transient" in attempts[0]["error"] and "try 1" in attempts[0]["error"]
+    log = gm(root, "runs", attempts[0]["run_id"][:10], "--log")
+    assert log.returncode == 0, log.stderr
+    assert "start flaky:" in log.stdout
+    assert "failed flaky" in log.stdout and "error: flaky: ConnectionError" in log.stdout
+    assert "exited with 0" in log.stdout.splitlines()[-1]
     assert Receiver.bodies == []  # retried attempts and the final success post nothing
 
 
@@ -231,7 +249,7 @@ def test_invalid_input_is_never_retried_and_its_failure_is_posted(
     tmp_path: Path, receiver: str
 ) -> None:
     root = make_flaky(tmp_path / "p", "invalid", hook=receiver)
-    rewind_all(root, 2)
+    rewind_all(root, 61)
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 2 as v\nfrom txns\ngroup by user_id\n"
     )
@@ -246,7 +264,7 @@ def test_invalid_input_is_never_retried_and_its_failure_is_posted(
 
 def test_a_run_that_dies_does_not_take_the_scheduler_down(tmp_path: Path) -> None:
     root = make_flaky(tmp_path / "p", "die")
-    rewind_all(root, 2)
+    rewind_all(root, 61)
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 3 as v\nfrom txns\ngroup by user_id\n"
     )
@@ -275,6 +293,14 @@ def test_a_run_past_its_timeout_is_stopped_and_marked_timed_out(tmp_path: Path) 
         os.kill(owner_pid, 0)  # its whole process tree is gone
     assert (root / "slow_started").exists()
     assert Workspace.open(root).catalog.latest("slow_copy") is None
+    log = gm_json(root, "runs", run["run_id"], "--log")["log"]
+    assert "start slow_copy:" in log and f"run process {owner_pid} exited with -9" in log
+    (root / "sleep").write_text("0")
+    by_hand = gm_json(root, "run")  # run here: its output was the user's, no log is kept
+    missing = gm(root, "runs", by_hand["run_id"], "--log")
+    assert missing.returncode == 2 and "has no log" in missing.stderr
+    no_id = gm(root, "runs", "--log")
+    assert no_id.returncode == 2 and "--log needs a run id" in no_id.stderr
 
 
 def rewind_all(root: Path, minutes: int) -> None:

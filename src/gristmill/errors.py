@@ -123,6 +123,12 @@ class UnknownRunError(GristmillError):
     exit_code = 2
 
 
+class NotFoundError(GristmillError):
+    """Something asked for does not exist (a run's log, ...)."""
+
+    exit_code = 2
+
+
 class RunInProgressError(GristmillError):
     """Another run of this project is running (its owner's lease is live)."""
 

@@ -231,11 +231,22 @@ def runs(
         str | None, typer.Option(help="Only runs of this kind: build, score, ...")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=MAX_INT, help="How many runs.")] = 20,
+    log: Annotated[
+        bool, typer.Option("--log", help="With a run id: the log the scheduler kept of it.")
+    ] = False,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Recent runs, queued ones included, or one run and its steps."""
+    """Recent runs, queued ones included, or one run and its steps (or its log)."""
     ws = _open(project)
+    if log and not run_id:
+        raise typer.BadParameter("--log needs a run id", param_hint="--log")
+    if run_id and log:
+        text = ws.run_log(run_id)
+        if json:
+            return render.emit_json({"run_id": ws.run_info(run_id).run_id, "log": text})
+        render.out.file.write(text)
+        return
     if run_id:
         info = ws.run_info(run_id)
         if json:

@@ -5,7 +5,10 @@ The CLI passes a rich reporter, the API a collecting one, tests the null one.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,3 +58,37 @@ class NullReporter:
 
     def step_finished(self, result: StepResult) -> None:
         pass
+
+
+class LogReporter:
+    """One timestamped line per event, for a run's log file (what the scheduler keeps)."""
+
+    def __init__(self, write: Callable[[str], object]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+
+    def _line(self, text: str) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        with self._lock:
+            self._write(f"{stamp} {text}\n")
+
+    def plan_ready(self, plan: Plan) -> None:
+        todo = [s.name for s in plan.to_run]
+        self._line(f"plan: {len(todo)} step(s) to run of {len(plan.steps)}: {', '.join(todo)}")
+
+    def step_started(self, name: str, reason: str) -> None:
+        self._line(f"start {name}: {reason}")
+
+    def step_finished(self, result: StepResult) -> None:
+        if result.status is StepStatus.SKIPPED:
+            return
+        detail = f" v{result.version}, {result.rows:,} rows" if result.rows is not None else ""
+        if result.quarantined:
+            detail += f", {result.quarantined:,} quarantined"
+        self._line(f"{result.status.value} {result.name}{detail} in {result.duration_s:.2f}s")
+        if result.error:
+            self._line(f"  error: {result.error.get('message')}")
+            if result.error.get("hint"):
+                self._line(f"  hint: {result.error['hint']}")
+        for warning in result.warnings:
+            self._line(f"  warning: {warning}")

@@ -22,6 +22,7 @@ from gristmill.definitions.objects import Source, Table
 from gristmill.errors import (
     GristmillError,
     MissingExtraError,
+    NotFoundError,
     NotMaterializedError,
     RunInProgressError,
     UnknownNameError,
@@ -565,6 +566,17 @@ class Workspace:
                 raise UnknownNameError(f"run {what}", value, list(known))
         rows = self.catalog.run_store.list(status=status, kind=kind, limit=limit)
         return [_run_info(r) for r in rows]
+
+    def run_log(self, run_id: str) -> str:
+        """The log the scheduler kept of a run (by id or unique prefix)."""
+        record = self.catalog.run_store.get(run_id)
+        path = self.state_dir / "logs" / f"{record.run_id}.log"
+        if not path.is_file():
+            raise NotFoundError(
+                f"run {record.run_id[:12]} has no log",
+                hint="runs the scheduler runs keep a log; `gristmill run` shows its own output",
+            )
+        return path.read_text(errors="replace")
 
     def run_info(self, run_id: str) -> RunInfo:
         """One run (by id or unique prefix) with its steps."""

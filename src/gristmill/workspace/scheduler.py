@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gristmill.definitions.schedules import Schedule
@@ -23,7 +24,7 @@ from gristmill.errors import UnknownNameError
 from gristmill.execution.coordinator import _host, owner_alive, this_owner
 from gristmill.planning.schedules import TickDecision, decide_ticks
 from gristmill.storage.catalog.records import RunRecord, utcnow
-from gristmill.storage.catalog.runs import RunRequest
+from gristmill.storage.catalog.runs import TIMED_OUT, RunRequest
 from gristmill.storage.catalog.schedules import SensorState
 
 if TYPE_CHECKING:
@@ -214,10 +215,18 @@ class Scheduler:
         self.ws.coordinator.close_abandoned()  # a dead owner's run must not block the queue
         if not store.runnable():
             return None
-        with tempfile.TemporaryFile() as out:
+        logs = self.ws.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (
+            tempfile.TemporaryFile() as out,
+            tempfile.NamedTemporaryFile(
+                dir=logs, prefix=".running-", suffix=".log", delete=False
+            ) as log,
+        ):
             child = subprocess.Popen(
                 [sys.executable, "-m", "gristmill.workspace.worker", str(self.ws.root)],
                 stdout=out,
+                stderr=log,
                 start_new_session=True,  # its own process group: stopped as a whole
             )
             try:
@@ -229,9 +238,11 @@ class Scheduler:
                 except subprocess.TimeoutExpired:
                     _signal_group(child, signal.SIGKILL)
                     child.wait()
+                self._keep_log(Path(log.name), claimed.run_id if claimed else "", child)
                 raise
             out.seek(0)
             run_id = out.read().decode().strip() or (claimed.run_id if claimed else "")
+        self._keep_log(Path(log.name), run_id, child)
         if child.returncode != 0:
             self.ws.coordinator.close_abandoned()  # a dead run process: its run crashed
         if not run_id:
@@ -239,6 +250,16 @@ class Scheduler:
         info = self.ws.run_info(run_id)
         self.notified = self._notify_failure(info)
         return info
+
+    def _keep_log(self, path: Path, run_id: str, child: subprocess.Popen[bytes]) -> None:
+        """The run process's output becomes the run's log (``gristmill runs ID --log``)."""
+        if not run_id:
+            path.unlink(missing_ok=True)
+            return
+        with open(path, "a") as log:
+            stamp = utcnow().isoformat(timespec="milliseconds")
+            log.write(f"{stamp} run process {child.pid} exited with {child.returncode}\n")
+        path.replace(path.with_name(f"{run_id}.log"))
 
     notified: dict[str, Any] | None = None
     """The last run's ``on_failure`` delivery: url, delivered, error (None: nothing sent)."""
@@ -291,7 +312,7 @@ class Scheduler:
                     store.finish(
                         claimed.run_id,
                         claimed.owner,
-                        "timed_out",
+                        TIMED_OUT,
                         error=f"ran past its timeout of {_span(claimed.timeout_s)}: its "
                         "processes were stopped",
                     )

@@ -13,11 +13,13 @@ import sys
 
 def main(argv: list[str]) -> int:
     from gristmill.errors import GristmillError
+    from gristmill.execution.reporter import LogReporter
     from gristmill.workspace import Workspace
 
+    reporter = LogReporter(lambda line: (sys.stderr.write(line), sys.stderr.flush()))
     try:
         ws = Workspace.open(argv[0])
-        done = ws.work(limit=1)
+        done = ws.work(limit=1, reporter=reporter)
     except GristmillError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return exc.exit_code
