@@ -89,6 +89,13 @@ def gm_json(root: Path, *args: str) -> Any:
     return json.loads(proc.stdout)
 
 
+def gm_failed_json(root: Path, *args: str) -> Any:
+    """``gristmill ARGS --json`` that must exit 1 (a run failed); its document."""
+    proc = gm(root, *args, "--json")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
 def spawn(root: Path, *args: str) -> subprocess.Popen[str]:
     """``gristmill ARGS -p ROOT`` started in the background (signals are the test's)."""
     return subprocess.Popen(

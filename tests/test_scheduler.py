@@ -20,7 +20,7 @@ from sqlalchemy import update
 from gristmill.storage.catalog import schema as s
 from gristmill.storage.catalog.records import utcnow
 from gristmill.workspace import Workspace
-from tests.conftest import BASIC_MODULE, gm, gm_json, spawn, write_project
+from tests.conftest import BASIC_MODULE, gm, gm_failed_json, gm_json, spawn, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -190,7 +190,7 @@ def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 1 as v\nfrom txns\ngroup by user_id\n"
     )  # per_user changes, so flaky is stale and runs
-    first = gm_json(root, "scheduler", "--once")
+    first = gm_failed_json(root, "scheduler", "--once")  # exit 1: a run failed
     assert [r["status"] for r in first["ran"]] == ["failed"]
     waiting = gm_json(root, "runs", "--status", "queued")
     assert len(waiting) == 1 and waiting[0]["attempt"] == 2
@@ -253,7 +253,7 @@ def test_invalid_input_is_never_retried_and_its_failure_is_posted(
     (root / "sql" / "per_user.sql").write_text(
         "select user_id, sum(amount) as total, count(*) as n, 2 as v\nfrom txns\ngroup by user_id\n"
     )
-    tick = gm_json(root, "scheduler", "--once")
+    tick = gm_failed_json(root, "scheduler", "--once")
     assert [r["status"] for r in tick["ran"]] == ["failed"]
     assert gm_json(root, "runs", "--status", "queued") == []
     [posted] = Receiver.bodies
@@ -269,7 +269,7 @@ def test_a_run_that_dies_does_not_take_the_scheduler_down(tmp_path: Path) -> Non
         "select user_id, sum(amount) as total, count(*) as n, 3 as v\nfrom txns\ngroup by user_id\n"
     )
     first = gm_json(root, "run", "--queue")  # its run process dies of SIGKILL mid-step
-    tick = gm_json(root, "scheduler", "--once")  # then the scheduled run goes on
+    tick = gm_failed_json(root, "scheduler", "--once")  # then the scheduled run goes on
     assert [(r["run_id"], r["status"]) for r in tick["ran"]] == [
         (first["run_id"], "crashed"),
         (scheduled_runs(root)[0]["run_id"], "success"),
@@ -284,7 +284,7 @@ def test_a_run_past_its_timeout_is_stopped_and_marked_timed_out(tmp_path: Path) 
     queued = gm_json(root, "run", "--queue", "--timeout", "3s")
     assert queued["timeout_s"] == 3
     clock = time.monotonic()
-    tick = gm_json(root, "scheduler", "--once")
+    tick = gm_failed_json(root, "scheduler", "--once")
     assert time.monotonic() - clock < 60
     [run] = tick["ran"]
     assert run["status"] == "timed_out" and "3s" in run["error"]
@@ -308,3 +308,32 @@ def rewind_all(root: Path, minutes: int) -> None:
     with ws.catalog._write() as conn:
         conn.execute(update(s.schedule_state).values(cursor=utcnow() - timedelta(minutes=minutes)))
     ws.close()
+
+
+def test_a_timeout_is_kept_when_the_scheduler_that_started_the_run_dies(tmp_path: Path) -> None:
+    from tests.test_crash import make as make_slow
+
+    root = make_slow(tmp_path / "p", sleep=120)
+    queued = gm_json(root, "run", "--queue", "--timeout", "4s")
+    daemon = spawn(root, "scheduler", "--interval", "0.2")
+    deadline = time.monotonic() + 60
+    while not (root / "slow_started").exists():
+        assert time.monotonic() < deadline and daemon.poll() is None
+        time.sleep(0.05)
+    daemon.send_signal(signal.SIGKILL)  # its run process lives on, in its own session
+    daemon.communicate(timeout=30)
+    run = gm_json(root, "runs", queued["run_id"])
+    worker = int(run["owner"].rsplit(":", 2)[1])
+    os.kill(worker, 0)  # still running
+    time.sleep(4.5)
+    gm(root, "scheduler", "--once")  # another scheduler finds it past its timeout
+    stopped = gm_json(root, "runs", queued["run_id"])
+    assert stopped["status"] == "timed_out" and "4s" in stopped["error"]
+    deadline = time.monotonic() + 10
+    while True:  # the killed process group is reaped by init
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "the run process still lives"
+        time.sleep(0.1)

@@ -3,6 +3,7 @@ scheduler, once per change, with their cursor and reason stored; bad ones fail a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,15 @@ def test_files_already_queued_do_not_queue_twice(tmp_path: Path) -> None:
     states = ws.catalog.schedule_store.sensor_states()
     assert states["new_txns"].reason.endswith("already queued")
     assert len(ws.runs(status="queued")) == 1
+    # its run dies before ingesting anything: the same files queue it again
+    store = ws.catalog.run_store
+    claimed = store.claim("elsewhere:1:1", timedelta(seconds=60), lambda owner: True)
+    assert claimed is not None and claimed[0].run_id == first.fired[0]["run_id"]
+    assert store.close_abandoned(lambda owner: False) == 1
+    again = ws.scheduler.tick()
+    assert [f["sensor"] for f in again.fired] == ["new_txns"]
+    assert "its last run crashed: again" in again.fired[0]["reason"]
+    store.cancel(again.fired[0]["run_id"])
     (root / "data" / "d.csv").write_text("id,user_id,amount\n21,u7,1\n")
     third = ws.scheduler.tick()  # another file: the pending set changed
     assert [f["sensor"] for f in third.fired] == ["new_txns"]
@@ -97,3 +107,31 @@ def test_a_bad_sensor_is_a_load_error_with_its_line(
     location = caught.value.location
     assert location is not None
     assert (root / "pipeline.py").read_text().splitlines()[location.line - 1].startswith("bad = ")
+
+
+def test_a_running_scheduler_loads_changed_definitions(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from tests.conftest import spawn
+
+    root = write_project(tmp_path / "p", module=BASIC_MODULE)
+    assert gm(root, "run").returncode == 0
+    daemon = spawn(root, "scheduler", "--interval", "0.2")
+    try:
+        time.sleep(2)
+        pipeline = root / "pipeline.py"
+        pipeline.write_text(pipeline.read_text() + "\nbroken(\n")  # a mistake while editing
+        time.sleep(1.5)
+        pipeline.write_text(pipeline.read_text().replace("\nbroken(\n", "\n") + SENSORS)
+        (root / "data" / "e.csv").write_text("id,user_id,amount\n30,u6,2\n")
+        deadline = time.monotonic() + 60
+        while not any(r["requested_by"] == "sensor:new_txns" for r in gm_json(root, "runs")):
+            assert time.monotonic() < deadline and daemon.poll() is None, "no sensor run"
+            time.sleep(0.3)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=120)
+    assert daemon.returncode == 0, err
+    assert "does not load any more, keeping its last definitions" in err
+    assert "definitions changed: loaded them again" in err

@@ -114,6 +114,7 @@ def module_with(line: str) -> str:
         ('gm.schedule("s", cron="0 2 * * *", catchup="some")', "unknown catchup 'some'"),
         ('gm.schedule("s", cron="0 2 * * *", catchup_window="3 days")', "cannot read the duration"),
         ('gm.schedule("s", cron="0 2 * * *", timeout="0s")', "timeout must be positive"),
+        ('gm.schedule("s", cron="0 2 * * *", catchup_window="30s")', "shorter than a minute"),
         ('gm.schedule("s", cron="0 2 * * *", retries=3)', "retries must be gm.retry"),
         ('gm.schedule("s", cron="0 2 * * *", retries=gm.retry(0))', "from 1 to 100"),
         (

@@ -121,6 +121,8 @@ def run(
         return
     if timeout is not None and not queue:
         raise typer.BadParameter("--timeout needs --queue (the scheduler enforces it)")
+    if priority and not queue:
+        raise typer.BadParameter("--priority needs --queue (it orders the queue)")
     if queue:
         queued = ws.enqueue(
             select or (),

@@ -10,8 +10,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import orjson
+import typer
 
 from gristmill.cli import render
+from gristmill.definitions.loader import definition_files
+from gristmill.errors import GristmillError, RunFailed
 from gristmill.workspace.shapes import RunInfo, to_jsonable
 
 if TYPE_CHECKING:
@@ -66,6 +69,16 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
         if running:
             note += f" (run {running[0].run_id[:12]} is running elsewhere)"
         render.out.print(f"{len(ran)} run(s) done{note}")
+    if once:
+        failed = [r for r in ran if r.status in ("failed", "crashed", "timed_out", "cancelled")]
+        if failed:
+            if json:  # the document above says which
+                raise typer.Exit(code=RunFailed.exit_code)
+            raise RunFailed(
+                f"{len(failed)} of the {len(ran)} run(s) did not succeed: "
+                + ", ".join(f"{r.run_id[:12]} {r.status}" for r in failed),
+                hint="`gristmill runs ID` and `gristmill runs ID --log` say why",
+            )
 
 
 def _loop(
@@ -77,17 +90,24 @@ def _loop(
     ran: list[RunInfo],
     queued: list[dict[str, object]],
 ) -> None:
+    ws.scheduler.interval = interval
+    seen = definition_files(ws.project)
     while not stop.asked.is_set():
-        report = ws.scheduler.tick()
-        for tick in report.decided:
-            if tick["run"]:
-                queued.append(tick)
-            if not (json and once):
-                _report_tick(tick, json)
-        for fired in report.fired:
-            queued.append(fired)
-            if not (json and once):
-                _report_fired(fired, json)
+        if not once and definition_files(ws.project) != seen:
+            seen = definition_files(ws.project)
+            ws = _reload(ws)
+        ws.scheduler.stop_overdue()  # runs past their timeout whose scheduler died
+        for report in [*ws.scheduler.ticks_meanwhile, ws.scheduler.tick()]:
+            for tick in report.decided:
+                if tick["run"]:
+                    queued.append(tick)
+                if not (json and once):
+                    _report_tick(tick, json)
+            for fired in report.fired:
+                queued.append(fired)
+                if not (json and once):
+                    _report_fired(fired, json)
+        ws.scheduler.ticks_meanwhile = []
         if stop.asked.is_set():
             break
         finished = ws.scheduler.run_next()  # in a process of its own
@@ -104,6 +124,21 @@ def _loop(
         if once:
             break
         stop.asked.wait(interval)
+
+
+def _reload(ws: Workspace) -> Workspace:
+    """The project's definitions changed under a running scheduler: load them again (a
+    project that no longer loads keeps the scheduler on the definitions it had)."""
+    from gristmill.workspace import Workspace
+
+    try:
+        fresh = Workspace.open(ws.root)
+    except GristmillError as exc:
+        render.err.print(f"the project does not load any more, keeping its last definitions: {exc}")
+        return ws
+    fresh.scheduler.interval = ws.scheduler.interval
+    render.err.print("the project's definitions changed: loaded them again")
+    return fresh
 
 
 def _report_tick(tick: dict[str, object], json_lines: bool) -> None:
@@ -136,8 +171,9 @@ def _report(info: RunInfo, json_lines: bool) -> None:
     if summary.get("rows_written"):
         detail += f", {summary['rows_written']:,} rows written"
     detail = f"({detail})" if detail else ""
+    text = " ".join(part for part in (render.styled(info.status), detail) if part)
     error = f": {info.error}" if info.error else ""
     render.out.print(
         f"run [bold]{info.run_id[:12]}[/] {info.kind} {info.selection or 'everything'}: "
-        f"{render.styled(info.status)} {detail}{error}".rstrip()
+        f"{text}{error}"
     )

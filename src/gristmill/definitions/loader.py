@@ -100,6 +100,21 @@ def load_project(start: Path) -> Project:
     )
 
 
+def definition_files(project: Project) -> dict[str, int]:
+    """Each file the project's definitions come from, with its modification time: what a
+    long-running process (the scheduler) compares to know it must load them again."""
+    config = project.config
+    paths = [project.root / CONFIG_FILE]
+    if config.modules is None:
+        paths.append(project.root / DEFAULT_MODULE)
+    else:
+        paths += [project.root / m for m in config.modules]
+    sql_dir = project.root / config.sql
+    if sql_dir.is_dir():
+        paths += sorted(sql_dir.glob("*.sql"))
+    return {str(p): p.stat().st_mtime_ns if p.is_file() else -1 for p in paths}
+
+
 def _module_paths(root: Path, config: ProjectConfig) -> list[Path]:
     """The modules ``gristmill.toml`` names, and no other file: importing a module runs
     it, so a helper script left in the folder must not run on every command."""

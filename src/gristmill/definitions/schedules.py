@@ -168,6 +168,12 @@ def schedule(
             hint="catchup is 'latest' (run the newest missed tick), 'all' or 'skip'",
         ) from None
     window = parse_duration(catchup_window, location)
+    if window < ON_TIME:
+        raise DefinitionError(
+            f"catchup_window {catchup_window!r} is shorter than a minute: no tick would run",
+            location=location,
+            hint="a tick seen within 60 s of its time is on time; write at least 1m",
+        )
     limit = parse_duration(timeout, location) if timeout is not None else None
     if limit is not None and limit <= timedelta(0):
         raise DefinitionError(f"timeout must be positive, not {timeout!r}", location=location)

@@ -197,6 +197,9 @@ class Coordinator:
             yield active
 
     def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a run; one whose owner is gone is closed as crashed first (nobody is left
+        to stop it), so the cancel says it already ended."""
+        self.close_abandoned()
         return self.store.cancel(run_id)
 
     def close_abandoned(self) -> int:

@@ -25,7 +25,7 @@ from gristmill.errors import (
     NotFoundError,
     NotMaterializedError,
     RunInProgressError,
-    UnknownNameError,
+    UnknownRunError,
     VersionNotFoundError,
 )
 from gristmill.execution.coordinator import ActiveRun, Coordinator
@@ -563,7 +563,9 @@ class Workspace:
         """The newest runs first, queued ones included; ``status``/``kind`` filter them."""
         for value, known, what in ((status, STATUSES, "status"), (kind, KINDS, "kind")):
             if value is not None and value not in known:
-                raise UnknownNameError(f"run {what}", value, list(known))
+                raise UnknownRunError(
+                    f"unknown run {what} {value[:40]!r}", hint=f"one of: {', '.join(known)}"
+                )
         rows = self.catalog.run_store.list(status=status, kind=kind, limit=limit)
         return [_run_info(r) for r in rows]
 

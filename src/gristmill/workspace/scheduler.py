@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -88,6 +89,7 @@ class Scheduler:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.owner = this_owner()
+        self.ticks_meanwhile = []
 
     @property
     def _store(self) -> Any:
@@ -148,6 +150,15 @@ class Scheduler:
             if state is not None and now - state.evaluated_at < sensor.min_interval:
                 continue
             cursor, reason, fire = self._look(sensor, state.cursor if state else None)
+            if not fire and state is not None and state.run_id and cursor == state.cursor:
+                last = self.ws.catalog.run_store.get(state.run_id).status
+                if last in ("crashed", "timed_out") and "already queued" in reason:
+                    fire = True  # its run never finished the job: the files are still there
+                    reason = reason.replace("already queued", f"its last run {last}: again")
+                elif last in ("failed", "cancelled") and "already queued" in reason:
+                    reason = reason.replace(
+                        "already queued", f"its last run {last}: fix the files or run by hand"
+                    )
             run = None
             if fire:
                 run = (uuid.uuid4().hex, _sensor_request(sensor, reason))
@@ -229,8 +240,9 @@ class Scheduler:
                 stderr=log,
                 start_new_session=True,  # its own process group: stopped as a whole
             )
+            self._claimed = None
             try:
-                claimed = self._supervise(child)
+                self._supervise(child)
             except KeyboardInterrupt:
                 _signal_group(child, signal.SIGINT)
                 try:
@@ -238,8 +250,10 @@ class Scheduler:
                 except subprocess.TimeoutExpired:
                     _signal_group(child, signal.SIGKILL)
                     child.wait()
+                claimed = self._claimed or store.owned_by_process(_host(), child.pid)
                 self._keep_log(Path(log.name), claimed.run_id if claimed else "", child)
                 raise
+            claimed = self._claimed
             out.seek(0)
             run_id = out.read().decode().strip() or (claimed.run_id if claimed else "")
         self._keep_log(Path(log.name), run_id, child)
@@ -296,32 +310,68 @@ class Scheduler:
             "error": hook.last_error if hook.failed else "",
         }
 
-    def _supervise(self, child: subprocess.Popen[bytes]) -> RunRecord | None:
-        """Wait for the run process; stop it at its run's timeout."""
+    _claimed: RunRecord | None = None
+    """The run the current run process claimed (once it has)."""
+    ticks_meanwhile: list[TickReport]
+    """Ticks decided while a run process ran (schedules and sensors do not wait for runs)."""
+
+    def _supervise(self, child: subprocess.Popen[bytes]) -> None:
+        """Wait for the run process: stop it at its run's timeout, and go on deciding the
+        schedules and sensors (and renewing the leadership) every ``interval`` meanwhile."""
         store = self.ws.catalog.run_store
-        claimed: RunRecord | None = None
+        next_tick = time.monotonic() + self.interval
         while child.poll() is None:
-            if claimed is None:
-                claimed = store.owned_by_process(_host(), child.pid)
-            elif claimed.timeout_s is not None and claimed.started_at is not None:
-                ran = (utcnow() - claimed.started_at).total_seconds()
-                if ran > claimed.timeout_s:
-                    _signal_group(child, signal.SIGKILL)
-                    child.wait()
-                    assert claimed.owner is not None
-                    store.finish(
-                        claimed.run_id,
-                        claimed.owner,
-                        TIMED_OUT,
-                        error=f"ran past its timeout of {_span(claimed.timeout_s)}: its "
-                        "processes were stopped",
-                    )
-                    return claimed
+            if self._claimed is None:
+                self._claimed = store.owned_by_process(_host(), child.pid)
+            elif self._past_timeout(self._claimed):
+                _signal_group(child, signal.SIGKILL)
+                child.wait()
+                self._close_timed_out(self._claimed)
+                return
+            if time.monotonic() >= next_tick:
+                self.ticks_meanwhile.append(self.tick())
+                next_tick = time.monotonic() + self.interval
             try:
                 child.wait(timeout=POLL_S)
             except subprocess.TimeoutExpired:
                 pass
-        return claimed
+
+    interval: float = 2.0
+    """Seconds between ticks (the scheduler's ``--interval``)."""
+
+    def stop_overdue(self) -> list[str]:
+        """Runs of this host past their timeout whose scheduler is gone (it died, or a
+        run was queued by another one): their process group is killed and they are
+        closed as timed_out. The ids of the runs stopped."""
+        stopped = []
+        for run in self.ws.catalog.run_store.list(status="running", limit=1000):
+            if run.owner is None or not self._past_timeout(run):
+                continue
+            host, pid_text, _ = run.owner.rsplit(":", 2)
+            if host != _host() or not owner_alive(run.owner):
+                continue
+            try:
+                os.killpg(int(pid_text), signal.SIGKILL)  # a run process leads its session
+            except (ProcessLookupError, PermissionError, ValueError):
+                continue
+            self._close_timed_out(run)
+            stopped.append(run.run_id)
+        return stopped
+
+    @staticmethod
+    def _past_timeout(run: RunRecord) -> bool:
+        if run.timeout_s is None or run.started_at is None:
+            return False
+        return (utcnow() - run.started_at).total_seconds() > run.timeout_s
+
+    def _close_timed_out(self, run: RunRecord) -> None:
+        assert run.owner is not None and run.timeout_s is not None
+        self.ws.catalog.run_store.finish(
+            run.run_id,
+            run.owner,
+            TIMED_OUT,
+            error=f"ran past its timeout of {_span(run.timeout_s)}: its processes were stopped",
+        )
 
     def _info(self, schedule: Schedule, now: datetime) -> ScheduleInfo:
         last = self._store.ticks(schedule.name, limit=1)

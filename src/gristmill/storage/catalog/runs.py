@@ -290,16 +290,21 @@ class RunStore:
 
     def _resolve(self, conn: Connection, run_id: str) -> str:
         r = s.runs
+        run_id = run_id.strip().lower()
         if not run_id or len(run_id) > 36 or not all(c in "0123456789abcdef" for c in run_id):
+            shown = run_id if len(run_id) <= 40 else run_id[:40] + "..."
             raise UnknownRunError(
-                f"{run_id!r} is not a run id",
+                f"{shown!r} is not a run id",
                 hint="`gristmill runs` lists run ids; a unique prefix is enough",
             )
-        found = conn.execute(select(r.c.run_id).where(r.c.run_id.startswith(run_id)).limit(2))
+        found = conn.execute(select(r.c.run_id).where(r.c.run_id.startswith(run_id)).limit(4))
         ids = [str(row[0]) for row in found]
         if len(ids) != 1:
+            several = ", ".join(i[:12] for i in ids[:3]) + (", ..." if len(ids) > 3 else "")
             raise UnknownRunError(
-                f"no run matches {run_id!r}" if not ids else f"{run_id!r} matches several runs",
+                f"no run matches {run_id!r}"
+                if not ids
+                else f"{run_id!r} matches several runs ({several})",
                 hint="`gristmill runs` lists run ids; a unique prefix is enough",
             )
         return ids[0]
