@@ -171,3 +171,14 @@ def test_the_owner_names_a_live_process() -> None:
     child.wait()
     assert not owner_alive(f"{host}:{child.pid}:")
     assert owner_alive(f"another-host:{child.pid}:1")  # trusted until its lease runs out
+
+
+def test_sigterm_to_a_foreground_run_closes_it_as_cancelled(tmp_path: Path) -> None:
+    root = make(tmp_path / "p", sleep=4)  # the step running when the signal comes finishes
+    proc = spawn(root, "run")
+    wait_for(root / "slow_started", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    [run] = gm_json(root, "runs")
+    assert run["status"] == "cancelled" and "interrupted" in run["error"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -156,9 +156,24 @@ def _duration(option: str, value: str | None) -> timedelta | None:
 
 
 def report_run(start: Callable[..., RunOutcome], json: bool) -> RunOutcome:
-    """Run with progress bars (or quietly for --json), print the summary, fail on failure."""
+    """Run with progress bars (or quietly for --json), print the summary, fail on failure.
+
+    SIGTERM (systemd's stop, `kill`) ends the run like Ctrl-C: closed as cancelled."""
+    import signal
+
     from gristmill.cli.progress import RichReporter
 
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return _report_run(start, json, RichReporter)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _report_run(start: Callable[..., RunOutcome], json: bool, rich: Any) -> RunOutcome:
     if json:
         outcome = start()
         render.emit_json(
@@ -169,7 +184,7 @@ def report_run(start: Callable[..., RunOutcome], json: bool) -> RunOutcome:
             }
         )
     else:
-        with RichReporter() as reporter:
+        with rich() as reporter:
             outcome = start(reporter=reporter)
         render.run_summary(outcome.result.steps, outcome.summary())
     if not outcome.ok:
