@@ -168,6 +168,15 @@ def make_flaky(root: Path, mode: str, hook: str | None = None) -> Path:
     return root
 
 
+def due_and_stale(root: Path) -> Path:
+    """The schedule's last hourly tick is due (its cursor an hour back) and ``flaky`` is
+    stale (``per_user`` changed): the next tick queues a run that runs it."""
+    rewind_all(root, 61)
+    sql = root / "sql" / "per_user.sql"
+    sql.write_text(sql.read_text().replace("count(*) as n", "count(*) as n, 1 as v"))
+    return root
+
+
 def scheduled_runs(root: Path) -> list[dict]:
     runs = gm_json(root, "runs", "--limit", "50")
     return [r for r in runs if r["requested_by"] == "schedule:flaky_nightly"][::-1]
@@ -185,11 +194,7 @@ def chain(root: Path, first: str) -> list[dict]:
 def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
     tmp_path: Path, receiver: str
 ) -> None:
-    root = make_flaky(tmp_path / "p", "transient", hook=receiver)
-    rewind_all(root, 61)
-    (root / "sql" / "per_user.sql").write_text(
-        "select user_id, sum(amount) as total, count(*) as n, 1 as v\nfrom txns\ngroup by user_id\n"
-    )  # per_user changes, so flaky is stale and runs
+    root = due_and_stale(make_flaky(tmp_path / "p", "transient", hook=receiver))
     first = gm_failed_json(root, "scheduler", "--once")  # exit 1: a run failed
     assert [r["status"] for r in first["ran"]] == ["failed"]
     waiting = gm_json(root, "runs", "--status", "queued")
@@ -248,11 +253,7 @@ def receiver() -> Iterator[str]:
 def test_invalid_input_is_never_retried_and_its_failure_is_posted(
     tmp_path: Path, receiver: str
 ) -> None:
-    root = make_flaky(tmp_path / "p", "invalid", hook=receiver)
-    rewind_all(root, 61)
-    (root / "sql" / "per_user.sql").write_text(
-        "select user_id, sum(amount) as total, count(*) as n, 2 as v\nfrom txns\ngroup by user_id\n"
-    )
+    root = due_and_stale(make_flaky(tmp_path / "p", "invalid", hook=receiver))
     tick = gm_failed_json(root, "scheduler", "--once")
     assert [r["status"] for r in tick["ran"]] == ["failed"]
     assert gm_json(root, "runs", "--status", "queued") == []
@@ -263,11 +264,7 @@ def test_invalid_input_is_never_retried_and_its_failure_is_posted(
 
 
 def test_a_run_that_dies_does_not_take_the_scheduler_down(tmp_path: Path) -> None:
-    root = make_flaky(tmp_path / "p", "die")
-    rewind_all(root, 61)
-    (root / "sql" / "per_user.sql").write_text(
-        "select user_id, sum(amount) as total, count(*) as n, 3 as v\nfrom txns\ngroup by user_id\n"
-    )
+    root = due_and_stale(make_flaky(tmp_path / "p", "die"))
     first = gm_json(root, "run", "--queue")  # its run process dies of SIGKILL mid-step
     tick = gm_failed_json(root, "scheduler", "--once")  # then the scheduled run goes on
     assert [(r["run_id"], r["status"]) for r in tick["ran"]] == [
