@@ -123,6 +123,10 @@ def module_with(line: str) -> str:
         ),
         ('gm.schedule("s", cron="0 2 * * *", on_failure="ftp://x")', "http(s) URL"),
         ('gm.schedule("bad name", cron="0 2 * * *")', "invalid name"),
+        ('gm.schedule(None, cron="0 2 * * *")', "invalid name None"),
+        ('gm.schedule("s", cron="0 2 * * *", timeout=30)', "a duration is text or a timedelta"),
+        ('gm.schedule("s", cron="0 2 * * *", select=42)', "select is names as text"),
+        ('gm.sensor("s", on=gm.new_files("txns"), select=[1])', "select is names as text"),
     ],
 )
 def test_a_bad_schedule_is_a_load_error_with_file_and_line(

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from gristmill.definitions.objects import Definition, Source, Table
-from gristmill.errors import GraphError, Location, SelectionError, UnknownTableError
+from gristmill.errors import (
+    DefinitionError,
+    GraphError,
+    Location,
+    SelectionError,
+    UnknownTableError,
+)
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,15 @@ class Graph:
         return picked
 
 
-def selectors(select: str | Iterable[str]) -> tuple[str, ...]:
+def selectors(select: str | Iterable[str], location: Location | None = None) -> tuple[str, ...]:
     """``"+a, b"`` or ``["+a", "b"]`` as ``("+a", "b")``."""
-    raws = (select,) if isinstance(select, str) else tuple(select)
+    raws = (select,) if isinstance(select, str) else select
+    if not isinstance(raws, list | tuple) or not all(isinstance(r, str) for r in raws):
+        raise DefinitionError(
+            f"select is names as text, not {select!r}",
+            location=location,
+            hint='e.g. select="+churn" or select=["transactions+", "user_profile"]',
+        )
     return tuple(s for raw in raws for s in raw.replace(",", " ").split())
 
 

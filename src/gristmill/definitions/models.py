@@ -84,6 +84,12 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 def parse_duration(value: str | timedelta, location: Location | None = None) -> timedelta:
     if isinstance(value, timedelta):
         return value
+    if not isinstance(value, str):
+        raise DefinitionError(
+            f"a duration is text or a timedelta, not {value!r} ({type(value).__name__})",
+            location=location,
+            hint="write a number and a unit in quotes: '30s', '15m', '12h', '45d', '2w'",
+        )
     match = _DURATION.match(value)
     if not match:
         raise DefinitionError(

@@ -55,7 +55,7 @@ def _caller_location(depth: int = 2) -> Location:
 def check_name(name: str, location: Location) -> None:
     import re
 
-    if not re.match(NAME_PATTERN, name):
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
         raise DefinitionError(
             f"invalid name {name!r}",
             location=location,

@@ -191,7 +191,7 @@ def schedule(
         description=description,
         cron=" ".join(cron.split()),
         timezone=timezone,
-        select=selectors(select),
+        select=selectors(select, location),
         catchup=policy,
         catchup_window=window,
         timeout=limit,

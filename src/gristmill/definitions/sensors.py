@@ -97,7 +97,7 @@ def sensor(
         location=location,
         description=description,
         on=on,
-        select=selectors(select),
+        select=selectors(select, location),
         min_interval=interval,
         full_refresh=full_refresh,
     )
