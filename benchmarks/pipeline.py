@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -465,6 +466,21 @@ def bench_profile(scale: str, repeats: int, peers: list[str]) -> str:
     )
 
 
+def previous_profile() -> str:
+    """The (a, b) part of the pipeline section in RESULTS.md, marked with when it was
+    measured ('' when there is none)."""
+    text = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+    found = re.search(r"<!-- pipeline:start -->(.*?)<!-- pipeline:end -->", text, re.S)
+    if not found or "### (a, b)" not in found.group(1):
+        return ""
+    part = found.group(1)
+    profile = part[part.index("### (a, b)") : part.index("### (c)")]
+    profile = "\n".join(line for line in profile.splitlines() if not line.startswith("_")).rstrip()
+    stamp = re.search(r"_\(a, b\) measured [^_]*UTC|_measured ([^_]*UTC)", part)
+    when = stamp.group(0).split("measured ")[-1] if stamp else "an earlier run"
+    return f"{profile}\n\n_(a, b) kept from the full run of {when} (--skip-large)_\n"
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "_worker":
         result = globals()[f"w_{sys.argv[2]}"](*sys.argv[3:])
@@ -480,6 +496,10 @@ def main() -> None:
     if not args.skip_large:
         peers = [p for p in args.peers.split(",") if p]
         sections.insert(0, bench_profile(args.scale, args.repeats, peers))
+    else:  # keep the large example's figures of the last full run, with their own date
+        kept = previous_profile()
+        if kept:
+            sections.insert(0, kept)
     write_section("pipeline", "## Pipeline (`benchmarks/pipeline.py`)\n\n" + "\n".join(sections))
     print((HERE / "RESULTS.md").read_text())
 
