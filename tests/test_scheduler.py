@@ -334,3 +334,37 @@ def test_a_timeout_is_kept_when_the_scheduler_that_started_the_run_dies(tmp_path
             break
         assert time.monotonic() < deadline, "the run process still lives"
         time.sleep(0.1)
+
+
+def test_schedules_are_decided_while_a_long_run_runs(tmp_path: Path) -> None:
+    # docs/orchestration.md: a tick due during a long run is decided on time, not later
+    from tests.test_crash import SLOW_MODULE
+
+    root = write_project(
+        tmp_path / "p", module=SLOW_MODULE + EVERY_MINUTE.format(catchup="skip", cron="0 * * * *")
+    )
+    (root / "sleep").write_text("0")
+    assert gm(root, "run").returncode == 0  # everything built once
+    assert gm(root, "scheduler", "--once").returncode == 0  # the schedule starts now
+    (root / "slow_started").unlink()
+    (root / "sleep").write_text("20")
+    gm_json(root, "run", "slow_copy", "--queue", "--full-refresh")
+    daemon = spawn(root, "scheduler", "--interval", "0.2")
+    try:
+        deadline = time.monotonic() + 60
+        while not (root / "slow_started").exists():
+            assert time.monotonic() < deadline and daemon.poll() is None
+            time.sleep(0.05)
+        rewind(root, 61)  # the last hourly tick falls due while slow_copy sleeps
+        ws = Workspace.open(root)
+        deadline = time.monotonic() + 10
+        while not (ticks := ws.catalog.schedule_store.ticks("every_minute")):
+            assert time.monotonic() < deadline, "no tick decided during the run"
+            time.sleep(0.1)
+        assert ws.runs(1, status="running")  # decided while the run still runs
+        assert ticks[0].at == utcnow().replace(minute=0, second=0, microsecond=0)
+        ws.close()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.communicate(timeout=120)
+    assert daemon.returncode == 0

@@ -7,14 +7,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import typer
 
 from gristmill.cli import render
-from gristmill.definitions.loader import definition_files
-from gristmill.errors import GristmillError, RunFailed
+from gristmill.errors import RunFailed
 from gristmill.workspace.shapes import RunInfo, to_jsonable
 
 if TYPE_CHECKING:
@@ -47,17 +46,33 @@ class _Stop:
 
 
 def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> None:
-    ran: list[RunInfo] = []
-    queued: list[dict[str, object]] = []  # runs queued by schedules' ticks and by sensors
+    """The service's loop with this edge's signals and printing; exit 1 after --once when
+    a run did not succeed."""
+    from gristmill.workspace.scheduler import serve
+
+    quiet = json and once  # --once --json: one document at the end
+
+    def report(kind: str, data: Any) -> None:
+        if kind in ("reloaded", "reload_failed"):
+            render.err.print(data)
+        elif kind == "undelivered":
+            render.err.print(f"on_failure {data['url']} was not delivered: {data['error']}")
+        elif quiet:
+            return
+        elif kind == "tick":
+            _report_tick(data, json)
+        elif kind == "fired":
+            _report_fired(data, json)
+        elif kind == "run":
+            _report(data, json)
+
     with _Stop().installed() as stop:
-        try:
-            _loop(ws, stop, once, interval, json, ran, queued)
-        finally:
-            ws.scheduler.resign()
+        served = serve(ws, once=once, interval=interval, stop=stop.asked, report=report)
+    ran = served.ran
     if json and once:
         render.emit_json(
             {
-                "queued_by_triggers": queued,
+                "queued_by_triggers": served.queued,
                 "ran": ran,
                 "queued": len(ws.runs(10_000, status="queued")),
             }
@@ -79,66 +94,6 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
                 + ", ".join(f"{r.run_id[:12]} {r.status}" for r in failed),
                 hint="`gristmill runs ID` and `gristmill runs ID --log` say why",
             )
-
-
-def _loop(
-    ws: Workspace,
-    stop: _Stop,
-    once: bool,
-    interval: float,
-    json: bool,
-    ran: list[RunInfo],
-    queued: list[dict[str, object]],
-) -> None:
-    ws.scheduler.interval = interval
-    seen = definition_files(ws.project)
-    while not stop.asked.is_set():
-        if not once and definition_files(ws.project) != seen:
-            seen = definition_files(ws.project)
-            ws = _reload(ws)
-        ws.scheduler.stop_overdue()  # runs past their timeout whose scheduler died
-        for report in [*ws.scheduler.ticks_meanwhile, ws.scheduler.tick()]:
-            for tick in report.decided:
-                if tick["run"]:
-                    queued.append(tick)
-                if not (json and once):
-                    _report_tick(tick, json)
-            for fired in report.fired:
-                queued.append(fired)
-                if not (json and once):
-                    _report_fired(fired, json)
-        ws.scheduler.ticks_meanwhile = []
-        if stop.asked.is_set():
-            break
-        finished = ws.scheduler.run_next()  # in a process of its own
-        done = [finished] if finished is not None else []
-        for info in done:
-            ran.append(info)
-            if not (json and once):  # --once --json: one document at the end
-                _report(info, json)
-            hook = ws.scheduler.notified
-            if hook is not None and not hook["delivered"]:
-                render.err.print(f"on_failure {hook['url']} was not delivered: {hook['error']}")
-        if done:  # decide the schedules again, then the next queued run
-            continue
-        if once:
-            break
-        stop.asked.wait(interval)
-
-
-def _reload(ws: Workspace) -> Workspace:
-    """The project's definitions changed under a running scheduler: load them again (a
-    project that no longer loads keeps the scheduler on the definitions it had)."""
-    from gristmill.workspace import Workspace
-
-    try:
-        fresh = Workspace.open(ws.root)
-    except GristmillError as exc:
-        render.err.print(f"the project does not load any more, keeping its last definitions: {exc}")
-        return ws
-    fresh.scheduler.interval = ws.scheduler.interval
-    render.err.print("the project's definitions changed: loaded them again")
-    return fresh
 
 
 def _report_tick(tick: dict[str, object], json_lines: bool) -> None:

@@ -12,16 +12,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gristmill.definitions.loader import definition_files
 from gristmill.definitions.schedules import Schedule
 from gristmill.definitions.sensors import Sensor
-from gristmill.errors import UnknownNameError
+from gristmill.errors import GristmillError, UnknownNameError
 from gristmill.execution.coordinator import _host, owner_alive, this_owner
 from gristmill.planning.schedules import TickDecision, decide_ticks
 from gristmill.storage.catalog.records import RunRecord, utcnow
@@ -445,3 +448,84 @@ def _span(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:g}m"
     return f"{seconds / 3600:g}h"
+
+
+@dataclass
+class Served:
+    """What one ``serve`` did: the runs it ran and the runs triggers queued."""
+
+    ran: list[RunInfo] = field(default_factory=list)
+    queued: list[dict[str, Any]] = field(default_factory=list)
+
+
+def serve(
+    ws: Workspace,
+    *,
+    once: bool,
+    interval: float,
+    stop: threading.Event,
+    report: Callable[[str, Any], None],
+) -> Served:
+    """The scheduler's loop, for every edge (the CLI's daemon today, the UI later).
+
+    Each tick: stop runs past their timeout whose scheduler died, decide the schedules and
+    sensors, run the next queued run in its own process (deciding ticks meanwhile); when
+    nothing is queued, wait ``interval`` (``once``: return). A daemon loads the project
+    again when its definitions change. ``report(kind, data)`` hears of each event:
+    ``tick`` and ``fired`` (dicts), ``run`` (a RunInfo), ``undelivered`` (an on_failure
+    delivery), ``reloaded`` and ``reload_failed`` (a message). Leadership is handed back
+    at the end, however the loop ends.
+    """
+    served = Served()
+    ws.scheduler.interval = interval
+    seen = definition_files(ws.project)
+    try:
+        while not stop.is_set():
+            if not once and definition_files(ws.project) != seen:
+                seen = definition_files(ws.project)
+                ws = _reload(ws, report)
+            ws.scheduler.stop_overdue()  # runs past their timeout whose scheduler died
+            for tick_report in [*ws.scheduler.ticks_meanwhile, ws.scheduler.tick()]:
+                for tick in tick_report.decided:
+                    if tick["run"]:
+                        served.queued.append(tick)
+                    report("tick", tick)
+                for fired in tick_report.fired:
+                    served.queued.append(fired)
+                    report("fired", fired)
+            ws.scheduler.ticks_meanwhile = []
+            if stop.is_set():
+                break
+            finished = ws.scheduler.run_next()  # in a process of its own
+            if finished is not None:
+                served.ran.append(finished)
+                report("run", finished)
+                hook = ws.scheduler.notified
+                if hook is not None and not hook["delivered"]:
+                    report("undelivered", hook)
+                continue  # decide the schedules again, then the next queued run
+            if once:
+                break
+            stop.wait(interval)
+    finally:
+        ws.scheduler.resign()
+    return served
+
+
+def _reload(ws: Workspace, report: Callable[[str, Any], None]) -> Workspace:
+    """The project's definitions changed under a running scheduler: load them again (a
+    project that no longer loads keeps the scheduler on the definitions it had)."""
+    from gristmill.workspace.core import Workspace
+
+    try:
+        fresh = Workspace.open(ws.root)
+    except GristmillError as exc:
+        report(
+            "reload_failed",
+            f"the project does not load any more, keeping its last definitions: {exc}",
+        )
+        return ws
+    ws.scheduler.resign()
+    fresh.scheduler.interval = ws.scheduler.interval
+    report("reloaded", "the project's definitions changed: loaded them again")
+    return fresh
