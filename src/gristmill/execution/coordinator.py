@@ -58,6 +58,12 @@ def this_owner() -> str:
     return f"{_host()}:{pid}:{found[1] if found else ''}"
 
 
+def parse_owner(owner: str) -> tuple[str, int | None, str]:
+    """``host:pid:start`` as (host, pid, start); pid None when it is not a number."""
+    host, pid_text, started = (["", "", ""] + owner.rsplit(":", 2))[-3:]
+    return host, int(pid_text) if pid_text.isdigit() else None, started
+
+
 def owner_alive(owner: str) -> bool:
     """Whether the process that owns a run may still be running it.
 
@@ -65,16 +71,14 @@ def owner_alive(owner: str) -> bool:
     gone when no process has its pid, when it is a zombie, or when the process with that
     pid started at another time (the pid was reused).
     """
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != _host():
+    host, pid, started = parse_owner(owner)
+    if host != _host() or pid is None:
         return True
-    _, pid_text, started = parts
     try:
-        pid = int(pid_text)
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (ValueError, OverflowError, PermissionError):
+    except (OverflowError, PermissionError):
         return True
     found = _process(pid)
     if found is None:  # no /proc here: the pid answering is all we know

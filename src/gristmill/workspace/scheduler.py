@@ -7,6 +7,7 @@ by a lease in the catalog) and queues their runs; working the queue is ``Workspa
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from gristmill.definitions.loader import definition_files
 from gristmill.definitions.schedules import Schedule
 from gristmill.definitions.sensors import Sensor
 from gristmill.errors import GristmillError, UnknownNameError
-from gristmill.execution.coordinator import _host, owner_alive, this_owner
+from gristmill.execution.coordinator import _host, owner_alive, parse_owner, this_owner
 from gristmill.planning.schedules import TickDecision, decide_ticks
 from gristmill.storage.catalog.records import RunRecord, utcnow
 from gristmill.storage.catalog.runs import TIMED_OUT, RunRequest
@@ -34,6 +35,8 @@ from gristmill.storage.catalog.schedules import SensorState
 if TYPE_CHECKING:
     from gristmill.workspace.core import Workspace
     from gristmill.workspace.shapes import RunInfo
+
+logger = logging.getLogger(__name__)
 
 POLL_S = 0.1
 STOP_GRACE_S = 60.0
@@ -350,12 +353,21 @@ class Scheduler:
         for run in self.ws.catalog.run_store.list(status="running", limit=1000):
             if run.owner is None or not self._past_timeout(run):
                 continue
-            host, pid_text, _ = run.owner.rsplit(":", 2)
-            if host != _host() or not owner_alive(run.owner):
+            host, pid, _ = parse_owner(run.owner)
+            if host != _host() or pid is None or not owner_alive(run.owner):
                 continue
             try:
-                os.killpg(int(pid_text), signal.SIGKILL)  # a run process leads its session
-            except (ProcessLookupError, PermissionError, ValueError):
+                os.killpg(pid, signal.SIGKILL)  # a run process leads its session
+            except ProcessLookupError:
+                continue  # it ended meanwhile: the next start closes its run
+            except PermissionError:
+                logger.warning(
+                    "run %s is past its timeout but its process %d is another user's: "
+                    "stop it by hand (kill -9 -- -%d)",
+                    run.run_id[:12],
+                    pid,
+                    pid,
+                )
                 continue
             self._close_timed_out(run)
             stopped.append(run.run_id)
