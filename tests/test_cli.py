@@ -150,6 +150,7 @@ def test_bad_version_and_unbuilt_table(cli, project: Path) -> None:
         "message": "table 'per_user' has no version 9",
         "location": None,
         "hint": "versions: 0",
+        "category": "not_found",
         "transient": False,  # trying again would fail the same way
     }
     negative = cli("show", "per_user", "--limit", "-1", "-p", str(project))

@@ -42,6 +42,7 @@ _API = {
         "retrain",
     ),
     "gristmill.definitions.objects": ("feature_view", "source", "table"),
+    "gristmill.definitions.partitions": ("daily", "monthly", "static"),
     "gristmill.definitions.schedules": ("retry", "schedule"),
     "gristmill.definitions.sensors": ("new_files", "new_version", "sensor"),
     "gristmill.definitions.services": ("decision", "service"),
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
         retrain,
     )
     from gristmill.definitions.objects import feature_view, source, table
+    from gristmill.definitions.partitions import daily, monthly, static
     from gristmill.definitions.schedules import retry, schedule
     from gristmill.definitions.sensors import new_files, new_version, sensor
     from gristmill.definitions.services import decision, service

@@ -27,6 +27,10 @@ class GristmillError(Exception):
     """Root of every error a user can cause and fix."""
 
     exit_code = 1
+    category = "failed"
+    """What kind of problem: ``invalid`` (fix the input), ``not_found``, ``conflict`` (the
+    state forbids it now), ``forbidden``, ``unavailable`` (a server or lock; may pass) or
+    ``failed`` (the work itself failed). The HTTP API maps it to a status code."""
     transient = False
     """Whether trying again later may succeed (an unreachable server, a lock): a scheduled
     run that failed only of transient errors is retried by its schedule's policy."""
@@ -48,6 +52,7 @@ class GristmillError(Exception):
             "message": self.message,
             "location": str(self.location) if self.location else None,
             "hint": self.hint or None,
+            "category": self.category,
             "transient": self.transient,
         }
 
@@ -55,6 +60,7 @@ class GristmillError(Exception):
 class TransientError(GristmillError):
     """Raise it from a Python step when trying again later may succeed (``gm.TransientError``):
     a scheduled run that fails of it is retried by its schedule's ``retries``."""
+    category = "unavailable"
 
     transient = True
 
@@ -73,24 +79,28 @@ def is_transient(exc: BaseException) -> bool:
 
 class ProjectNotFoundError(GristmillError):
     """No gristmill.toml in the folder or its parents."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class FolderNotEmptyError(GristmillError):
     """``init`` was asked to create a project where a file or a non-empty folder is."""
+    category = "conflict"
 
     exit_code = 2
 
 
 class ConfigError(GristmillError):
     """gristmill.toml is malformed or holds an unknown or invalid key."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class DefinitionError(GristmillError):
     """A project module or SQL file defines something invalid."""
+    category = "invalid"
 
     exit_code = 2
 
@@ -101,48 +111,63 @@ class GraphError(DefinitionError):
 
 class SelectionError(GristmillError):
     """A selection such as ``+name`` names nothing in the graph."""
+    category = "invalid"
 
+    exit_code = 2
+
+
+class InvalidInputError(GristmillError):
+    """A value given to a command or endpoint that it cannot use (a date, a key, a range)."""
+
+    category = "invalid"
     exit_code = 2
 
 
 class UnknownTableError(GristmillError):
     """A command names a table that the project does not define."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class VersionNotFoundError(GristmillError):
     """A table version that was never committed."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class UnknownRunError(GristmillError):
     """A command names a run id (or prefix) that matches no single run."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class NotFoundError(GristmillError):
     """Something asked for does not exist (a run's log, ...)."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class RunInProgressError(GristmillError):
     """Another run of this project is running (its owner's lease is live)."""
+    category = "conflict"
 
     transient = True
 
 
 class RunStateError(GristmillError):
     """A run cannot do what was asked in its state (cancel a run that already ended)."""
+    category = "conflict"
 
     exit_code = 2
 
 
 class NotMaterializedError(GristmillError):
     """A table exists in the project but has never been built."""
+    category = "not_found"
 
     exit_code = 2
 
@@ -153,14 +178,20 @@ class SourceReadError(GristmillError):
 
 class ContractViolation(GristmillError):
     """Too many rows broke a contract, or a table-level check failed."""
+    category = "invalid"
 
 
 class StepFailed(GristmillError):
     """The engine failed while running a step (SQL or Python error)."""
 
 
+class StepCancelled(GristmillError):
+    """A step stopped partway at a cancel request (a backfill between its batches)."""
+
+
 class CatalogError(GristmillError):
     """The catalog cannot be opened or is newer than this release."""
+    category = "unavailable"
 
     exit_code = 2
 
@@ -171,24 +202,28 @@ class LakeError(GristmillError):
 
 class MissingDataError(LakeError):
     """A committed table version whose data files were deleted or moved outside Gristmill."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class UnsupportedPathError(GristmillError):
     """A folder whose path has characters the Delta Lake library cannot open."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class OutputError(GristmillError):
     """A file a command was asked to write (``--out``) cannot be written."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class UnknownNameError(GristmillError):
     """A registry lookup (engine, format, example) for a name that does not exist."""
+    category = "not_found"
 
     exit_code = 2
 
@@ -201,6 +236,7 @@ class UnknownNameError(GristmillError):
 
 class MissingExtraError(GristmillError):
     """An optional library is needed but not installed."""
+    category = "invalid"
 
     exit_code = 2
 
@@ -217,12 +253,14 @@ class RunFailed(GristmillError):
 
 class UnknownModelError(GristmillError):
     """A model name, version or alias that the project or registry does not have."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class GateRefused(GristmillError):
     """A promotion was refused because one or more of the model's gates failed."""
+    category = "conflict"
 
     exit_code = 1
 
@@ -237,48 +275,56 @@ class TrainingFailed(GristmillError):
 
 class ScoringError(GristmillError):
     """A table cannot be scored by a model version (it lacks the model's features)."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class OnlineStoreError(GristmillError):
     """The online store cannot be reached or written."""
+    category = "unavailable"
 
     transient = True
 
 
 class ServiceConfigError(GristmillError):
     """A service cannot be started: its model needs features nothing provides."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class ServingInputError(GristmillError):
     """A prediction request is missing a field or has one of the wrong type (HTTP 422)."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class EntityNotFound(GristmillError):
     """No online features for the requested entity, and the service has no defaults (404)."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class UnknownServiceError(GristmillError):
     """A service name the project does not define (HTTP 404)."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class BadRequest(GristmillError):
     """A request body that is not JSON, or not the shape an endpoint takes (HTTP 400)."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class Unauthorized(GristmillError):
     """No API key, or an unknown or revoked one (HTTP 401)."""
+    category = "forbidden"
 
     exit_code = 2
 
@@ -289,36 +335,42 @@ class Unauthorized(GristmillError):
 
 class Forbidden(GristmillError):
     """A valid API key whose role may not do this (HTTP 403)."""
+    category = "forbidden"
 
     exit_code = 2
 
 
 class PayloadTooLarge(GristmillError):
     """A request body over the server's limit (HTTP 413)."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class UnsupportedMediaType(GristmillError):
     """A request body in a content type an endpoint does not read (HTTP 415)."""
+    category = "invalid"
 
     exit_code = 2
 
 
 class PredictionLogError(GristmillError):
     """The prediction log cannot be written, so the prediction is not answered (HTTP 503)."""
+    category = "unavailable"
 
     transient = True
 
 
 class NoSuchRoute(GristmillError):
     """An HTTP path that the server does not answer (HTTP 404)."""
+    category = "not_found"
 
     exit_code = 2
 
 
 class MethodNotAllowed(GristmillError):
     """An HTTP method that a route does not take (HTTP 405, with ``Allow``)."""
+    category = "invalid"
 
     exit_code = 2
 

@@ -140,6 +140,59 @@ def run(
     report_run(lambda **kw: ws.run(select or (), full_refresh=full_refresh, **kw), json)
 
 
+@app.command()
+def backfill(
+    table: TableArg,
+    first: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="First partition: 2025-10-01, a month (2025-10) or a key. Default: the first.",
+            show_default=False,
+        ),
+    ] = None,
+    last: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Last partition, included (a month: all its days). Default: the latest.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild fresh partitions too.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show which partitions would be built and why.")
+    ] = False,
+    queue: Annotated[
+        bool,
+        typer.Option("--queue", help="Queue the backfill for the scheduler instead."),
+    ] = False,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Build a partitioned table's missing, failed and stale partitions in a range."""
+    from gristmill.planning import Backfill
+
+    ws = _open(project)
+    request = Backfill(table, first, last, force)
+    if dry_run:
+        plan = ws.plan(backfill=request)
+        render.emit_json(plan.steps[0]) if json else render.partition_plan(plan)
+        return
+    if queue:
+        queued = ws.enqueue_backfill(request)
+        if json:
+            return render.emit_json(queued)
+        render.out.print(
+            f"queued backfill [bold]{queued.run_id[:12]}[/] ({queued.selection}); "
+            "`gristmill scheduler --once` runs the queue"
+        )
+        return
+    report_run(lambda **kw: ws.backfill(request, **kw), json)
+
+
 def _duration(option: str, value: str | None) -> timedelta | None:
     from gristmill.definitions.models import parse_duration
     from gristmill.errors import DefinitionError

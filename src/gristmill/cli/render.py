@@ -202,6 +202,34 @@ def plan_table(plan: Plan) -> None:
     out.print(table)
 
 
+def partition_plan(plan: Plan) -> None:
+    """A backfill's plan: runs of neighbouring partitions with the same action and reason
+    on one line each (365 fresh days are one line)."""
+    step = plan.steps[0]
+    table = Table(title=f"backfill plan: {step.name}", title_justify="left")
+    table.add_column("partitions")
+    table.add_column("count", justify="right")
+    table.add_column("action")
+    table.add_column("reason")
+    groups: list[list[Any]] = []
+    for task in step.partitions:
+        reason = "fresh" if task.reason.startswith("fresh") else task.reason
+        if groups and groups[-1][2] == task.action.value and groups[-1][3] == reason:
+            groups[-1][1] = task.key
+            groups[-1][4] += 1
+        else:
+            groups.append([task.key, task.key, task.action.value, reason, 1])
+    for first, last, action, reason, count in groups:
+        span = first if first == last else f"{first} … {last}"
+        table.add_row(span, str(count), styled("run" if action == "build" else "skipped"), reason)
+    out.print(table)
+    todo = len(step.to_build)
+    out.print(
+        f"{todo} of {len(step.partitions)} partition(s) to build"
+        + ("" if todo else ": nothing to do")
+    )
+
+
 def run_header(info: Any) -> None:
     """One run's facts, one per line."""
     out.print(f"run [bold]{info.run_id}[/] ({styled(info.status)})")

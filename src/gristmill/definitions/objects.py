@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gristmill.definitions.contracts import Contract, RowCheck, RowCount, flatten_checks
+from gristmill.definitions.partitions import Partitioning
 from gristmill.errors import DefinitionError, Location
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -142,6 +143,8 @@ class Table(Definition):
     inputs: tuple[str, ...] = ()
     params: tuple[tuple[str, Any], ...] = ()
     feature: FeatureSpec | None = None
+    partitions: Partitioning | None = None
+    """Built and tracked a slice at a time (``gm.daily``, ``gm.monthly``, ``gm.static``)."""
 
     @property
     def kind(self) -> StepKind:
@@ -231,6 +234,7 @@ def table(
     params: Mapping[str, Any] | None = None,
     entity: str | Sequence[str] | None = None,
     timestamp: str | None = None,
+    partitions: Partitioning | None = None,
     description: str = "",
 ) -> Any:
     """Declare a table built by SQL, or decorate a Python function that builds one.
@@ -239,18 +243,27 @@ def table(
     ``sql/daily.sql`` (found automatically; declare it here only to add a contract).
     Python: ``@gm.table`` over a function whose parameter names are its input tables and
     which returns an Arrow table (or Polars/pandas frame).
+
+    ``partitions=gm.daily("day", start="2025-10-01")`` (or ``gm.monthly``, ``gm.static``)
+    builds the table a partition at a time: the step's rows are kept to the partitions being
+    built, and a Python function with a ``partition`` parameter gets the range to build.
     """
     location = _caller_location()
     feature = _feature(entity, timestamp, location)
+    if partitions is not None and not isinstance(partitions, Partitioning):
+        raise DefinitionError(
+            f"partitions={partitions!r} is not a partitioning",
+            location=location,
+            hint='use gm.daily("day", start="2025-10-01"), gm.monthly(...) or gm.static(...)',
+        )
 
     def build(name: str, function: Callable[..., Any] | None) -> Table:
         check_name(name, location)
         inputs: tuple[str, ...] = ()
         loc = location
         if function is not None:
-            inputs = tuple(
-                p for p in inspect.signature(function).parameters if p not in (params or {})
-            )
+            taken = set(params or {}) | ({"partition"} if partitions is not None else set())
+            inputs = tuple(p for p in inspect.signature(function).parameters if p not in taken)
             loc = Location(Path(inspect.getfile(function)), function.__code__.co_firstlineno)
         return Table(
             name=name,
@@ -262,6 +275,7 @@ def table(
             inputs=inputs,
             params=tuple(sorted((params or {}).items())),
             feature=feature,
+            partitions=partitions,
         )
 
     if callable(name_or_function):

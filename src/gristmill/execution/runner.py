@@ -17,14 +17,16 @@ from pathlib import Path
 
 from gristmill import failpoints
 from gristmill.definitions.graph import Graph
+from gristmill.definitions.partitions import Partition
 from gristmill.definitions.objects import StepKind
-from gristmill.errors import GristmillError, StepFailed, is_transient
+from gristmill.errors import GristmillError, StepCancelled, StepFailed, is_transient
 from gristmill.execution.engines import Engine
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus
 from gristmill.planning import Action, Plan, PlannedStep
 from gristmill.planning.fingerprint import Fingerprint
+from gristmill.planning.partitions import chunks
 from gristmill.storage.artifacts import ArtifactStore
-from gristmill.storage.catalog import Catalog, Materialization, StepRecord
+from gristmill.storage.catalog import Catalog, Materialization, PartitionRecord, StepRecord
 from gristmill.storage.catalog.records import utcnow
 from gristmill.storage.lake import Lake
 
@@ -83,6 +85,7 @@ class Runner:
         self._engine_lock = threading.Lock()
         self.reporter = reporter
         self.parallelism = parallelism
+        self._should_stop: Callable[[], bool] = lambda: False
 
     def run(
         self, plan: Plan, run_id: str, should_stop: Callable[[], bool] | None = None
@@ -103,6 +106,7 @@ class Runner:
 
     def _run(self, plan: Plan, run_id: str, should_stop: Callable[[], bool]) -> RunResult:
         started = time.perf_counter()
+        self._should_stop = should_stop
         # Exact input versions: the catalog's at the start, then what this run commits.
         self._versions = self.catalog.latest_versions()
         results: dict[str, StepResult] = {
@@ -141,7 +145,7 @@ class Runner:
         ordered = tuple(results[s.name] for s in plan.steps)
         failed = any(r.status in (StepStatus.FAILED, StepStatus.BLOCKED) for r in ordered)
         status = "failed" if failed else ("noop" if plan.is_noop else "success")
-        if cancelled:
+        if cancelled or any(r.status is StepStatus.CANCELLED for r in ordered):
             status = "cancelled"
         return RunResult(run_id, status, ordered, time.perf_counter() - started)
 
@@ -195,6 +199,18 @@ class Runner:
         self.catalog.record_step(record)
         try:
             materialization = self._materialize(run_id, step, started_at)
+        except StepCancelled as exc:
+            self.catalog.record_step(
+                replace(record, status="cancelled", finished_at=utcnow(), error=str(exc))
+            )
+            return StepResult(
+                step.name,
+                step.kind.value,
+                StepStatus.CANCELLED,
+                exc.message,
+                duration_s=time.perf_counter() - clock,
+                error=exc.to_dict(),
+            )
         except GristmillError as exc:
             return self._failed(record, step, exc, time.perf_counter() - clock)
         except Exception as exc:  # a bug or an engine failure: keep the traceback on record
@@ -251,6 +267,93 @@ class Runner:
         )
 
     def _materialize(self, run_id: str, step: PlannedStep, started_at: object) -> Materialization:
+        if step.partitions:
+            return self._materialize_partitions(run_id, step, started_at)
+        return self._commit_step(run_id, step, started_at)
+
+    def _materialize_partitions(
+        self, run_id: str, step: PlannedStep, started_at: object
+    ) -> Materialization:
+        """A partitioned table's partitions, a batch of neighbours per query and commit;
+        each batch's partitions are recorded as soon as it commits (a run killed midway
+        leaves them built), a failed batch's as failed while the others go on, and a
+        cancel request stops before the next batch."""
+        definition = self.graph.nodes[step.name]
+        partitioning = getattr(definition, "partitions", None)
+        assert partitioning is not None
+        last: Materialization | None = None
+        written = 0
+        failures: list[tuple[list[str], GristmillError]] = []
+        batches = chunks(step.partitions, partitioning.batch)
+        for number, batch in enumerate(batches):
+            keys = [p.key for p in batch]
+            if number and self._should_stop():
+                raise StepCancelled(
+                    f"{step.name}: cancelled after {number} of {len(batches)} batch(es); "
+                    f"{sum(len(b) for b in batches[number:])} partition(s) left to build",
+                    hint=f"`gristmill backfill {step.name}` builds the rest",
+                )
+            try:
+                last = self._commit_step(run_id, step, started_at, tuple(batch))
+            except GristmillError as exc:
+                failures.append((keys, exc))
+                self._record_partitions(run_id, step, keys, None, str(exc))
+                continue
+            except Exception as exc:  # a bug or an engine failure: record it, go on
+                error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
+                error.transient = is_transient(exc)
+                failures.append((keys, error))
+                self._record_partitions(run_id, step, keys, None, str(error))
+                continue
+            written += last.rows_added
+            self._record_partitions(run_id, step, keys, last, None)
+        if failures:
+            failed = sum(len(k) for k, _ in failures)
+            keys, first = failures[0]
+            error = StepFailed(
+                f"{failed} of {len(step.to_build)} partition(s) failed; "
+                f"{keys[0]}{'…' + keys[-1] if len(keys) > 1 else ''}: {first.message}",
+                location=first.location,
+                hint=first.hint or f"`gristmill backfill {step.name}` retries the failed ones",
+            )
+            error.transient = all(e.transient for _, e in failures)
+            raise error
+        assert last is not None
+        return replace(last, rows_added=written)
+
+    def _record_partitions(
+        self,
+        run_id: str,
+        step: PlannedStep,
+        keys: list[str],
+        done: Materialization | None,
+        error: str | None,
+    ) -> None:
+        now = utcnow()
+        self.catalog.record_partitions(
+            [
+                PartitionRecord(
+                    table_name=step.name,
+                    partition_key=key,
+                    status="success" if done else "failed",
+                    code_hash=step.code_hash,
+                    inputs=dict(done.inputs) if done else self._input_versions(step),
+                    version=done.version if done else None,
+                    run_id=run_id,
+                    updated_at=now,
+                    error=error,
+                )
+                for key in keys
+            ]
+        )
+
+    def _commit_step(
+        self,
+        run_id: str,
+        step: PlannedStep,
+        started_at: object,
+        partitions: tuple[Partition, ...] = (),
+    ) -> Materialization:
         definition = self.graph.nodes[step.name]
         inputs = self._input_versions(step)
         previous = (
@@ -264,6 +367,8 @@ class Runner:
                 input_state["__previous__"] = previous.fingerprint
         else:
             input_state = dict(inputs)
+        if partitions:
+            input_state["__partitions__"] = [p.key for p in partitions]
         fingerprint = Fingerprint.of(step.code_hash, input_state)
         template = Materialization(
             table_name=step.name,
@@ -298,6 +403,7 @@ class Runner:
                 nodes=self.graph.nodes,
                 state=self.catalog.reader(),
                 artifacts=self.artifacts,
+                partitions=partitions,
             )
             output = run_step(ctx)
         materialization = replace(output.materialization, finished_at=utcnow())

@@ -5,6 +5,7 @@ Each prepares a relation in the step's engine session and hands it to the writer
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Source, Table
+from gristmill.definitions.partitions import Partition, PartitionRange
 from gristmill.errors import (
     GristmillError,
     Location,
@@ -34,6 +36,7 @@ from gristmill.storage.lake import Lake
 RELATION = "__gm_relation"
 STEP_VIEW = "__gm_step"
 EXISTING = "__gm_existing"
+PARTITION_VIEW = "__gm_partitions"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class StepContext:
     """The graph's definitions, for steps that read other definitions' settings."""
     state: CatalogReader | None = None
     artifacts: ArtifactStore | None = None
+    partitions: tuple[Partition, ...] = ()
+    """For a partitioned table: the partitions this commit builds (the rest stay)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,8 @@ def _python(ctx: StepContext, table: Table) -> Materialization:
         name: _convert(ctx.lake.read(name, version), hints.get(name))
         for name, version in ctx.inputs.items()
     }
+    if ctx.partitions and "partition" in inspect.signature(table.function).parameters:
+        args["partition"] = PartitionRange.of(ctx.partitions)
     try:
         result = table.function(**args, **dict(table.params))
     except Exception as exc:  # the user's code failed: report where, keep the traceback
@@ -190,6 +197,9 @@ def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
     # push the whole result through one thread.
     if not table.contract.is_empty:
         _check_declared(ctx, table, view)
+    predicate = None
+    if ctx.partitions:
+        view, predicate = _keep_partitions(ctx, table, view)
     return write(
         ctx.session,
         ctx.lake,
@@ -199,8 +209,38 @@ def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
             contract=table.contract,
             mode=WriteMode.OVERWRITE,
             template=ctx.template,
+            predicate=predicate,
         ),
     )
+
+
+TIME_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS")
+
+
+def _keep_partitions(ctx: StepContext, table: Table, view: str) -> tuple[str, str]:
+    """The step's rows inside the partitions being built, and the predicate that replaces
+    just those partitions in the table."""
+    partitioning = table.partitions
+    assert partitioning is not None
+    types = dict(ctx.session.columns(view))
+    column = partitioning.column
+    if column not in types:
+        raise StepFailed(
+            f"{table.name}: the partition column {column!r} is not among the step's columns",
+            location=table.location,
+            hint=f"the step produces: {', '.join(sorted(types))}",
+        )
+    kind = str(types[column]).upper()
+    if partitioning.granularity != "static" and kind not in TIME_TYPES:
+        raise StepFailed(
+            f"{table.name}: the partition column {column!r} is {kind}, "
+            f"not a date or a timestamp",
+            location=table.location,
+            hint=f"cast it in the step (CAST({column} AS DATE)) or use gm.static(...)",
+        )
+    predicate = partitioning.sql_filter(ctx.partitions, kind)
+    ctx.session.define(PARTITION_VIEW, f'SELECT * FROM "{view}" WHERE {predicate}')
+    return PARTITION_VIEW, predicate
 
 
 def _check_declared(ctx: StepContext, table: Table, view: str) -> None:

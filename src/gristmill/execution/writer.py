@@ -44,6 +44,8 @@ class WriteRequest:
     existing: str | None = None
     previous_rows: int = 0
     files: tuple[IngestedFile, ...] = field(default_factory=tuple)
+    predicate: str | None = None
+    """Replace only the rows matching this (a partition range); every row written must."""
 
 
 def write(session: Session, lake: Lake, request: WriteRequest) -> Materialization:
@@ -104,12 +106,22 @@ def _commit(
         quarantine_counts=counts,
         version=-1,
     )
-    written = lake.write(request.table, data, mode=request.mode.value, record=record.to_record())
+    written = lake.write(
+        request.table,
+        data,
+        mode=request.mode.value,
+        record=record.to_record(),
+        predicate=request.predicate,
+    )
     appended = request.mode is WriteMode.APPEND
+    if request.predicate is not None:  # some partitions replaced: the table holds more
+        rows = lake.count(request.table, written.version)
+    else:
+        rows = written.rows + (request.previous_rows if appended else 0)
     return replace(
         record,
         version=written.version,
-        rows=written.rows + (request.previous_rows if appended else 0),
+        rows=rows,
         rows_added=written.rows,
         schema=[{"name": f.name, "type": str(f.type)} for f in written.schema],
     )

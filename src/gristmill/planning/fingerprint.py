@@ -59,6 +59,12 @@ def _table(definition: Table) -> str:
             "code": code,
             "params": definition.params,
             "contract": definition.contract.describe(),
+            # the slicing, not its extent: moving start= or adding a key stales nothing built
+            **(
+                {"partitions": [definition.partitions.column, definition.partitions.granularity]}
+                if definition.partitions
+                else {}
+            ),
         }
     )
 

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 from gristmill.definitions.graph import Graph
-from gristmill.definitions.objects import Definition, Source, StepKind
+from gristmill.definitions.objects import Definition, Source, StepKind, Table
+from gristmill.errors import InvalidInputError
 from gristmill.planning.fingerprint import code_hash
+from gristmill.planning.partitions import (
+    ChangedRanges,
+    PartitionAction,
+    PartitionTask,
+    plan_partitions,
+)
 from gristmill.planning.sources import list_files
 from gristmill.storage.catalog import CatalogReader, IngestedFile, Materialization
 
@@ -42,6 +50,23 @@ class PlannedStep:
     files: tuple[IngestedFile, ...] = ()
     """For sources: the files this step ingests."""
     dependencies: tuple[str, ...] = ()
+    partitions: tuple[PartitionTask, ...] = ()
+    """For partitioned tables: each partition considered, built or skipped, and why."""
+
+    @property
+    def to_build(self) -> list[PartitionTask]:
+        return [t for t in self.partitions if t.action is PartitionAction.BUILD]
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """Build a range of a partitioned table's partitions (None: from the first/to the
+    latest); ``force`` rebuilds fresh ones too."""
+
+    table: str
+    first: str | None = None
+    last: str | None = None
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,22 +94,128 @@ def build_plan(
     selection: Sequence[str] = (),
     full_refresh: bool = False,
     force: Sequence[str] = (),
+    backfill: Backfill | None = None,
+    changed_ranges: ChangedRanges | None = None,
+    now: datetime | None = None,
 ) -> Plan:
-    """Plan ``selection`` (all by default); names in ``force`` run even when fresh."""
-    chosen = graph.select(selection)
+    """Plan ``selection`` (all by default); names in ``force`` run even when fresh.
+
+    A partitioned table's step builds its latest partition (a full refresh: all of them);
+    ``backfill`` plans just that table, over its range. ``changed_ranges`` tells which
+    partitions an input's new version touched (without it: all of them)."""
+    chosen: Sequence[str]
+    if backfill is not None:
+        selection = [backfill.table]
+        _require_partitioned(graph, backfill.table)
+        chosen = [backfill.table]
+    else:
+        chosen = graph.select(selection)
     latest = {name: state.latest(name) for name in chosen}
     versions = state.latest_versions()
     running: set[str] = set()
     steps: list[PlannedStep] = []
     for name in chosen:
         node = graph.nodes[name]
-        step = _plan_step(node, latest[name], versions, running, root, state, full_refresh)
+        if isinstance(node, Table) and node.partitions is not None:
+            step = _plan_partitioned(
+                node, state, versions, running, full_refresh or name in force, full_refresh,
+                backfill, changed_ranges, now,
+            )
+        else:
+            step = _plan_step(node, latest[name], versions, running, root, state, full_refresh)
         if name in force and step.action is Action.SKIP:
             step = replace(step, action=Action.RUN, reason=f"requested ({step.reason})")
         if step.action is Action.RUN:
             running.add(name)
         steps.append(step)
     return Plan(steps=tuple(steps), selection=tuple(selection))
+
+
+def _require_partitioned(graph: Graph, name: str) -> None:
+    node = graph.nodes.get(name)
+    if node is None:
+        from gristmill.errors import UnknownTableError
+
+        raise UnknownTableError(
+            f"the project defines no table {name!r}", hint="`gristmill tables` lists them"
+        )
+    if not isinstance(node, Table) or node.partitions is None:
+        partitioned = sorted(
+            n for n, d in graph.nodes.items() if isinstance(d, Table) and d.partitions
+        )
+        raise InvalidInputError(
+            f"table {name!r} is not partitioned: there is nothing to backfill",
+            hint=(
+                f"partitioned tables: {', '.join(partitioned)}"
+                if partitioned
+                else 'declare partitions=gm.daily("day", start="2025-10-01") on a table'
+            )
+            + f"; `gristmill run +{name}` rebuilds it whole",
+        )
+
+
+def _plan_partitioned(
+    node: Table,
+    state: CatalogReader,
+    versions: dict[str, int],
+    running: set[str],
+    force: bool,
+    full_refresh: bool,
+    backfill: Backfill | None,
+    changed_ranges: ChangedRanges | None,
+    now: datetime | None,
+) -> PlannedStep:
+    partitioning = node.partitions
+    assert partitioning is not None
+    if backfill is not None:
+        parts = partitioning.between(backfill.first, backfill.last, now)
+        force = force or backfill.force
+        scope = f"backfill of {len(parts)} partition(s)"
+    elif full_refresh:
+        parts = partitioning.all(now)
+        scope = "full refresh"
+    else:
+        parts = partitioning.latest(now)
+        scope = "latest partition" if len(parts) == 1 else "every key"
+    current = code_hash(node)
+    records = state.partitions(node.name)
+    tasks = plan_partitions(
+        partitioning,
+        parts,
+        records,
+        code_hash=current,
+        dependencies=node.dependencies,
+        versions=versions,
+        upstream_changing=sorted(running),
+        changed_ranges=changed_ranges or (lambda *_: None),
+        force=force,
+    )
+    build = [t for t in tasks if t.action is PartitionAction.BUILD]
+    if not parts:
+        reason = "no partition is due yet (the first one is not complete)"
+    elif build:
+        shown = "; ".join(f"{t.key}: {t.reason}" for t in build[:3])
+        more = f"; {len(build) - 3} more" if len(build) > 3 else ""
+        reason = f"{scope}: {len(build)} of {len(parts)} to build ({shown}{more})"
+    else:
+        reason = f"{scope}: {len(parts)} fresh"
+    if backfill is None and not full_refresh:
+        behind = sum(
+            1
+            for p in partitioning.all(now)
+            if p not in parts and (p.key not in records or records[p.key].status != "success")
+        )
+        if behind:
+            reason += f"; {behind} older partition(s) not built: `gristmill backfill {node.name}`"
+    return PlannedStep(
+        node.name,
+        node.kind,
+        Action.RUN if build else Action.SKIP,
+        reason,
+        current,
+        dependencies=node.dependencies,
+        partitions=tuple(tasks),
+    )
 
 
 def _plan_step(

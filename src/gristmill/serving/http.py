@@ -58,6 +58,14 @@ STATUS: dict[type[GristmillError], int] = {
     CatalogError: 503,
     PredictionLogError: 503,
 }
+CATEGORY_STATUS = {
+    "invalid": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "forbidden": 403,
+    "unavailable": 503,
+}
+"""Errors without a status of their own answer by their category."""
 REALM = b'Bearer realm="gristmill"'
 JSON = b"application/json"
 
@@ -70,7 +78,7 @@ def status_of(exc: GristmillError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
-    return 500
+    return CATEGORY_STATUS.get(exc.category, 500)
 
 
 @dataclass

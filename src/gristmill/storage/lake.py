@@ -147,6 +147,34 @@ class Lake:
             return pads.dataset(files, schema=schema, format="parquet")
         return table.to_pyarrow_dataset()
 
+    def changed_ranges(
+        self, name: str, old: int, new: int, column: str
+    ) -> list[tuple[Any, Any]] | None:
+        """The [min, max] of ``column`` in each data file that versions ``old`` and ``new``
+        do not share (added or removed between them), from the Delta log's file statistics;
+        None when a changed file has no statistics for the column (anything may differ)."""
+        import pyarrow as pa
+
+        def files(version: int) -> dict[str, tuple[Any, Any]]:
+            actions = pa.table(self._table(name, version).get_add_actions(flatten=True))
+            names = actions.column_names
+            paths = actions.column("path").to_pylist()
+            if f"min.{column}" not in names or f"max.{column}" not in names:
+                return {p: (None, None) for p in paths}
+            lows = actions.column(f"min.{column}").to_pylist()
+            highs = actions.column(f"max.{column}").to_pylist()
+            return dict(zip(paths, zip(lows, highs, strict=True), strict=True))
+
+        before, after = files(old), files(new)
+        changed = [
+            bounds
+            for path, bounds in (*before.items(), *after.items())
+            if (path in before) != (path in after)
+        ]
+        if any(lo is None or hi is None for lo, hi in changed):
+            return None
+        return changed
+
     @staticmethod
     def _plain(table: DeltaTable) -> bool:
         features = set(table.protocol().reader_features or [])

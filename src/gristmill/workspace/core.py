@@ -10,7 +10,7 @@ import getpass
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -33,7 +33,7 @@ from gristmill.execution.engines import Engine, Session, create_engine
 from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
 from gristmill.execution.runner import Runner, RunResult
-from gristmill.planning import Plan, build_plan
+from gristmill.planning import Backfill, Plan, build_plan
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
 from gristmill.storage.catalog.records import RunRecord, utcnow
@@ -229,7 +229,10 @@ class Workspace:
         *,
         full_refresh: bool = False,
         force: Sequence[str] = (),
+        backfill: Backfill | None = None,
     ) -> Plan:
+        """What a run would do, and why; ``backfill``: the partitions of one table that a
+        backfill of its range would build (missing, failed or stale), each with its reason."""
         return build_plan(
             self.graph,
             self.catalog.reader(),
@@ -237,7 +240,31 @@ class Workspace:
             selection=selection,
             full_refresh=full_refresh,
             force=force,
+            backfill=backfill,
+            changed_ranges=self.lake.changed_ranges,
         )
+
+    def backfill(
+        self,
+        backfill: Backfill,
+        *,
+        reporter: Reporter | None = None,
+        requested_by: str | None = None,
+    ) -> RunOutcome:
+        """Build the missing, failed and stale partitions of a range, here and now, as a
+        run of kind ``backfill`` (cancel it like any run; run it again to resume)."""
+        self.plan(backfill=backfill)  # refuse bad input before a run is recorded
+        with self.coordinator.start(backfill_request(backfill, requested_by)) as active:
+            outcome = self._build(active, reporter)
+        return outcome
+
+    def enqueue_backfill(
+        self, backfill: Backfill, *, requested_by: str | None = None, priority: int = 0
+    ) -> RunInfo:
+        """Queue a backfill for the scheduler instead of running it here."""
+        self.plan(backfill=backfill)
+        request = replace(backfill_request(backfill, requested_by), priority=priority)
+        return _run_info(self.coordinator.enqueue(request))
 
     def run(
         self,
@@ -289,7 +316,7 @@ class Workspace:
                     if active is None:
                         break
                     claimed = active
-                    if active.record.kind == "build":
+                    if active.record.kind in ("build", "backfill"):
                         outcome = self._build(active, reporter)
                     else:
                         kind = active.record.kind
@@ -340,10 +367,12 @@ class Workspace:
         reporter = reporter or NullReporter()
         params = active.record.params
         recovery = reconcile(self.graph, self.catalog, self.lake, active.closed_abandoned)
+        backfill = params.get("backfill")
         plan = self.plan(
             params.get("select", ()),
             full_refresh=active.record.full_refresh,
             force=params.get("force", ()),
+            backfill=Backfill(**backfill) if isinstance(backfill, dict) else None,
         )
         reporter.plan_ready(plan)
         result = self._runner(reporter).run(plan, active.run_id, active.should_stop)
@@ -718,6 +747,17 @@ def build_request(
         params=params,
         requested_by=requested_by or f"user:{os_user()}",
         priority=priority,
+    )
+
+
+def backfill_request(backfill: Backfill, requested_by: str | None) -> RunRequest:
+    span = f"{backfill.first or 'first'}..{backfill.last or 'latest'}"
+    return RunRequest(
+        kind="backfill",
+        selection=f"{backfill.table} {span}",
+        full_refresh=False,
+        params={"backfill": asdict(backfill)},
+        requested_by=requested_by or f"user:{os_user()}",
     )
 
 

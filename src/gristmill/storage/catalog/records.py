@@ -195,3 +195,19 @@ class MonitorAlert:
     action: str
     """What followed: recorded, promoted, pending, kept (gates refused), failed."""
     details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PartitionRecord:
+    """A partition's latest state: built (``success``) from these inputs, or ``failed``."""
+
+    table_name: str
+    partition_key: str
+    status: str
+    code_hash: str
+    inputs: dict[str, int]
+    version: int | None
+    """The table version whose commit wrote it (None when it failed)."""
+    run_id: str
+    updated_at: datetime
+    error: str | None = None

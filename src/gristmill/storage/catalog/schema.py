@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 metadata = MetaData()
 
@@ -244,4 +244,18 @@ sensor_state = Table(
     Column("reason", Text, nullable=False),
     Column("run_id", String(36)),
     Column("fired_at", DateTime(timezone=True)),
+)
+
+partitions = Table(
+    "partitions",
+    metadata,
+    Column("table_name", String(255), primary_key=True),
+    Column("partition_key", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("code_hash", String(64), nullable=False),
+    Column("inputs", JSON),
+    Column("version", BigInteger),
+    Column("run_id", String(36), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("error", Text),
 )

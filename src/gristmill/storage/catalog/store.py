@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +45,7 @@ from gristmill.storage.catalog.records import (
     ModelVersion,
     MonitorAlert,
     MonitorResult,
+    PartitionRecord,
     StepRecord,
     as_utc,
     utcnow,
@@ -194,6 +195,13 @@ class CatalogReader:
         query = select(t).where(t.c.run_id == run_id).order_by(t.c.id)
         with self._read() as conn:
             return [_step(row) for row in conn.execute(query).mappings()]
+
+    def partitions(self, table_name: str) -> dict[str, PartitionRecord]:
+        """Each recorded partition of ``table_name`` by key."""
+        p = s.partitions
+        query = select(p).where(p.c.table_name == table_name)
+        with self._read() as conn:
+            return {row.partition_key: _partition(row) for row in conn.execute(query).mappings()}
 
     def _materialization(self, conn: Connection, row: Any) -> Materialization:
         f, q = s.ingested_files, s.quarantine_counts
@@ -515,6 +523,20 @@ class Catalog(CatalogReader):
         with self._write() as conn:
             conn.execute(insert(s.model_events).values(**event.__dict__))
 
+    def record_partitions(self, records: Sequence[PartitionRecord]) -> None:
+        """The new state of some partitions of one table, in one transaction."""
+        if not records:
+            return
+        p = s.partitions
+        with self._write() as conn:
+            conn.execute(
+                delete(p).where(
+                    p.c.table_name == records[0].table_name,
+                    p.c.partition_key.in_([r.partition_key for r in records]),
+                )
+            )
+            conn.execute(insert(p), [r.__dict__ for r in records])
+
     def record_evaluation(self, results: list[MonitorResult], alerts: list[MonitorAlert]) -> None:
         """One monitor evaluation's results and alerts, in one transaction."""
         with self._write() as conn:
@@ -522,6 +544,13 @@ class Catalog(CatalogReader):
                 conn.execute(insert(s.monitor_results), [r.__dict__ for r in results])
             if alerts:
                 conn.execute(insert(s.monitor_alerts), [a.__dict__ for a in alerts])
+
+
+def _partition(row: Any) -> PartitionRecord:
+    data = {k: row[k] for k in PartitionRecord.__dataclass_fields__}
+    data["updated_at"] = as_utc(data["updated_at"])
+    data["inputs"] = {k: int(v) for k, v in (data["inputs"] or {}).items()}
+    return PartitionRecord(**data)
 
 
 def _monitor_result(row: Any) -> MonitorResult:
