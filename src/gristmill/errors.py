@@ -60,6 +60,7 @@ class GristmillError(Exception):
 class TransientError(GristmillError):
     """Raise it from a Python step when trying again later may succeed (``gm.TransientError``):
     a scheduled run that fails of it is retried by its schedule's ``retries``."""
+
     category = "unavailable"
 
     transient = True
@@ -79,6 +80,7 @@ def is_transient(exc: BaseException) -> bool:
 
 class ProjectNotFoundError(GristmillError):
     """No gristmill.toml in the folder or its parents."""
+
     category = "not_found"
 
     exit_code = 2
@@ -86,6 +88,7 @@ class ProjectNotFoundError(GristmillError):
 
 class FolderNotEmptyError(GristmillError):
     """``init`` was asked to create a project where a file or a non-empty folder is."""
+
     category = "conflict"
 
     exit_code = 2
@@ -93,6 +96,7 @@ class FolderNotEmptyError(GristmillError):
 
 class ConfigError(GristmillError):
     """gristmill.toml is malformed or holds an unknown or invalid key."""
+
     category = "invalid"
 
     exit_code = 2
@@ -100,6 +104,7 @@ class ConfigError(GristmillError):
 
 class DefinitionError(GristmillError):
     """A project module or SQL file defines something invalid."""
+
     category = "invalid"
 
     exit_code = 2
@@ -111,6 +116,7 @@ class GraphError(DefinitionError):
 
 class SelectionError(GristmillError):
     """A selection such as ``+name`` names nothing in the graph."""
+
     category = "invalid"
 
     exit_code = 2
@@ -125,6 +131,7 @@ class InvalidInputError(GristmillError):
 
 class UnknownTableError(GristmillError):
     """A command names a table that the project does not define."""
+
     category = "not_found"
 
     exit_code = 2
@@ -132,6 +139,7 @@ class UnknownTableError(GristmillError):
 
 class VersionNotFoundError(GristmillError):
     """A table version that was never committed."""
+
     category = "not_found"
 
     exit_code = 2
@@ -139,6 +147,7 @@ class VersionNotFoundError(GristmillError):
 
 class UnknownRunError(GristmillError):
     """A command names a run id (or prefix) that matches no single run."""
+
     category = "not_found"
 
     exit_code = 2
@@ -146,6 +155,7 @@ class UnknownRunError(GristmillError):
 
 class NotFoundError(GristmillError):
     """Something asked for does not exist (a run's log, ...)."""
+
     category = "not_found"
 
     exit_code = 2
@@ -153,6 +163,7 @@ class NotFoundError(GristmillError):
 
 class RunInProgressError(GristmillError):
     """Another run of this project is running (its owner's lease is live)."""
+
     category = "conflict"
 
     transient = True
@@ -160,6 +171,7 @@ class RunInProgressError(GristmillError):
 
 class RunStateError(GristmillError):
     """A run cannot do what was asked in its state (cancel a run that already ended)."""
+
     category = "conflict"
 
     exit_code = 2
@@ -167,6 +179,7 @@ class RunStateError(GristmillError):
 
 class NotMaterializedError(GristmillError):
     """A table exists in the project but has never been built."""
+
     category = "not_found"
 
     exit_code = 2
@@ -178,6 +191,7 @@ class SourceReadError(GristmillError):
 
 class ContractViolation(GristmillError):
     """Too many rows broke a contract, or a table-level check failed."""
+
     category = "invalid"
 
 
@@ -191,6 +205,7 @@ class StepCancelled(GristmillError):
 
 class CatalogError(GristmillError):
     """The catalog cannot be opened or is newer than this release."""
+
     category = "unavailable"
 
     exit_code = 2
@@ -202,6 +217,7 @@ class LakeError(GristmillError):
 
 class MissingDataError(LakeError):
     """A committed table version whose data files were deleted or moved outside Gristmill."""
+
     category = "not_found"
 
     exit_code = 2
@@ -209,6 +225,7 @@ class MissingDataError(LakeError):
 
 class UnsupportedPathError(GristmillError):
     """A folder whose path has characters the Delta Lake library cannot open."""
+
     category = "invalid"
 
     exit_code = 2
@@ -216,6 +233,7 @@ class UnsupportedPathError(GristmillError):
 
 class OutputError(GristmillError):
     """A file a command was asked to write (``--out``) cannot be written."""
+
     category = "invalid"
 
     exit_code = 2
@@ -223,6 +241,7 @@ class OutputError(GristmillError):
 
 class UnknownNameError(GristmillError):
     """A registry lookup (engine, format, example) for a name that does not exist."""
+
     category = "not_found"
 
     exit_code = 2
@@ -236,6 +255,7 @@ class UnknownNameError(GristmillError):
 
 class MissingExtraError(GristmillError):
     """An optional library is needed but not installed."""
+
     category = "invalid"
 
     exit_code = 2
@@ -253,6 +273,7 @@ class RunFailed(GristmillError):
 
 class UnknownModelError(GristmillError):
     """A model name, version or alias that the project or registry does not have."""
+
     category = "not_found"
 
     exit_code = 2
@@ -260,6 +281,7 @@ class UnknownModelError(GristmillError):
 
 class GateRefused(GristmillError):
     """A promotion was refused because one or more of the model's gates failed."""
+
     category = "conflict"
 
     exit_code = 1
@@ -275,6 +297,7 @@ class TrainingFailed(GristmillError):
 
 class ScoringError(GristmillError):
     """A table cannot be scored by a model version (it lacks the model's features)."""
+
     category = "invalid"
 
     exit_code = 2
@@ -282,6 +305,7 @@ class ScoringError(GristmillError):
 
 class OnlineStoreError(GristmillError):
     """The online store cannot be reached or written."""
+
     category = "unavailable"
 
     transient = True
@@ -289,6 +313,7 @@ class OnlineStoreError(GristmillError):
 
 class ServiceConfigError(GristmillError):
     """A service cannot be started: its model needs features nothing provides."""
+
     category = "invalid"
 
     exit_code = 2
@@ -296,6 +321,7 @@ class ServiceConfigError(GristmillError):
 
 class ServingInputError(GristmillError):
     """A prediction request is missing a field or has one of the wrong type (HTTP 422)."""
+
     category = "invalid"
 
     exit_code = 2
@@ -303,6 +329,7 @@ class ServingInputError(GristmillError):
 
 class EntityNotFound(GristmillError):
     """No online features for the requested entity, and the service has no defaults (404)."""
+
     category = "not_found"
 
     exit_code = 2
@@ -310,6 +337,7 @@ class EntityNotFound(GristmillError):
 
 class UnknownServiceError(GristmillError):
     """A service name the project does not define (HTTP 404)."""
+
     category = "not_found"
 
     exit_code = 2
@@ -317,6 +345,7 @@ class UnknownServiceError(GristmillError):
 
 class BadRequest(GristmillError):
     """A request body that is not JSON, or not the shape an endpoint takes (HTTP 400)."""
+
     category = "invalid"
 
     exit_code = 2
@@ -324,6 +353,7 @@ class BadRequest(GristmillError):
 
 class Unauthorized(GristmillError):
     """No API key, or an unknown or revoked one (HTTP 401)."""
+
     category = "forbidden"
 
     exit_code = 2
@@ -335,6 +365,7 @@ class Unauthorized(GristmillError):
 
 class Forbidden(GristmillError):
     """A valid API key whose role may not do this (HTTP 403)."""
+
     category = "forbidden"
 
     exit_code = 2
@@ -342,6 +373,7 @@ class Forbidden(GristmillError):
 
 class PayloadTooLarge(GristmillError):
     """A request body over the server's limit (HTTP 413)."""
+
     category = "invalid"
 
     exit_code = 2
@@ -349,6 +381,7 @@ class PayloadTooLarge(GristmillError):
 
 class UnsupportedMediaType(GristmillError):
     """A request body in a content type an endpoint does not read (HTTP 415)."""
+
     category = "invalid"
 
     exit_code = 2
@@ -356,6 +389,7 @@ class UnsupportedMediaType(GristmillError):
 
 class PredictionLogError(GristmillError):
     """The prediction log cannot be written, so the prediction is not answered (HTTP 503)."""
+
     category = "unavailable"
 
     transient = True
@@ -363,6 +397,7 @@ class PredictionLogError(GristmillError):
 
 class NoSuchRoute(GristmillError):
     """An HTTP path that the server does not answer (HTTP 404)."""
+
     category = "not_found"
 
     exit_code = 2
@@ -370,6 +405,7 @@ class NoSuchRoute(GristmillError):
 
 class MethodNotAllowed(GristmillError):
     """An HTTP method that a route does not take (HTTP 405, with ``Allow``)."""
+
     category = "invalid"
 
     exit_code = 2

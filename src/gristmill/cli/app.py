@@ -159,9 +159,7 @@ def backfill(
             show_default=False,
         ),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Rebuild fresh partitions too.")
-    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild fresh partitions too.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show which partitions would be built and why.")
     ] = False,

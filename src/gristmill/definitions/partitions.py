@@ -118,9 +118,9 @@ class Partitioning:
             return every
         return every[-1:]
 
-    def between(self, first: str | None, last: str | None, now: datetime | None = None) -> list[
-        Partition
-    ]:
+    def between(
+        self, first: str | None, last: str | None, now: datetime | None = None
+    ) -> list[Partition]:
         """The partitions from ``first`` to ``last`` inclusive (None: the first/the latest).
 
         A month (``2025-10``) names all of its days in a daily table."""
@@ -138,9 +138,7 @@ class Partitioning:
         lo_date = self._parse_bound(first, "--from", end=False) if first else None
         hi_date = self._parse_bound(last, "--to", end=True) if last else None
         if lo_date and hi_date and lo_date > hi_date:
-            raise InvalidInputError(
-                f"--from {first} comes after --to {last}", hint="swap them"
-            )
+            raise InvalidInputError(f"--from {first} comes after --to {last}", hint="swap them")
         assert self.start is not None
         return [
             p
@@ -176,9 +174,14 @@ class Partitioning:
             keys = ", ".join("'" + p.key.replace("'", "''") + "'" for p in parts)
             return f"{col} IN ({keys})"
         ranges = _contiguous(parts)
-        zone = "+00:00" if "TIME ZONE" in column_type.upper() or column_type.upper() == "TIMESTAMPTZ" else ""
+        zone = (
+            "+00:00"
+            if "TIME ZONE" in column_type.upper() or column_type.upper() == "TIMESTAMPTZ"
+            else ""
+        )
         terms = [
-            f"({col} >= '{_bound(lo, column_type)}{zone}' AND {col} < '{_bound(hi, column_type)}{zone}')"
+            f"({col} >= '{_bound(lo, column_type)}{zone}' "
+            f"AND {col} < '{_bound(hi, column_type)}{zone}')"
             for lo, hi in ranges
         ]
         return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
@@ -232,7 +235,9 @@ class Partitioning:
                 return month
             return date.fromisoformat(text)
         except ValueError:
-            shape = "2025-10" if self.granularity is Granularity.MONTHLY else "2025-10-01 or 2025-10"
+            shape = (
+                "2025-10" if self.granularity is Granularity.MONTHLY else "2025-10-01 or 2025-10"
+            )
             raise InvalidInputError(
                 f"{what} {text!r} is not a date", hint=f"write it as {shape}"
             ) from None

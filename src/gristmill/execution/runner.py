@@ -17,8 +17,8 @@ from pathlib import Path
 
 from gristmill import failpoints
 from gristmill.definitions.graph import Graph
-from gristmill.definitions.partitions import Partition
 from gristmill.definitions.objects import StepKind
+from gristmill.definitions.partitions import Partition
 from gristmill.errors import GristmillError, StepCancelled, StepFailed, is_transient
 from gristmill.execution.engines import Engine
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus

@@ -233,8 +233,7 @@ def _keep_partitions(ctx: StepContext, table: Table, view: str) -> tuple[str, st
     kind = str(types[column]).upper()
     if partitioning.granularity != "static" and kind not in TIME_TYPES:
         raise StepFailed(
-            f"{table.name}: the partition column {column!r} is {kind}, "
-            f"not a date or a timestamp",
+            f"{table.name}: the partition column {column!r} is {kind}, not a date or a timestamp",
             location=table.location,
             hint=f"cast it in the step (CAST({column} AS DATE)) or use gm.static(...)",
         )

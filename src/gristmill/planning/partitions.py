@@ -68,7 +68,13 @@ def plan_partitions(
     for part in parts:
         record = records.get(part.key)
         reason = _stale(
-            partitioning, part, record, code_hash, dependencies, versions, upstream_changing,
+            partitioning,
+            part,
+            record,
+            code_hash,
+            dependencies,
+            versions,
+            upstream_changing,
             changes,
         )
         if force:

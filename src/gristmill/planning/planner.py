@@ -118,8 +118,15 @@ def build_plan(
         node = graph.nodes[name]
         if isinstance(node, Table) and node.partitions is not None:
             step = _plan_partitioned(
-                node, state, versions, running, full_refresh or name in force, full_refresh,
-                backfill, changed_ranges, now,
+                node,
+                state,
+                versions,
+                running,
+                full_refresh or name in force,
+                full_refresh,
+                backfill,
+                changed_ranges,
+                now,
             )
         else:
             step = _plan_step(node, latest[name], versions, running, root, state, full_refresh)

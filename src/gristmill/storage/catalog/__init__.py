@@ -7,8 +7,8 @@ from gristmill.storage.catalog.records import (
     ModelEvent,
     ModelVersion,
     MonitorAlert,
-    PartitionRecord,
     MonitorResult,
+    PartitionRecord,
     RunRecord,
     StepRecord,
 )
