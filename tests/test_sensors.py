@@ -94,6 +94,7 @@ def test_files_already_queued_do_not_queue_twice(tmp_path: Path) -> None:
         ('gm.sensor("s", on=gm.new_files("per_user"))', GraphError, "needs a file source"),
         ('gm.sensor("s", on=gm.new_version("txns"), select="+nope")', GraphError, "nope"),
         ('gm.sensor("s", on="txns")', DefinitionError, "on= must be gm.new_files"),
+        ('gm.sensor("s", on=gm.monitor_alert("nope"))', GraphError, "not a monitor"),
         ('gm.sensor("s", on=gm.new_files("txns"), min_interval="soon")', DefinitionError, "soon"),
     ],
 )
@@ -107,6 +108,31 @@ def test_a_bad_sensor_is_a_load_error_with_its_line(
     location = caught.value.location
     assert location is not None
     assert (root / "pipeline.py").read_text().splitlines()[location.line - 1].startswith("bad = ")
+
+
+ALERTS = """
+q = gm.quality_monitor("q", table="txns", max_quarantine_share=0.0)
+on_q = gm.sensor("on_q", on=gm.monitor_alert("q"), select="top_users", min_interval="0s")
+"""
+
+
+def test_a_monitor_alert_queues_the_sensors_run_once(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", module=BASIC_MODULE + ALERTS)
+    first = gm_json(root, "run")
+    [q] = first["summary"]["monitors"]
+    assert q["state"] == "alert"  # the example rows carry rejects
+    quiet = gm_json(root, "scheduler", "--once")  # an alert from before it watched: no run
+    assert quiet["ran"] == [] and sensor(root, "on_q")["reason"] == "started watching q's alerts"
+    (root / "data" / "b.csv").write_text("id,user_id,amount\n30,u5,-4\n31,u5,2\n")
+    assert gm_json(root, "run")["summary"]["monitors"][0]["state"] == "alert"
+    tick = gm_json(root, "scheduler", "--once")
+    [fired] = tick["queued_by_triggers"]
+    assert fired["sensor"] == "on_q" and fired["reason"].startswith("q alerted: q: ")
+    [ran] = tick["ran"]
+    assert ran["requested_by"] == "sensor:on_q" and ran["selection"] == "top_users"
+    assert ran["status"] in ("success", "noop")
+    again = gm_json(root, "scheduler", "--once")
+    assert again["ran"] == [] and sensor(root, "on_q")["reason"] == "no new alert of q"
 
 
 def test_a_running_scheduler_loads_changed_definitions(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ _API = {
     "gristmill.definitions.objects": ("feature_view", "source", "table"),
     "gristmill.definitions.partitions": ("daily", "monthly", "static"),
     "gristmill.definitions.schedules": ("retry", "schedule"),
-    "gristmill.definitions.sensors": ("new_files", "new_version", "sensor"),
+    "gristmill.definitions.sensors": ("monitor_alert", "new_files", "new_version", "sensor"),
     "gristmill.definitions.services": ("decision", "service"),
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from gristmill.definitions.objects import feature_view, source, table
     from gristmill.definitions.partitions import daily, monthly, static
     from gristmill.definitions.schedules import retry, schedule
-    from gristmill.definitions.sensors import new_files, new_version, sensor
+    from gristmill.definitions.sensors import monitor_alert, new_files, new_version, sensor
     from gristmill.definitions.services import decision, service
 
 
@@ -117,6 +117,7 @@ __all__ = [
     "static",
     "schedule",
     "sensor",
+    "monitor_alert",
     "new_files",
     "new_version",
     "feature_view",

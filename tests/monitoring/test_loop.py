@@ -60,8 +60,15 @@ def test_drift_fires_after_new_data_and_retraining_goes_through_the_gates(
     assert "amount_avg_90d psi" in alerts[-1]["message"]  # prices rose 70% after the drift
     quality = cli("monitor", "alerts", "transactions_quality", "--json").json()
     assert quality and "channel psi" in quality[-1]["message"]
-    # the run retrained on the new labels (v2); the trigger took it through the gates
+    # the alert queued a retrain, a run of its own that the same tick ran after the build:
+    # it retrained on the new labels (v2) and took v2 through the gates
     assert drift["action"] in ("promoted", "kept")
+    [retrain] = [r for r in tick["ran"] if r["kind"] == "retrain"]
+    assert retrain["requested_by"] == "monitor:churn_drift"
+    assert retrain["status"] in ("success", "noop")  # the sensor's build may have trained v2
+    assert retrain["summary"]["retrain"]["action"] == drift["action"]
+    assert alerts[-1]["details"]["run_id"] == retrain["run_id"]
+    assert [r["kind"] for r in tick["ran"]].index("retrain") > tick["ran"].index(built)
     history = cli("models", "history", "churn", "--json").json()
     actions = [(e["action"], e["actor"]) for e in history]
     assert ("retrain", "monitor:churn_drift") in actions
@@ -101,8 +108,11 @@ def test_a_retrain_that_fails_its_gate_keeps_the_champion(
     run = cli("run", "--json").json()
     drift = {e["monitor"]: e for e in run["summary"]["monitors"]}["churn_drift"]
     assert drift["state"] == "alert"
-    assert drift["action"] == "kept"
+    assert drift["action"] == "kept"  # the foreground run ran the retrain it queued
     assert "roc_auc >= 0.99" in drift["action_details"]["reason"]
+    retrains = cli("runs", "--kind", "retrain", "--json").json()
+    assert [r["requested_by"] for r in retrains] == ["monitor:churn_drift"]
+    assert drift["action_details"]["run_id"] == retrains[0]["run_id"]
     assert cli("models", "show", "churn", "champion", "--json").json()["version"] == 1
     history = cli("models", "history", "churn", "--json").json()
     refused = [e for e in history if e["action"] == "refused"]

@@ -24,7 +24,7 @@ def run(
     json: JsonOpt = False,
 ) -> None:
     """Evaluate monitors now: store their values, record alerts, run their triggers."""
-    evaluations = _open(project).monitors.run(names or None)
+    evaluations = _open(project).monitors.run(names or None, run_triggered=True)
     if json:
         emit_json([e.to_dict() for e in evaluations])
     else:

@@ -87,8 +87,11 @@ def load_project(start: Path) -> Project:
         monitor.validate_refs(graph.nodes, services)  # type: ignore[arg-type]
         bound[monitor.name] = bind(monitor, services)  # type: ignore[arg-type]
     for trigger in (*schedules.values(), *sensors.values()):
-        assert isinstance(trigger, Schedule | Sensor)
-        trigger.validate_refs(graph.nodes)
+        if isinstance(trigger, Sensor):
+            trigger.validate_refs(graph.nodes, list(bound))
+        else:
+            assert isinstance(trigger, Schedule)
+            trigger.validate_refs(graph.nodes)
     return Project(
         root=root,
         config=config,

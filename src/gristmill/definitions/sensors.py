@@ -3,7 +3,9 @@
 ``gm.sensor("new_transactions", on=gm.new_files("transactions"), select="transactions+")``
 queues a build of ``transactions`` and what depends on it when files arrive that the
 source has not ingested; ``on=gm.new_version("user_profile")`` when a table gets a new
-version ("run when upstream changes"). The scheduler evaluates each sensor at most every
+version ("run when upstream changes"); ``on=gm.monitor_alert("churn_drift")`` when a
+monitor raises a new alert (a monitor's own ``on_alert=gm.retrain(...)`` needs no
+sensor: its alert queues the retrain itself). The scheduler evaluates each sensor at most every
 ``min_interval``, stores its cursor and the reason, and queues the run in the same
 transaction.
 """
@@ -42,6 +44,11 @@ def new_version(table: str) -> Watch:
     return Watch("new_version", table)
 
 
+def monitor_alert(monitor: str) -> Watch:
+    """A new alert of a monitor (drift, quality, performance)."""
+    return Watch("monitor_alert", monitor)
+
+
 @dataclass(frozen=True)
 class Sensor(Definition):
     on: Watch
@@ -49,7 +56,17 @@ class Sensor(Definition):
     min_interval: timedelta
     full_refresh: bool
 
-    def validate_refs(self, nodes: Mapping[str, Definition]) -> None:
+    def validate_refs(self, nodes: Mapping[str, Definition], monitors: Sequence[str] = ()) -> None:
+        if self.on.kind == "monitor_alert":
+            if self.on.target not in monitors:
+                raise GraphError(
+                    f"sensor {self.name!r} watches the alerts of {self.on.target!r}, which is "
+                    "not a monitor of the project",
+                    location=self.location,
+                    hint="monitors: " + (", ".join(sorted(monitors)) or "none"),
+                )
+            check_selection(f"sensor {self.name!r}", self.select, nodes, self.location)
+            return
         target = nodes.get(self.on.target)
         if target is None:
             raise GraphError(
@@ -80,14 +97,16 @@ def sensor(
     """Queue a build of ``select`` (default: everything) when ``on`` sees something new.
 
     Args:
-        on: ``gm.new_files("source")`` or ``gm.new_version("table")``.
+        on: ``gm.new_files("source")``, ``gm.new_version("table")`` or
+            ``gm.monitor_alert("monitor")``.
         min_interval: the scheduler evaluates the sensor at most this often.
     """
     location = _caller_location()
     check_name(name, location)
     if not isinstance(on, Watch):
         raise DefinitionError(
-            f"sensor {name!r}: on= must be gm.new_files(...) or gm.new_version(...)",
+            f"sensor {name!r}: on= must be gm.new_files(...), gm.new_version(...) "
+            "or gm.monitor_alert(...)",
             location=location,
             hint='e.g. on=gm.new_files("transactions")',
         )

@@ -191,9 +191,10 @@ class Coordinator:
             yield active
 
     @contextmanager
-    def claim(self) -> Iterator[ActiveRun | None]:
-        """The next queued run, owned here for the block; None when there is nothing to do."""
-        claimed = self.store.claim(self.owner, self.lease, self.alive)
+    def claim(self, only: str | None = None) -> Iterator[ActiveRun | None]:
+        """The next queued run (``only``: that one), owned here for the block; None when
+        there is nothing to do."""
+        claimed = self.store.claim(self.owner, self.lease, self.alive, only)
         if claimed is None:
             yield None
             return

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import getpass
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -303,21 +303,32 @@ class Workspace:
             request = replace(request, timeout_s=timeout.total_seconds())
         return _run_info(self.coordinator.enqueue(request))
 
-    def work(self, *, reporter: Reporter | None = None, limit: int | None = None) -> list[RunInfo]:
+    def work(
+        self,
+        *,
+        reporter: Reporter | None = None,
+        limit: int | None = None,
+        only: str | None = None,
+    ) -> list[RunInfo]:
         """Run queued runs here, one after the other, until the queue is empty (or another
-        process is running one); the runs that ran, as they ended."""
+        process is running one; ``only``: just that run, if still queued); the runs that
+        ran, as they ended."""
         done: list[RunInfo] = []
-        while limit is None or len(done) < limit:
+        while (limit is None or len(done) < limit) and not (only and done):
             outcome = None
             raised: GristmillError | None = None
             claimed: ActiveRun | None = None
             try:
-                with self.coordinator.claim() as active:
+                with self.coordinator.claim(only) as active:
                     if active is None:
                         break
                     claimed = active
-                    if active.record.kind in ("build", "backfill"):
+                    kind = active.record.kind
+                    if kind in ("build", "backfill"):
                         outcome = self._build(active, reporter)
+                    elif kind == "retrain":
+                        settle = partial(self.monitors.settle, active.record.params)
+                        outcome = self._build(active, reporter, then=settle)
                     else:
                         kind = active.record.kind
                         active.finish("failed", error=f"runs of kind {kind!r} cannot be queued")
@@ -327,7 +338,9 @@ class Workspace:
                 raised = exc  # the lifecycle closed the run as failed; the queue goes on
             assert claimed is not None
             if outcome is not None:
-                self._after_build(outcome, monitors=True)
+                self._after_build(
+                    outcome, monitors=claimed.record.kind != "retrain", triggered=False
+                )
             record = self.coordinator.store.get(claimed.run_id)
             transient = raised.transient if raised else bool(outcome and outcome.result.transient)
             if record.status == "failed" and transient:
@@ -363,7 +376,12 @@ class Workspace:
         """Cancel a queued run, or ask a running one to stop before its next step."""
         return _run_info(self.coordinator.cancel(run_id))
 
-    def _build(self, active: ActiveRun, reporter: Reporter | None) -> RunOutcome:
+    def _build(
+        self,
+        active: ActiveRun,
+        reporter: Reporter | None,
+        then: Callable[[RunOutcome], dict[str, Any]] | None = None,
+    ) -> RunOutcome:
         reporter = reporter or NullReporter()
         params = active.record.params
         recovery = reconcile(self.graph, self.catalog, self.lake, active.closed_abandoned)
@@ -378,12 +396,19 @@ class Workspace:
         result = self._runner(reporter).run(plan, active.run_id, active.should_stop)
         online = () if result.status == "cancelled" else self.sync_online()
         outcome = RunOutcome(result=result, plan=plan, recovery=recovery, online=online)
-        active.finish(result.status, outcome.summary(), result.error())
+        summary = outcome.summary()
+        if then is not None and result.status != "cancelled":
+            summary.update(then(outcome))  # e.g. a retrain's gate decision
+        active.finish(result.status, summary, result.error())
         return outcome
 
-    def _after_build(self, outcome: RunOutcome, monitors: bool) -> RunOutcome:
+    def _after_build(
+        self, outcome: RunOutcome, monitors: bool, *, triggered: bool = True
+    ) -> RunOutcome:
+        """Evaluate the monitors a build's changes concern; ``triggered``: run the
+        retrains their alerts queue here too (else the scheduler does)."""
         if monitors and outcome.result.ok and self.project.monitors:
-            evaluations = tuple(self.monitors.run(only_changed=True))
+            evaluations = tuple(self.monitors.run(only_changed=True, run_triggered=triggered))
             outcome = replace(outcome, monitors=evaluations)
         return outcome
 

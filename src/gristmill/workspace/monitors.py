@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -44,12 +44,14 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from gristmill.execution.monitoring.drift import Pair
-    from gristmill.workspace.core import Workspace
+    from gristmill.workspace.core import RunOutcome, Workspace
 
 REFERENCE = "__gm_reference"
 CURRENT = "__gm_current"
 WINDOW = "__gm_window"
 LABELS = "__gm_labels"
+RETRAIN_PRIORITY = 100
+"""A monitor's retrain goes ahead of routine queued work."""
 
 
 class EvaluationWindow(TypedDict):
@@ -153,9 +155,12 @@ class Monitors:
         *,
         only_changed: bool = False,
         now: datetime | None = None,
+        run_triggered: bool = False,
     ) -> list[Evaluation]:
         """Evaluate monitors (all by default); ``only_changed``: those whose inputs changed
-        since their last evaluation (what ``gristmill run`` does)."""
+        since their last evaluation (what ``gristmill run`` does). An alert's retrain is
+        queued as a run of its own; ``run_triggered`` runs those runs here and now, one
+        after the other (the CLI in the foreground), else the scheduler runs them."""
         specs = [self.spec(n) for n in names] if names else list(self.ws.project.monitors.values())
         out = []
         for spec in specs:
@@ -163,7 +168,25 @@ class Monitors:
             if only_changed and key is not None and key == self._last_key(spec.name):
                 continue
             out.append(self._evaluate(spec, key, now or utcnow()))
+        if run_triggered:
+            out = [self._run_triggered(e) for e in out]
         return out
+
+    def _run_triggered(self, evaluation: Evaluation) -> Evaluation:
+        run_id = evaluation.action_details.get("run_id")
+        if evaluation.action != "queued" or not run_id:
+            return evaluation
+        self.ws.work(only=str(run_id))
+        settled = [
+            a
+            for a in self.alerts(evaluation.monitor)
+            if a.evaluation_id == evaluation.evaluation_id
+        ]
+        if not settled or settled[-1].action == "queued":
+            return evaluation  # another process took the run; `gristmill runs` shows it
+        return replace(
+            evaluation, action=settled[-1].action, action_details=dict(settled[-1].details or {})
+        )
 
     def _evaluate(self, spec: Monitor, key: str | None, now: datetime) -> Evaluation:
         evaluation_id = uuid.uuid4().hex
@@ -182,7 +205,7 @@ class Monitors:
             details = self._notify(spec, message, evaluation_id, outcome)
             action = "recorded"
             if spec.on_alert is not None:
-                action, more = self._retrain(spec, message)
+                action, more = self._queue_retrain(spec, message, evaluation_id)
                 details.update(more)
             alerts.append(
                 MonitorAlert(
@@ -485,15 +508,50 @@ class Monitors:
             }
         }
 
-    def _retrain(self, spec: Monitor, message: str) -> tuple[str, dict[str, Any]]:
+    def _queue_retrain(
+        self, spec: Monitor, message: str, evaluation_id: str
+    ) -> tuple[str, dict[str, Any]]:
+        """The trigger: a run of kind ``retrain`` in the queue (it never runs inline)."""
+        assert spec.on_alert is not None and spec.model is not None
+        from gristmill.storage.catalog.runs import RunRequest
+
+        model = spec.model
+        request = RunRequest(
+            kind="retrain",
+            selection=f"+{model}",
+            full_refresh=False,
+            params={
+                "select": [f"+{model}"],
+                "monitor": spec.name,
+                "evaluation_id": evaluation_id,
+                "message": message,
+                "alias": spec.on_alert.alias,
+                "before": self.catalog.aliases(model).get(spec.on_alert.alias),
+            },
+            requested_by=f"monitor:{spec.name}",
+            priority=RETRAIN_PRIORITY,
+        )
+        try:
+            queued = self.ws.coordinator.enqueue(request)
+        except GristmillError as exc:
+            return "failed", {"error": exc.message, "hint": exc.hint or ""}
+        return "queued", {"run_id": queued.run_id}
+
+    def settle(self, params: dict[str, Any], outcome: RunOutcome) -> dict[str, Any]:
+        """After a retrain run's build: take the new version through the gates, record the
+        decision on the alert that queued it; the decision as the run's summary adds it."""
+        spec = self.spec(str(params["monitor"]))
+        action, details = self._decide(spec, str(params["message"]), params.get("before"), outcome)
+        details = {"run_id": outcome.result.run_id, **details}
+        self.catalog.settle_alert(str(params["evaluation_id"]), spec.name, action, details)
+        return {"retrain": {"action": action, **details}}
+
+    def _decide(
+        self, spec: Monitor, message: str, before: int | None, outcome: RunOutcome
+    ) -> tuple[str, dict[str, Any]]:
         assert spec.on_alert is not None and spec.model is not None
         model, alias = spec.model, spec.on_alert.alias
         actor = f"monitor:{spec.name}"
-        before = self.catalog.aliases(model).get(alias)
-        try:
-            outcome = self.ws.run([f"+{model}"], monitors=False)
-        except GristmillError as exc:
-            return "failed", {"error": exc.message, "hint": exc.hint or ""}
         if not outcome.ok:
             failed_steps = [
                 f"{r.name}: {r.error.get('message', r.error)}"

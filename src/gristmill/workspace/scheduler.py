@@ -176,6 +176,14 @@ class Scheduler:
     def _look(self, sensor: Sensor, cursor: str | None) -> tuple[str, str, bool]:
         """The sensor's new cursor, the reason, and whether it fires."""
         target = sensor.on.target
+        if sensor.on.kind == "monitor_alert":
+            last = self.ws.catalog.latest_alert(target)
+            now = last.evaluation_id if last else ""
+            if cursor is None:
+                return now, f"started watching {target}'s alerts", False
+            if last is not None and now != cursor:
+                return now, f"{target} alerted: {last.message[:200]}", True
+            return now, f"no new alert of {target}", False
         if sensor.on.kind == "new_version":
             latest = self.ws.catalog.latest_versions().get(target)
             now = "" if latest is None else str(latest)

@@ -95,11 +95,15 @@ class RunStore:
             return self._get(conn, run_id), closed
 
     def claim(
-        self, owner: str, lease: timedelta, alive: Callable[[str], bool]
+        self,
+        owner: str,
+        lease: timedelta,
+        alive: Callable[[str], bool],
+        only: str | None = None,
     ) -> tuple[RunRecord, int] | None:
-        """The next queued run (highest priority, then oldest), now this owner's, with how
-        many abandoned runs were closed first; None when the queue is empty or a run is
-        already running."""
+        """The next queued run (highest priority, then oldest; ``only``: that run if it is
+        still queued), now this owner's, with how many abandoned runs were closed first;
+        None when the queue is empty or a run is already running."""
         r = s.runs
         with self._claiming() as conn:
             closed = self._close_abandoned(conn, alive)
@@ -116,6 +120,8 @@ class RunStore:
                 .limit(1)
                 .with_for_update(skip_locked=True)
             )
+            if only is not None:
+                query = query.where(r.c.run_id == only)
             run_id = conn.execute(query).scalar()
             if run_id is None:
                 return None

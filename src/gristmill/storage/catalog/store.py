@@ -305,6 +305,14 @@ class CatalogReader:
         with self._read() as conn:
             return [_monitor_alert(row) for row in conn.execute(query).mappings()]
 
+    def latest_alert(self, monitor: str) -> MonitorAlert | None:
+        """A monitor's newest alert (one row, however long its history)."""
+        a = s.monitor_alerts
+        query = select(a).where(a.c.monitor == monitor).order_by(a.c.id.desc()).limit(1)
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+            return _monitor_alert(row) if row else None
+
 
 class Catalog(CatalogReader):
     """The writable catalog. Writes are serialized: runner threads share one instance."""
@@ -536,6 +544,18 @@ class Catalog(CatalogReader):
                 )
             )
             conn.execute(insert(p), [r.__dict__ for r in records])
+
+    def settle_alert(
+        self, evaluation_id: str, monitor: str, action: str, details: dict[str, Any]
+    ) -> None:
+        """What an alert's queued trigger came to (``promoted``, ``kept``, ...)."""
+        a = s.monitor_alerts
+        with self._write() as conn:
+            conn.execute(
+                update(a)
+                .where(a.c.evaluation_id == evaluation_id, a.c.monitor == monitor)
+                .values(action=action, details=details)
+            )
 
     def record_evaluation(self, results: list[MonitorResult], alerts: list[MonitorAlert]) -> None:
         """One monitor evaluation's results and alerts, in one transaction."""
