@@ -3,14 +3,10 @@ missed ticks caught up, a tick never run twice through kill -9, one leader of tw
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import random
 import signal
-import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +16,15 @@ from sqlalchemy import update
 from gristmill.storage.catalog import schema as s
 from gristmill.storage.catalog.records import utcnow
 from gristmill.workspace import Workspace
-from tests.conftest import BASIC_MODULE, gm, gm_failed_json, gm_json, spawn, write_project
+from tests.conftest import (
+    BASIC_MODULE,
+    Receiver,
+    gm,
+    gm_failed_json,
+    gm_json,
+    spawn,
+    write_project,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -224,30 +228,6 @@ def test_a_transient_failure_is_retried_with_backoff_and_each_attempt_recorded(
     assert "failed flaky" in log.stdout and "error: flaky: ConnectionError" in log.stdout
     assert "exited with 0" in log.stdout.splitlines()[-1]
     assert Receiver.bodies == []  # retried attempts and the final success post nothing
-
-
-class Receiver(http.server.BaseHTTPRequestHandler):
-    bodies: list[dict] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
-        length = int(self.headers["Content-Length"])
-        Receiver.bodies.append(json.loads(self.rfile.read(length)))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def receiver() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    Receiver.bodies = []
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
 
 
 def test_invalid_input_is_never_retried_and_its_failure_is_posted(

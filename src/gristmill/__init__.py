@@ -41,6 +41,7 @@ _API = {
         "quality_monitor",
         "retrain",
     ),
+    "gristmill.definitions.freshness": ("freshness",),
     "gristmill.definitions.objects": ("feature_view", "source", "table"),
     "gristmill.definitions.partitions": ("daily", "monthly", "static"),
     "gristmill.definitions.schedules": ("retry", "schedule"),
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         row_count,
         unique,
     )
+    from gristmill.definitions.freshness import freshness
     from gristmill.definitions.models import (
         features,
         kfold,
@@ -121,6 +123,7 @@ __all__ = [
     "new_files",
     "new_version",
     "feature_view",
+    "freshness",
     "features",
     "kfold",
     "lightgbm",

@@ -62,7 +62,6 @@ class TransientError(GristmillError):
     a scheduled run that fails of it is retried by its schedule's ``retries``."""
 
     category = "unavailable"
-
     transient = True
 
 
@@ -82,7 +81,6 @@ class ProjectNotFoundError(GristmillError):
     """No gristmill.toml in the folder or its parents."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -90,7 +88,6 @@ class FolderNotEmptyError(GristmillError):
     """``init`` was asked to create a project where a file or a non-empty folder is."""
 
     category = "conflict"
-
     exit_code = 2
 
 
@@ -98,7 +95,6 @@ class ConfigError(GristmillError):
     """gristmill.toml is malformed or holds an unknown or invalid key."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -106,7 +102,6 @@ class DefinitionError(GristmillError):
     """A project module or SQL file defines something invalid."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -118,7 +113,6 @@ class SelectionError(GristmillError):
     """A selection such as ``+name`` names nothing in the graph."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -133,7 +127,6 @@ class UnknownTableError(GristmillError):
     """A command names a table that the project does not define."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -141,7 +134,6 @@ class VersionNotFoundError(GristmillError):
     """A table version that was never committed."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -149,7 +141,6 @@ class UnknownRunError(GristmillError):
     """A command names a run id (or prefix) that matches no single run."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -157,7 +148,6 @@ class NotFoundError(GristmillError):
     """Something asked for does not exist (a run's log, ...)."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -165,7 +155,6 @@ class RunInProgressError(GristmillError):
     """Another run of this project is running (its owner's lease is live)."""
 
     category = "conflict"
-
     transient = True
 
 
@@ -173,7 +162,6 @@ class RunStateError(GristmillError):
     """A run cannot do what was asked in its state (cancel a run that already ended)."""
 
     category = "conflict"
-
     exit_code = 2
 
 
@@ -181,7 +169,6 @@ class NotMaterializedError(GristmillError):
     """A table exists in the project but has never been built."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -207,7 +194,6 @@ class CatalogError(GristmillError):
     """The catalog cannot be opened or is newer than this release."""
 
     category = "unavailable"
-
     exit_code = 2
 
 
@@ -219,7 +205,6 @@ class MissingDataError(LakeError):
     """A committed table version whose data files were deleted or moved outside Gristmill."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -227,7 +212,6 @@ class UnsupportedPathError(GristmillError):
     """A folder whose path has characters the Delta Lake library cannot open."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -235,7 +219,6 @@ class OutputError(GristmillError):
     """A file a command was asked to write (``--out``) cannot be written."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -243,7 +226,6 @@ class UnknownNameError(GristmillError):
     """A registry lookup (engine, format, example) for a name that does not exist."""
 
     category = "not_found"
-
     exit_code = 2
 
     def __init__(self, kind: str, name: str, valid: list[str]) -> None:
@@ -257,7 +239,6 @@ class MissingExtraError(GristmillError):
     """An optional library is needed but not installed."""
 
     category = "invalid"
-
     exit_code = 2
 
     def __init__(self, module: str, extra: str) -> None:
@@ -275,7 +256,6 @@ class UnknownModelError(GristmillError):
     """A model name, version or alias that the project or registry does not have."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -283,7 +263,6 @@ class GateRefused(GristmillError):
     """A promotion was refused because one or more of the model's gates failed."""
 
     category = "conflict"
-
     exit_code = 1
 
 
@@ -299,7 +278,6 @@ class ScoringError(GristmillError):
     """A table cannot be scored by a model version (it lacks the model's features)."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -307,7 +285,6 @@ class OnlineStoreError(GristmillError):
     """The online store cannot be reached or written."""
 
     category = "unavailable"
-
     transient = True
 
 
@@ -315,7 +292,6 @@ class ServiceConfigError(GristmillError):
     """A service cannot be started: its model needs features nothing provides."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -323,7 +299,6 @@ class ServingInputError(GristmillError):
     """A prediction request is missing a field or has one of the wrong type (HTTP 422)."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -331,7 +306,6 @@ class EntityNotFound(GristmillError):
     """No online features for the requested entity, and the service has no defaults (404)."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -339,7 +313,6 @@ class UnknownServiceError(GristmillError):
     """A service name the project does not define (HTTP 404)."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -347,7 +320,6 @@ class BadRequest(GristmillError):
     """A request body that is not JSON, or not the shape an endpoint takes (HTTP 400)."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -355,7 +327,6 @@ class Unauthorized(GristmillError):
     """No API key, or an unknown or revoked one (HTTP 401)."""
 
     category = "forbidden"
-
     exit_code = 2
 
     def __init__(self, message: str, *, token_given: bool = False, hint: str = "") -> None:
@@ -367,7 +338,6 @@ class Forbidden(GristmillError):
     """A valid API key whose role may not do this (HTTP 403)."""
 
     category = "forbidden"
-
     exit_code = 2
 
 
@@ -375,7 +345,6 @@ class PayloadTooLarge(GristmillError):
     """A request body over the server's limit (HTTP 413)."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -383,7 +352,6 @@ class UnsupportedMediaType(GristmillError):
     """A request body in a content type an endpoint does not read (HTTP 415)."""
 
     category = "invalid"
-
     exit_code = 2
 
 
@@ -391,7 +359,6 @@ class PredictionLogError(GristmillError):
     """The prediction log cannot be written, so the prediction is not answered (HTTP 503)."""
 
     category = "unavailable"
-
     transient = True
 
 
@@ -399,7 +366,6 @@ class NoSuchRoute(GristmillError):
     """An HTTP path that the server does not answer (HTTP 404)."""
 
     category = "not_found"
-
     exit_code = 2
 
 
@@ -407,7 +373,6 @@ class MethodNotAllowed(GristmillError):
     """An HTTP method that a route does not take (HTTP 405, with ``Allow``)."""
 
     category = "invalid"
-
     exit_code = 2
 
     def __init__(self, method: str, allowed: list[str]) -> None:

@@ -428,6 +428,20 @@ def sensors(
 
 
 @app.command()
+def freshness(
+    name: Annotated[str | None, typer.Argument(help="One freshness check.")] = None,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Each freshness check: its table or model, how old it is, its max_age, its last alert."""
+    ws = _open(project)
+    checks = [ws.watch.one(name)] if name else ws.watch.freshness()
+    if json:
+        return render.emit_json(checks[0] if name else checks)
+    render.freshness_table(checks)
+
+
+@app.command()
 def scheduler(
     once: Annotated[
         bool,

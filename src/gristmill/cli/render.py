@@ -230,6 +230,30 @@ def partition_plan(plan: Plan) -> None:
     )
 
 
+def freshness_table(checks: list[Any]) -> None:
+    from gristmill.workspace.watch import span as _age
+
+    if not checks:
+        out.print('no freshness checks: declare gm.freshness("table", max_age="26h")')
+        return
+    table = Table(title="freshness", title_justify="left")
+    for column in ("name", "target", "state", "version", "age", "max_age", "refresh", "last alert"):
+        table.add_column(column)
+    for c in checks:
+        alert = c.last_alert
+        table.add_row(
+            c.name,
+            c.target,
+            f"[{'green' if c.state == 'fresh' else 'red'}]{c.state}[/]",
+            "" if c.version is None else f"v{c.version}",
+            "" if c.age_s is None else _age(c.age_s),
+            _age(c.max_age_s),
+            "yes" if c.refresh else "",
+            f"{fmt_time(alert['at'])}: {escape(alert['message'])}" if alert else "",
+        )
+    out.print(table)
+
+
 def run_header(info: Any) -> None:
     """One run's facts, one per line."""
     out.print(f"run [bold]{info.run_id}[/] ({styled(info.status)})")

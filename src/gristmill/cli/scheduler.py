@@ -63,6 +63,8 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
             _report_tick(data, json)
         elif kind == "fired":
             _report_fired(data, json)
+        elif kind == "alert":
+            _report_alert(data, json)
         elif kind == "run":
             _report(data, json)
 
@@ -73,6 +75,7 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
         render.emit_json(
             {
                 "queued_by_triggers": served.queued,
+                "alerts": served.alerts,
                 "ran": ran,
                 "queued": len(ws.runs(10_000, status="queued")),
             }
@@ -113,6 +116,17 @@ def _report_fired(fired: dict[str, object], json_lines: bool) -> None:
         return
     run = str(fired["run_id"])[:12]
     render.out.print(f"sensor {fired['sensor']}: queued run [bold]{run}[/] ({fired['reason']})")
+
+
+def _report_alert(alert: dict[str, object], json_lines: bool) -> None:
+    if json_lines:
+        render.out.file.write(orjson.dumps(to_jsonable(alert)).decode() + "\n")
+        render.out.file.flush()
+        return
+    queued = f"; queued run [bold]{str(alert['run_id'])[:12]}[/]" if alert.get("run_id") else ""
+    if alert["kind"] == "deadline":
+        queued = ""
+    render.err.print(f"[yellow]{alert['kind']}[/] alert: {alert['message']}{queued}")
 
 
 def _report(info: RunInfo, json_lines: bool) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from gristmill.definitions.config import CONFIG_FILE, DEFAULT_MODULE, ProjectConfig, load_config
+from gristmill.definitions.freshness import Freshness
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.monitors import Monitor, bind
 from gristmill.definitions.objects import Definition, Table, check_name
@@ -33,6 +34,7 @@ class Project:
     monitors: Mapping[str, Monitor] = field(default_factory=dict)
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
     sensors: Mapping[str, Sensor] = field(default_factory=dict)
+    freshness: Mapping[str, Freshness] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -65,6 +67,7 @@ def load_project(start: Path) -> Project:
     monitors: dict[str, Definition] = {}
     schedules: dict[str, Definition] = {}
     sensors: dict[str, Definition] = {}
+    freshness: dict[str, Definition] = {}
     for module_path in _module_paths(root, config):
         for definition in _definitions_in(_import(module_path, root)):
             if isinstance(definition, Service):
@@ -75,6 +78,8 @@ def load_project(start: Path) -> Project:
                 _add(schedules, definition)
             elif isinstance(definition, Sensor):
                 _add(sensors, definition)
+            elif isinstance(definition, Freshness):
+                _add(freshness, definition)
             else:
                 _add(nodes, definition)
     _add_sql_files(root, config, nodes)
@@ -92,6 +97,9 @@ def load_project(start: Path) -> Project:
         else:
             assert isinstance(trigger, Schedule)
             trigger.validate_refs(graph.nodes)
+    for check in freshness.values():
+        assert isinstance(check, Freshness)
+        check.validate_refs(graph.nodes)
     return Project(
         root=root,
         config=config,
@@ -100,6 +108,7 @@ def load_project(start: Path) -> Project:
         monitors=bound,
         schedules=schedules,  # type: ignore[arg-type]
         sensors=sensors,  # type: ignore[arg-type]
+        freshness=freshness,  # type: ignore[arg-type]
     )
 
 

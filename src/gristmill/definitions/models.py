@@ -72,7 +72,7 @@ def features(
     return FeatureRef(
         view=view,
         columns=tuple(columns) if columns is not None else None,
-        ttl=parse_duration(ttl, location) if ttl is not None else None,
+        ttl=parse_duration(ttl, location, "ttl") if ttl is not None else None,
         prefix=prefix,
     )
 
@@ -81,19 +81,24 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_duration(value: str | timedelta, location: Location | None = None) -> timedelta:
+def parse_duration(
+    value: str | timedelta, location: Location | None = None, what: str = ""
+) -> timedelta:
+    """``30s``, ``15m``, ``12h``, ``45d``, ``2w`` or a timedelta; ``what`` names the setting
+    in the error (``deadline: cannot read ...``)."""
+    prefix = f"{what}: " if what else ""
     if isinstance(value, timedelta):
         return value
     if not isinstance(value, str):
         raise DefinitionError(
-            f"a duration is text or a timedelta, not {value!r} ({type(value).__name__})",
+            f"{prefix}a duration is text or a timedelta, not {value!r} ({type(value).__name__})",
             location=location,
             hint="write a number and a unit in quotes: '30s', '15m', '12h', '45d', '2w'",
         )
     match = _DURATION.match(value)
     if not match:
         raise DefinitionError(
-            f"cannot read the duration {value!r}",
+            f"{prefix}cannot read the duration {value!r}",
             location=location,
             hint="write a number and a unit: 30s, 15m, 12h, 45d, 2w",
         )
@@ -101,7 +106,7 @@ def parse_duration(value: str | timedelta, location: Location | None = None) -> 
         return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
     except OverflowError:
         raise DefinitionError(
-            f"the duration {value!r} is longer than dates go (about 2,700,000 years)",
+            f"{prefix}the duration {value!r} is longer than dates go (about 2,700,000 years)",
             location=location,
             hint="write a shorter duration, e.g. 3650d",
         ) from None

@@ -78,7 +78,7 @@ def retry(
             location=location,
             hint="backoff is 'exponential' or 'fixed'",
         ) from None
-    wait = parse_duration(base, location)
+    wait = parse_duration(base, location, "retry base")
     if wait <= timedelta(0):
         raise DefinitionError(f"retry base must be positive, not {base!r}", location=location)
     return Retry(attempts=attempts, backoff=kind, base=wait, jitter=bool(jitter))
@@ -95,6 +95,8 @@ class Schedule(Definition):
     retries: Retry | None
     on_failure: str | None
     full_refresh: bool
+    deadline: timedelta | None = None
+    """A tick's run not finished this long after the tick is late: an alert."""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -141,6 +143,7 @@ def schedule(
     retries: Retry | None = None,
     on_failure: str | None = None,
     full_refresh: bool = False,
+    deadline: str | timedelta | None = None,
     description: str = "",
 ) -> Schedule:
     """Queue a build of ``select`` (default: everything) at each tick of ``cron``.
@@ -153,7 +156,10 @@ def schedule(
             scheduler missed (see the module's doc); ``catchup_window`` bounds how far back.
         timeout: a run past it is stopped and marked ``timed_out``.
         retries: ``gm.retry(3, backoff="exponential", base="30s")`` for transient failures.
-        on_failure: a URL that gets a JSON POST when a run of this schedule fails.
+        on_failure: a URL that gets a JSON POST when a run of this schedule fails, or
+            misses its deadline.
+        deadline: how long after its tick a run must have finished, e.g. ``"3h30m"`` for a
+            02:30 schedule that must be done by 06:00; a late one is an alert (once per tick).
     """
     location = _caller_location()
     check_name(name, location)
@@ -167,14 +173,14 @@ def schedule(
             location=location,
             hint="catchup is 'latest' (run the newest missed tick), 'all' or 'skip'",
         ) from None
-    window = parse_duration(catchup_window, location)
+    window = parse_duration(catchup_window, location, "catchup_window")
     if window < ON_TIME:
         raise DefinitionError(
             f"catchup_window {catchup_window!r} is shorter than a minute: no tick would run",
             location=location,
             hint="a tick seen within 60 s of its time is on time; write at least 1m",
         )
-    limit = parse_duration(timeout, location) if timeout is not None else None
+    limit = parse_duration(timeout, location, "timeout") if timeout is not None else None
     if limit is not None and limit <= timedelta(0):
         raise DefinitionError(f"timeout must be positive, not {timeout!r}", location=location)
     if retries is not None and not isinstance(retries, Retry):
@@ -185,6 +191,9 @@ def schedule(
         raise DefinitionError(
             f"on_failure must be an http(s) URL, not {on_failure!r}", location=location
         )
+    late = parse_duration(deadline, location, "deadline") if deadline is not None else None
+    if late is not None and late <= timedelta(0):
+        raise DefinitionError(f"deadline must be positive, not {deadline!r}", location=location)
     return Schedule(
         name=name,
         location=location,
@@ -198,6 +207,7 @@ def schedule(
         retries=retries,
         on_failure=on_failure,
         full_refresh=full_refresh,
+        deadline=late,
     )
 
 

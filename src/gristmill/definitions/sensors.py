@@ -110,7 +110,7 @@ def sensor(
             location=location,
             hint='e.g. on=gm.new_files("transactions")',
         )
-    interval = parse_duration(min_interval, location)
+    interval = parse_duration(min_interval, location, "min_interval")
     return Sensor(
         name=name,
         location=location,

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from gristmill.workspace.scheduler import Scheduler
     from gristmill.workspace.serve import Tokens
     from gristmill.workspace.services import Services
+    from gristmill.workspace.watch import Watch
 
 STATE_DIR = ".gristmill"
 Frame = Literal["arrow", "polars", "pandas"]
@@ -415,6 +416,13 @@ class Workspace:
     @cached_property
     def coordinator(self) -> Coordinator:
         return Coordinator(self.catalog.run_store)
+
+    @cached_property
+    def watch(self) -> Watch:
+        """Freshness checks and schedule deadlines."""
+        from gristmill.workspace.watch import Watch
+
+        return Watch(self)
 
     @cached_property
     def scheduler(self) -> Scheduler:

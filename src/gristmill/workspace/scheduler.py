@@ -89,6 +89,8 @@ class TickReport:
     decided: list[dict[str, Any]] = field(default_factory=list)
     fired: list[dict[str, Any]] = field(default_factory=list)
     """Sensors that queued a run: sensor, reason, run_id."""
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """Freshness and deadline alerts sent: kind, subject, message (and run_id, delivered)."""
 
 
 class Scheduler:
@@ -139,7 +141,8 @@ class Scheduler:
                 for t in stored
             ]
         fired = self._evaluate_sensors(now)
-        return TickReport(leader=True, held_by=None, decided=decided, fired=fired)
+        alerts = self.ws.watch.check(now)
+        return TickReport(leader=True, held_by=None, decided=decided, fired=fired, alerts=alerts)
 
     # ---- sensors ------------------------------------------------------------------------
 
@@ -476,6 +479,7 @@ class Served:
 
     ran: list[RunInfo] = field(default_factory=list)
     queued: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def serve(
@@ -513,6 +517,9 @@ def serve(
                 for fired in tick_report.fired:
                     served.queued.append(fired)
                     report("fired", fired)
+                for alert in tick_report.alerts:
+                    served.alerts.append(alert)
+                    report("alert", alert)
             ws.scheduler.ticks_meanwhile = []
             if stop.is_set():
                 break

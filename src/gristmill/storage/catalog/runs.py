@@ -237,6 +237,18 @@ class RunStore:
         with self._catalog._read() as conn:
             return conn.execute(query).first() is not None
 
+    def last_attempt(self, run_id: str) -> RunRecord:
+        """The newest attempt of a run (itself when it was never retried)."""
+        r = s.runs
+        with self._catalog._read() as conn:
+            current = run_id
+            for _ in range(1000):  # attempts are bounded by a retry policy's 100
+                later = conn.execute(select(r.c.run_id).where(r.c.retry_of == current)).scalar()
+                if later is None:
+                    break
+                current = later
+            return self._get(conn, current)
+
     def owned_by_process(self, host: str, pid: int) -> RunRecord | None:
         """The running run that a process of ``host`` owns, if any."""
         r = s.runs

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from gristmill.storage.catalog import schema as s
 from gristmill.storage.catalog.records import as_utc, utcnow
@@ -35,6 +36,18 @@ class SensorState:
     run_id: str | None
     """The last run it queued (kept when later evaluations do not fire)."""
     fired_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An alert the scheduler sent: a stale table, a run late for its deadline."""
+
+    key: str
+    kind: str
+    subject: str
+    at: datetime
+    message: str
+    details: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,61 @@ class ScheduleStore:
                 )
                 for row in conn.execute(query).mappings()
             ]
+
+    def ticks_since(self, schedule: str, since: datetime) -> list[TickRecord]:
+        """The ticks of a schedule at or after ``since`` that queued a run, oldest first."""
+        t = s.schedule_ticks
+        query = (
+            select(t)
+            .where(t.c.schedule == schedule, t.c.tick_at >= since, t.c.run.is_(True))
+            .order_by(t.c.tick_at)
+            .limit(1000)
+        )
+        with self._catalog._read() as conn:
+            return [
+                TickRecord(
+                    row["schedule"],
+                    as_utc(row["tick_at"]),  # type: ignore[arg-type]
+                    as_utc(row["decided_at"]),  # type: ignore[arg-type]
+                    bool(row["run"]),
+                    row["reason"],
+                    row["run_id"],
+                )
+                for row in conn.execute(query).mappings()
+            ]
+
+    # ---- notices ----------------------------------------------------------------------
+
+    def notify_once(
+        self, key: str, kind: str, subject: str, message: str, details: dict[str, Any]
+    ) -> Notice | None:
+        """Record a notice under ``key``; None when one was recorded already (by this or
+        another scheduler): whoever records it sends it, so it is sent once."""
+        n = s.notices
+        notice = Notice(key, kind, subject, utcnow(), message, details)
+        try:
+            with self._catalog._write() as conn:
+                conn.execute(insert(n).values(**notice.__dict__))
+        except IntegrityError:  # the key is taken: sent already
+            return None
+        return notice
+
+    def latest_notice(self, kind: str, subject: str) -> Notice | None:
+        n = s.notices
+        query = (
+            select(n)
+            .where(n.c.kind == kind, n.c.subject == subject)
+            .order_by(n.c.at.desc())
+            .limit(1)
+        )
+        with self._catalog._read() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        data = dict(row)
+        data["at"] = as_utc(data["at"])
+        data["details"] = data["details"] or {}
+        return Notice(**data)
 
     # ---- sensors ----------------------------------------------------------------------
 

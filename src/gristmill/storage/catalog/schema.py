@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 metadata = MetaData()
 
@@ -258,4 +258,16 @@ partitions = Table(
     Column("run_id", String(36), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("error", Text),
+)
+
+notices = Table(
+    "notices",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(255), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("details", JSON),
+    Index("ix_notices_subject", "kind", "subject", "at"),
 )
