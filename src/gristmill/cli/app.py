@@ -453,6 +453,16 @@ def scheduler(
     interval: Annotated[
         float, typer.Option(min=0.1, max=3600, help="Seconds between ticks (default 2).")
     ] = 2.0,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve Prometheus metrics on HOST:PORT (GET /metrics, admin or reader key).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_public: Annotated[
+        bool, typer.Option("--metrics-public", help="Serve /metrics without a key.")
+    ] = False,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -460,7 +470,22 @@ def scheduler(
     foreground (Ctrl-C or SIGTERM: stop after the current run; a second one: cancel it)."""
     from gristmill.cli.scheduler import serve_queue
 
-    serve_queue(_open(project), once=once, interval=interval, json=json)
+    address = _address(metrics) if metrics else None
+    if metrics_public and address is None:
+        raise typer.BadParameter("--metrics-public needs --metrics HOST:PORT")
+    ws = _open(project)
+    serve_queue(
+        ws, once=once, interval=interval, json=json, metrics=address, metrics_public=metrics_public
+    )
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise typer.BadParameter(
+            f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9465)", param_hint="--metrics"
+        )
+    return host.strip("[]"), int(port)
 
 
 @app.command()

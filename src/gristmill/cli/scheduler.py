@@ -45,7 +45,15 @@ class _Stop:
                 signal.signal(sig, handler)
 
 
-def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> None:
+def serve_queue(
+    ws: Workspace,
+    *,
+    once: bool,
+    interval: float,
+    json: bool,
+    metrics: tuple[str, int] | None = None,
+    metrics_public: bool = False,
+) -> None:
     """The service's loop with this edge's signals and printing; exit 1 after --once when
     a run did not succeed."""
     from gristmill.workspace.scheduler import serve
@@ -53,7 +61,7 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
     quiet = json and once  # --once --json: one document at the end
 
     def report(kind: str, data: Any) -> None:
-        if kind in ("reloaded", "reload_failed"):
+        if kind in ("reloaded", "reload_failed", "metrics"):
             render.err.print(data)
         elif kind == "undelivered":
             render.err.print(f"on_failure {data['url']} was not delivered: {data['error']}")
@@ -69,7 +77,15 @@ def serve_queue(ws: Workspace, *, once: bool, interval: float, json: bool) -> No
             _report(data, json)
 
     with _Stop().installed() as stop:
-        served = serve(ws, once=once, interval=interval, stop=stop.asked, report=report)
+        served = serve(
+            ws,
+            once=once,
+            interval=interval,
+            stop=stop.asked,
+            report=report,
+            metrics=metrics,
+            metrics_public=metrics_public,
+        )
     ran = served.ran
     if json and once:
         render.emit_json(

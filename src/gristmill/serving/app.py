@@ -443,6 +443,40 @@ def build_app(
     return app
 
 
+def build_metrics_app(render: Callable[[], bytes], settings: Settings) -> Starlette:
+    """A daemon's own little server (the scheduler's): ``GET /metrics`` with an admin or
+    reader key (unless public), ``GET /health`` without one; the same Endpoint, and so
+    the same single role check, as the serving app."""
+    metrics = Metrics(())
+
+    async def metrics_text(request: Request) -> Reply:
+        return Reply(200, await asyncio.to_thread(render), CONTENT_TYPE)
+
+    async def health(request: Request) -> Reply:
+        return Reply(200, b'{"status":"ok"}')
+
+    roles = None if settings.metrics_public else METRICS_ROLES
+    table = [
+        ("/metrics", Endpoint("/metrics", metrics_text, roles, settings=settings, metrics=metrics)),
+        ("/health", Endpoint("/health", health, None, settings=settings, metrics=metrics)),
+    ]
+
+    async def fallback(request: StarletteRequest, exc: Exception) -> Response:
+        error: GristmillError = NoSuchRoute(
+            f"no route {request.url.path}", hint="routes: GET /metrics, GET /health"
+        )
+        if isinstance(exc, HTTPException) and exc.status_code == 405:
+            error = MethodNotAllowed(request.method, ["GET"])
+        reply = reply_for(error)
+        headers = {k.decode(): v.decode() for k, v in reply.headers}
+        return Response(reply.body, reply.status, headers, media_type="application/json")
+
+    return Starlette(
+        routes=[Route(path, ep, methods=["GET"]) for path, ep in table],
+        exception_handlers={404: fallback, 405: fallback},
+    )
+
+
 def _routes_hint() -> str:
     return (
         "routes: POST /v1/services/{name}/predict, GET|POST /v2/models/{name}"

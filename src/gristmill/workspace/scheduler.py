@@ -98,6 +98,8 @@ class Scheduler:
         self.ws = ws
         self.owner = this_owner()
         self.ticks_meanwhile = []
+        self.finished: dict[tuple[str, str], int] = {}
+        """Runs this scheduler ran, by (kind, final status)."""
 
     @property
     def _store(self) -> Any:
@@ -280,7 +282,72 @@ class Scheduler:
             return None
         info = self.ws.run_info(run_id)
         self.notified = self._notify_failure(info)
+        key = (info.kind, info.status)
+        self.finished[key] = self.finished.get(key, 0) + 1
         return info
+
+    def metrics(self, now: datetime | None = None) -> bytes:
+        """The daemon's Prometheus exposition, read from the catalog at each scrape: the
+        queue, each schedule's last success and lag, each freshness check's age, whether
+        this process leads, and the runs it ran."""
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+        from prometheus_client.exposition import generate_latest
+
+        now = now or utcnow()
+        registry = CollectorRegistry()
+
+        def gauge(name: str, text: str, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, text, labels, registry=registry)
+
+        runs = self.ws.catalog.run_store.gauges()
+        gauge("gristmill_queue_depth", "Runs waiting in the queue.").set(runs["queued"])
+        gauge("gristmill_runs_running", "Runs running now (any process).").set(runs["running"])
+        oldest = runs["oldest_queued"]
+        gauge("gristmill_queue_oldest_seconds", "How long the oldest queued run has waited.").set(
+            (now - oldest).total_seconds() if oldest else 0
+        )
+        held = self._store.holder(LEADER)
+        gauge("gristmill_scheduler_leader", "1 when this process decides the schedules.").set(
+            1 if held and held[0] == self.owner else 0
+        )
+        last = gauge(
+            "gristmill_schedule_last_success_timestamp_seconds",
+            "When a run of the schedule last finished successfully (Unix time).",
+            ("schedule",),
+        )
+        lag = gauge(
+            "gristmill_schedule_lag_seconds",
+            "How far behind the clock the schedule's decided ticks are.",
+            ("schedule",),
+        )
+        cursors = self._store.cursors()
+        for name in self.ws.project.schedules:
+            done = runs["last_success"].get(f"schedule:{name}")
+            if done is not None:
+                last.labels(name).set(done.timestamp())
+            if name in cursors:
+                lag.labels(name).set(max((now - cursors[name]).total_seconds(), 0.0))
+        age = gauge(
+            "gristmill_freshness_age_seconds",
+            "Age of the newest version of a freshness check's target.",
+            ("check",),
+        )
+        stale = gauge(
+            "gristmill_freshness_stale", "1 when the target is older than max_age.", ("check",)
+        )
+        for info in self.ws.watch.freshness(now):
+            if info.age_s is not None:
+                age.labels(info.name).set(info.age_s)
+            stale.labels(info.name).set(0 if info.state == "fresh" else 1)
+        ran = Counter(
+            "gristmill_scheduler_runs",
+            "Runs this scheduler ran, by kind and final status.",
+            ("kind", "status"),
+            registry=registry,
+        )
+        for (kind, status), count in self.finished.items():
+            ran.labels(kind, status).inc(count)
+        return bytes(generate_latest(registry))
 
     def _keep_log(self, path: Path, run_id: str, child: subprocess.Popen[bytes]) -> None:
         """The run process's output becomes the run's log (``gristmill runs ID --log``)."""
@@ -489,6 +556,8 @@ def serve(
     interval: float,
     stop: threading.Event,
     report: Callable[[str, Any], None],
+    metrics: tuple[str, int] | None = None,
+    metrics_public: bool = False,
 ) -> Served:
     """The scheduler's loop, for every edge (the CLI's daemon today, the UI later).
 
@@ -498,16 +567,24 @@ def serve(
     again when its definitions change. ``report(kind, data)`` hears of each event:
     ``tick`` and ``fired`` (dicts), ``run`` (a RunInfo), ``undelivered`` (an on_failure
     delivery), ``reloaded`` and ``reload_failed`` (a message). Leadership is handed back
-    at the end, however the loop ends.
+    at the end, however the loop ends. ``metrics`` (host, port): serve ``GET /metrics``
+    (Prometheus; an admin or reader key unless ``metrics_public``) meanwhile.
     """
     served = Served()
     ws.scheduler.interval = interval
     seen = definition_files(ws.project)
+    current = [ws]
+    stop_metrics = (
+        start_metrics(lambda: current[0], metrics, public=metrics_public) if metrics else None
+    )
+    if metrics:
+        report("metrics", f"metrics on http://{metrics[0]}:{metrics[1]}/metrics")
     try:
         while not stop.is_set():
             if not once and definition_files(ws.project) != seen:
                 seen = definition_files(ws.project)
                 ws = _reload(ws, report)
+                current[0] = ws
             ws.scheduler.stop_overdue()  # runs past their timeout whose scheduler died
             for tick_report in [*ws.scheduler.ticks_meanwhile, ws.scheduler.tick()]:
                 for tick in tick_report.decided:
@@ -536,7 +613,54 @@ def serve(
             stop.wait(interval)
     finally:
         ws.scheduler.resign()
+        if stop_metrics is not None:
+            stop_metrics()
     return served
+
+
+def start_metrics(
+    current: Callable[[], Workspace], address: tuple[str, int], *, public: bool
+) -> Callable[[], None]:
+    """Serve the scheduler's metrics from a thread of this process; the function that
+    stops the server. A port that cannot be bound is a clear error, here and now."""
+    import socket
+
+    import uvicorn
+
+    from gristmill.errors import ServiceConfigError
+    from gristmill.serving.app import Settings, build_metrics_app
+    from gristmill.workspace.serve import TokenCache
+
+    host, port = address
+    try:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise ServiceConfigError(
+            f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+            hint="pick a free port: --metrics 127.0.0.1:9465",
+        ) from None
+    authenticate = None if public else TokenCache(current())
+    app = build_metrics_app(
+        lambda: current().scheduler.metrics(),
+        Settings(authenticate=authenticate, metrics_public=public),
+    )
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", server_header=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="metrics", daemon=True
+    )
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+    return stop
 
 
 def _reload(ws: Workspace, report: Callable[[str, Any], None]) -> Workspace:

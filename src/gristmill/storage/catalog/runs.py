@@ -217,6 +217,35 @@ class RunStore:
         with self._catalog._read() as conn:
             return [_record(row) for row in conn.execute(query).mappings()]
 
+    def gauges(self) -> dict[str, Any]:
+        """What a metrics scrape needs, in three bounded queries: runs per status (queued
+        and running), the oldest queued run's creation, each requester's last success."""
+        r = s.runs
+        with self._catalog._read() as conn:
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    select(r.c.status, func.count())
+                    .where(r.c.status.in_([QUEUED, RUNNING]))
+                    .group_by(r.c.status)
+                ).all()
+            )
+            oldest = conn.execute(
+                select(func.min(r.c.created_at)).where(r.c.status == QUEUED)
+            ).scalar()
+            last: dict[str, datetime] = dict(
+                conn.execute(
+                    select(r.c.requested_by, func.max(r.c.finished_at))
+                    .where(r.c.status.in_([SUCCESS, NOOP]), r.c.requested_by.like("schedule:%"))
+                    .group_by(r.c.requested_by)
+                ).all()
+            )
+        return {
+            "queued": int(counts.get(QUEUED, 0)),
+            "running": int(counts.get(RUNNING, 0)),
+            "oldest_queued": as_utc(oldest),
+            "last_success": {k: as_utc(v) for k, v in last.items()},
+        }
+
     def runnable(self) -> bool:
         """Whether a claim now could take a run: one is queued and due, none is running."""
         r = s.runs
