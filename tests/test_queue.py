@@ -99,7 +99,7 @@ def test_a_run_killed_with_sigkill_frees_the_project_at_once(tmp_path: Path) -> 
     wait_for(root / "slow_started", proc)
     busy = gm(root, "run")
     assert busy.returncode == 1
-    assert "another run of this project is in progress" in busy.stderr
+    assert "this run cannot start now: 1 run(s) running, the limit is 1" in busy.stderr
     assert f":{proc.pid}:" in busy.stderr  # names the owner
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)

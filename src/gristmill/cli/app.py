@@ -110,10 +110,15 @@ def run(
             show_default=False,
         ),
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option(help="Tag the run (repeatable); [runs] tag_limits bound tagged runs."),
+    ] = None,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Build stale tables: ingest new files, check contracts, run SQL and Python steps."""
+    tags = _tags(tag or [])
     ws = _open(project)
     if dry_run:
         plan = ws.plan(select or (), full_refresh=full_refresh)
@@ -129,6 +134,7 @@ def run(
             full_refresh=full_refresh,
             priority=priority,
             timeout=_duration("--timeout", timeout),
+            tags=tags,
         )
         if json:
             return render.emit_json(queued)
@@ -137,7 +143,19 @@ def run(
             "`gristmill scheduler --once` runs the queue"
         )
         return
-    report_run(lambda **kw: ws.run(select or (), full_refresh=full_refresh, **kw), json)
+    report_run(lambda **kw: ws.run(select or (), full_refresh=full_refresh, tags=tags, **kw), json)
+
+
+def _tags(values: list[str]) -> list[str]:
+    import re
+
+    for value in values:
+        if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", value):
+            raise typer.BadParameter(
+                f"{value!r} is not a tag: letters, digits and _ . : - (at most 64)",
+                param_hint="--tag",
+            )
+    return values
 
 
 @app.command()
@@ -477,6 +495,25 @@ def scheduler(
     serve_queue(
         ws, once=once, interval=interval, json=json, metrics=address, metrics_public=metrics_public
     )
+
+
+@app.command()
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is queued now, then exit.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="Seconds between looks at the queue.")
+    ] = 2.0,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Run queued runs, each in a process of its own, without deciding schedules: start
+    several (here or on other machines sharing a PostgreSQL catalog) to run more at once
+    ([runs] max_concurrent)."""
+    from gristmill.cli.scheduler import serve_queue
+
+    serve_queue(_open(project), once=once, interval=interval, json=json, decide=False)
 
 
 def _address(value: str) -> tuple[str, int]:

@@ -53,6 +53,7 @@ def serve_queue(
     json: bool,
     metrics: tuple[str, int] | None = None,
     metrics_public: bool = False,
+    decide: bool = True,
 ) -> None:
     """The service's loop with this edge's signals and printing; exit 1 after --once when
     a run did not succeed."""
@@ -85,6 +86,7 @@ def serve_queue(
             report=report,
             metrics=metrics,
             metrics_public=metrics_public,
+            decide=decide,
         )
     ran = served.ran
     if json and once:

@@ -82,6 +82,18 @@ class ServeSettings(_Closed):
     """The largest request body, in MB."""
 
 
+class RunSettings(_Closed):
+    """``[runs]``: how many runs may run at once in the catalog."""
+
+    max_concurrent: Annotated[int, Field(ge=1, le=256)] = 1
+    """Runs at once (across every scheduler and worker of the catalog). Runs that may write
+    the same tables never run at once, whatever this says."""
+    tag_limits: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")],
+                     Annotated[int, Field(ge=1, le=256)]] = {}  # fmt: skip
+    """Runs at once per tag, e.g. ``{ warehouse = 1 }``: runs tagged ``warehouse``
+    (``gm.schedule(..., tags=["warehouse"])``, ``gristmill run --tag warehouse``)."""
+
+
 class ProjectConfig(_Closed):
     """The contents of ``gristmill.toml``."""
 
@@ -106,6 +118,7 @@ class ProjectConfig(_Closed):
     """Folder whose ``*.sql`` files are SQL steps named by their file name."""
     duckdb: DuckDBSettings = DuckDBSettings()
     serve: ServeSettings = ServeSettings()
+    runs: RunSettings = RunSettings()
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:

@@ -97,6 +97,8 @@ class Schedule(Definition):
     full_refresh: bool
     deadline: timedelta | None = None
     """A tick's run not finished this long after the tick is late: an alert."""
+    tags: tuple[str, ...] = ()
+    """Its runs' tags: ``[runs] tag_limits`` bound how many run at once."""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -144,6 +146,7 @@ def schedule(
     on_failure: str | None = None,
     full_refresh: bool = False,
     deadline: str | timedelta | None = None,
+    tags: Sequence[str] = (),
     description: str = "",
 ) -> Schedule:
     """Queue a build of ``select`` (default: everything) at each tick of ``cron``.
@@ -208,7 +211,28 @@ def schedule(
         on_failure=on_failure,
         full_refresh=full_refresh,
         deadline=late,
+        tags=check_tags(tags, location),
     )
+
+
+def check_tags(tags: object, location: Location) -> tuple[str, ...]:
+    """Tags of a schedule's or sensor's runs: a list of short names."""
+    import re
+
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple)):
+        raise DefinitionError(
+            f"tags must be a list of names, not {tags!r}",
+            location=location,
+            hint='e.g. tags=["warehouse"]',
+        )
+    bad = [t for t in tags if not isinstance(t, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", t)]
+    if bad:
+        raise DefinitionError(
+            f"invalid tag(s) {', '.join(repr(t) for t in bad)}",
+            location=location,
+            hint="tags are letters, digits and _ . : - (at most 64)",
+        )
+    return tuple(dict.fromkeys(tags))
 
 
 def _check_cron(cron: str, location: Location) -> None:

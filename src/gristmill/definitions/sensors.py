@@ -19,6 +19,7 @@ from datetime import timedelta
 from gristmill.definitions.graph import check_selection, selectors
 from gristmill.definitions.models import parse_duration
 from gristmill.definitions.objects import Definition, Source, _caller_location, check_name
+from gristmill.definitions.schedules import check_tags
 from gristmill.errors import DefinitionError, GraphError
 
 
@@ -55,6 +56,8 @@ class Sensor(Definition):
     select: tuple[str, ...]
     min_interval: timedelta
     full_refresh: bool
+    tags: tuple[str, ...] = ()
+    """Its runs' tags: ``[runs] tag_limits`` bound how many run at once."""
 
     def validate_refs(self, nodes: Mapping[str, Definition], monitors: Sequence[str] = ()) -> None:
         if self.on.kind == "monitor_alert":
@@ -92,6 +95,7 @@ def sensor(
     select: str | Sequence[str] = (),
     min_interval: str | timedelta = "30s",
     full_refresh: bool = False,
+    tags: Sequence[str] = (),
     description: str = "",
 ) -> Sensor:
     """Queue a build of ``select`` (default: everything) when ``on`` sees something new.
@@ -119,4 +123,5 @@ def sensor(
         select=selectors(select, location),
         min_interval=interval,
         full_refresh=full_refresh,
+        tags=check_tags(tags, location),
     )

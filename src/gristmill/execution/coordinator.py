@@ -27,6 +27,8 @@ from gristmill.storage.catalog.runs import (
     CANCELLED,
     FAILED,
     FINAL,
+    ONE_AT_A_TIME,
+    Limits,
     RunRequest,
     RunStore,
 )
@@ -172,20 +174,32 @@ class Coordinator:
         *,
         lease: timedelta = LEASE,
         alive: Callable[[str], bool] = owner_alive,
+        limits: Limits = ONE_AT_A_TIME,
+        annotate: Callable[[RunRequest], RunRequest] = lambda request: request,
     ) -> None:
+        """``limits``: how many runs may run at once (per tag too); ``annotate`` adds what
+        a request may write (``params["targets"]``) before it is stored."""
         self.store = store
         self.lease = lease
         self.alive = alive
         self.owner = this_owner()
+        self.limits = limits
+        self.annotate = annotate
 
     def enqueue(self, request: RunRequest) -> RunRecord:
-        return self.store.enqueue(uuid.uuid4().hex, request)
+        return self.store.enqueue(uuid.uuid4().hex, self.annotate(request))
 
     @contextmanager
     def start(self, request: RunRequest) -> Iterator[ActiveRun]:
-        """Run here and now (``RunInProgressError`` if another run is running)."""
+        """Run here and now (``RunInProgressError`` when the limits or a run writing the
+        same tables do not let it start)."""
         record, closed = self.store.start(
-            uuid.uuid4().hex, request, self.owner, self.lease, self.alive
+            uuid.uuid4().hex,
+            self.annotate(request),
+            self.owner,
+            self.lease,
+            self.alive,
+            self.limits,
         )
         with self._lifecycle(record, closed) as active:
             yield active
@@ -194,7 +208,7 @@ class Coordinator:
     def claim(self, only: str | None = None) -> Iterator[ActiveRun | None]:
         """The next queued run (``only``: that one), owned here for the block; None when
         there is nothing to do."""
-        claimed = self.store.claim(self.owner, self.lease, self.alive, only)
+        claimed = self.store.claim(self.owner, self.lease, self.alive, only, self.limits)
         if claimed is None:
             yield None
             return

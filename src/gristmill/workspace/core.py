@@ -37,7 +37,7 @@ from gristmill.planning import Backfill, Plan, build_plan
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
 from gristmill.storage.catalog.records import RunRecord, utcnow
-from gristmill.storage.catalog.runs import KINDS, STATUSES, RunRequest
+from gristmill.storage.catalog.runs import KINDS, STATUSES, Limits, RunRequest
 from gristmill.storage.lake import Lake
 from gristmill.storage.online import OnlineStore, open_online_store
 from gristmill.workspace.shapes import (
@@ -276,12 +276,13 @@ class Workspace:
         reporter: Reporter | None = None,
         monitors: bool = True,
         requested_by: str | None = None,
+        tags: Sequence[str] = (),
     ) -> RunOutcome:
         """Build what is stale, fill the online store, then evaluate the monitors whose
         inputs changed (``monitors=False``: skip them; a retrain trigger's run does).
 
         The run is started here and now (``RunInProgressError`` while another runs)."""
-        request = build_request(selection, full_refresh, force, requested_by)
+        request = build_request(selection, full_refresh, force, requested_by, tags=tags)
         with self.coordinator.start(request) as active:
             outcome = self._build(active, reporter)
         return self._after_build(outcome, monitors)
@@ -295,11 +296,12 @@ class Workspace:
         requested_by: str | None = None,
         priority: int = 0,
         timeout: timedelta | None = None,
+        tags: Sequence[str] = (),
     ) -> RunInfo:
         """Queue a build for the scheduler (or ``work``) instead of running it here;
         ``timeout``: the scheduler stops it (its processes) once it has run this long."""
         self.plan(selection, full_refresh=full_refresh, force=force)  # refuse bad input now
-        request = build_request(selection, full_refresh, force, requested_by, priority)
+        request = build_request(selection, full_refresh, force, requested_by, priority, tags)
         if timeout is not None:
             request = replace(request, timeout_s=timeout.total_seconds())
         return _run_info(self.coordinator.enqueue(request))
@@ -415,7 +417,29 @@ class Workspace:
 
     @cached_property
     def coordinator(self) -> Coordinator:
-        return Coordinator(self.catalog.run_store)
+        settings = self.project.config.runs
+        return Coordinator(
+            self.catalog.run_store,
+            limits=Limits(settings.max_concurrent, dict(settings.tag_limits)),
+            annotate=self._targets,
+        )
+
+    def _targets(self, request: RunRequest) -> RunRequest:
+        """The request with the tables it may write (``params["targets"]``): the runs that
+        may write the same table never run at once."""
+        params = dict(request.params)
+        if "targets" in params:
+            return request
+        if isinstance(params.get("backfill"), dict):
+            params["targets"] = [params["backfill"]["table"]]
+        elif request.kind in ("build", "retrain") and "select" in params:
+            try:
+                params["targets"] = sorted(self.graph.select(params["select"]))
+            except GristmillError:
+                return request  # unknown: it conflicts with every run
+        else:
+            return request
+        return replace(request, params=params)
 
     @cached_property
     def watch(self) -> Watch:
@@ -769,10 +793,13 @@ def build_request(
     force: Sequence[str],
     requested_by: str | None,
     priority: int = 0,
+    tags: Sequence[str] = (),
 ) -> RunRequest:
     params: dict[str, Any] = {"select": list(selection)}
     if force:
         params["force"] = list(force)
+    if tags:
+        params["tags"] = list(dict.fromkeys(tags))
     return RunRequest(
         kind="build",
         selection=" ".join(selection),

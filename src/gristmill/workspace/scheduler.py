@@ -115,8 +115,13 @@ class Scheduler:
             raise UnknownNameError("schedule", name, list(self.ws.project.schedules))
         return self._info(found, utcnow())
 
+    deciding: bool = True
+    """False in a worker: it runs queued runs and never decides schedules or sensors."""
+
     def tick(self, now: datetime | None = None) -> TickReport:
         """Decide every schedule's due ticks and queue their runs, if this is the leader."""
+        if not self.deciding:
+            return TickReport(leader=False, held_by=None)
         held_by = self._store.acquire(LEADER, self.owner, LEADER_LEASE, owner_alive)
         if held_by is not None:
             return TickReport(leader=False, held_by=held_by)
@@ -129,7 +134,7 @@ class Scheduler:
                 schedule.name,
                 decisions,
                 now,
-                lambda d, s=schedule: _request(s, d),
+                lambda d, s=schedule: self.ws.coordinator.annotate(_request(s, d)),
                 lambda: uuid.uuid4().hex,
             )
             decided += [
@@ -172,7 +177,10 @@ class Scheduler:
                     )
             run = None
             if fire:
-                run = (uuid.uuid4().hex, _sensor_request(sensor, reason))
+                run = (
+                    uuid.uuid4().hex,
+                    self.ws.coordinator.annotate(_sensor_request(sensor, reason)),
+                )
             stored = self._store.record_sensor(sensor.name, cursor, reason, run)
             if run is not None:
                 fired.append({"sensor": sensor.name, "reason": reason, "run_id": stored.run_id})
@@ -243,7 +251,7 @@ class Scheduler:
         """
         store = self.ws.catalog.run_store
         self.ws.coordinator.close_abandoned()  # a dead owner's run must not block the queue
-        if not store.runnable():
+        if not store.runnable(self.ws.coordinator.limits):
             return None
         logs = self.ws.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -505,7 +513,12 @@ def _sensor_request(sensor: Sensor, reason: str) -> RunRequest:
         kind="build",
         selection=" ".join(sensor.select),
         full_refresh=sensor.full_refresh,
-        params={"select": list(sensor.select), "sensor": sensor.name, "reason": reason},
+        params={
+            "select": list(sensor.select),
+            "sensor": sensor.name,
+            "reason": reason,
+            **({"tags": list(sensor.tags)} if sensor.tags else {}),
+        },
         requested_by=f"sensor:{sensor.name}",
     )
 
@@ -519,6 +532,7 @@ def _request(schedule: Schedule, decision: TickDecision) -> RunRequest:
             "select": list(schedule.select),
             "schedule": schedule.name,
             "tick": decision.at.isoformat(),
+            **({"tags": list(schedule.tags)} if schedule.tags else {}),
         },
         requested_by=f"schedule:{schedule.name}",
         timeout_s=schedule.timeout.total_seconds() if schedule.timeout else None,
@@ -558,6 +572,7 @@ def serve(
     report: Callable[[str, Any], None],
     metrics: tuple[str, int] | None = None,
     metrics_public: bool = False,
+    decide: bool = True,
 ) -> Served:
     """The scheduler's loop, for every edge (the CLI's daemon today, the UI later).
 
@@ -568,10 +583,12 @@ def serve(
     ``tick`` and ``fired`` (dicts), ``run`` (a RunInfo), ``undelivered`` (an on_failure
     delivery), ``reloaded`` and ``reload_failed`` (a message). Leadership is handed back
     at the end, however the loop ends. ``metrics`` (host, port): serve ``GET /metrics``
-    (Prometheus; an admin or reader key unless ``metrics_public``) meanwhile.
+    (Prometheus; an admin or reader key unless ``metrics_public``) meanwhile. ``decide``
+    False: a worker, which only runs what is queued (on this or another machine).
     """
     served = Served()
     ws.scheduler.interval = interval
+    ws.scheduler.deciding = decide
     seen = definition_files(ws.project)
     current = [ws]
     stop_metrics = (
@@ -584,6 +601,7 @@ def serve(
             if not once and definition_files(ws.project) != seen:
                 seen = definition_files(ws.project)
                 ws = _reload(ws, report)
+                ws.scheduler.deciding = decide
                 current[0] = ws
             ws.scheduler.stop_overdue()  # runs past their timeout whose scheduler died
             for tick_report in [*ws.scheduler.ticks_meanwhile, ws.scheduler.tick()]:

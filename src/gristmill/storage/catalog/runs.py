@@ -14,7 +14,7 @@ serializes claimers and the queued row is read ``FOR UPDATE SKIP LOCKED``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +41,8 @@ SUCCESS, NOOP, FAILED, CRASHED, CANCELLED, TIMED_OUT = (
 STATUSES = (QUEUED, RUNNING, SUCCESS, NOOP, FAILED, CRASHED, CANCELLED, TIMED_OUT)
 FINAL = frozenset(STATUSES) - {QUEUED, RUNNING}
 KINDS = ("build", "score", "monitor", "retrain", "backfill")
+CLAIM_WINDOW = 100
+"""How many of the first queued runs a claim considers when the first ones must wait."""
 _PG_CLAIM_LOCK = 0x67726973  # any constant: the key of the claimers' advisory lock
 
 
@@ -59,6 +61,47 @@ class RunRequest:
     """A retry waits until its backoff has passed."""
     attempt: int = 1
     retry_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many runs may run at once in a catalog (``runs``), and per tag (``tags``).
+
+    Whatever the limits, two runs never run at once when they may write the same table:
+    a run's ``params["targets"]`` lists what it may write (absent: anything)."""
+
+    runs: int = 1
+    tags: Mapping[str, int] = field(default_factory=dict)
+
+    def blocker(self, params: Mapping[str, Any], running: list[RunRecord]) -> str | None:
+        """Why a run with ``params`` may not start beside ``running`` (None: it may)."""
+        if len(running) >= self.runs:
+            busy = ", ".join(_describe(r) for r in running[:3])
+            return f"{len(running)} run(s) running, the limit is {self.runs}: {busy}"
+        for tag in params.get("tags") or ():
+            limit = self.tags.get(tag)
+            if limit is None:
+                continue
+            same = [r for r in running if tag in (r.params.get("tags") or ())]
+            if len(same) >= limit:
+                busy = ", ".join(_describe(r) for r in same[:3])
+                return f"{len(same)} run(s) tagged {tag!r} running, its limit is {limit}: {busy}"
+        mine = params.get("targets")
+        for other in running:
+            theirs = other.params.get("targets")
+            if mine is None or theirs is None or set(mine) & set(theirs):
+                shared = sorted(set(mine or ()) & set(theirs or ()))
+                what = f" (both write {', '.join(shared[:3])})" if shared else ""
+                return f"{_describe(other)} may write the same tables{what}"
+        return None
+
+
+def _describe(run: RunRecord) -> str:
+    return f"{run.run_id[:12]} ({run.kind} {run.selection or 'everything'}, owned by {run.owner})"
+
+
+ONE_AT_A_TIME = Limits()
+"""The default: one run at a time in a catalog."""
 
 
 class RunStore:
@@ -81,14 +124,15 @@ class RunStore:
         owner: str,
         lease: timedelta,
         alive: Callable[[str], bool],
+        limits: Limits = ONE_AT_A_TIME,
     ) -> tuple[RunRecord, int]:
         """A run started here and now, with how many abandoned runs were closed first; or
         ``RunInProgressError`` naming the run that runs."""
         with self._claiming() as conn:
             closed = self._close_abandoned(conn, alive)
-            busy = self._running(conn)
-            if busy is not None:
-                raise _in_progress(busy)
+            why = limits.blocker(request.params, _running_runs(conn))
+            if why is not None:
+                raise _in_progress(why)
             now = utcnow()
             row = _new_row(run_id, request, RUNNING, now)
             conn.execute(insert(s.runs).values(**row, **_owned(owner, now, lease)))
@@ -100,29 +144,38 @@ class RunStore:
         lease: timedelta,
         alive: Callable[[str], bool],
         only: str | None = None,
+        limits: Limits = ONE_AT_A_TIME,
     ) -> tuple[RunRecord, int] | None:
-        """The next queued run (highest priority, then oldest; ``only``: that run if it is
-        still queued), now this owner's, with how many abandoned runs were closed first;
-        None when the queue is empty or a run is already running."""
+        """The next queued run that ``limits`` let start beside the running ones (highest
+        priority, then oldest; ``only``: that run if it is still queued), now this owner's,
+        with how many abandoned runs were closed first; None when there is none."""
         r = s.runs
         with self._claiming() as conn:
             closed = self._close_abandoned(conn, alive)
-            if self._running(conn) is not None:
+            running = _running_runs(conn)
+            if len(running) >= limits.runs:
                 return None
             now = utcnow()
             query = (
-                select(r.c.run_id)
+                select(r.c.run_id, r.c.params)
                 .where(
                     r.c.status == QUEUED,
                     or_(r.c.not_before.is_(None), r.c.not_before <= now),
                 )
                 .order_by(r.c.priority.desc(), r.c.created_at, r.c.run_id)
-                .limit(1)
+                .limit(CLAIM_WINDOW)
                 .with_for_update(skip_locked=True)
             )
             if only is not None:
                 query = query.where(r.c.run_id == only)
-            run_id = conn.execute(query).scalar()
+            run_id = next(
+                (
+                    rid
+                    for rid, params in conn.execute(query).all()
+                    if limits.blocker(params or {}, running) is None
+                ),
+                None,
+            )
             if run_id is None:
                 return None
             conn.execute(
@@ -246,8 +299,9 @@ class RunStore:
             "last_success": {k: as_utc(v) for k, v in last.items()},
         }
 
-    def runnable(self) -> bool:
-        """Whether a claim now could take a run: one is queued and due, none is running."""
+    def runnable(self, limits: Limits = ONE_AT_A_TIME) -> bool:
+        """Whether a claim now may take a run: one is queued and due, and fewer than the
+        limit run (the claim itself checks tags and tables)."""
         r = s.runs
         now = utcnow()
         due = (
@@ -255,9 +309,11 @@ class RunStore:
             .where(r.c.status == QUEUED, or_(r.c.not_before.is_(None), r.c.not_before <= now))
             .limit(1)
         )
-        running = select(r.c.run_id).where(r.c.status == RUNNING).limit(1)
+        running = select(func.count()).where(r.c.status == RUNNING)
         with self._catalog._read() as conn:
-            return conn.execute(due).first() is not None and conn.execute(running).first() is None
+            if conn.execute(due).first() is None:
+                return False
+            return int(conn.execute(running).scalar() or 0) < limits.runs
 
     def retried(self, run_id: str) -> bool:
         """Whether a later attempt of this run was queued."""
@@ -330,11 +386,6 @@ class RunStore:
         _close_steps(conn, gone, "the process stopped before the step finished")
         return len(gone)
 
-    def _running(self, conn: Connection) -> RunRecord | None:
-        r = s.runs
-        row = conn.execute(select(r).where(r.c.status == RUNNING).limit(1)).mappings().first()
-        return _record(row) if row else None
-
     def _resolve(self, conn: Connection, run_id: str) -> str:
         r = s.runs
         run_id = run_id.strip().lower()
@@ -397,11 +448,15 @@ def _close_steps(conn: Connection, run_ids: list[str], error: str) -> None:
     )
 
 
-def _in_progress(busy: RunRecord) -> RunInProgressError:
-    what = f"{busy.kind} {busy.selection}".strip()
+def _running_runs(conn: Connection) -> list[RunRecord]:
+    r = s.runs
+    rows = conn.execute(select(r).where(r.c.status == RUNNING).limit(1000)).mappings()
+    return [_record(row) for row in rows]
+
+
+def _in_progress(why: str) -> RunInProgressError:
     return RunInProgressError(
-        f"another run of this project is in progress: {busy.run_id[:12]} ({what}), "
-        f"owned by {busy.owner}",
+        f"this run cannot start now: {why}",
         hint="wait for it to finish, or queue yours: gristmill run --queue (a killed run's "
         "lease is released at once on its own host, after its lease elsewhere)",
     )
