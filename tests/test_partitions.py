@@ -74,14 +74,7 @@ def test_a_backfill_builds_only_what_is_missing_and_equals_a_direct_computation(
     tmp_path: Path,
 ) -> None:
     root = make(tmp_path / "p")
-    first = gm_json(root, "run")
-    # a plain run builds the latest (complete) partition only, and says what is behind
-    step = next(s for s in first["steps"] if s["name"] == "daily")
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    assert f"{yesterday}: never built" in step["reason"]
-    assert "older partition(s) not built: `gristmill backfill daily`" in step["reason"]
-    assert built_daily(root) == {}  # nothing happened yesterday
-
+    gm_json(root, "run", "events")
     dry = plan(root, "--from", "2025-10", "--to", "2025-10")
     assert len(dry) == 31 and set(dry.values()) == {"build: never built"}
     ran = gm_json(root, "backfill", "daily", "--from", "2025-10-01", "--to", "2025-11-05")
@@ -95,6 +88,31 @@ def test_a_backfill_builds_only_what_is_missing_and_equals_a_direct_computation(
     assert len(again) == 36 and all(v.startswith("skip: fresh") for v in again.values())
     noop = gm_json(root, "backfill", "daily", "--from", "2025-10", "--to", "2025-11-05")
     assert noop["summary"]["status"] == "noop"
+
+    # a plain run brings the rest up to date: every day to yesterday, the 36 built skipped
+    days = (datetime.now(UTC).date() - date(2025, 10, 1)).days
+    step = gm_json(root, "run")["steps"][-1]
+    assert step["name"] == "daily"
+    assert step["reason"].startswith(f"partitions: {days - 36} of {days} to build")
+    assert built_daily(root) == expected_daily(root)
+
+
+def test_a_plain_run_builds_only_the_days_its_new_rows_touch(tmp_path: Path) -> None:
+    root = make(tmp_path / "p")
+    gm_json(root, "run")
+    (root / "data" / "late.csv").write_text(
+        "id,ts,region,amount\n9001,2025-10-07 08:00:00,eu,100\n"
+    )
+    ran = gm_json(root, "run")  # ingests the file, then plans daily again: one day
+    step = next(s for s in ran["steps"] if s["name"] == "daily")
+    assert "1 of" in step["reason"] and "2025-10-07: input events" in step["reason"]
+    assert "planned again after its upstream built" in step["reason"]
+    assert built_daily(root) == expected_daily(root)
+    ws = Workspace.open(root)
+    records = ws.catalog.partitions("daily")
+    ws.close()
+    rebuilt = {k for k, r in records.items() if r.run_id == ran["run_id"]}
+    assert rebuilt == {"2025-10-07"}
 
 
 def test_new_rows_stale_only_their_days_and_a_code_change_stales_all(tmp_path: Path) -> None:

@@ -250,12 +250,7 @@ def table(
     """
     location = _caller_location()
     feature = _feature(entity, timestamp, location)
-    if partitions is not None and not isinstance(partitions, Partitioning):
-        raise DefinitionError(
-            f"partitions={partitions!r} is not a partitioning",
-            location=location,
-            hint='use gm.daily("day", start="2025-10-01"), gm.monthly(...) or gm.static(...)',
-        )
+    _partitioning(partitions, location)
 
     def build(name: str, function: Callable[..., Any] | None) -> Table:
         check_name(name, location)
@@ -300,6 +295,7 @@ def feature_view(
     row_count: RowCount | None = None,
     max_quarantine_share: float = 0.05,
     online: bool = True,
+    partitions: Partitioning | None = None,
     description: str = "",
 ) -> Table:
     """Declare a feature view: a table with an entity key and an as-of timestamp.
@@ -316,7 +312,18 @@ def feature_view(
         contract=_contract(columns, checks, row_count, max_quarantine_share, location),
         sql=sql,
         feature=_feature(entity, timestamp, location, online),
+        partitions=_partitioning(partitions, location),
     )
+
+
+def _partitioning(partitions: object, location: Location) -> Partitioning | None:
+    if partitions is not None and not isinstance(partitions, Partitioning):
+        raise DefinitionError(
+            f"partitions={partitions!r} is not a partitioning",
+            location=location,
+            hint='use gm.daily("day", start="2025-10-01"), gm.monthly(...) or gm.static(...)',
+        )
+    return partitions
 
 
 def _feature(

@@ -86,6 +86,8 @@ class Runner:
         self.reporter = reporter
         self.parallelism = parallelism
         self._should_stop: Callable[[], bool] = lambda: False
+        self.replan: Callable[[PlannedStep, dict[str, int]], PlannedStep] | None = None
+        """Plans a partitioned step again with the input versions this run produced."""
 
     def run(
         self, plan: Plan, run_id: str, should_stop: Callable[[], bool] | None = None
@@ -109,6 +111,8 @@ class Runner:
         self._should_stop = should_stop
         # Exact input versions: the catalog's at the start, then what this run commits.
         self._versions = self.catalog.latest_versions()
+        self._at_start = dict(self._versions)
+        self._reasons: dict[str, str] = {}
         results: dict[str, StepResult] = {
             s.name: StepResult(s.name, s.kind.value, StepStatus.SKIPPED, s.reason)
             for s in plan.steps
@@ -239,7 +243,7 @@ class Runner:
             name=step.name,
             kind=step.kind.value,
             status=StepStatus.SUCCESS,
-            reason=step.reason,
+            reason=self._reasons.get(step.name, step.reason),
             version=materialization.version,
             mode=materialization.mode,
             rows=materialization.rows,
@@ -281,6 +285,14 @@ class Runner:
         definition = self.graph.nodes[step.name]
         partitioning = getattr(definition, "partitions", None)
         assert partitioning is not None
+        moved = [d for d in step.dependencies if self._versions.get(d) != self._at_start.get(d)]
+        if moved and self.replan is not None:  # upstream committed in this run: look again
+            step = self.replan(step, self._input_versions(step))
+            self._reasons[step.name] = f"{step.reason} (planned again after its upstream built)"
+            if not step.to_build:
+                latest = self.catalog.latest(step.name)
+                if latest is not None:
+                    return replace(latest, rows_added=0)
         last: Materialization | None = None
         written = 0
         failures: list[tuple[list[str], GristmillError]] = []

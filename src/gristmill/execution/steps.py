@@ -198,8 +198,11 @@ def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
     if not table.contract.is_empty:
         _check_declared(ctx, table, view)
     predicate = None
+    outside = 0
     if ctx.partitions:
         view, predicate = _keep_partitions(ctx, table, view)
+        if table.contract.row_count is not None:  # bounds the table, not one batch
+            outside = _rows_outside(ctx, table, predicate)
     return write(
         ctx.session,
         ctx.lake,
@@ -210,8 +213,19 @@ def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
             mode=WriteMode.OVERWRITE,
             template=ctx.template,
             predicate=predicate,
+            previous_rows=outside,
         ),
     )
+
+
+def _rows_outside(ctx: StepContext, table: Table, predicate: str) -> int:
+    """Rows of the table's latest version that the partition write keeps."""
+    latest = ctx.lake.latest_version(table.name)
+    if latest is None:
+        return 0
+    register_input(ctx, table.name, latest, alias=EXISTING)
+    ((count,),) = ctx.session.rows(f'SELECT count(*) FROM "{EXISTING}" WHERE NOT ({predicate})')
+    return int(count)
 
 
 TIME_TYPES = ("DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_NS", "TIMESTAMP_MS")

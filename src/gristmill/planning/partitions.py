@@ -51,8 +51,10 @@ def plan_partitions(
     upstream_changing: Sequence[str] = (),
     changed_ranges: ChangedRanges,
     force: bool = False,
+    forced: set[str] | frozenset[str] = frozenset(),
 ) -> list[PartitionTask]:
-    """One task per partition in ``parts``: build it (missing, failed, stale) or skip it."""
+    """One task per partition in ``parts``: build it (missing, failed, stale) or skip it;
+    ``force`` (or a key in ``forced``): build it anyway."""
     ranges: dict[tuple[str, int, int], list[tuple[Any, Any]] | None] = {}
 
     def changes(dep: str, old: int, new: int) -> list[tuple[Any, Any]] | None:
@@ -77,8 +79,8 @@ def plan_partitions(
             upstream_changing,
             changes,
         )
-        if force:
-            reason = f"requested ({reason or 'fresh'})"
+        if force or part.key in forced:
+            reason = reason or "requested"
         if reason:
             tasks.append(PartitionTask(part, PartitionAction.BUILD, reason))
         else:

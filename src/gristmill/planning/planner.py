@@ -73,6 +73,9 @@ class Backfill:
 class Plan:
     steps: tuple[PlannedStep, ...]
     selection: tuple[str, ...] = field(default=())
+    full_refresh: bool = False
+    force: tuple[str, ...] = ()
+    backfill: Backfill | None = None
 
     @property
     def to_run(self) -> list[PlannedStep]:
@@ -117,7 +120,7 @@ def build_plan(
     for name in chosen:
         node = graph.nodes[name]
         if isinstance(node, Table) and node.partitions is not None:
-            step = _plan_partitioned(
+            step = plan_partitioned_step(
                 node,
                 state,
                 versions,
@@ -135,7 +138,13 @@ def build_plan(
         if step.action is Action.RUN:
             running.add(name)
         steps.append(step)
-    return Plan(steps=tuple(steps), selection=tuple(selection))
+    return Plan(
+        steps=tuple(steps),
+        selection=tuple(selection),
+        full_refresh=full_refresh,
+        force=tuple(force),
+        backfill=backfill,
+    )
 
 
 def _require_partitioned(graph: Graph, name: str) -> None:
@@ -161,7 +170,7 @@ def _require_partitioned(graph: Graph, name: str) -> None:
         )
 
 
-def _plan_partitioned(
+def plan_partitioned_step(
     node: Table,
     state: CatalogReader,
     versions: dict[str, int],
@@ -172,18 +181,23 @@ def _plan_partitioned(
     changed_ranges: ChangedRanges | None,
     now: datetime | None,
 ) -> PlannedStep:
+    """A partitioned table's step: each partition to build or skip, and why. The runner
+    plans it again once its upstream committed in the same run (with the versions it
+    produced), so that only the partitions the new rows touch are built."""
     partitioning = node.partitions
     assert partitioning is not None
     if backfill is not None:
         parts = partitioning.between(backfill.first, backfill.last, now)
         force = force or backfill.force
         scope = f"backfill of {len(parts)} partition(s)"
-    elif full_refresh:
-        parts = partitioning.all(now)
-        scope = "full refresh"
     else:
-        parts = partitioning.latest(now)
-        scope = "latest partition" if len(parts) == 1 else "every key"
+        # a plain run brings every partition up to date: only the missing, failed and
+        # stale ones are built (forced: the latest ones too)
+        parts = partitioning.all(now)
+        scope = "partitions"
+    forced = {p.key for p in partitioning.latest(now)} if force and backfill is None else set()
+    if full_refresh:
+        forced = {p.key for p in parts}
     current = code_hash(node)
     records = state.partitions(node.name)
     tasks = plan_partitions(
@@ -195,7 +209,8 @@ def _plan_partitioned(
         versions=versions,
         upstream_changing=sorted(running),
         changed_ranges=changed_ranges or (lambda *_: None),
-        force=force,
+        force=force if backfill is not None else False,
+        forced=forced,
     )
     build = [t for t in tasks if t.action is PartitionAction.BUILD]
     if not parts:
@@ -206,14 +221,6 @@ def _plan_partitioned(
         reason = f"{scope}: {len(build)} of {len(parts)} to build ({shown}{more})"
     else:
         reason = f"{scope}: {len(parts)} fresh"
-    if backfill is None and not full_refresh:
-        behind = sum(
-            1
-            for p in partitioning.all(now)
-            if p not in parts and (p.key not in records or records[p.key].status != "success")
-        )
-        if behind:
-            reason += f"; {behind} older partition(s) not built: `gristmill backfill {node.name}`"
     return PlannedStep(
         node.name,
         node.kind,

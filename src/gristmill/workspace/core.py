@@ -33,7 +33,8 @@ from gristmill.execution.engines import Engine, Session, create_engine
 from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
 from gristmill.execution.runner import Runner, RunResult
-from gristmill.planning import Backfill, Plan, build_plan
+from gristmill.planning import Backfill, Plan, PlannedStep, build_plan
+from gristmill.planning.planner import plan_partitioned_step
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
 from gristmill.storage.catalog.records import RunRecord, utcnow
@@ -396,7 +397,9 @@ class Workspace:
             backfill=Backfill(**backfill) if isinstance(backfill, dict) else None,
         )
         reporter.plan_ready(plan)
-        result = self._runner(reporter).run(plan, active.run_id, active.should_stop)
+        runner = self._runner(reporter)
+        runner.replan = partial(self._replan, plan)
+        result = runner.run(plan, active.run_id, active.should_stop)
         online = () if result.status == "cancelled" else self.sync_online()
         outcome = RunOutcome(result=result, plan=plan, recovery=recovery, online=online)
         summary = outcome.summary()
@@ -404,6 +407,21 @@ class Workspace:
             summary.update(then(outcome))  # e.g. a retrain's gate decision
         active.finish(result.status, summary, result.error())
         return outcome
+
+    def _replan(self, plan: Plan, step: PlannedStep, versions: dict[str, int]) -> PlannedStep:
+        node = self.graph.nodes[step.name]
+        assert isinstance(node, Table)
+        return plan_partitioned_step(
+            node,
+            self.catalog.reader(),
+            {**self.catalog.latest_versions(), **versions},
+            set(),
+            plan.full_refresh or step.name in plan.force,
+            plan.full_refresh,
+            plan.backfill,
+            self.lake.changed_ranges,
+            None,
+        )
 
     def _after_build(
         self, outcome: RunOutcome, monitors: bool, *, triggered: bool = True

@@ -108,6 +108,11 @@ user_profile = gm.feature_view(
         gm.in_range("category_diversity_90d", min=0, max=len(CATEGORIES)),
     ],
     row_count=gm.row_count(min=1),
+    # one partition per month start; a run builds the missing and stale months together
+    # (one query and one commit for up to 24 of them); `gristmill backfill user_profile`
+    # plans a range. Its 90-day windows read earlier months: a changed input stales
+    # every month (no upstream= mapping, which would claim a row touches only its month).
+    partitions=gm.monthly("as_of", start="2025-11", end_offset=1, batch=24),
     description="Per user and month start: windowed spend, activity, recency and diversity.",
 )
 
