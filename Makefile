@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring clean
+.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -57,9 +57,10 @@ demo-drift: setup
 	@echo "--- monitors before the drift"
 	cd demo-drift && $(GM) monitor run
 	@echo "--- three drifted months arrive; one scheduler tick (nobody types run): the sensor"
-	@echo "--- queues the build, monitors fire, retraining, gates"
+	@echo "--- queues the build, monitors fire and queue a retrain run, the gates decide"
 	cp -r demo-drift/arriving/. demo-drift/data/
 	cd demo-drift && $(GM) scheduler --once
+	cd demo-drift && $(GM) runs --kind retrain
 	cd demo-drift && $(GM) sensors
 	cd demo-drift && $(GM) score churn --table user_profile --as-of 2026-09-01 --model-version 1
 	cd demo-drift && $(GM) monitor run churn_performance
@@ -108,6 +109,10 @@ benchmarks/.venv-%/.installed: benchmarks/requirements-%.txt
 bench-serving: $(BENCH)/.installed benchmarks/.venv-mlflow/.installed benchmarks/.venv-bentoml/.installed
 	@command -v wrk >/dev/null || { echo "bench-serving needs wrk: apt-get install wrk"; exit 2; }
 	$(BENCH)/bin/python benchmarks/serving.py
+
+# 100-step chain and a 365-partition backfill vs Dagster, tick latency, CLI start
+bench-orchestration: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/orchestration.py
 
 # drift vs Evidently's DataDriftPreset (100k and 1M rows x 20 columns, made on first run)
 bench-monitoring: setup benchmarks/.venv-evidently/.installed

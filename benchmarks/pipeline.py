@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 sys.path.insert(0, str(HERE))
 
-from results import median, peak_rss_mb, run_worker, write_section  # noqa: E402
+from results import dispatch_worker, median, peak_rss_mb, run_worker, write_section  # noqa: E402
 
 
 def worker(name: str, *args: str, timeout: int = 3600) -> dict:
@@ -482,9 +482,7 @@ def previous_profile() -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "_worker":
-        result = globals()[f"w_{sys.argv[2]}"](*sys.argv[3:])
-        print(json.dumps(result))
+    if dispatch_worker(globals()):
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--scale", default="large")

@@ -52,6 +52,15 @@ def run_worker(
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def dispatch_worker(namespace: dict) -> bool:
+    """In a worker process (``script _worker NAME ARGS``): run ``w_NAME(*ARGS)`` of the
+    script and print its JSON; False in the parent."""
+    if len(sys.argv) > 2 and sys.argv[1] == "_worker":
+        print(json.dumps(namespace[f"w_{sys.argv[2]}"](*sys.argv[3:])))
+        return True
+    return False
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

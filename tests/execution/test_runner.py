@@ -198,7 +198,7 @@ def test_concurrent_run_is_refused(workspace: Workspace) -> None:
     from gristmill.workspace.core import RunInProgressError, build_request
 
     with workspace.coordinator.start(build_request(["+per_user"], False, (), "test")) as active:
-        with pytest.raises(RunInProgressError, match=f"in progress: {active.run_id[:12]}"):
+        with pytest.raises(RunInProgressError, match=f"the limit is 1: {active.run_id[:12]}"):
             Workspace.open(workspace.root).run()
         active.finish("noop")
     assert Workspace.open(workspace.root).run().result.ok  # free again once it ended
