@@ -60,6 +60,18 @@ def latest_sql(relation: str, view: Table, columns: Sequence[str]) -> str:
     )
 
 
+def already_synced(
+    store: OnlineStore, view: Table, version: int, columns: Sequence[str]
+) -> OnlineSync | None:
+    """The view's sync when the online store holds ``version`` with these columns already
+    (checked from the catalog's schema, without opening the table); None otherwise."""
+    state = store.state(view.name)
+    stored = value_columns(view, columns)
+    if state is not None and state.version == version and state.columns == stored:
+        return OnlineSync(view.name, version, "fresh", 0, 0, state.rows, 0.0)
+    return None
+
+
 def sync_view(
     session: Session,
     lake: Lake,

@@ -476,16 +476,25 @@ class Workspace:
         """Bring every online feature view's latest version into the online store."""
         views = [t for t in self.graph.tables() if t.feature is not None and t.feature.online]
         latest = self.catalog.latest_versions()
-        todo = [v for v in views if v.name in latest]
-        if not todo:
-            return ()
-        from gristmill.execution.online import sync_view
+        from gristmill.execution.online import already_synced, sync_view
 
-        with self.engine_session() as (session, scan):
-            return tuple(
-                sync_view(session, self.lake, self.online_store, view, latest[view.name], scan=scan)
-                for view in todo
-            )
+        done: dict[str, OnlineSync] = {}
+        todo = []
+        for view in (v for v in views if v.name in latest):
+            built = self.catalog.materialization(view.name, latest[view.name])
+            columns = [c["name"] for c in (built.schema if built else [])]
+            fresh = already_synced(self.online_store, view, latest[view.name], columns)
+            if fresh is None:
+                todo.append(view)
+            else:  # a no-op run opens neither the engine nor the table
+                done[view.name] = fresh
+        if todo:
+            with self.engine_session() as (session, scan):
+                for view in todo:
+                    done[view.name] = sync_view(
+                        session, self.lake, self.online_store, view, latest[view.name], scan=scan
+                    )
+        return tuple(done[v.name] for v in views if v.name in done)
 
     @contextmanager
     def engine_session(self) -> Iterator[tuple[Session, bool]]:
