@@ -7,6 +7,7 @@ its comments does not make the step stale.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlglot
 from sqlglot import exp
@@ -25,7 +26,13 @@ class ParsedSql:
 
 
 def parse_sql(text: str, location: Location) -> ParsedSql:
-    """Parse one SELECT statement and list the tables it reads."""
+    """Parse one SELECT statement and list the tables it reads (a text parsed before is
+    not parsed again: planning fingerprints every SQL step of a run)."""
+    return _parse(text, location)
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str, location: Location) -> ParsedSql:
     try:
         statements = [s for s in sqlglot.parse(text, read=DIALECT) if s is not None]
     except ParseError as exc:

@@ -49,9 +49,9 @@ class WriteRequest:
 
 
 def write(session: Session, lake: Lake, request: WriteRequest) -> Materialization:
-    columns = [c for c, _ in session.columns(request.relation)]
     if request.contract.is_empty and not request.files:
         return _commit(lake, request, session.reader(f'SELECT * FROM "{request.relation}"'), {})
+    columns = [c for c, _ in session.columns(request.relation)]
     query = checked_query(
         request.relation,
         columns,

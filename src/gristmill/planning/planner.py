@@ -113,7 +113,8 @@ def build_plan(
         chosen = [backfill.table]
     else:
         chosen = graph.select(selection)
-    latest = {name: state.latest(name) for name in chosen}
+    found = state.latest_many(list(chosen))
+    latest = {name: found.get(name) for name in chosen}
     versions = state.latest_versions()
     running: set[str] = set()
     steps: list[PlannedStep] = []

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -144,6 +145,21 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+_STEP_UPDATE = (
+    update(s.step_runs)
+    .where(
+        s.step_runs.c.run_id == bindparam("b_run"),
+        s.step_runs.c.table_name == bindparam("b_table"),
+    )
+    .values(
+        {
+            c: bindparam(c)
+            for c in ("status", "reason", "started_at", "finished_at", "version", "error")
+        }
+    )  # fmt: skip
+)
+
+
 class CatalogReader:
     """Read-only view of the catalog; what the planner and reports depend on."""
 
@@ -203,6 +219,46 @@ class CatalogReader:
         with self._read() as conn:
             return {row.partition_key: _partition(row) for row in conn.execute(query).mappings()}
 
+    def latest_many(self, names: Sequence[str]) -> dict[str, Materialization]:
+        """The latest materialization of each of ``names`` that has one, in three queries
+        whatever their number (the planner asks for every table of a run)."""
+        if not names:
+            return {}
+        m, f, q = s.materializations, s.ingested_files, s.quarantine_counts
+        newest = (
+            select(m.c.table_name, func.max(m.c.version).label("version"))
+            .where(m.c.table_name.in_(list(names)))
+            .group_by(m.c.table_name)
+            .subquery()
+        )
+        on = (m.c.table_name == newest.c.table_name) & (m.c.version == newest.c.version)
+        with self._read() as conn:
+            rows = conn.execute(select(m).join(newest, on)).mappings().all()
+            keys = {(r["table_name"], r["version"]) for r in rows}
+            found = [r["table_name"] for r in rows]
+            files: dict[tuple[str, int], list[Any]] = {}
+            for row in conn.execute(
+                select(f).where(f.c.table_name.in_(found)).order_by(f.c.id)
+            ).mappings():
+                if (row["table_name"], row["version"]) in keys:
+                    files.setdefault((row["table_name"], row["version"]), []).append(row)
+            counts: dict[tuple[str, int], list[tuple[str, int]]] = {}
+            for name, version, check, n in conn.execute(
+                select(q.c.table_name, q.c.version, q.c.check_name, q.c.rows).where(
+                    q.c.table_name.in_(found)
+                )
+            ):
+                if (name, version) in keys:
+                    counts.setdefault((name, version), []).append((check, n))
+        return {
+            r["table_name"]: _materialization_of(
+                r,
+                files.get((r["table_name"], r["version"]), []),
+                counts.get((r["table_name"], r["version"]), []),
+            )
+            for r in rows
+        }
+
     def _materialization(self, conn: Connection, row: Any) -> Materialization:
         f, q = s.ingested_files, s.quarantine_counts
         name, version = row["table_name"], row["version"]
@@ -212,26 +268,7 @@ class CatalogReader:
         counts = conn.execute(
             select(q.c.check_name, q.c.rows).where(q.c.table_name == name, q.c.version == version)
         )
-        return Materialization(
-            table_name=name,
-            version=version,
-            run_id=row["run_id"],
-            kind=row["kind"],
-            mode=row["mode"],
-            fingerprint=row["fingerprint"],
-            code_hash=row["code_hash"],
-            inputs=dict(row["inputs"]),
-            rows=row["rows"],
-            rows_added=row["rows_added"],
-            quarantined=row["quarantined"],
-            schema=list(row["schema"]),
-            started_at=as_utc(row["started_at"]),  # type: ignore[arg-type]
-            finished_at=as_utc(row["finished_at"]),  # type: ignore[arg-type]
-            recovered=bool(row["recovered"]),
-            files=tuple(_file(r) for r in files),
-            quarantine_counts={c: int(n) for c, n in counts},
-            stats=dict(row["stats"] or {}),
-        )
+        return _materialization_of(row, files, counts)
 
     # ---- models ----------------------------------------------------------------------
 
@@ -426,17 +463,16 @@ class Catalog(CatalogReader):
             "error": step.error,
         }
         with self._write() as conn:
+            # prebuilt statements with bound values: building one costs more than running it
             updated = conn.execute(
-                update(t)
-                .where(t.c.run_id == step.run_id, t.c.table_name == step.table_name)
-                .values(**values)
+                _STEP_UPDATE, {"b_run": step.run_id, "b_table": step.table_name, **values}
             )
             if not updated.rowcount:
                 conn.execute(
-                    insert(t).values(
-                        run_id=step.run_id, table_name=step.table_name, kind=step.kind, **values
-                    )
-                )
+                    insert(t),
+                    {"run_id": step.run_id, "table_name": step.table_name, "kind": step.kind,
+                     **values},
+                )  # fmt: skip
 
     def record_materialization(
         self, m: Materialization, *, model_version: ModelVersion | None = None
@@ -447,24 +483,25 @@ class Catalog(CatalogReader):
             if model_version is not None:
                 conn.execute(insert(s.model_versions).values(**model_version.__dict__))
             conn.execute(
-                insert(s.materializations).values(
-                    table_name=m.table_name,
-                    version=m.version,
-                    run_id=m.run_id,
-                    kind=m.kind,
-                    mode=m.mode,
-                    fingerprint=m.fingerprint,
-                    code_hash=m.code_hash,
-                    inputs=m.inputs,
-                    rows=m.rows,
-                    rows_added=m.rows_added,
-                    quarantined=m.quarantined,
-                    schema=m.schema,
-                    started_at=m.started_at,
-                    finished_at=m.finished_at,
-                    recovered=m.recovered,
-                    stats=m.stats or None,
-                )
+                insert(s.materializations),
+                {
+                    "table_name": m.table_name,
+                    "version": m.version,
+                    "run_id": m.run_id,
+                    "kind": m.kind,
+                    "mode": m.mode,
+                    "fingerprint": m.fingerprint,
+                    "code_hash": m.code_hash,
+                    "inputs": m.inputs,
+                    "rows": m.rows,
+                    "rows_added": m.rows_added,
+                    "quarantined": m.quarantined,
+                    "schema": m.schema,
+                    "started_at": m.started_at,
+                    "finished_at": m.finished_at,
+                    "recovered": m.recovered,
+                    "stats": m.stats or None,
+                },
             )
             if m.files:
                 conn.execute(
@@ -564,6 +601,30 @@ class Catalog(CatalogReader):
                 conn.execute(insert(s.monitor_results), [r.__dict__ for r in results])
             if alerts:
                 conn.execute(insert(s.monitor_alerts), [a.__dict__ for a in alerts])
+
+
+def _materialization_of(row: Any, files: Any, counts: Any) -> Materialization:
+    name, version = row["table_name"], row["version"]
+    return Materialization(
+        table_name=name,
+        version=version,
+        run_id=row["run_id"],
+        kind=row["kind"],
+        mode=row["mode"],
+        fingerprint=row["fingerprint"],
+        code_hash=row["code_hash"],
+        inputs=dict(row["inputs"]),
+        rows=row["rows"],
+        rows_added=row["rows_added"],
+        quarantined=row["quarantined"],
+        schema=list(row["schema"]),
+        started_at=as_utc(row["started_at"]),  # type: ignore[arg-type]
+        finished_at=as_utc(row["finished_at"]),  # type: ignore[arg-type]
+        recovered=bool(row["recovered"]),
+        files=tuple(_file(r) for r in files),
+        quarantine_counts={c: int(n) for c, n in counts},
+        stats=dict(row["stats"] or {}),
+    )
 
 
 def _partition(row: Any) -> PartitionRecord:
