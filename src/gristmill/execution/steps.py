@@ -199,9 +199,16 @@ def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
         _check_declared(ctx, table, view)
     predicate = None
     outside = 0
+    mode = WriteMode.OVERWRITE
     if ctx.partitions:
         view, predicate = _keep_partitions(ctx, table, view)
-        if table.contract.row_count is not None:  # bounds the table, not one batch
+        if _holds_none_of(ctx, table):
+            # nothing to replace (a new day): an append, which costs a Delta commit no
+            # matter how many files the table has; a predicate write scans their stats
+            mode, predicate = WriteMode.APPEND, None
+            latest = ctx.lake.latest_version(table.name)
+            outside = 0 if latest is None else ctx.lake.count(table.name, latest)
+        elif table.contract.row_count is not None:  # bounds the table, not one batch
             outside = _rows_outside(ctx, table, predicate)
     return write(
         ctx.session,
@@ -210,12 +217,29 @@ def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
             table=table.name,
             relation=view,
             contract=table.contract,
-            mode=WriteMode.OVERWRITE,
+            mode=mode,
             template=ctx.template,
             predicate=predicate,
             previous_rows=outside,
         ),
     )
+
+
+def _holds_none_of(ctx: StepContext, table: Table) -> bool:
+    """Whether no file of the table may hold rows of the partitions being built (by the
+    log's statistics of the partition column; unknown statistics: it may)."""
+    from gristmill.planning.partitions import overlaps
+
+    partitioning = table.partitions
+    assert partitioning is not None
+    ranges = ctx.lake.column_ranges(table.name, partitioning.column)
+    if ranges is None:
+        return False
+    for part in ctx.partitions:
+        lo, hi = partitioning.value_range(part)
+        if any(overlaps(a, b, lo, hi, partitioning) for a, b in ranges):
+            return False
+    return True
 
 
 def _rows_outside(ctx: StepContext, table: Table, predicate: str) -> int:

@@ -120,12 +120,12 @@ def _stale(
         if changed is None:
             column = partitioning.upstream_column(dep)
             return f"input {dep} v{old} -> v{new} (no statistics of a column {column!r} in it)"
-        if any(_overlaps(a, b, lo, hi, partitioning) for a, b in changed):
+        if any(overlaps(a, b, lo, hi, partitioning) for a, b in changed):
             return f"input {dep} v{old} -> v{new} changed rows in this partition"
     return ""
 
 
-def _overlaps(low: Any, high: Any, start: Any, end: Any, partitioning: Partitioning) -> bool:
+def overlaps(low: Any, high: Any, start: Any, end: Any, partitioning: Partitioning) -> bool:
     """Whether a file whose column spans [low, high] may hold rows of [start, end)."""
     from gristmill.definitions.partitions import Granularity
 

@@ -93,6 +93,9 @@ class Lake:
         return (self.path(name) / "_delta_log").is_dir()
 
     def latest_version(self, name: str) -> int | None:
+        handle = self._handles.get(name)
+        if handle is not None and not self.has_commit_after(name, handle.version()):
+            return int(handle.version())  # this process wrote the newest: no log replay
         if not self.exists(name):
             return None
         from deltalake import DeltaTable
@@ -153,19 +156,7 @@ class Lake:
         """The [min, max] of ``column`` in each data file that versions ``old`` and ``new``
         do not share (added or removed between them), from the Delta log's file statistics;
         None when a changed file has no statistics for the column (anything may differ)."""
-        import pyarrow as pa
-
-        def files(version: int) -> dict[str, tuple[Any, Any]]:
-            actions = pa.table(self._table(name, version).get_add_actions(flatten=True))
-            names = actions.column_names
-            paths = actions.column("path").to_pylist()
-            if f"min.{column}" not in names or f"max.{column}" not in names:
-                return {p: (None, None) for p in paths}
-            lows = actions.column(f"min.{column}").to_pylist()
-            highs = actions.column(f"max.{column}").to_pylist()
-            return dict(zip(paths, zip(lows, highs, strict=True), strict=True))
-
-        before, after = files(old), files(new)
+        before, after = self._file_ranges(name, old, column), self._file_ranges(name, new, column)
         changed = [
             bounds
             for path, bounds in (*before.items(), *after.items())
@@ -174,6 +165,31 @@ class Lake:
         if any(lo is None or hi is None for lo, hi in changed):
             return None
         return changed
+
+    def column_ranges(self, name: str, column: str) -> list[tuple[Any, Any]] | None:
+        """The [min, max] of ``column`` in each data file of the latest version ([] for no
+        table); None when a file has no statistics for it."""
+        latest = self.latest_version(name) if name not in self._handles else None
+        if name not in self._handles and latest is None:
+            return []
+        version = self._handles[name].version() if name in self._handles else latest
+        assert version is not None
+        ranges = list(self._file_ranges(name, version, column).values())
+        if any(lo is None or hi is None for lo, hi in ranges):
+            return None
+        return ranges
+
+    def _file_ranges(self, name: str, version: int, column: str) -> dict[str, tuple[Any, Any]]:
+        import pyarrow as pa
+
+        actions = pa.table(self._open(name, version).get_add_actions(flatten=True))
+        names = actions.column_names
+        paths = actions.column("path").to_pylist()
+        if f"min.{column}" not in names or f"max.{column}" not in names:
+            return {p: (None, None) for p in paths}
+        lows = actions.column(f"min.{column}").to_pylist()
+        highs = actions.column(f"max.{column}").to_pylist()
+        return dict(zip(paths, zip(lows, highs, strict=True), strict=True))
 
     @staticmethod
     def _plain(table: DeltaTable) -> bool:
@@ -215,7 +231,9 @@ class Lake:
         return dataset.to_table(columns=columns)
 
     def count(self, name: str, version: int) -> int:
-        return int(self._table(name, version).count())
+        """Rows of a version, from the log's statistics (this process's handle when it
+        wrote that version: no log replay)."""
+        return int(self._open(name, version).count())
 
     def schema(self, name: str, version: int) -> pa.Schema:
         return self.dataset(name, version).schema
