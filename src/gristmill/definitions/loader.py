@@ -19,7 +19,7 @@ from gristmill.definitions.objects import Definition, Table, check_name
 from gristmill.definitions.schedules import Schedule
 from gristmill.definitions.sensors import Sensor
 from gristmill.definitions.services import Service
-from gristmill.definitions.sql import parse_sql
+from gristmill.definitions.sql import parse_sql, use_cache
 from gristmill.errors import DefinitionError, GraphError, Location, ProjectNotFoundError
 
 
@@ -62,6 +62,7 @@ def find_root(start: Path) -> Path:
 def load_project(start: Path) -> Project:
     root = find_root(start)
     config = load_config(root)
+    use_cache(root / ".gristmill" / "cache" / "sql")
     nodes: dict[str, Definition] = {}
     services: dict[str, Definition] = {}
     monitors: dict[str, Definition] = {}

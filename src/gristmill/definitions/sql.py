@@ -6,14 +6,18 @@ its comments does not make the step stale.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from functools import lru_cache
-
-import sqlglot
-from sqlglot import exp
-from sqlglot.errors import ParseError
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gristmill.errors import DefinitionError, Location
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 DIALECT = "duckdb"
 
@@ -25,6 +29,16 @@ class ParsedSql:
     references: tuple[str, ...]
 
 
+_CACHE: list[Path] = []
+"""The folder of parsed SQL kept between processes (set by the loader for a project)."""
+
+
+def use_cache(folder: Path) -> None:
+    """Keep what parsing finds in ``folder`` (a SQL text parsed before by the same sqlglot
+    is not parsed again, nor sqlglot imported: a no-op run of a project starts faster)."""
+    _CACHE[:] = [folder]
+
+
 def parse_sql(text: str, location: Location) -> ParsedSql:
     """Parse one SELECT statement and list the tables it reads (a text parsed before is
     not parsed again: planning fingerprints every SQL step of a run)."""
@@ -33,6 +47,40 @@ def parse_sql(text: str, location: Location) -> ParsedSql:
 
 @lru_cache(maxsize=4096)
 def _parse(text: str, location: Location) -> ParsedSql:
+    path = _cache_path(text)
+    if path is not None:
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            return ParsedSql(text, cached["normalized"], tuple(cached["references"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not there yet (or unreadable): parse, and keep it
+    parsed = _parse_now(text, location)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            data = {"normalized": parsed.normalized, "references": list(parsed.references)}
+            tmp.write_text(json.dumps(data), encoding="utf-8")
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only project parses each time
+    return parsed
+
+
+def _cache_path(text: str) -> Path | None:
+    if not _CACHE:
+        return None
+    from importlib.metadata import version
+
+    key = hashlib.sha256(f"{version('sqlglot')}\0{DIALECT}\0{text}".encode()).hexdigest()
+    return _CACHE[0] / f"{key[:32]}.json"
+
+
+def _parse_now(text: str, location: Location) -> ParsedSql:
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
     try:
         statements = [s for s in sqlglot.parse(text, read=DIALECT) if s is not None]
     except ParseError as exc:
@@ -59,6 +107,8 @@ def _parse(text: str, location: Location) -> ParsedSql:
 
 
 def _references(tree: exp.Expr) -> tuple[str, ...]:
+    from sqlglot import exp
+
     ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     names: set[str] = set()
     for table in tree.find_all(exp.Table):

@@ -13,15 +13,17 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from gristmill.definitions.objects import Table
-from gristmill.execution.engines import Session
 from gristmill.execution.sql import latest_rows, q
-from gristmill.execution.steps import expose
-from gristmill.storage.lake import Lake
 from gristmill.storage.online import OnlineStore, SyncState
+
+if TYPE_CHECKING:  # what only a sync that writes needs: a no-op run checks and returns
+    from gristmill.execution.engines import Session
+    from gristmill.storage.lake import Lake
 
 NEW, OLD = "__gm_online_new", "__gm_online_old"
 LATEST_NEW, LATEST_OLD = "__gm_latest_new", "__gm_latest_old"
@@ -81,6 +83,8 @@ def sync_view(
     *,
     scan: bool,
 ) -> OnlineSync:
+    from gristmill.execution.steps import expose
+
     clock = time.perf_counter()
     state = store.state(view.name)
     expose(session, lake, view.name, version, alias=NEW, scan=scan)
