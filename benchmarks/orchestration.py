@@ -313,16 +313,19 @@ def w_tick() -> dict:
             time.sleep(2)
             sensor = []
             for i in range(1, 6):
+                seen = {r["run_id"] for r in _runs_of(root, "sensor:arrivals")}
+                staged = root / f"{i}.tmp"  # written outside the glob, then moved in whole
+                staged.write_text(f"id\n{i}\n")
                 dropped = datetime.now(UTC)
-                (root / "data" / f"{i}.csv").write_text(f"id\n{i}\n")
+                staged.replace(root / "data" / f"{i}.csv")
                 run = _wait_run(
                     root,
-                    lambda r, n=i: (
-                        r["requested_by"] == "sensor:arrivals"
-                        and len(_runs_of(root, "sensor:arrivals")) >= n
+                    lambda r, seen=seen: (
+                        r["requested_by"] == "sensor:arrivals" and r["run_id"] not in seen
                     ),
                 )
-                sensor.append((datetime.fromisoformat(run["started_at"]) - dropped).total_seconds())
+                started = datetime.fromisoformat(run["started_at"])
+                sensor.append((started - dropped).total_seconds())
                 time.sleep(1)
             run = _wait_run(root, lambda r: r["requested_by"] == "schedule:every_minute", 90)
             tick = datetime.fromisoformat(run["params"]["tick"])

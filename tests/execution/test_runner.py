@@ -204,6 +204,24 @@ def test_concurrent_run_is_refused(workspace: Workspace) -> None:
     assert Workspace.open(workspace.root).run().result.ok  # free again once it ended
 
 
+def test_a_run_that_writes_no_table_neither_waits_nor_blocks(workspace: Workspace) -> None:
+    from gristmill.storage.catalog.runs import RunRequest
+    from gristmill.workspace.core import build_request
+
+    monitor = RunRequest(kind="monitor", params={"targets": []}, requested_by="test")
+    with workspace.coordinator.start(monitor) as evaluating:
+        built = Workspace.open(workspace.root).run()  # a build beside a monitor evaluation
+        assert built.result.ok
+        with workspace.coordinator.start(build_request(["+per_user"], False, (), "t")) as b:
+            again = Workspace.open(workspace.root).coordinator
+            with again.start(monitor) as second:  # and an evaluation beside a build
+                second.finish("success")
+            b.finish("noop")
+        evaluating.finish("success")
+    kinds = [r.kind for r in workspace.runs(10)]
+    assert kinds.count("monitor") == 2 and kinds.count("build") == 2
+
+
 def test_a_csv_row_of_the_wrong_width_is_named_with_its_line(tmp_path: Path) -> None:
     csv = "id,user_id,amount\n1,u1,10\n2,u1,5,9\n3,u2,7\n"
     root = write_project(tmp_path, data={"a.csv": csv})

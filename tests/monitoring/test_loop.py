@@ -112,6 +112,10 @@ def test_a_retrain_that_fails_its_gate_keeps_the_champion(
     assert "roc_auc >= 0.99" in drift["action_details"]["reason"]
     retrains = cli("runs", "--kind", "retrain", "--json").json()
     assert [r["requested_by"] for r in retrains] == ["monitor:churn_drift"]
+    # the evaluations after that build were a run of kind monitor, on record with it
+    evaluations = cli("runs", "--kind", "monitor", "--json").json()
+    assert evaluations[0]["requested_by"] == f"run:{run['run_id']}"
+    assert evaluations[0]["status"] == "success"
     assert drift["action_details"]["run_id"] == retrains[0]["run_id"]
     assert cli("models", "show", "churn", "champion", "--json").json()["version"] == 1
     history = cli("models", "history", "churn", "--json").json()

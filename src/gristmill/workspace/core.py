@@ -429,7 +429,13 @@ class Workspace:
         """Evaluate the monitors a build's changes concern; ``triggered``: run the
         retrains their alerts queue here too (else the scheduler does)."""
         if monitors and outcome.result.ok and self.project.monitors:
-            evaluations = tuple(self.monitors.run(only_changed=True, run_triggered=triggered))
+            evaluations = tuple(
+                self.monitors.run(
+                    only_changed=True,
+                    run_triggered=triggered,
+                    requested_by=f"run:{outcome.result.run_id}",
+                )
+            )
             outcome = replace(outcome, monitors=evaluations)
         return outcome
 

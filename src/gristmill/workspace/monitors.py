@@ -39,6 +39,7 @@ from gristmill.storage.catalog import (
     MonitorResult,
 )
 from gristmill.storage.catalog.records import utcnow
+from gristmill.storage.catalog.runs import RunRequest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -156,18 +157,45 @@ class Monitors:
         only_changed: bool = False,
         now: datetime | None = None,
         run_triggered: bool = False,
+        requested_by: str | None = None,
     ) -> list[Evaluation]:
         """Evaluate monitors (all by default); ``only_changed``: those whose inputs changed
         since their last evaluation (what ``gristmill run`` does). An alert's retrain is
         queued as a run of its own; ``run_triggered`` runs those runs here and now, one
         after the other (the CLI in the foreground), else the scheduler runs them."""
         specs = [self.spec(n) for n in names] if names else list(self.ws.project.monitors.values())
-        out = []
+        due = []
         for spec in specs:
             key = self._input_key(spec)
             if only_changed and key is not None and key == self._last_key(spec.name):
                 continue
-            out.append(self._evaluate(spec, key, now or utcnow()))
+            due.append((spec, key))
+        if not due:
+            return []
+        from gristmill.workspace.core import os_user
+
+        out = []
+        # the evaluations are a run of kind monitor: on record with the others, never
+        # waiting for a build (it writes no table)
+        request = RunRequest(
+            kind="monitor",
+            selection=" ".join(names or []),
+            params={"monitors": [spec.name for spec, _ in due], "targets": []},
+            requested_by=requested_by or f"user:{os_user()}",
+        )
+        with self.ws.coordinator.start(request) as active:
+            for spec, key in due:
+                out.append(self._evaluate(spec, key, now or utcnow()))
+            broken = [e.monitor for e in out if e.state == "error"]
+            active.finish(
+                "failed" if broken else "success",
+                {
+                    "evaluations": [
+                        {"monitor": e.monitor, "state": e.state, "action": e.action} for e in out
+                    ]
+                },  # fmt: skip
+                f"monitor(s) could not be evaluated: {', '.join(broken)}" if broken else None,
+            )
         if run_triggered:
             out = [self._run_triggered(e) for e in out]
         return out
@@ -513,8 +541,6 @@ class Monitors:
     ) -> tuple[str, dict[str, Any]]:
         """The trigger: a run of kind ``retrain`` in the queue (it never runs inline)."""
         assert spec.on_alert is not None and spec.model is not None
-        from gristmill.storage.catalog.runs import RunRequest
-
         model = spec.model
         request = RunRequest(
             kind="retrain",

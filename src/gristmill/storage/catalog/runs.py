@@ -74,7 +74,12 @@ class Limits:
     tags: Mapping[str, int] = field(default_factory=dict)
 
     def blocker(self, params: Mapping[str, Any], running: list[RunRecord]) -> str | None:
-        """Why a run with ``params`` may not start beside ``running`` (None: it may)."""
+        """Why a run with ``params`` may not start beside ``running`` (None: it may).
+        A run that writes no table (``targets == []``: a monitor evaluation) never waits
+        and is not counted."""
+        if params.get("targets") == []:
+            return None
+        running = [r for r in running if r.params.get("targets") != []]
         if len(running) >= self.runs:
             busy = ", ".join(_describe(r) for r in running[:3])
             return f"{len(running)} run(s) running, the limit is {self.runs}: {busy}"
