@@ -396,6 +396,29 @@ def bench_cli(repeats: int = 7) -> str:
     )
 
 
+def previous_parts() -> dict[str, str]:
+    """The subsections of the last orchestration section, each marked with when it was
+    measured, by part name."""
+    import re
+
+    text = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+    found = re.search(r"<!-- orchestration:start -->(.*?)<!-- orchestration:end -->", text, re.S)
+    if not found:
+        return {}
+    stamp = re.search(r"_measured ([^_]*UTC)", found.group(1))
+    when = stamp.group(1) if stamp else "an earlier run"
+    names = {"(a)": "chain", "(b)": "backfill", "(c)": "tick", "(d)": "cli"}
+    out = {}
+    for chunk in re.split(r"(?=^### \()", found.group(1), flags=re.M)[1:]:
+        body = "\n".join(
+            line for line in chunk.splitlines() if not line.startswith(("_measured", "<!--"))
+        ).rstrip()
+        if "_(kept from" not in body:
+            body += f"\n\n_(kept from the run of {when})_"
+        out[names[chunk[4:7]]] = body + "\n"
+    return out
+
+
 def main() -> None:
     if dispatch_worker(globals()):
         return
@@ -404,7 +427,10 @@ def main() -> None:
     args = parser.parse_args()
     parts = {"chain": bench_chain, "backfill": bench_backfill, "tick": bench_tick, "cli": bench_cli}
     chosen = [p for p in args.only.split(",") if p]
-    sections = [parts[p]() for p in chosen]
+    fresh = {p: parts[p]() for p in chosen}
+    kept = previous_parts()  # parts not run this time keep their last figures and date
+    order = ["chain", "backfill", "tick", "cli"]
+    sections = [fresh[p] if p in fresh else kept[p] for p in order if p in fresh or p in kept]
     write_section(
         "orchestration",
         "## Orchestration (`benchmarks/orchestration.py`)\n\n" + "\n".join(sections),
