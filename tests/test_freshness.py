@@ -117,12 +117,38 @@ def test_a_run_late_for_its_deadline_alerts_once(tmp_path: Path, receiver: str) 
     assert gm_json(root, "scheduler", "--once")["alerts"] == []
 
 
+def test_a_refresh_of_a_stale_source_ingests_its_files_again(tmp_path: Path) -> None:
+    module = BASIC_MODULE + 'fresh = gm.freshness("txns", max_age="1h", refresh=True)\n'
+    root = write_project(tmp_path / "p", module=module)
+    assert gm(root, "run").returncode == 0
+    age(root, "txns", 2)
+    tick = gm_json(root, "scheduler", "--once")
+    [alert] = tick["alerts"]
+    [refresh] = tick["ran"]
+    assert refresh["run_id"] == alert["run_id"] and refresh["status"] == "success"
+    assert {c["name"]: c["state"] for c in gm_json(root, "freshness")} == {
+        "txns_freshness": "fresh"
+    }
+
+
+def test_webhook_urls_are_shown_without_their_secrets() -> None:
+    from gristmill.definitions.urls import redact
+
+    shown = redact("https://user:PASSWORD@hooks.example:8443/p/TOKEN?key=SECRET")
+    assert shown == "https://hooks.example:8443/…"
+    assert redact("http://[::1") == "<a URL that does not parse>"
+
+
 @pytest.mark.parametrize(
     ("line", "error", "message"),
     [
         ('gm.freshness("nope", max_age="1h")', GraphError, "watches 'nope'"),
         ('gm.freshness("per_user", max_age="soon")', DefinitionError, "soon"),
-        ('gm.freshness("per_user", max_age="1h", webhook="ftp://x")', DefinitionError, "http(s)"),
+        (
+            'gm.freshness("per_user", max_age="1h", webhook="ftp://u:SECRET@x/?t=SECRET")',
+            DefinitionError,
+            "must start with http:// or https://, not ftp",
+        ),
         ('gm.freshness("per_user", max_age="1h", refresh="yes")', DefinitionError, "True or False"),
         ('gm.schedule("s", cron="0 * * * *", deadline="-1h")', DefinitionError, "deadline"),
     ],
@@ -133,5 +159,5 @@ def test_bad_freshness_and_deadlines_are_load_errors(
     root = write_project(tmp_path / "p", module=BASIC_MODULE + "\nbad = " + line + "\n")
     with pytest.raises(error) as caught:
         load_project(root)
-    assert message in str(caught.value)
+    assert message in str(caught.value) and "SECRET" not in str(caught.value)
     assert caught.value.location is not None

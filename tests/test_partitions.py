@@ -177,7 +177,8 @@ def test_a_failed_partition_is_recorded_and_retried_alone(tmp_path: Path) -> Non
     finally:
         del os.environ["GM_BROKEN_DAY"]
     error = failed["steps"][0]["error"]["message"]
-    assert "1 of 10 partition(s) failed" in error and "no data feed for 2025-10-05" in error
+    assert "1 of 10 partition(s) failed, 9 built (up to v" in error
+    assert "no data feed for 2025-10-05" in error
     dry = plan(root, "--from", "2025-10-01", "--to", "2025-10-10")
     todo = {k: v for k, v in dry.items() if v.startswith("build")}
     assert list(todo) == ["2025-10-05"] and "failed in run" in todo["2025-10-05"]
@@ -227,6 +228,44 @@ def test_a_backfill_killed_midway_resumes_with_only_the_rest(tmp_path: Path) -> 
     assert built_daily(root) == want
     runs = gm_json(root, "runs", "--kind", "backfill")
     assert [r["status"] for r in runs] == ["success", "crashed"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_foreground_backfill_between_batches(tmp_path: Path) -> None:
+    root = make(tmp_path / "p", batch=1, module=FLAKY)
+    gm_json(root, "run", "events")
+    os.environ["GM_SLOW"] = "0.4"
+    try:
+        proc = spawn(root, "backfill", "daily", "--from", "2025-10-01", "--to", "2025-10-31")
+        deadline = time.monotonic() + 60
+        while (
+            len(
+                [
+                    v
+                    for v in plan(root, "--from", "2025-10", "--to", "2025-10").values()
+                    if v.startswith("skip")
+                ]
+            )
+            < 3
+        ):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        asked = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        stopped_after = time.monotonic() - asked
+    finally:
+        del os.environ["GM_SLOW"]
+    assert proc.returncode == 130
+    assert stopped_after < 5  # the batch running ends, the next ones do not start
+    [run] = gm_json(root, "runs", "--kind", "backfill")
+    assert run["status"] == "cancelled"
+    left = [
+        k
+        for k, v in plan(root, "--from", "2025-10", "--to", "2025-10").items()
+        if v.startswith("build")
+    ]
+    assert 10 < len(left) < 31
 
 
 @pytest.mark.slow
@@ -302,7 +341,16 @@ def test_bad_backfill_input_is_a_clear_error(tmp_path: Path) -> None:
     assert bad_date.returncode == 2 and "--from 'yesterday' is not a date" in bad_date.stderr
     swapped = gm(root, "backfill", "daily", "--from", "2025-11", "--to", "2025-10", "--json")
     assert swapped.returncode == 2 and '"category": "invalid"' in swapped.stdout
-    for proc in (unpartitioned, unknown, bad_date, swapped):
+    empty = gm(root, "backfill", "daily", "--from", "2024-01", "--to", "2024-03")
+    assert (
+        empty.returncode == 2 and "no partition of daily falls in 2024-01..2024-03" in empty.stderr
+    )
+    assert "its partitions: 2025-10-01 to" in empty.stderr
+    blank = gm(root, "backfill", "daily", "--from", "")
+    assert blank.returncode == 2 and "is not a date" in blank.stderr
+    both = gm(root, "backfill", "daily", "--queue", "--dry-run")
+    assert both.returncode == 2 and "pick one" in both.stderr
+    for proc in (unpartitioned, unknown, bad_date, swapped, empty, blank, both):
         assert "Traceback" not in proc.stderr + proc.stdout
     assert gm_json(root, "runs") == []  # nothing was recorded
 
@@ -317,6 +365,7 @@ def test_bad_backfill_input_is_a_clear_error(tmp_path: Path) -> None:
         ('gm.static("region", ["eu", "e u"])', "invalid partition key"),
         ('gm.daily("day", start="2025-10-01", upstream=["events"])', "must map input names"),
         ('"daily"', "is not a partitioning"),
+        ('gm.daily("day", start="2025-10-01", upstream={"nope": "ts"})', "which it does not read"),
     ],
 )
 def test_bad_partitions_are_load_errors_with_file_and_line(

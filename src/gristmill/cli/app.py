@@ -191,6 +191,8 @@ def backfill(
     """Build a partitioned table's missing, failed and stale partitions in a range."""
     from gristmill.planning import Backfill
 
+    if dry_run and queue:
+        raise typer.BadParameter("--dry-run shows the plan; --queue queues it: pick one")
     ws = _open(project)
     request = Backfill(table, first, last, force)
     if dry_run:
@@ -510,7 +512,7 @@ def worker(
 ) -> None:
     """Run queued runs, each in a process of its own, without deciding schedules: start
     several (here or on other machines sharing a PostgreSQL catalog) to run more at once
-    ([runs] max_concurrent)."""
+    (max_concurrent in the runs section of gristmill.toml)."""
     from gristmill.cli.scheduler import serve_queue
 
     serve_queue(_open(project), once=once, interval=interval, json=json, decide=False)

@@ -65,7 +65,9 @@ def serve_queue(
         if kind in ("reloaded", "reload_failed", "metrics"):
             render.err.print(data)
         elif kind == "undelivered":
-            render.err.print(f"on_failure {data['url']} was not delivered: {data['error']}")
+            from gristmill.definitions.urls import redact
+
+            render.err.print(f"on_failure {redact(data['url'])} was not delivered: {data['error']}")
         elif quiet:
             return
         elif kind == "tick":

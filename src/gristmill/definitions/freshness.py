@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from gristmill.definitions.models import parse_duration
 from gristmill.definitions.objects import Definition, _caller_location, check_name
+from gristmill.definitions.urls import check_url
 from gristmill.errors import DefinitionError, GraphError
 
 
@@ -58,10 +59,8 @@ def freshness(
     age = parse_duration(max_age, location, "max_age")
     if age <= timedelta(0):
         raise DefinitionError(f"max_age must be positive, not {max_age!r}", location=location)
-    if webhook is not None and not (
-        isinstance(webhook, str) and webhook.startswith(("http://", "https://"))
-    ):
-        raise DefinitionError(f"webhook must be an http(s) URL, not {webhook!r}", location=location)
+    if webhook is not None and (problem := check_url(webhook)) is not None:
+        raise DefinitionError(f"freshness {label!r}: {problem}", location=location)
     if not isinstance(refresh, bool):
         raise DefinitionError(f"refresh must be True or False, not {refresh!r}", location=location)
     return Freshness(

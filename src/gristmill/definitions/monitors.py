@@ -344,7 +344,7 @@ def quality_monitor(
         description=description,
         window=timedelta(0),
         min_rows=1,
-        webhook=webhook,
+        webhook=_webhook(name, webhook, location),
         on_alert=on_alert,
         table=table,
         freshness=_window(freshness, location) if freshness is not None else None,
@@ -386,6 +386,14 @@ def timestamp_of(node: Definition | None) -> str | None:
     return None
 
 
+def _webhook(name: str, webhook: str | None, location: Location) -> str | None:
+    from gristmill.definitions.urls import check_url
+
+    if webhook is not None and (problem := check_url(webhook)) is not None:
+        raise DefinitionError(f"monitor {name!r}: {problem}", location=location)
+    return webhook
+
+
 def _service_fields(
     name: str,
     location: Location,
@@ -405,7 +413,7 @@ def _service_fields(
         "service": service,
         "window": _window(window, location),
         "min_rows": _min_rows(min_rows, location),
-        "webhook": webhook,
+        "webhook": _webhook(name, webhook, location),
         "on_alert": on_alert,
     }
 

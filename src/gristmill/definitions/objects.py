@@ -154,6 +154,18 @@ class Table(Definition):
     def dependencies(self) -> tuple[str, ...]:
         return self.inputs
 
+    def validate(self, nodes: Mapping[str, Definition]) -> None:
+        if self.partitions is None:
+            return
+        strangers = sorted(k for k, _ in self.partitions.upstream if k not in self.inputs)
+        if strangers:
+            raise DefinitionError(
+                f"table {self.name!r}: upstream= names {', '.join(map(repr, strangers))}, "
+                "which it does not read",
+                location=self.location,
+                hint="its inputs: " + (", ".join(self.inputs) or "none"),
+            )
+
 
 def source(
     name: str,

@@ -127,16 +127,16 @@ class Partitioning:
         every = self.all(now)
         if self.granularity is Granularity.STATIC:
             keys = [p.key for p in every]
-            lo = self._static_index(first, keys, "--from") if first else 0
-            hi = self._static_index(last, keys, "--to") if last else len(keys) - 1
+            lo = self._static_index(first, keys, "--from") if first is not None else 0
+            hi = self._static_index(last, keys, "--to") if last is not None else len(keys) - 1
             if lo > hi:
                 raise InvalidInputError(
                     f"--from {first} comes after --to {last} in the keys' order",
                     hint=f"the keys, in order: {', '.join(keys)}",
                 )
             return every[lo : hi + 1]
-        lo_date = self._parse_bound(first, "--from", end=False) if first else None
-        hi_date = self._parse_bound(last, "--to", end=True) if last else None
+        lo_date = self._parse_bound(first, "--from", end=False) if first is not None else None
+        hi_date = self._parse_bound(last, "--to", end=True) if last is not None else None
         if lo_date and hi_date and lo_date > hi_date:
             raise InvalidInputError(f"--from {first} comes after --to {last}", hint="swap them")
         assert self.start is not None

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gristmill.definitions.graph import selectors
 from gristmill.definitions.models import parse_duration
 from gristmill.definitions.objects import Definition, _caller_location, check_name
+from gristmill.definitions.urls import check_url
 from gristmill.errors import DefinitionError, Location
 
 ON_TIME = timedelta(seconds=60)
@@ -190,11 +191,15 @@ def schedule(
         raise DefinitionError(
             "retries must be gm.retry(...)", location=location, hint="e.g. retries=gm.retry(3)"
         )
-    if on_failure is not None and not on_failure.startswith(("http://", "https://")):
-        raise DefinitionError(
-            f"on_failure must be an http(s) URL, not {on_failure!r}", location=location
-        )
+    if on_failure is not None and (problem := check_url(on_failure)) is not None:
+        raise DefinitionError(f"schedule {name!r}: on_failure: {problem}", location=location)
     late = parse_duration(deadline, location, "deadline") if deadline is not None else None
+    if late is not None and on_failure is None:
+        raise DefinitionError(
+            f"schedule {name!r}: a deadline needs on_failure= (where its alert is sent)",
+            location=location,
+            hint='add on_failure="https://..." (it also hears of failed runs)',
+        )
     if late is not None and late <= timedelta(0):
         raise DefinitionError(f"deadline must be positive, not {deadline!r}", location=location)
     return Schedule(

@@ -7,6 +7,7 @@ downstream steps; the others go on.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import traceback
@@ -29,6 +30,8 @@ from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, PartitionRecord, StepRecord
 from gristmill.storage.catalog.records import utcnow
 from gristmill.storage.lake import Lake
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,10 @@ class Runner:
 
     def _run(self, plan: Plan, run_id: str, should_stop: Callable[[], bool]) -> RunResult:
         started = time.perf_counter()
-        self._should_stop = should_stop
+        interrupted = threading.Event()
+        # Ctrl-C or SIGTERM (a KeyboardInterrupt in this thread) also stops a step between
+        # its partition batches: the running batch ends, the interrupt then goes on
+        self._should_stop = lambda: interrupted.is_set() or should_stop()
         # Exact input versions: the catalog's at the start, then what this run commits.
         self._versions = self.catalog.latest_versions()
         self._at_start = dict(self._versions)
@@ -122,36 +128,51 @@ class Runner:
             self.reporter.step_finished(result)
         pending = {s.name: s for s in plan.to_run}
         running: dict[Future[StepResult], str] = {}
-        cancelled = False
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="step") as pool:
-            while pending or running:
-                if pending and not cancelled and should_stop():
-                    cancelled = True
-                    for name in list(pending):
-                        results[name] = self._cancelled(run_id, pending.pop(name))
-                for name in self._ready(pending, set(running.values())):
-                    if len(running) >= self.parallelism:
-                        break
-                    step = pending.pop(name)
-                    blocker = self._blocker(step, results)
-                    if blocker:
-                        results[name] = self._blocked(run_id, step, blocker)
-                        continue
-                    self.reporter.step_started(name, step.reason)
-                    running[pool.submit(self._execute, run_id, step)] = name
-                if not running:
-                    continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    name = running.pop(future)
-                    results[name] = future.result()
-                    self.reporter.step_finished(results[name])
+            try:
+                self._loop(run_id, pool, pending, running, results, should_stop)
+            except KeyboardInterrupt:
+                interrupted.set()
+                raise
         ordered = tuple(results[s.name] for s in plan.steps)
         failed = any(r.status in (StepStatus.FAILED, StepStatus.BLOCKED) for r in ordered)
         status = "failed" if failed else ("noop" if plan.is_noop else "success")
-        if cancelled or any(r.status is StepStatus.CANCELLED for r in ordered):
+        if any(r.status is StepStatus.CANCELLED for r in ordered):
             status = "cancelled"
         return RunResult(run_id, status, ordered, time.perf_counter() - started)
+
+    def _loop(
+        self,
+        run_id: str,
+        pool: ThreadPoolExecutor,
+        pending: dict[str, PlannedStep],
+        running: dict[Future[StepResult], str],
+        results: dict[str, StepResult],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        cancelled = False
+        while pending or running:
+            if pending and not cancelled and should_stop():
+                cancelled = True
+                for name in list(pending):
+                    results[name] = self._cancelled(run_id, pending.pop(name))
+            for name in self._ready(pending, set(running.values())):
+                if len(running) >= self.parallelism:
+                    break
+                step = pending.pop(name)
+                blocker = self._blocker(step, results)
+                if blocker:
+                    results[name] = self._blocked(run_id, step, blocker)
+                    continue
+                self.reporter.step_started(name, step.reason)
+                running[pool.submit(self._execute, run_id, step)] = name
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                name = running.pop(future)
+                results[name] = future.result()
+                self.reporter.step_finished(results[name])
 
     @staticmethod
     def _ready(pending: dict[str, PlannedStep], running: set[str]) -> list[str]:
@@ -220,12 +241,14 @@ class Runner:
         except Exception as exc:  # a bug or an engine failure: keep the traceback on record
             error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
             error.transient = is_transient(exc)
+            logger.debug("step %s failed:\n%s", step.name, traceback.format_exc())
             self.catalog.record_step(
                 replace(
                     record,
                     status="failed",
                     finished_at=utcnow(),
-                    error=str(error) + "\n" + traceback.format_exc(),
+                    # the message only: tracebacks are for the log, not for `runs ID`
+                    error=str(error),
                 )
             )
             return StepResult(
@@ -303,7 +326,8 @@ class Runner:
                 raise StepCancelled(
                     f"{step.name}: cancelled after {number} of {len(batches)} batch(es); "
                     f"{sum(len(b) for b in batches[number:])} partition(s) left to build",
-                    hint=f"`gristmill backfill {step.name}` builds the rest",
+                    hint="run it again to build the rest (a forced backfill: with --force "
+                    "and the same range)",
                 )
             try:
                 last = self._commit_step(run_id, step, started_at, tuple(batch))
@@ -321,12 +345,17 @@ class Runner:
             self._record_partitions(run_id, step, keys, last, None)
         if failures:
             failed = sum(len(k) for k, _ in failures)
+            built = len(step.to_build) - failed
             keys, first = failures[0]
+            done = f"{built} built" + (
+                f" (up to v{last.version}, {written} rows written)" if last is not None else ""
+            )
             error = StepFailed(
-                f"{failed} of {len(step.to_build)} partition(s) failed; "
+                f"{failed} of {len(step.to_build)} partition(s) failed, {done}; "
                 f"{keys[0]}{'…' + keys[-1] if len(keys) > 1 else ''}: {first.message}",
                 location=first.location,
-                hint=first.hint or f"`gristmill backfill {step.name}` retries the failed ones",
+                hint=first.hint
+                or "the next run (or backfill) of the range retries the failed ones",
             )
             error.transient = all(e.transient for _, e in failures)
             raise error

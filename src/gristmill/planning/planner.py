@@ -136,6 +136,8 @@ def build_plan(
             step = _plan_step(node, latest[name], versions, running, root, state, full_refresh)
         if name in force and step.action is Action.SKIP:
             step = replace(step, action=Action.RUN, reason=f"requested ({step.reason})")
+            if isinstance(node, Source):  # nothing new to append: ingest every file again
+                step = replace(step, mode=WriteMode.OVERWRITE, files=tuple(list_files(root, node)))
         if step.action is Action.RUN:
             running.add(name)
         steps.append(step)
@@ -190,6 +192,14 @@ def plan_partitioned_step(
     if backfill is not None:
         parts = partitioning.between(backfill.first, backfill.last, now)
         force = force or backfill.force
+        if not parts:
+            every = partitioning.all(now)
+            span = f"{every[0].key} to {every[-1].key}" if every else "none yet"
+            raise InvalidInputError(
+                f"no partition of {node.name} falls in "
+                f"{backfill.first or 'the first'}..{backfill.last or 'the latest'}",
+                hint=f"its partitions: {span}",
+            )
         scope = f"backfill of {len(parts)} partition(s)"
     else:
         # a plain run brings every partition up to date: only the missing, failed and

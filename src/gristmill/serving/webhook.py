@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from gristmill.definitions.urls import redact
+
 logger = logging.getLogger("gristmill.serving")
 
 
@@ -61,7 +63,7 @@ class Webhook:
         logger.warning(
             "webhook %s: an event was not delivered after %d attempts (%s); "
             "%d undelivered so far — check the receiver",
-            self.url,
+            redact(self.url),
             self.retries + 1,
             self.last_error,
             self.failed,

@@ -283,6 +283,7 @@ class Workspace:
         inputs changed (``monitors=False``: skip them; a retrain trigger's run does).
 
         The run is started here and now (``RunInProgressError`` while another runs)."""
+        self.graph.select(selection)  # a selection naming nothing: no run is recorded
         request = build_request(selection, full_refresh, force, requested_by, tags=tags)
         with self.coordinator.start(request) as active:
             outcome = self._build(active, reporter)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -298,7 +298,7 @@ class Scheduler:
         """The daemon's Prometheus exposition, read from the catalog at each scrape: the
         queue, each schedule's last success and lag, each freshness check's age, whether
         this process leads, and the runs it ran."""
-        from prometheus_client import CollectorRegistry, Counter, Gauge
+        from prometheus_client import CollectorRegistry, Gauge
         from prometheus_client.exposition import generate_latest
 
         now = now or utcnow()
@@ -347,14 +347,7 @@ class Scheduler:
             if info.age_s is not None:
                 age.labels(info.name).set(info.age_s)
             stale.labels(info.name).set(0 if info.state == "fresh" else 1)
-        ran = Counter(
-            "gristmill_scheduler_runs",
-            "Runs this scheduler ran, by kind and final status.",
-            ("kind", "status"),
-            registry=registry,
-        )
-        for (kind, status), count in self.finished.items():
-            ran.labels(kind, status).inc(count)
+        registry.register(_RunsCollector(dict(self.finished)))
         return bytes(generate_latest(registry))
 
     def _keep_log(self, path: Path, run_id: str, child: subprocess.Popen[bytes]) -> None:
@@ -636,6 +629,26 @@ def serve(
     return served
 
 
+class _RunsCollector:
+    """Runs this scheduler ran, as a counter without a creation time (each scrape builds
+    its registry anew; a ``_created`` that moved would read as a counter reset)."""
+
+    def __init__(self, finished: dict[tuple[str, str], int]) -> None:
+        self.finished = finished
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "gristmill_scheduler_runs",
+            "Runs this scheduler process ran since it started, by kind and final status.",
+            labels=["kind", "status"],
+        )
+        for (kind, status), count in sorted(self.finished.items()):
+            family.add_metric([kind, status], count)
+        yield family
+
+
 def start_metrics(
     current: Callable[[], Workspace], address: tuple[str, int], *, public: bool
 ) -> Callable[[], None]:
@@ -664,8 +677,17 @@ def start_metrics(
         lambda: current().scheduler.metrics(),
         Settings(authenticate=authenticate, metrics_public=public),
     )
+    from gristmill.serving.protocol import GuardedProtocol
+
+    # the serving app's guard: a request not whole within 10 s is answered 408 and closed
+    GuardedProtocol.configure(max_connections=100, request_timeout=10.0)
     config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", server_header=False
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        http=GuardedProtocol,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
