@@ -117,6 +117,8 @@ def test_a_retrain_that_fails_its_gate_keeps_the_champion(
     assert evaluations[0]["requested_by"] == f"run:{run['run_id']}"
     assert evaluations[0]["status"] == "success"
     assert drift["action_details"]["run_id"] == retrains[0]["run_id"]
+    shown = cli("runs", retrains[0]["run_id"])
+    assert "decision" in shown.stdout and "kept v2" in shown.stdout
     assert cli("models", "show", "churn", "champion", "--json").json()["version"] == 1
     history = cli("models", "history", "churn", "--json").json()
     refused = [e for e in history if e["action"] == "refused"]

@@ -254,6 +254,16 @@ def freshness_table(checks: list[Any]) -> None:
     out.print(table)
 
 
+def _decision(summary: Any) -> str:
+    """A retrain run's gate decision, e.g. ``promoted v2`` (empty for other runs)."""
+    retrain = (summary or {}).get("retrain") if isinstance(summary, dict) else None
+    if not isinstance(retrain, dict):
+        return ""
+    version = f" v{retrain['version']}" if retrain.get("version") else ""
+    reason = f" ({retrain['reason']})" if retrain.get("reason") else ""
+    return f"{retrain.get('action')}{version}{reason}"
+
+
 def run_header(info: Any) -> None:
     """One run's facts, one per line."""
     out.print(f"run [bold]{info.run_id}[/] ({styled(info.status)})")
@@ -272,6 +282,7 @@ def run_header(info: Any) -> None:
         ("finished", _when(info.finished_at)),
         ("owner", info.owner or ""),
         ("cancel asked", "yes" if info.cancel_requested else ""),
+        ("decision", _decision(info.summary)),
         ("error", info.error or ""),
     ]
     for name, value in facts:

@@ -159,6 +159,10 @@ def _report(info: RunInfo, json_lines: bool) -> None:
     detail = ", ".join(f"{n} {status}" for status, n in counts.items())
     if summary.get("rows_written"):
         detail += f", {summary['rows_written']:,} rows written"
+    decision = summary.get("retrain")
+    if isinstance(decision, dict):  # what the gates decided matters more than the build
+        version = f" v{decision['version']}" if decision.get("version") else ""
+        detail = f"{decision.get('action')}{version}; {detail}" if detail else decision["action"]
     detail = f"({detail})" if detail else ""
     text = " ".join(part for part in (render.styled(info.status), detail) if part)
     error = f": {info.error}" if info.error else ""
