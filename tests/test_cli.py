@@ -155,6 +155,9 @@ def test_bad_version_and_unbuilt_table(cli, project: Path) -> None:
     }
     negative = cli("show", "per_user", "--limit", "-1", "-p", str(project))
     assert negative.code == 2 and "Traceback" not in negative.stderr
+    as_json = cli("show", "per_user", "--limit", "-1", "-p", str(project), "--json")
+    assert as_json.code == 2 and as_json.json()["category"] == "invalid"  # JSON, not a usage box
+    assert "--limit" in as_json.json()["message"] and as_json.stderr == ""
 
 
 def test_malformed_toml(cli, project: Path) -> None:
