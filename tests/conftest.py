@@ -132,6 +132,27 @@ def receiver() -> Iterator[str]:
     server.server_close()
 
 
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+"""The local PostgreSQL server (trust auth); tests make databases of their own on it."""
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database as a SQLAlchemy URL; dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"gm_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 @dataclass
 class CliResult:
     code: int

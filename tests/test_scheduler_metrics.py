@@ -124,6 +124,23 @@ def test_the_daemon_serves_metrics_to_reader_keys_only(tmp_path: Path) -> None:
         daemon.send_signal(signal.SIGTERM)
         out, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0, err
+    public_port = free_port()
+    public = spawn(root, "scheduler", "--metrics", f"127.0.0.1:{public_port}", "--metrics-public")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, text = get(f"http://127.0.0.1:{public_port}/metrics")  # no key
+                break
+            except OSError:
+                assert time.monotonic() < deadline and public.poll() is None
+                time.sleep(0.1)
+        assert status == 200 and "gristmill_queue_depth" in text
+    finally:
+        public.send_signal(signal.SIGTERM)
+        public.communicate(timeout=30)
+    lone = gm(root, "scheduler", "--once", "--metrics-public")
+    assert lone.returncode == 2 and "--metrics-public needs --metrics" in lone.stderr
     with socket.socket() as busy:  # a port another process listens on
         busy.bind(("127.0.0.1", 0))
         busy.listen()

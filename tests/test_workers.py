@@ -4,16 +4,12 @@ table, or share a tag at its limit, never overlap."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.conftest import gm, gm_json, spawn, write_project
-from tests.storage.conftest import PG
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +31,8 @@ def b() -> pa.Table:
 
 
 @pytest.fixture
-def catalog() -> Iterator[str]:
-    name = f"gm_workers_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+def catalog(pg_database: str) -> str:
+    return pg_database
 
 
 def make(root: Path, catalog: str, runs: str) -> Path:

@@ -149,8 +149,10 @@ def run(
 def _tags(values: list[str]) -> list[str]:
     import re
 
+    from gristmill.definitions.schedules import TAG_PATTERN
+
     for value in values:
-        if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", value):
+        if not re.match(TAG_PATTERN, value):
             raise typer.BadParameter(
                 f"{value!r} is not a tag: letters, digits and _ . : - (at most 64)",
                 param_hint="--tag",

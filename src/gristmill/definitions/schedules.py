@@ -220,6 +220,10 @@ def schedule(
     )
 
 
+TAG_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+"""A run's tag: what schedules, sensors, `run --tag` and `[runs] tag_limits` accept."""
+
+
 def check_tags(tags: object, location: Location) -> tuple[str, ...]:
     """Tags of a schedule's or sensor's runs: a list of short names."""
     import re
@@ -230,7 +234,7 @@ def check_tags(tags: object, location: Location) -> tuple[str, ...]:
             location=location,
             hint='e.g. tags=["warehouse"]',
         )
-    bad = [t for t in tags if not isinstance(t, str) or not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", t)]
+    bad = [t for t in tags if not isinstance(t, str) or not re.match(TAG_PATTERN, t)]
     if bad:
         raise DefinitionError(
             f"invalid tag(s) {', '.join(repr(t) for t in bad)}",

@@ -34,6 +34,15 @@ from gristmill.storage.lake import Lake
 logger = logging.getLogger(__name__)
 
 
+def _unexpected(step: PlannedStep, exc: Exception) -> StepFailed:
+    """A step's error that is not one of ours (a bug, an engine failure) as a StepFailed
+    naming the step; the traceback goes to the log (`runs ID` shows the message only)."""
+    logger.debug("step %s failed:\n%s", step.name, traceback.format_exc())
+    error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
+    error.transient = is_transient(exc)
+    return error
+
+
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
@@ -238,27 +247,9 @@ class Runner:
             )
         except GristmillError as exc:
             return self._failed(record, step, exc, time.perf_counter() - clock)
-        except Exception as exc:  # a bug or an engine failure: keep the traceback on record
-            error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
-            error.transient = is_transient(exc)
-            logger.debug("step %s failed:\n%s", step.name, traceback.format_exc())
-            self.catalog.record_step(
-                replace(
-                    record,
-                    status="failed",
-                    finished_at=utcnow(),
-                    # the message only: tracebacks are for the log, not for `runs ID`
-                    error=str(error),
-                )
-            )
-            return StepResult(
-                step.name,
-                step.kind.value,
-                StepStatus.FAILED,
-                step.reason,
-                duration_s=time.perf_counter() - clock,
-                error=error.to_dict(),
-            )
+        except Exception as exc:  # a bug or an engine failure: the message on record
+            error = _unexpected(step, exc)
+            return self._failed(record, step, error, time.perf_counter() - clock)
         self.catalog.record_step(
             replace(record, status="success", finished_at=utcnow(), version=materialization.version)
         )
@@ -336,8 +327,7 @@ class Runner:
                 self._record_partitions(run_id, step, keys, None, str(exc))
                 continue
             except Exception as exc:  # a bug or an engine failure: record it, go on
-                error = StepFailed(f"{step.name}: {type(exc).__name__}: {exc}")
-                error.transient = is_transient(exc)
+                error = _unexpected(step, exc)
                 failures.append((keys, error))
                 self._record_partitions(run_id, step, keys, None, str(error))
                 continue

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from gristmill.definitions.partitions import Partition, Partitioning
+from gristmill.errors import GristmillError
 from gristmill.storage.catalog import PartitionRecord
 
 ChangedRanges = Callable[[str, int, int, str], "list[tuple[Any, Any]] | None"]
@@ -62,7 +63,7 @@ def plan_partitions(
             try:
                 column = partitioning.upstream_column(dep)
                 ranges[dep, old, new] = changed_ranges(dep, old, new, column)
-            except Exception:  # noqa: BLE001 - an old version gone: anything may differ
+            except GristmillError:  # an old version gone (vacuumed): anything may differ
                 ranges[dep, old, new] = None
         return ranges[dep, old, new]
 

@@ -137,17 +137,7 @@ class ScheduleStore:
         t = s.schedule_ticks
         query = select(t).where(t.c.schedule == schedule).order_by(t.c.tick_at.desc()).limit(limit)
         with self._catalog._read() as conn:
-            return [
-                TickRecord(
-                    row["schedule"],
-                    as_utc(row["tick_at"]),  # type: ignore[arg-type]
-                    as_utc(row["decided_at"]),  # type: ignore[arg-type]
-                    bool(row["run"]),
-                    row["reason"],
-                    row["run_id"],
-                )
-                for row in conn.execute(query).mappings()
-            ]
+            return [_tick(row) for row in conn.execute(query).mappings()]
 
     def ticks_since(self, schedule: str, since: datetime) -> list[TickRecord]:
         """The ticks of a schedule at or after ``since`` that queued a run, oldest first."""
@@ -159,17 +149,7 @@ class ScheduleStore:
             .limit(1000)
         )
         with self._catalog._read() as conn:
-            return [
-                TickRecord(
-                    row["schedule"],
-                    as_utc(row["tick_at"]),  # type: ignore[arg-type]
-                    as_utc(row["decided_at"]),  # type: ignore[arg-type]
-                    bool(row["run"]),
-                    row["reason"],
-                    row["run_id"],
-                )
-                for row in conn.execute(query).mappings()
-            ]
+            return [_tick(row) for row in conn.execute(query).mappings()]
 
     # ---- notices ----------------------------------------------------------------------
 
@@ -299,3 +279,14 @@ class ScheduleStore:
         if row is None:
             return None
         return str(row["owner"]), as_utc(row["lease_until"])  # type: ignore[return-value]
+
+
+def _tick(row: Any) -> TickRecord:
+    return TickRecord(
+        row["schedule"],
+        as_utc(row["tick_at"]),  # type: ignore[arg-type]
+        as_utc(row["decided_at"]),  # type: ignore[arg-type]
+        bool(row["run"]),
+        row["reason"],
+        row["run_id"],
+    )
