@@ -46,6 +46,34 @@ def test_old_versions_stay_readable_as_arrow_polars_pandas(
     assert pdf["n"].tolist() == [3, 1]
 
 
+def test_sql_steps_of_every_shape_read_their_inputs(tmp_path: Path) -> None:
+    """A SQL step without a contract streams one query over its inputs (read as
+    not-materialized CTEs); every shape of query a user writes reads the same rows."""
+    sql = {
+        "per_user.sql": "select user_id, sum(amount) as total\nfrom txns\ngroup by 1\n",
+        "self_join.sql": (
+            "select a.user_id, b.total\nfrom per_user a join per_user b using (user_id)\n"
+        ),
+        "own_with.sql": (
+            "with big as (select * from per_user where total > 5)\nselect user_id from big\n"
+        ),
+        "commented.sql": "select user_id from per_user -- the last line is a comment\n",
+        "from_first.sql": "from per_user select user_id, total * 2 as twice;\n",
+        "both.sql": "select s.user_id, o.user_id as other from self_join s, own_with o\n",
+    }
+    ws = Workspace.open(write_project(tmp_path, sql=sql))
+    assert ws.run().ok
+    read = {n[:-4]: ws.read(n[:-4]).sort_by("user_id").to_pydict() for n in sql}
+    assert read["per_user"] == {"user_id": ["u1", "u2"], "total": [15.0, 7.0]}
+    assert read["self_join"] == read["per_user"]
+    assert read["own_with"] == {"user_id": ["u1", "u2"]}
+    assert read["commented"] == {"user_id": ["u1", "u2"]}
+    assert read["from_first"] == {"user_id": ["u1", "u2"], "twice": [30.0, 14.0]}
+    assert sorted(zip(read["both"]["user_id"], read["both"]["other"], strict=True)) == [
+        ("u1", "u1"), ("u1", "u2"), ("u2", "u1"), ("u2", "u2")
+    ]  # fmt: skip
+
+
 def test_sql_error_names_file_line_and_blocks_downstream(tmp_path: Path) -> None:
     sql = {
         "per_user.sql": (

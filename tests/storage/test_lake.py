@@ -60,3 +60,32 @@ def test_a_process_that_read_a_many_file_table_exits_cleanly(tmp_path: Path) -> 
             )
             assert done.returncode == 0, (done.returncode, done.stderr[-500:])
             assert int(done.stdout) == (5 if limit == "5" else 3000)
+
+
+def test_expired_log_files_go_at_a_checkpoint_and_old_versions_say_so(tmp_path: Path) -> None:
+    """The log is cleaned when a commit wrote a checkpoint (delta-rs's cleanup after every
+    commit listed the whole log folder each time); what is cleaned reads as a missing
+    version, not as a missing table."""
+    from deltalake import write_deltalake
+
+    retention = {
+        "delta.checkpointInterval": "5",
+        "delta.logRetentionDuration": "interval 0 seconds",
+    }
+    write_deltalake(str(tmp_path / "t"), pa.table({"x": [0]}), configuration=retention)
+    lake = Lake(tmp_path)
+    log = tmp_path / "t" / "_delta_log"
+    for i in range(1, 4):
+        lake.write("t", pa.table({"x": [i]}), mode="overwrite", record={})
+    assert (log / f"{0:020d}.json").exists()  # no checkpoint yet: everything kept
+    assert lake.read("t", 1).to_pydict() == {"x": [1]}
+    for i in range(4, 8):
+        lake.write("t", pa.table({"x": [i]}), mode="overwrite", record={})
+    checkpoints = sorted(p.name for p in log.glob("*.checkpoint.parquet"))
+    assert len(checkpoints) == 1
+    first_kept = int(checkpoints[0].split(".")[0])
+    assert not (log / f"{0:020d}.json").exists()
+    assert lake.read("t", 7).to_pydict() == {"x": [7]}
+    assert lake.read("t", first_kept).to_pydict() == {"x": [first_kept]}
+    with pytest.raises(VersionNotFoundError, match="no version 1 any more"):
+        lake.read("t", 1)

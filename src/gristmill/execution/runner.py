@@ -232,7 +232,7 @@ class Runner:
         )
         self.catalog.record_step(record)
         try:
-            materialization = self._materialize(run_id, step, started_at)
+            materialization = self._materialize(run_id, step, record)
         except StepCancelled as exc:
             self.catalog.record_step(
                 replace(record, status="cancelled", finished_at=utcnow(), error=str(exc))
@@ -250,9 +250,12 @@ class Runner:
         except Exception as exc:  # a bug or an engine failure: the message on record
             error = _unexpected(step, exc)
             return self._failed(record, step, error, time.perf_counter() - clock)
-        self.catalog.record_step(
-            replace(record, status="success", finished_at=utcnow(), version=materialization.version)
-        )
+        if step.partitions:  # a whole step's record is written with its commit (below)
+            self.catalog.record_step(
+                replace(
+                    record, status="success", finished_at=utcnow(), version=materialization.version
+                )
+            )
         return StepResult(
             name=step.name,
             kind=step.kind.value,
@@ -284,10 +287,10 @@ class Runner:
             error=exc.to_dict(),
         )
 
-    def _materialize(self, run_id: str, step: PlannedStep, started_at: object) -> Materialization:
+    def _materialize(self, run_id: str, step: PlannedStep, record: StepRecord) -> Materialization:
         if step.partitions:
-            return self._materialize_partitions(run_id, step, started_at)
-        return self._commit_step(run_id, step, started_at)
+            return self._materialize_partitions(run_id, step, record.started_at)
+        return self._commit_step(run_id, step, record.started_at, record=record)
 
     def _materialize_partitions(
         self, run_id: str, step: PlannedStep, started_at: object
@@ -384,7 +387,11 @@ class Runner:
         step: PlannedStep,
         started_at: object,
         partitions: tuple[Partition, ...] = (),
+        *,
+        record: StepRecord | None = None,
     ) -> Materialization:
+        """Run one step's query and commit it; ``record`` (the running step's) is closed as
+        a success in the catalog transaction that stores the new version."""
         definition = self.graph.nodes[step.name]
         inputs = self._input_versions(step)
         previous = (
@@ -439,7 +446,17 @@ class Runner:
             output = run_step(ctx)
         materialization = replace(output.materialization, finished_at=utcnow())
         failpoints.hit("after_commit", step.name)
-        self.catalog.record_materialization(materialization, model_version=output.model_version)
+        done = None
+        if record is not None:
+            done = replace(
+                record,
+                status="success",
+                finished_at=materialization.finished_at,
+                version=materialization.version,
+            )
+        self.catalog.record_materialization(
+            materialization, model_version=output.model_version, step=done
+        )
         with self._engine_lock:
             self._versions[step.name] = materialization.version
         return materialization

@@ -27,7 +27,7 @@ from gristmill.errors import (
 from gristmill.execution.engines import EngineSqlError, Session
 from gristmill.execution.ingest import check_files, raw_relation_sql
 from gristmill.execution.ml.train import Trained
-from gristmill.execution.writer import WriteRequest, write
+from gristmill.execution.writer import WriteRequest, write, write_rows
 from gristmill.planning import PlannedStep, WriteMode
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import CatalogReader, Materialization, ModelVersion
@@ -148,17 +148,49 @@ def _train(ctx: StepContext, model: Model) -> Trained:
 
 def _sql(ctx: StepContext, table: Table) -> Materialization:
     sql = (table.sql or "").strip().rstrip(";")
+    if table.contract.is_empty and not ctx.partitions:
+        # nothing to check or filter: the query streams straight into the commit
+        try:
+            rows = ctx.session.reader(sql)
+        except EngineSqlError:  # defining the view below says on which line, or works
+            pass
+        else:
+            return write_rows(ctx.lake, _table_request(ctx, table, STEP_VIEW), rows)
     try:
         ctx.session.define(STEP_VIEW, sql)
     except EngineSqlError as exc:
-        base = table.location.line or 1
-        line = base + exc.line - 1 if exc.line else table.location.line
-        raise StepFailed(
-            f"{table.name}: {exc.message}",
-            location=Location(table.sql_path or table.location.path, line),
-            hint="fix the SQL; `gristmill run +" + table.name + "` reruns it with its inputs",
-        ) from None
+        raise _sql_failed(table, exc) from None
     return _write_table(ctx, table, STEP_VIEW)
+
+
+def _sql_failed(table: Table, exc: EngineSqlError) -> StepFailed:
+    base = table.location.line or 1
+    line = base + exc.line - 1 if exc.line else table.location.line
+    return StepFailed(
+        f"{table.name}: {exc.message}",
+        location=Location(table.sql_path or table.location.path, line),
+        hint="fix the SQL; `gristmill run +" + table.name + "` reruns it with its inputs",
+    )
+
+
+def _table_request(
+    ctx: StepContext,
+    table: Table,
+    view: str,
+    *,
+    mode: WriteMode = WriteMode.OVERWRITE,
+    predicate: str | None = None,
+    previous_rows: int = 0,
+) -> WriteRequest:
+    return WriteRequest(
+        table=table.name,
+        relation=view,
+        contract=table.contract,
+        mode=mode,
+        template=ctx.template,
+        predicate=predicate,
+        previous_rows=previous_rows,
+    )
 
 
 def _python(ctx: StepContext, table: Table) -> Materialization:
@@ -213,15 +245,7 @@ def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:
     return write(
         ctx.session,
         ctx.lake,
-        WriteRequest(
-            table=table.name,
-            relation=view,
-            contract=table.contract,
-            mode=mode,
-            template=ctx.template,
-            predicate=predicate,
-            previous_rows=outside,
-        ),
+        _table_request(ctx, table, view, mode=mode, predicate=predicate, previous_rows=outside),
     )
 
 

@@ -91,6 +91,12 @@ def write(session: Session, lake: Lake, request: WriteRequest) -> Materializatio
     return result
 
 
+def write_rows(lake: Lake, request: WriteRequest, rows: pa.RecordBatchReader) -> Materialization:
+    """Commit rows that need no checks (a request without a contract or files)."""
+    assert request.contract.is_empty and not request.files, request.table
+    return _commit(lake, request, rows, {})
+
+
 def _commit(
     lake: Lake,
     request: WriteRequest,

@@ -122,6 +122,26 @@ def _answering(engine: Engine) -> Iterator[None]:
         ) from None
 
 
+def _write_step(conn: Connection, step: StepRecord) -> None:
+    values = {
+        "status": step.status,
+        "reason": step.reason,
+        "started_at": step.started_at,
+        "finished_at": step.finished_at,
+        "version": step.version,
+        "error": step.error,
+    }
+    # prebuilt statements with bound values: building one costs more than running it
+    updated = conn.execute(
+        _STEP_UPDATE, {"b_run": step.run_id, "b_table": step.table_name, **values}
+    )
+    if not updated.rowcount:
+        conn.execute(
+            _STEP_INSERT,
+            {"run_id": step.run_id, "table_name": step.table_name, "kind": step.kind, **values},
+        )
+
+
 def _storable(number: int) -> bool:
     """Whether a database integer column can hold ``number`` (else no row can match it)."""
     return -(2**63) <= number < 2**63
@@ -158,6 +178,7 @@ _STEP_UPDATE = (
         }
     )  # fmt: skip
 )
+_STEP_INSERT = insert(s.step_runs)
 
 
 class CatalogReader:
@@ -453,33 +474,22 @@ class Catalog(CatalogReader):
                 raise
 
     def record_step(self, step: StepRecord) -> None:
-        t = s.step_runs
-        values = {
-            "status": step.status,
-            "reason": step.reason,
-            "started_at": step.started_at,
-            "finished_at": step.finished_at,
-            "version": step.version,
-            "error": step.error,
-        }
         with self._write() as conn:
-            # prebuilt statements with bound values: building one costs more than running it
-            updated = conn.execute(
-                _STEP_UPDATE, {"b_run": step.run_id, "b_table": step.table_name, **values}
-            )
-            if not updated.rowcount:
-                conn.execute(
-                    insert(t),
-                    {"run_id": step.run_id, "table_name": step.table_name, "kind": step.kind,
-                     **values},
-                )  # fmt: skip
+            _write_step(conn, step)
 
     def record_materialization(
-        self, m: Materialization, *, model_version: ModelVersion | None = None
+        self,
+        m: Materialization,
+        *,
+        model_version: ModelVersion | None = None,
+        step: StepRecord | None = None,
     ) -> None:
         """Store a committed version with its files and quarantine counts, atomically;
-        for a model step, the model version it registered in the same transaction."""
+        for a model step, the model version it registered, and the step's own record, in
+        the same transaction."""
         with self._write() as conn:
+            if step is not None:
+                _write_step(conn, step)
             if model_version is not None:
                 conn.execute(insert(s.model_versions).values(**model_version.__dict__))
             conn.execute(
