@@ -15,13 +15,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from gristmill.definitions.objects import Table
 from gristmill.execution.sql import latest_rows, q
 from gristmill.storage.online import OnlineStore, SyncState
 
 if TYPE_CHECKING:  # what only a sync that writes needs: a no-op run checks and returns
+    import pyarrow as pa
+
     from gristmill.execution.engines import Session
     from gristmill.storage.lake import Lake
 

@@ -3,10 +3,14 @@
 SQL steps live in sql/*.sql and are named after their file; they read other tables by name.
 """
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import gristmill as gm
+
+if TYPE_CHECKING:  # heavy libraries are imported inside the steps that use them: every
+    import pyarrow as pa  # command loads this file, and most never run a Python step
 
 PLANS = ["free", "basic", "premium"]
 CHANNELS = ["web", "mobile", "store"]
@@ -120,6 +124,8 @@ user_profile = gm.feature_view(
 @gm.table
 def churn_rate_by_month(churn_labels: pa.Table) -> pa.Table:
     """Share of labelled users who churned, per label date (a Python step over Arrow)."""
+    import pyarrow.compute as pc
+
     grouped = churn_labels.group_by("label_ts").aggregate(
         [("churned", "mean"), ("churned", "count")]
     )
