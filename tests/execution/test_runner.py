@@ -143,6 +143,41 @@ def test_python_steps_take_and_return_polars_and_pandas(tmp_path: Path) -> None:
     assert error["location"].endswith("pipeline.py:20")  # the failing line
 
 
+LAZY_MODULE = """
+from __future__ import annotations
+from typing import TYPE_CHECKING
+import gristmill as gm
+if TYPE_CHECKING:
+    import polars as pl
+
+txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR", "amount": "DOUBLE"})
+
+@gm.table
+def plain(txns):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    assert isinstance(txns, pa.Table), type(txns)
+    return txns.append_column("cents", pc.multiply(txns["amount"], 100))
+
+@gm.table
+def hinted_lazily(txns: pl.DataFrame) -> pl.DataFrame:
+    import pyarrow as pa
+    return pa.table({"kind": [type(txns).__module__.split(".")[0]]})
+"""
+
+
+def test_a_step_without_a_resolvable_annotation_receives_arrow(tmp_path: Path) -> None:
+    """The README's promise: heavy libraries imported inside a step keep every command
+    fast; an annotation only under TYPE_CHECKING asks for nothing, so the step gets Arrow."""
+    root = write_project(
+        tmp_path, module=LAZY_MODULE, sql={}, data={"a.csv": "id,amount\n1,1.5\n2,2\n"}
+    )
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    assert ws.read("plain").sort_by("id")["cents"].to_pylist() == [150.0, 200.0]
+    assert ws.read("hinted_lazily").to_pydict() == {"kind": ["pyarrow"]}
+
+
 class Recorder:
     def __init__(self) -> None:
         self.active = 0

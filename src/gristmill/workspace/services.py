@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from gristmill.definitions.objects import Table
 from gristmill.definitions.services import Service
 from gristmill.errors import NotMaterializedError, UnknownServiceError
-from gristmill.serving.runtime import Prediction, ServiceRuntime, View
 
 if TYPE_CHECKING:
+    from gristmill.serving.runtime import Prediction, ServiceRuntime, View
     from gristmill.workspace.core import Workspace
 
 
@@ -36,6 +36,8 @@ class Services:
         challenger = None
         if spec.challenger and spec.challenger in self.ws.catalog.aliases(spec.model):
             challenger = self.ws.models.load(spec.model, spec.challenger)
+        from gristmill.serving.runtime import ServiceRuntime  # numpy, models: when serving
+
         return ServiceRuntime(spec, model, views, self.ws.online_store, challenger=challenger)
 
     def versions(self, name: str) -> tuple[int | None, int | None]:
@@ -53,6 +55,8 @@ class Services:
                 f"service {spec.name!r}: the online store has no rows of {name!r} yet",
                 hint="run `gristmill run` to build the feature view and fill the store",
             )
+        from gristmill.serving.runtime import View
+
         return View(name, node.feature.entity, state.columns)
 
     def predict(
