@@ -42,7 +42,8 @@ _API = {
         "retrain",
     ),
     "gristmill.definitions.freshness": ("freshness",),
-    "gristmill.definitions.objects": ("feature_view", "source", "table"),
+    "gristmill.definitions.objects": ("feature_view", "table"),
+    "gristmill.definitions.sources": ("database_source", "source"),
     "gristmill.definitions.partitions": ("daily", "monthly", "static"),
     "gristmill.definitions.schedules": ("retry", "schedule"),
     "gristmill.definitions.sensors": ("monitor_alert", "new_files", "new_version", "sensor"),
@@ -76,11 +77,12 @@ if TYPE_CHECKING:
         quality_monitor,
         retrain,
     )
-    from gristmill.definitions.objects import feature_view, source, table
+    from gristmill.definitions.objects import feature_view, table
     from gristmill.definitions.partitions import daily, monthly, static
     from gristmill.definitions.schedules import retry, schedule
     from gristmill.definitions.sensors import monitor_alert, new_files, new_version, sensor
     from gristmill.definitions.services import decision, service
+    from gristmill.definitions.sources import database_source, source
 
 
 def __getattr__(name: str) -> Any:
@@ -108,6 +110,7 @@ __all__ = [
     "GristmillError",
     "TransientError",
     "accepted_values",
+    "database_source",
     "decision",
     "drift_monitor",
     "performance_monitor",

@@ -173,7 +173,20 @@ class NotMaterializedError(GristmillError):
 
 
 class SourceReadError(GristmillError):
-    """A source file cannot be found or parsed."""
+    """A source file cannot be found or parsed, or a database refuses a source's query."""
+
+
+class SourceUnavailableError(GristmillError):
+    """A source's server cannot be reached now (refused, timed out): trying later may work."""
+
+    category = "unavailable"
+    transient = True
+
+
+class SchemaChangeError(GristmillError):
+    """A source's columns changed in a way a table cannot follow by itself."""
+
+    category = "invalid"
 
 
 class ContractViolation(GristmillError):

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from gristmill.definitions.objects import Definition, Source, Table
+from gristmill.definitions.objects import Definition, Table
+from gristmill.definitions.sources import Source
 from gristmill.errors import (
     DefinitionError,
     GraphError,

@@ -1,4 +1,5 @@
-"""Declarative objects a project module creates: sources, tables, feature views.
+"""Declarative objects a project module creates: tables and feature views (sources are
+kinds of their own, in ``definitions.sources``).
 
 They are plain frozen values that remember where they were defined; creating one does no
 I/O. The loader collects every instance bound at a module's top level.
@@ -21,23 +22,6 @@ from gristmill.errors import DefinitionError, Location
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 RESERVED_SUFFIXES = ("__quarantine", "__prediction_log", "__decisions")
 """Table names gristmill keeps for itself: a contract's rejects, a service's logs."""
-
-
-class FileFormat(StrEnum):
-    CSV = "csv"
-    PARQUET = "parquet"
-    JSONL = "jsonl"
-
-
-_EXTENSIONS = {
-    ".csv": FileFormat.CSV,
-    ".tsv": FileFormat.CSV,
-    ".parquet": FileFormat.PARQUET,
-    ".pq": FileFormat.PARQUET,
-    ".jsonl": FileFormat.JSONL,
-    ".ndjson": FileFormat.JSONL,
-    ".json": FileFormat.JSONL,
-}
 
 
 class StepKind(StrEnum):
@@ -70,7 +54,7 @@ def check_name(name: str, location: Location) -> None:
         )
 
 
-def _contract(
+def make_contract(
     columns: Mapping[str, str] | None,
     checks: Sequence[RowCheck | tuple[RowCheck, ...]],
     row_count: RowCount | None,
@@ -119,20 +103,6 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
-class Source(Definition):
-    """Files ingested incrementally into a raw table of the same name."""
-
-    path: str
-    format: FileFormat
-    contract: Contract
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def kind(self) -> StepKind:
-        return StepKind.INGEST
-
-
-@dataclass(frozen=True)
 class Table(Definition):
     """A table produced by a SQL or Python step."""
 
@@ -165,74 +135,6 @@ class Table(Definition):
                 location=self.location,
                 hint="its inputs: " + (", ".join(self.inputs) or "none"),
             )
-
-
-def source(
-    name: str,
-    path: str,
-    *,
-    columns: Mapping[str, str],
-    format: str | None = None,  # noqa: A002
-    checks: Sequence[RowCheck | tuple[RowCheck, ...]] = (),
-    row_count: RowCount | None = None,
-    max_quarantine_share: float = 0.05,
-    options: Mapping[str, Any] | None = None,
-    description: str = "",
-) -> Source:
-    """Declare files (a path or glob, relative to the project) to ingest into table ``name``.
-
-    Args:
-        name: the raw table the files are ingested into.
-        path: file path or glob, e.g. ``data/transactions/*.csv``.
-        columns: declared column names and DuckDB types; values that do not cast are
-            quarantined with the check ``type(column TYPE)``.
-        format: ``csv``, ``parquet`` or ``jsonl``; inferred from the extension if omitted.
-        checks: row checks (``gm.not_null``, ``gm.unique``, ...).
-        row_count: bounds on the table's rows after ingestion.
-        max_quarantine_share: the step fails if a larger share of new rows is quarantined.
-        options: extra reader options passed to DuckDB (e.g. ``{"delim": ";"}``).
-    """
-    location = _caller_location()
-    check_name(name, location)
-    if not columns:
-        raise DefinitionError(f"source {name!r} declares no columns", location=location)
-    fmt = _resolve_format(name, path, format, location)
-    contract = _contract(columns, checks, row_count, max_quarantine_share, location)
-    undeclared = contract.unknown_columns(list(columns))
-    if undeclared:
-        raise DefinitionError(
-            f"source {name!r} checks columns it does not declare: {', '.join(undeclared)}",
-            location=location,
-            hint="add them to columns={...} with their types",
-        )
-    return Source(
-        name=name,
-        location=location,
-        description=description,
-        path=path,
-        format=fmt,
-        contract=contract,
-        options=tuple(sorted((options or {}).items())),
-    )
-
-
-def _resolve_format(name: str, path: str, given: str | None, location: Location) -> FileFormat:
-    valid = ", ".join(f.value for f in FileFormat)
-    if given is not None:
-        try:
-            return FileFormat(given)
-        except ValueError:
-            raise DefinitionError(
-                f"source {name!r}: unknown format {given!r}", location=location, hint=f"use {valid}"
-            ) from None
-    suffix = Path(path.replace("*", "x")).suffix.lower()
-    if suffix not in _EXTENSIONS:
-        raise DefinitionError(
-            f"source {name!r}: cannot tell the format of {path!r}",
-            location=location,
-            hint=f"pass format= one of {valid}",
-        )
-    return _EXTENSIONS[suffix]
 
 
 def table(
@@ -276,7 +178,7 @@ def table(
             name=name,
             location=loc,
             description=description or (inspect.getdoc(function) or "" if function else ""),
-            contract=_contract(columns, checks, row_count, max_quarantine_share, loc),
+            contract=make_contract(columns, checks, row_count, max_quarantine_share, loc),
             sql=sql,
             function=function,
             inputs=inputs,
@@ -321,7 +223,7 @@ def feature_view(
         name=name,
         location=location,
         description=description,
-        contract=_contract(columns, checks, row_count, max_quarantine_share, location),
+        contract=make_contract(columns, checks, row_count, max_quarantine_share, location),
         sql=sql,
         feature=_feature(entity, timestamp, location, online),
         partitions=_partitioning(partitions, location),

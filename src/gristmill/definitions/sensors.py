@@ -18,8 +18,9 @@ from datetime import timedelta
 
 from gristmill.definitions.graph import check_selection, selectors
 from gristmill.definitions.models import parse_duration
-from gristmill.definitions.objects import Definition, Source, _caller_location, check_name
+from gristmill.definitions.objects import Definition, _caller_location, check_name
 from gristmill.definitions.schedules import check_tags
+from gristmill.definitions.sources import FileSource
 from gristmill.errors import DefinitionError, GraphError
 
 
@@ -78,7 +79,7 @@ class Sensor(Definition):
                 location=self.location,
                 hint="known: " + ", ".join(sorted(nodes)),
             )
-        if self.on.kind == "new_files" and not isinstance(target, Source):
+        if self.on.kind == "new_files" and not isinstance(target, FileSource):
             raise GraphError(
                 f"sensor {self.name!r}: new_files needs a file source; {self.on.target!r} is "
                 "a table",

@@ -14,7 +14,7 @@ from typing import Any
 from sqlglot import exp
 
 from gristmill.definitions.contracts import ORDER_COLUMN
-from gristmill.definitions.objects import FileFormat, Source
+from gristmill.definitions.sources import FileFormat, FileSource
 from gristmill.errors import SourceReadError
 from gristmill.execution.checks import FILE_COLUMN
 from gristmill.execution.engines import EngineSqlError, Session
@@ -22,7 +22,7 @@ from gristmill.execution.engines import EngineSqlError, Session
 DIALECT = "duckdb"
 
 
-def _reader_call(source: Source, files: Sequence[str], *, probe: bool) -> exp.Expression:
+def _reader_call(source: FileSource, files: Sequence[str], *, probe: bool) -> exp.Expression:
     file_list = exp.Array(expressions=[exp.Literal.string(f) for f in files])
     # a folder such as env=prod in the project's path is no column (a source opts in with
     # options={"hive_partitioning": True})
@@ -64,7 +64,7 @@ def _value(value: Any) -> exp.Expression:
     return exp.Literal.string(str(value))
 
 
-def check_files(session: Session, source: Source, root: Path, files: Sequence[str]) -> None:
+def check_files(session: Session, source: FileSource, root: Path, files: Sequence[str]) -> None:
     """Fail with the file's name if it cannot be read or lacks a declared column."""
     declared = list(source.contract.columns)
     for name in files:
@@ -91,7 +91,7 @@ def check_files(session: Session, source: Source, root: Path, files: Sequence[st
 DELIMITERS = (",", ";", "\t", "|")
 
 
-def _require_even_rows(path: Path, name: str, source: Source) -> None:
+def _require_even_rows(path: Path, name: str, source: FileSource) -> None:
     """Name the first row whose width differs from the header's.
 
     DuckDB's dialect sniffer gives up on a small file with one such row and reads every
@@ -117,7 +117,7 @@ def _require_even_rows(path: Path, name: str, source: Source) -> None:
         return  # not plain text (compressed, say): keep DuckDB's account
 
 
-def _delimiter(header: str, source: Source) -> str:
+def _delimiter(header: str, source: FileSource) -> str:
     """The delimiter that splits the header into the most declared columns."""
     declared = set(source.contract.columns)
     return max(
@@ -125,7 +125,7 @@ def _delimiter(header: str, source: Source) -> str:
     )
 
 
-def raw_relation_sql(source: Source, root: Path, files: Sequence[str]) -> str:
+def raw_relation_sql(source: FileSource, root: Path, files: Sequence[str]) -> str:
     """All rows of ``files`` with their file and a stable row order."""
     call = _reader_call(source, [str(root / f) for f in files], probe=False)
     prefix = len(str(root)) + 1

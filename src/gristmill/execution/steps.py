@@ -15,8 +15,9 @@ from typing import Any, get_type_hints
 import pyarrow as pa
 
 from gristmill.definitions.models import Model, TrainingSet
-from gristmill.definitions.objects import Definition, Source, Table
+from gristmill.definitions.objects import Definition, Table
 from gristmill.definitions.partitions import Partition, PartitionRange
+from gristmill.definitions.sources import DatabaseSource, FileSource
 from gristmill.errors import (
     GristmillError,
     Location,
@@ -78,7 +79,11 @@ def run_step(ctx: StepContext) -> StepOutput:
 
 
 def _materialize(ctx: StepContext, definition: Definition) -> Materialization:
-    if isinstance(definition, Source):
+    if isinstance(definition, DatabaseSource):
+        from gristmill.execution.sources.database import extract
+
+        return extract(ctx, definition)
+    if isinstance(definition, FileSource):
         return _ingest(ctx, definition)
     if isinstance(definition, TrainingSet):
         from gristmill.execution import training_sets
@@ -111,7 +116,7 @@ def expose(
         session.register(alias or name, lake.dataset(name, version))
 
 
-def _ingest(ctx: StepContext, source: Source) -> Materialization:
+def _ingest(ctx: StepContext, source: FileSource) -> Materialization:
     files = [f.path for f in ctx.planned.files]
     check_files(ctx.session, source, ctx.root, files)
     ctx.session.define(RELATION, raw_relation_sql(source, ctx.root, files))

@@ -46,6 +46,12 @@ class WriteRequest:
     files: tuple[IngestedFile, ...] = field(default_factory=tuple)
     predicate: str | None = None
     """Replace only the rows matching this (a partition range); every row written must."""
+    merge_keys: tuple[str, ...] = ()
+    """For ``WriteMode.MERGE``: the key rows are upserted by."""
+    delete_flag: str | None = None
+    """For ``WriteMode.MERGE``: a column that, when set, deletes the row with its key."""
+    transactions: dict[str, int] = field(default_factory=dict)
+    """Delta app transactions committed with the rows (a source's extraction number)."""
 
 
 def write(session: Session, lake: Lake, request: WriteRequest) -> Materialization:
@@ -112,16 +118,27 @@ def _commit(
         quarantine_counts=counts,
         version=-1,
     )
-    written = lake.write(
-        request.table,
-        data,
-        mode=request.mode.value,
-        record=record.to_record(),
-        predicate=request.predicate,
-    )
+    if request.mode is WriteMode.MERGE:
+        written = lake.merge(
+            request.table,
+            data,
+            keys=request.merge_keys,
+            record=record.to_record(),
+            delete_flag=request.delete_flag,
+            transactions=request.transactions,
+        )
+    else:
+        written = lake.write(
+            request.table,
+            data,
+            mode=request.mode.value,  # type: ignore[arg-type]
+            record=record.to_record(),
+            predicate=request.predicate,
+            transactions=request.transactions,
+        )
     appended = request.mode is WriteMode.APPEND
-    if request.predicate is not None:  # some partitions replaced: the table holds more
-        rows = lake.count(request.table, written.version)
+    if request.predicate is not None or request.mode is WriteMode.MERGE:
+        rows = lake.count(request.table, written.version)  # the table holds more
     else:
         rows = written.rows + (request.previous_rows if appended else 0)
     return replace(

@@ -19,7 +19,8 @@ from functools import singledispatch
 from typing import Any
 
 from gristmill.definitions.models import Model, TrainingSet
-from gristmill.definitions.objects import Definition, Source, Table
+from gristmill.definitions.objects import Definition, Table
+from gristmill.definitions.sources import DatabaseSource, FileSource
 
 
 def _digest(payload: Any) -> str:
@@ -33,13 +34,30 @@ def code_hash(definition: Definition) -> str:
 
 
 @code_hash.register
-def _source(definition: Source) -> str:
+def _source(definition: FileSource) -> str:
     return _digest(
         {
             "kind": "ingest",
             "path": definition.path,
             "format": definition.format.value,
             "options": definition.options,
+            "contract": definition.contract.describe(),
+        }
+    )
+
+
+@code_hash.register
+def _database(definition: DatabaseSource) -> str:
+    # what is read and how rows are keyed; not lag or chunk_rows (how it is read), and the
+    # URL as written (secrets are ${VAR} placeholders, filled only when connecting)
+    return _digest(
+        {
+            "kind": "database",
+            "url": definition.url,
+            "relation": definition.relation_sql(),
+            "cursor": definition.cursor,
+            "primary_key": definition.primary_key,
+            "soft_delete": definition.soft_delete,
             "contract": definition.contract.describe(),
         }
     )

@@ -7,14 +7,15 @@ equal those of its latest materialization.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
 from gristmill.definitions.graph import Graph
-from gristmill.definitions.objects import Definition, Source, StepKind, Table
+from gristmill.definitions.objects import Definition, StepKind, Table
+from gristmill.definitions.sources import FileSource, Source
 from gristmill.errors import InvalidInputError
 from gristmill.planning.fingerprint import code_hash
 from gristmill.planning.partitions import (
@@ -23,7 +24,6 @@ from gristmill.planning.partitions import (
     PartitionTask,
     plan_partitions,
 )
-from gristmill.planning.sources import list_files
 from gristmill.storage.catalog import CatalogReader, IngestedFile, Materialization
 
 
@@ -35,6 +35,21 @@ class Action(StrEnum):
 class WriteMode(StrEnum):
     OVERWRITE = "overwrite"
     APPEND = "append"
+    MERGE = "merge"
+    """Rows upserted by key (a database source's increment)."""
+
+
+@dataclass(frozen=True)
+class SourceOffer:
+    """What a source offers now, found by looking outside before planning (the planner
+    itself does no I/O). Files: every file the glob matches. Other kinds decide whether
+    anything is new themselves (they compare the server's values with their state)."""
+
+    files: tuple[IngestedFile, ...] = ()
+    news: str | None = None
+    """Why there is something to read (None: nothing new)."""
+    unchanged: str = "nothing new"
+    """Why there is nothing to read."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +115,14 @@ def build_plan(
     backfill: Backfill | None = None,
     changed_ranges: ChangedRanges | None = None,
     now: datetime | None = None,
+    offers: Mapping[str, SourceOffer] | None = None,
 ) -> Plan:
     """Plan ``selection`` (all by default); names in ``force`` run even when fresh.
 
     A partitioned table's step builds its latest partition (a full refresh: all of them);
     ``backfill`` plans just that table, over its range. ``changed_ranges`` tells which
-    partitions an input's new version touched (without it: all of them)."""
+    partitions an input's new version touched (without it: all of them). ``offers``: what
+    each selected source offers now (``execution.sources.discover``)."""
     chosen: Sequence[str]
     if backfill is not None:
         selection = [backfill.table]
@@ -133,11 +150,13 @@ def build_plan(
                 now,
             )
         else:
-            step = _plan_step(node, latest[name], versions, running, root, state, full_refresh)
+            offer = (offers or {}).get(name, SourceOffer())
+            step = _plan_step(node, latest[name], versions, running, offer, state, full_refresh)
         if name in force and step.action is Action.SKIP:
             step = replace(step, action=Action.RUN, reason=f"requested ({step.reason})")
-            if isinstance(node, Source):  # nothing new to append: ingest every file again
-                step = replace(step, mode=WriteMode.OVERWRITE, files=tuple(list_files(root, node)))
+            if isinstance(node, Source):  # nothing new: read everything again
+                offered = (offers or {}).get(name, SourceOffer()).files
+                step = replace(step, mode=WriteMode.OVERWRITE, files=offered)
         if step.action is Action.RUN:
             running.add(name)
         steps.append(step)
@@ -248,13 +267,15 @@ def _plan_step(
     last: Materialization | None,
     versions: dict[str, int],
     running: set[str],
-    root: Path,
+    offer: SourceOffer,
     state: CatalogReader,
     full_refresh: bool,
 ) -> PlannedStep:
     current = code_hash(node)
+    if isinstance(node, FileSource):
+        return _plan_files(node, last, current, offer.files, state, full_refresh)
     if isinstance(node, Source):
-        return _plan_source(node, last, current, root, state, full_refresh)
+        return _plan_source(node, last, current, offer, full_refresh)
 
     def run(reason: str) -> PlannedStep:
         return PlannedStep(
@@ -288,14 +309,34 @@ def _plan_step(
 
 
 def _plan_source(
-    node: Source,
+    node: Source, last: Materialization | None, current: str, offer: SourceOffer, full: bool
+) -> PlannedStep:
+    """A source that decides itself what is new (a database): read everything on a full
+    refresh, the first time or after its definition changed; else what its offer says."""
+
+    def step(action: Action, reason: str, mode: WriteMode) -> PlannedStep:
+        return PlannedStep(node.name, node.kind, action, reason, current, mode)
+
+    if full:
+        return step(Action.RUN, "full refresh", WriteMode.OVERWRITE)
+    if last is None:
+        return step(Action.RUN, "never extracted", WriteMode.OVERWRITE)
+    if last.code_hash != current:
+        return step(Action.RUN, "definition changed: extracting everything", WriteMode.OVERWRITE)
+    if offer.news is None:
+        return step(Action.SKIP, f"{offer.unchanged} (v{last.version})", WriteMode.MERGE)
+    return step(Action.RUN, offer.news, WriteMode.MERGE)
+
+
+def _plan_files(
+    node: FileSource,
     last: Materialization | None,
     current: str,
-    root: Path,
+    offered: Sequence[IngestedFile],
     state: CatalogReader,
     full_refresh: bool,
 ) -> PlannedStep:
-    files = list_files(root, node)
+    files = list(offered)
 
     def step(
         action: Action, reason: str, mode: WriteMode, todo: Iterable[IngestedFile]

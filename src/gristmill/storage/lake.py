@@ -295,6 +295,63 @@ class Lake:
         rows = data.num_rows if isinstance(data, pa.Table) else counter.rows
         return Written(version=handle.version(), rows=rows, schema=data.schema)
 
+    def merge(
+        self,
+        name: str,
+        data: pa.RecordBatchReader | pa.Table,
+        *,
+        keys: tuple[str, ...],
+        record: Mapping[str, Any],
+        delete_flag: str | None = None,
+        transactions: Mapping[str, int] | None = None,
+    ) -> Written:
+        """Upsert ``data`` by ``keys`` as the next version of ``name``: a row whose
+        ``delete_flag`` column is set deletes its key instead. A column the table lacks is
+        added; one it has that ``data`` lacks, or one whose type changed, is refused (the
+        table would silently hold nulls or cast values)."""
+        import pyarrow as pa
+        from deltalake import CommitProperties, Transaction
+        from deltalake.exceptions import DeltaError
+
+        handle = self._handles.get(name)
+        if handle is None or self.has_commit_after(name, handle.version()):
+            handle = self._table(name)
+        _check_columns(name, pa.schema(handle.schema().to_arrow()), data.schema)
+        counter = _RowCounter()
+        stream = data if isinstance(data, pa.Table) else counter.wrap(data)
+        on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+        properties = CommitProperties(
+            custom_metadata={METADATA_KEY: json.dumps(record)},
+            app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
+        )
+        try:
+            merger = handle.merge(
+                stream,
+                on,
+                source_alias="s",
+                target_alias="t",
+                merge_schema=True,
+                commit_properties=properties,
+                post_commithook_properties=_hooks(),
+            )
+            if delete_flag is not None:
+                kept = f's."{delete_flag}" IS NULL'
+                merger = (
+                    merger.when_matched_delete(predicate=f's."{delete_flag}" IS NOT NULL')
+                    .when_matched_update_all(predicate=kept)
+                    .when_not_matched_insert_all(predicate=kept)
+                )
+            else:
+                merger = merger.when_matched_update_all().when_not_matched_insert_all()
+            merger.execute()
+        except DeltaError as exc:
+            raise LakeError(f"merging into table {name!r} failed: {exc}") from exc
+        with self._lock:
+            self._handles[name] = handle
+        _clean_log_at_checkpoint(self.path(name), handle)
+        rows = data.num_rows if isinstance(data, pa.Table) else counter.rows
+        return Written(version=handle.version(), rows=rows, schema=data.schema)
+
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last version that ``app_id`` committed to ``name`` (None: never, or no table)."""
         if not self.exists(name):
@@ -352,6 +409,48 @@ def _clean_log_at_checkpoint(path: Path, table: DeltaTable) -> None:
     wrote a checkpoint (one stat to know)."""
     if (path / "_delta_log" / f"{table.version():020d}.checkpoint.parquet").exists():
         table.cleanup_metadata()
+
+
+def _check_columns(name: str, table: pa.Schema, incoming: pa.Schema) -> None:
+    """Refuse what a merge would get silently wrong: a dropped column, a changed type."""
+    from gristmill.errors import SchemaChangeError
+
+    have = {f.name: f.type for f in incoming}
+    dropped = [f.name for f in table if f.name not in have]
+    if dropped:
+        raise SchemaChangeError(
+            f"table {name!r}: column {dropped[0]!r} is gone from the source "
+            f"({len(dropped)} column(s): {', '.join(dropped)})",
+            hint=f"if it was dropped on purpose, rebuild the table without it: "
+            f"`gristmill run {name} --full-refresh`; else restore it at the source",
+        )
+    changed = [
+        (f.name, f.type, have[f.name]) for f in table if not _same_type(f.type, have[f.name])
+    ]
+    if changed:
+        column, old, new = changed[0]
+        raise SchemaChangeError(
+            f"table {name!r}: column {column!r} changed type from {old} to {new}",
+            hint=f"declare its type in columns= to cast it, or rebuild the table with the new "
+            f"type: `gristmill run {name} --full-refresh`",
+        )
+
+
+def _same_type(old: Any, new: Any) -> bool:
+    import pyarrow as pa
+
+    if old == new:
+        return True
+    # what Delta stores differs in width only from what a reader hands over
+    for family in (
+        (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view),
+        (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view),
+    ):
+        if any(f(old) for f in family) and any(f(new) for f in family):
+            return True
+    if pa.types.is_timestamp(old) and pa.types.is_timestamp(new):
+        return (old.tz is None) == (new.tz is None)
+    return bool(pa.types.is_null(new))
 
 
 def _check_supported(root: Path) -> None:

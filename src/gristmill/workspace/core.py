@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.loader import Project, load_project
-from gristmill.definitions.objects import Source, Table
+from gristmill.definitions.objects import Table
+from gristmill.definitions.sources import FileSource
 from gristmill.errors import (
     GristmillError,
     MissingExtraError,
@@ -235,15 +236,20 @@ class Workspace:
     ) -> Plan:
         """What a run would do, and why; ``backfill``: the partitions of one table that a
         backfill of its range would build (missing, failed or stale), each with its reason."""
+        from gristmill.execution.sources import discover
+
+        state = self.catalog.reader()
+        chosen = [] if backfill is not None else self.graph.select(selection)
         return build_plan(
             self.graph,
-            self.catalog.reader(),
+            state,
             self.root,
             selection=selection,
             full_refresh=full_refresh,
             force=force,
             backfill=backfill,
             changed_ranges=self.lake.changed_ranges,
+            offers=discover(self.graph, list(chosen), self.root, state),
         )
 
     def backfill(
@@ -729,7 +735,7 @@ class Workspace:
             children = [self._upstream(dep, v) for dep, v in sorted(inputs.items())]
         else:
             children = [self.lineage(d, upstream=False) for d in self.graph.downstream[table]]
-        files = [f.path for f in self._all_files(table, m)] if isinstance(node, Source) else []
+        files = [f.path for f in self._all_files(table, m)] if isinstance(node, FileSource) else []
         return LineageNode(
             name=table,
             kind=node.kind.value,

@@ -1,15 +1,15 @@
-"""What a file source currently offers: the files its glob matches, with size and mtime."""
+"""What a file source offers now: the files its glob matches, with size and mtime."""
 
 from __future__ import annotations
 
 import glob
 from pathlib import Path
 
-from gristmill.definitions.objects import Source
+from gristmill.definitions.sources import FileSource
 from gristmill.storage.catalog.records import IngestedFile
 
 
-def list_files(root: Path, source: Source) -> list[IngestedFile]:
+def list_files(root: Path, source: FileSource) -> list[IngestedFile]:
     # the project's own path is literal: a folder named `[draft]` or `50% off` is no pattern
     pattern = (
         source.path

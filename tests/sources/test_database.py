@@ -1,0 +1,460 @@
+"""Database sources over the real PostgreSQL and MariaDB servers of this machine."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable
+
+from gristmill.errors import DefinitionError, SchemaChangeError, SourceUnavailableError
+from gristmill.workspace import Workspace
+from tests.conftest import PG
+
+MARIADB = "mysql://root@127.0.0.1:3306/test"
+ORDERS = """
+CREATE TABLE {t} (
+    id bigint PRIMARY KEY,
+    customer text NOT NULL,
+    amount numeric(12, 2),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz
+);
+INSERT INTO {t} (id, customer, amount, updated_at)
+SELECT g, 'c' || (g % 7), g * 1.25, now() - interval '1 hour' + g * interval '1 second'
+FROM generate_series(1, 500) g;
+"""
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    import psycopg
+
+    name = f"gm_src_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+def pg(sql: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        cursor = conn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+
+
+def project(root: Path, source: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "gristmill.toml").write_text('name = "db"\n')
+    (root / "pipeline.py").write_text("import gristmill as gm\n\n" + textwrap.dedent(source))
+    return root
+
+
+def pg_orders(schema: str, **extra: str) -> str:
+    settings = {
+        "url": '"postgresql://postgres@127.0.0.1:5432/test"',
+        "table": f'"{schema}.orders"',
+        "cursor": '("updated_at", "id")',
+        "primary_key": '"id"',
+        "lag": '"10s"',
+        "deletes": '"soft:deleted_at"',
+        **extra,
+    }
+    args = ",\n    ".join(f"{k}={v}" for k, v in settings.items())
+    return f'orders = gm.database_source(\n    "orders",\n    {args},\n)\n'
+
+
+def source_rows(schema: str) -> dict[int, tuple[str, object]]:
+    rows = pg(f'SELECT id, customer, amount FROM "{schema}".orders WHERE deleted_at IS NULL')
+    return {int(i): (c, a) for i, c, a in rows}
+
+
+def lake_rows(ws: Workspace) -> dict[int, tuple[str, object]]:
+    table = ws.read("orders")
+    ids = table["id"].to_pylist()
+    assert len(ids) == len(set(ids)), "a key landed twice"
+    values = zip(table["customer"].to_pylist(), table["amount"].to_pylist(), strict=True)
+    return dict(zip(ids, values, strict=True))
+
+
+def test_full_then_incremental_merge_with_updates_inserts_and_soft_deletes(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    ws = Workspace.open(project(tmp_path / "p", pg_orders(pg_schema, lag='"0s"')))
+    first = ws.run()
+    assert first.ok
+    assert lake_rows(ws) == source_rows(pg_schema)
+    assert str(ws.read("orders").schema.field("amount").type) == "decimal128(12, 2)"
+    again = Workspace.open(ws.root).run()
+    assert again.result.status == "noop"
+    assert "no rows past updated_at" in again.result.steps[0].reason
+
+    pg(
+        f"""UPDATE "{pg_schema}".orders SET customer = 'changed', updated_at = now()
+            WHERE id <= 5;
+        INSERT INTO "{pg_schema}".orders (id, customer, amount) VALUES (501, 'new', 9.99);
+        UPDATE "{pg_schema}".orders SET deleted_at = now(), updated_at = now() WHERE id = 300"""
+    )
+    ws = Workspace.open(ws.root)
+    plan = ws.plan()
+    assert plan.step("orders").reason.startswith("rows past updated_at")
+    outcome = ws.run()
+    assert outcome.ok
+    step = outcome.result.steps[0]
+    assert step.mode == "merge" and step.rows_added == 7  # 5 updated, 1 new, 1 deleted
+    rows = lake_rows(ws)
+    assert rows == source_rows(pg_schema)
+    assert 300 not in rows and rows[501] == ("new", Decimal("9.99"))
+    assert {rows[i][0] for i in range(1, 6)} == {"changed"}
+    # the extraction's number rides in the same Delta commit as its rows
+    latest = ws.catalog.latest("orders")
+    state = latest.stats["source"]
+    assert state["sequence"] == 2
+    table = DeltaTable(str(ws.lake.path("orders")))
+    assert table.transaction_version("gristmill.source.orders") == 2
+    assert table.history(1)[0]["operation"] == "MERGE"
+
+
+def test_a_late_commit_within_the_lag_is_caught_and_nothing_doubles(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    """A transaction that set updated_at before the last extraction but committed after it
+    becomes visible with an old cursor value: lag= reads it on the next run."""
+    import psycopg
+
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    ws = Workspace.open(project(tmp_path / "p", pg_orders(pg_schema, lag='"30s"')))
+    late = psycopg.connect(PG)  # a transaction open across the extraction
+    late.execute(
+        f"""INSERT INTO "{pg_schema}".orders (id, customer, amount, updated_at)
+            VALUES (900, 'late', 1, now() - interval '2 seconds')"""
+    )
+    pg(f"""INSERT INTO "{pg_schema}".orders (id, customer, amount) VALUES (901, 'early', 1)""")
+    assert ws.run().ok
+    assert 900 not in lake_rows(ws) and 901 in lake_rows(ws)
+    late.commit()
+    late.close()
+    ws = Workspace.open(ws.root)
+    assert "within the lag" in ws.plan().step("orders").reason
+    assert ws.run().ok
+    assert lake_rows(ws) == source_rows(pg_schema)
+    assert Workspace.open(ws.root).run().result.status == "noop"
+
+
+def test_concurrent_writers_with_late_commits_miss_and_double_nothing(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    """Writers insert and update rows in transactions that stay open up to 1.5 s after
+    setting updated_at (so rows become visible with an old cursor value), while
+    extractions run back to back; afterwards the lake equals the source, key for key."""
+    import psycopg
+
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    ws = Workspace.open(project(tmp_path / "p", pg_orders(pg_schema, lag='"5s"')))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        next_id = 10_000 * (seed + 1)
+        try:
+            with psycopg.connect(PG) as conn:
+                while not stop.is_set():
+                    if rng.random() < 0.5:
+                        next_id += 1
+                        conn.execute(
+                            f"""INSERT INTO "{pg_schema}".orders (id, customer, amount)
+                                VALUES ({next_id}, 'w{seed}', {rng.randint(1, 99)})"""
+                        )
+                    else:
+                        conn.execute(
+                            f"""UPDATE "{pg_schema}".orders
+                                SET amount = {rng.randint(1, 99)}, customer = 'u{seed}',
+                                    updated_at = now()
+                                WHERE id = {rng.randint(1, 500)}"""
+                        )
+                    time.sleep(rng.uniform(0, 1.5))  # the commit comes late
+                    conn.commit()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    runs = 0
+    deadline = time.monotonic() + 12
+    try:
+        while time.monotonic() < deadline:
+            assert Workspace.open(ws.root).run().ok
+            runs += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert Workspace.open(ws.root).run().ok  # after the last commits
+    ws = Workspace.open(ws.root)
+    assert runs >= 3
+    assert lake_rows(ws) == source_rows(pg_schema)
+
+
+def test_secrets_come_from_the_environment_and_never_show(
+    tmp_path: Path, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "s3cr3t-" + uuid.uuid4().hex[:8]
+    literal = project(
+        tmp_path / "literal",
+        pg_orders(pg_schema, url=f'"postgresql://postgres:{secret}@127.0.0.1:5432/test"'),
+    )
+    with pytest.raises(DefinitionError, match="holds a password") as refused:
+        Workspace.open(literal).plan()
+    assert secret not in str(refused.value) + refused.value.hint
+    root = project(
+        tmp_path / "p",
+        pg_orders(pg_schema, url='"postgresql://postgres:${GM_TEST_PW}@127.0.0.1:5999/test"'),
+    )
+    monkeypatch.delenv("GM_TEST_PW", raising=False)
+    outcome = Workspace.open(root).run()
+    error = outcome.result.steps[0].error
+    assert "GM_TEST_PW" in error["message"] and "does not set" in error["message"]
+    monkeypatch.setenv("GM_TEST_PW", secret)
+    outcome = Workspace.open(root).run()
+    step = outcome.result.steps[0]
+    assert not outcome.ok
+    assert "cannot reach postgresql at 127.0.0.1:5999" in step.error["message"]
+    assert step.error["category"] == "unavailable" and step.error["transient"] is True
+    shown = str(step.error) + step.reason
+    assert secret not in shown
+    for path in (root / ".gristmill").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    # the CLI says the same, without a traceback or the secret
+    cli = subprocess.run(
+        [sys.executable, "-m", "gristmill", "run", "-p", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GM_TEST_PW": secret},
+    )
+    assert cli.returncode == 1
+    assert "127.0.0.1:5999" in cli.stdout + cli.stderr
+    assert secret not in cli.stdout + cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_schema_changes_a_new_column_lands_a_dropped_or_retyped_one_is_refused(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    ws = Workspace.open(project(tmp_path / "p", pg_orders(pg_schema)))
+    assert ws.run().ok
+    pg(
+        f"""ALTER TABLE "{pg_schema}".orders ADD COLUMN channel text;
+        UPDATE "{pg_schema}".orders SET channel = 'web', updated_at = now() WHERE id = 7"""
+    )
+    ws = Workspace.open(ws.root)
+    assert ws.run().ok
+    table = ws.read("orders")
+    assert "channel" in table.column_names
+    web = table.filter(pc.equal(table["id"], 7))["channel"].to_pylist()
+    assert web == ["web"] and table["channel"].null_count == table.num_rows - 1
+
+    pg(
+        f"""ALTER TABLE "{pg_schema}".orders DROP COLUMN channel;
+        UPDATE "{pg_schema}".orders SET updated_at = now() WHERE id = 8"""
+    )
+    outcome = Workspace.open(ws.root).run()
+    error = outcome.result.steps[0].error
+    assert not outcome.ok and "column 'channel' is gone from the source" in error["message"]
+    assert "--full-refresh" in error["hint"]
+    assert Workspace.open(ws.root).run(full_refresh=True).ok  # what the hint says
+    assert "channel" not in Workspace.open(ws.root).read("orders").column_names
+
+    pg(
+        f"""ALTER TABLE "{pg_schema}".orders ALTER COLUMN customer TYPE bigint
+            USING length(customer);
+        UPDATE "{pg_schema}".orders SET updated_at = now() WHERE id = 9"""
+    )
+    outcome = Workspace.open(ws.root).run()
+    error = outcome.result.steps[0].error
+    assert "column 'customer' changed type from string to int64" in error["message"]
+    assert SchemaChangeError.category == error["category"]
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path, pg_schema: str) -> None:
+    root = project(tmp_path / "p", pg_orders(pg_schema).replace(".orders", ".nope"))
+    outcome = Workspace.open(root).run()
+    message = outcome.result.steps[0].error["message"]
+    assert "database source 'orders'" in message and "nope" in message
+    assert "does not exist" in message
+    cases = {
+        'url="oracle://x/y", table="t"': "unsupported database 'oracle'",
+        'url="postgresql://h/db"': "give table= or query=",
+        'url="postgresql://h/db", table="a b"': "is not a table name",
+        'url="postgresql://h/db", table="t", cursor="ts"': "needs primary_key=",
+        'url="postgresql://h/db", table="t", deletes="hard"': "is not understood",
+        'url="postgresql://h/db", table="t", lag="soon"': "cannot read the duration",
+    }
+    for args, expected in cases.items():
+        bad = project(tmp_path / uuid.uuid4().hex, f'x = gm.database_source("x", {args})\n')
+        with pytest.raises(DefinitionError, match=expected) as caught:
+            Workspace.open(bad).plan()
+        assert caught.value.location is not None and caught.value.location.line == 3
+
+
+def test_unreachable_server_is_unavailable_and_transient(tmp_path: Path) -> None:
+    root = project(
+        tmp_path / "p",
+        'o = gm.database_source("o", url="postgresql://postgres@127.0.0.1:5999/test", '
+        'table="t", cursor="ts", primary_key="id")\n',
+    )
+    ws = Workspace.open(root)
+    assert ws.plan().step("o").reason == "never extracted"  # nothing to ask the server yet
+    outcome = ws.run()
+    error = outcome.result.steps[0].error
+    assert error["category"] == "unavailable" and error["transient"] is True
+    assert "cannot reach postgresql at 127.0.0.1:5999" in error["message"]
+    assert "is the server running" in error["hint"]
+    assert SourceUnavailableError.transient
+
+
+@pytest.mark.parametrize("point", ["after_extract", "after_commit"])
+def test_killed_mid_extraction_then_resumed_lands_every_row_once(
+    tmp_path: Path, pg_schema: str, point: str
+) -> None:
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    root = project(tmp_path / "p", pg_orders(pg_schema))
+    assert Workspace.open(root).run().ok
+    pg(
+        f"""UPDATE "{pg_schema}".orders SET amount = amount + 1, updated_at = now()
+            WHERE id % 10 = 0;
+        INSERT INTO "{pg_schema}".orders (id, customer, amount)
+        SELECT g, 'k', 1 FROM generate_series(600, 650) g"""
+    )
+    killed = subprocess.run(
+        [sys.executable, "-m", "gristmill", "run", "-p", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GRISTMILL_FAILPOINTS": f"{point}:orders"},
+    )
+    assert killed.returncode == -signal.SIGKILL
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    assert lake_rows(ws) == source_rows(pg_schema)
+    sequences = [m.stats["source"]["sequence"] for m in ws.catalog.history("orders")]
+    assert sequences == sorted(set(sequences)), sequences  # no extraction recorded twice
+
+
+def test_sigkill_at_random_moments_of_a_large_extraction(tmp_path: Path, pg_schema: str) -> None:
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    pg(
+        f"""INSERT INTO "{pg_schema}".orders (id, customer, amount)
+            SELECT g, 'bulk', g FROM generate_series(1000, 300000) g"""
+    )
+    root = project(tmp_path / "p", pg_orders(pg_schema))
+    rng = random.Random(7)
+    for _ in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gristmill", "run", "-p", str(root)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.5, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        pg(
+            f"""UPDATE "{pg_schema}".orders SET amount = amount + 1, updated_at = now()
+                WHERE id % 1000 = {rng.randint(0, 999)}"""
+        )
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    assert lake_rows(ws) == source_rows(pg_schema)
+
+
+# ---- MariaDB ---------------------------------------------------------------------------
+
+
+def mariadb(sql: str) -> str:
+    done = subprocess.run(
+        ["mariadb", "-h", "127.0.0.1", "-u", "root", "test", "-N", "-e", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+@pytest.fixture
+def maria_table() -> Iterator[str]:
+    name = f"gm_orders_{uuid.uuid4().hex[:8]}"
+    mariadb(
+        f"""CREATE TABLE {name} (
+            id BIGINT PRIMARY KEY, customer VARCHAR(40) NOT NULL, amount DECIMAL(12, 2),
+            updated_at DATETIME(6) NOT NULL, deleted_at DATETIME(6) NULL);
+        INSERT INTO {name} (id, customer, amount, updated_at)
+        SELECT seq, CONCAT('c', seq % 7), seq * 1.25,
+               UTC_TIMESTAMP(6) - INTERVAL 1 HOUR + INTERVAL seq SECOND
+        FROM seq_1_to_400"""
+    )
+    try:
+        yield name
+    finally:
+        mariadb(f"DROP TABLE IF EXISTS {name}")
+
+
+def maria_rows(table: str) -> dict[int, tuple[str, object]]:
+    out = mariadb(f"SELECT id, customer, amount FROM {table} WHERE deleted_at IS NULL")
+    rows = {}
+    for line in out.splitlines():
+        i, c, a = line.split("\t")
+        rows[int(i)] = (c, Decimal(a))
+    return rows
+
+
+def test_mariadb_full_incremental_and_soft_delete(tmp_path: Path, maria_table: str) -> None:
+    source = f"""
+    orders = gm.database_source(
+        "orders", url="{MARIADB}", table="{maria_table}",
+        cursor=("updated_at", "id"), primary_key="id", lag="10s", deletes="soft:deleted_at",
+    )
+    """
+    ws = Workspace.open(project(tmp_path / "p", source))
+    assert ws.run().ok
+    assert lake_rows(ws) == maria_rows(maria_table)
+    assert str(ws.read("orders").schema.field("amount").type).startswith("decimal128")
+    assert Workspace.open(ws.root).run().result.status == "noop"
+    mariadb(
+        f"""UPDATE {maria_table} SET customer = 'changed', updated_at = UTC_TIMESTAMP(6)
+            WHERE id <= 3;
+        INSERT INTO {maria_table} (id, customer, amount, updated_at)
+        VALUES (401, 'new', 2.5, UTC_TIMESTAMP(6));
+        UPDATE {maria_table} SET deleted_at = UTC_TIMESTAMP(6), updated_at = UTC_TIMESTAMP(6)
+            WHERE id = 200"""
+    )
+    ws = Workspace.open(ws.root)
+    outcome = ws.run()
+    assert outcome.ok and outcome.result.steps[0].mode == "merge"
+    rows = lake_rows(ws)
+    assert rows == maria_rows(maria_table)
+    assert 200 not in rows and rows[401][0] == "new"
+    unreachable = project(tmp_path / "q", source.replace("127.0.0.1:3306", "127.0.0.1:3999"))
+    started = time.monotonic()
+    outcome = Workspace.open(unreachable).run()
+    assert time.monotonic() - started < 15  # not connectorx's 30 s of pool retries
+    assert "cannot reach mysql at 127.0.0.1:3999" in outcome.result.steps[0].error["message"]
