@@ -458,3 +458,44 @@ def test_mariadb_full_incremental_and_soft_delete(tmp_path: Path, maria_table: s
     outcome = Workspace.open(unreachable).run()
     assert time.monotonic() - started < 15  # not connectorx's 30 s of pool retries
     assert "cannot reach mysql at 127.0.0.1:3999" in outcome.result.steps[0].error["message"]
+
+
+def test_sources_and_ingest_commands(tmp_path: Path, pg_schema: str) -> None:
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    root = project(
+        tmp_path / "p",
+        pg_orders(pg_schema, url='"postgresql://postgres:${GM_PW}@127.0.0.1:5432/test"'),
+    )
+    env = {**os.environ, "GM_PW": "unused-by-trust-auth"}
+
+    def gm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gristmill", *args, "-p", str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+
+    done = gm("ingest", "orders", "--json")
+    assert done.returncode == 0, done.stderr
+    import json
+
+    assert json.loads(done.stdout)["summary"]["status"] == "success"
+    (listed,) = json.loads(gm("sources", "--json").stdout)
+    assert listed["kind"] == "database" and listed["version"] == 0 and listed["rows"] == 500
+    assert listed["reads"] == f"postgresql://postgres:${{GM_PW}}@127.0.0.1:5432/test {pg_schema}.orders"
+    assert listed["state"]["sequence"] == 1 and listed["behind_s"] > 3000  # an hour old
+    assert listed["last_error"] is None
+    # a full refresh keeps counting extractions (the lake's app transaction only grows)
+    assert gm("ingest", "orders", "--full-refresh").returncode == 0
+    (listed,) = json.loads(gm("sources", "--json").stdout)
+    assert listed["state"]["sequence"] == 2
+    table = DeltaTable(str(root / "lake" / "orders"))
+    assert table.transaction_version("gristmill.source.orders") == 2
+    bad = gm("ingest", "nope")
+    assert bad.returncode == 2 and "'nope' is not a source of this project" in bad.stderr
+    env = {k: v for k, v in os.environ.items() if k != "GM_PW"}
+    failed = gm("ingest", "orders")
+    assert failed.returncode == 1
+    (listed,) = json.loads(gm("sources", "--json").stdout)
+    assert "${GM_PW}" in listed["last_error"] and "does not set" in listed["last_error"]

@@ -450,6 +450,54 @@ def sensors(
 
 
 @app.command()
+def sources(project: ProjectOpt = None, json: JsonOpt = False) -> None:
+    """Each source: its kind, what it reads, its state (files, watermark), how far behind
+    its newest landed change is, and its last error."""
+    rows = _open(project).sources()
+    if json:
+        return render.emit_json(rows)
+    view = [
+        {
+            "name": r.name,
+            "kind": r.kind,
+            "reads": r.reads,
+            "version": "" if r.version is None else f"v{r.version}",
+            "rows": "" if r.rows is None else f"{r.rows:,}",
+            "state": ", ".join(f"{k} {v}" for k, v in r.state.items() if k != "watermark_type"),
+            "behind": "" if r.behind_s is None else f"{r.behind_s:,.0f}s",
+            "last error": r.last_error or "",
+        }
+        for r in rows
+    ]
+    render.records(
+        "sources",
+        view,
+        ["name", "kind", "reads", "version", "rows", "state", "behind", "last error"],
+    )
+
+
+@app.command()
+def ingest(
+    source: Annotated[list[str], typer.Argument(help="The source(s) to read now.")],
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Read everything again.")
+    ] = False,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Read new data from sources now (their downstream tables are left for `run`)."""
+    ws = _open(project)
+    known = {s.name for s in ws.graph.sources()}
+    for name in source:
+        if name not in known:
+            raise typer.BadParameter(
+                f"{name!r} is not a source of this project; sources: "
+                + (", ".join(sorted(known)) or "none")
+            )
+    report_run(lambda **kw: ws.run(source, full_refresh=full_refresh, **kw), json)
+
+
+@app.command()
 def freshness(
     name: Annotated[str | None, typer.Argument(help="One freshness check.")] = None,
     project: ProjectOpt = None,

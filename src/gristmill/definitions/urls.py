@@ -35,3 +35,11 @@ def check_url(url: object) -> str | None:
     if not parts.hostname:
         return "the webhook URL names no host"
     return None
+
+
+def redact_credentials(url: str) -> str:
+    """A database URL without its user's password (a ``${VAR}`` placeholder stays: it
+    names the variable, not the secret)."""
+    import re
+
+    return re.sub(r"(://[^:/@\s]*):(?!\$\{[A-Za-z_][A-Za-z0-9_]*\}@)[^@\s]*@", r"\1:***@", url)

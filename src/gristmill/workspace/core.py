@@ -11,7 +11,7 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -45,6 +45,7 @@ from gristmill.storage.online import OnlineStore, open_online_store
 from gristmill.workspace.shapes import (
     LineageNode,
     RunInfo,
+    SourceInfo,
     TableInfo,
     TableStatus,
     VersionInfo,
@@ -606,6 +607,50 @@ class Workspace:
                     columns=last.schema if last else _declared(node),
                     description=node.description,
                     feature_view=self._feature(name),
+                )
+            )
+        return out
+
+    def sources(self) -> list[SourceInfo]:
+        """Each source: its kind, what it reads, its state, how far behind, its last error."""
+        from gristmill.definitions.sources import DatabaseSource, Source
+        from gristmill.definitions.urls import redact_credentials
+        from gristmill.execution.sources.database import State
+
+        out = []
+        state = self.catalog.reader()
+        for node in self.graph.sources():
+            assert isinstance(node, Source)
+            last = state.latest(node.name)
+            step = state.latest_step(node.name)
+            error = step.error if step is not None and step.status == "failed" else None
+            info: dict[str, Any]
+            behind = None
+            if isinstance(node, DatabaseSource):
+                reads = f"{redact_credentials(node.url)} {node.table or '(query)'}"
+                current = State.of(last)
+                info = current.to_json() if current else {}
+                mark = current.watermark if current else None
+                if isinstance(mark, datetime):
+                    now = datetime.now(UTC if mark.tzinfo else None)
+                    if mark.tzinfo is None:  # naive cursor values are read as UTC
+                        now = datetime.now(UTC).replace(tzinfo=None)
+                    behind = round((now - mark).total_seconds(), 1)
+            else:
+                assert isinstance(node, FileSource)
+                reads = node.path
+                info = {"files": len(state.ingested_files(node.name))}
+            out.append(
+                SourceInfo(
+                    name=node.name,
+                    kind=node.source_kind,
+                    reads=reads,
+                    version=last.version if last else None,
+                    rows=last.rows if last else None,
+                    extracted_at=last.finished_at if last else None,
+                    state=info,
+                    behind_s=behind,
+                    last_error=error,
                 )
             )
         return out

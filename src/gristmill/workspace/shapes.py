@@ -49,6 +49,26 @@ class TableInfo:
 
 
 @dataclass(frozen=True)
+class SourceInfo:
+    """A source as ``gristmill sources`` shows it: what it reads (never a secret), how
+    far it got and what went wrong last."""
+
+    name: str
+    kind: str
+    """``files`` or ``database``."""
+    reads: str
+    version: int | None
+    rows: int | None
+    extracted_at: datetime | None
+    state: dict[str, Any]
+    """Files: how many were ingested; database: watermark, extraction number, rows in the
+    lag window."""
+    behind_s: float | None
+    """Database sources with a time cursor: seconds from the newest landed change to now."""
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     table: str
     version: int

@@ -130,7 +130,8 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
         except Exception as exc:  # the server or the stream failed midway
             raise connection.failure(exc) from None
     failpoints.hit("after_extract", source.name)
-    new_state = _new_state(ctx, source, state)
+    new_state = _new_state(ctx, source, state, State.of(ctx.previous))
+    _refuse_a_second_writer(ctx, source, new_state.sequence)
     relation = _write_relation(ctx, source, merging)
     template = replace(ctx.template, stats={**ctx.template.stats, STATE_KEY: new_state.to_json()})
     result = write(
@@ -152,8 +153,26 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
     return result
 
 
-def _new_state(ctx: StepContext, source: DatabaseSource, old: State | None) -> State:
-    sequence = (old.sequence if old else 0) + 1
+def _refuse_a_second_writer(ctx: StepContext, source: DatabaseSource, sequence: int) -> None:
+    """The lake's own count of extractions must be the one this one follows; more means
+    another process extracted meanwhile (this one's rows would be merged twice)."""
+    committed = ctx.lake.transaction_version(source.name, _app_id(source))
+    if committed is not None and committed >= sequence:
+        from gristmill.errors import RunInProgressError
+
+        raise RunInProgressError(
+            f"database source {source.name!r}: extraction {committed} is already in the "
+            f"lake and this one would be number {sequence}: another process extracted meanwhile",
+            hint="run again: it plans from what is in the lake now",
+        )
+
+
+def _new_state(
+    ctx: StepContext, source: DatabaseSource, old: State | None, last: State | None
+) -> State:
+    """``old``: the state this extraction continues from (None: it read everything);
+    ``last``: the last extraction's, whose number this one follows."""
+    sequence = (last.sequence if last else 0) + 1
     if not source.incremental:
         return State(None, 0, sequence)
     column = source.cursor[0]

@@ -233,6 +233,14 @@ class CatalogReader:
         with self._read() as conn:
             return [_step(row) for row in conn.execute(query).mappings()]
 
+    def latest_step(self, table_name: str) -> StepRecord | None:
+        """The newest step record of a table, of any run."""
+        t = s.step_runs
+        query = select(t).where(t.c.table_name == table_name).order_by(t.c.id.desc()).limit(1)
+        with self._read() as conn:
+            row = conn.execute(query).mappings().first()
+        return _step(row) if row is not None else None
+
     def partitions(self, table_name: str) -> dict[str, PartitionRecord]:
         """Each recorded partition of ``table_name`` by key."""
         p = s.partitions
