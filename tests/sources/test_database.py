@@ -483,7 +483,8 @@ def test_sources_and_ingest_commands(tmp_path: Path, pg_schema: str) -> None:
     assert json.loads(done.stdout)["summary"]["status"] == "success"
     (listed,) = json.loads(gm("sources", "--json").stdout)
     assert listed["kind"] == "database" and listed["version"] == 0 and listed["rows"] == 500
-    assert listed["reads"] == f"postgresql://postgres:${{GM_PW}}@127.0.0.1:5432/test {pg_schema}.orders"
+    url = "postgresql://postgres:${GM_PW}@127.0.0.1:5432/test"
+    assert listed["reads"] == f"{url} {pg_schema}.orders"
     assert listed["state"]["sequence"] == 1 and listed["behind_s"] > 3000  # an hour old
     assert listed["last_error"] is None
     # a full refresh keeps counting extractions (the lake's app transaction only grows)
