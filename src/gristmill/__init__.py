@@ -46,7 +46,13 @@ _API = {
     "gristmill.definitions.sources": ("database_source", "source"),
     "gristmill.definitions.partitions": ("daily", "monthly", "static"),
     "gristmill.definitions.schedules": ("retry", "schedule"),
-    "gristmill.definitions.sensors": ("monitor_alert", "new_files", "new_version", "sensor"),
+    "gristmill.definitions.sensors": (
+        "monitor_alert",
+        "new_data",
+        "new_files",
+        "new_version",
+        "sensor",
+    ),
     "gristmill.definitions.services": ("decision", "service"),
 }
 _HOME = {name: module for module, names in _API.items() for name in names}
@@ -80,7 +86,13 @@ if TYPE_CHECKING:
     from gristmill.definitions.objects import feature_view, table
     from gristmill.definitions.partitions import daily, monthly, static
     from gristmill.definitions.schedules import retry, schedule
-    from gristmill.definitions.sensors import monitor_alert, new_files, new_version, sensor
+    from gristmill.definitions.sensors import (
+        monitor_alert,
+        new_data,
+        new_files,
+        new_version,
+        sensor,
+    )
     from gristmill.definitions.services import decision, service
     from gristmill.definitions.sources import database_source, source
 
@@ -123,6 +135,7 @@ __all__ = [
     "schedule",
     "sensor",
     "monitor_alert",
+    "new_data",
     "new_files",
     "new_version",
     "feature_view",

@@ -500,3 +500,35 @@ def test_sources_and_ingest_commands(tmp_path: Path, pg_schema: str) -> None:
     assert failed.returncode == 1
     (listed,) = json.loads(gm("sources", "--json").stdout)
     assert "${GM_PW}" in listed["last_error"] and "does not set" in listed["last_error"]
+
+
+def test_a_new_data_sensor_runs_downstream_when_the_database_changes(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    from tests.conftest import gm_json
+
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    root = project(
+        tmp_path / "p",
+        pg_orders(pg_schema, lag='"0s"')
+        + 'changed = gm.sensor("changed", on=gm.new_data("orders"), select="orders+", '
+        'min_interval="0s")\n',
+    )
+    (root / "sql").mkdir()
+    (root / "sql" / "per_customer.sql").write_text(
+        "select customer, count(*) as n from orders group by 1\n"
+    )
+    first = gm_json(root, "scheduler", "--once")
+    (fired,) = [t for t in first["queued_by_triggers"] if t.get("sensor") == "changed"]
+    assert "never extracted" in fired["reason"]
+    assert [r["status"] for r in first["ran"]] == ["success"]
+    quiet = gm_json(root, "scheduler", "--once")
+    assert quiet["queued_by_triggers"] == [] and quiet["ran"] == []
+    pg(f"""INSERT INTO "{pg_schema}".orders (id, customer, amount) VALUES (777, 'zed', 1)""")
+    tick = gm_json(root, "scheduler", "--once")
+    (fired,) = [t for t in tick["queued_by_triggers"] if t.get("sensor") == "changed"]
+    assert "rows past updated_at" in fired["reason"]
+    assert [r["status"] for r in tick["ran"]] == ["success"]
+    ws = Workspace.open(root)
+    assert "zed" in ws.read("per_customer")["customer"].to_pylist()
+    assert gm_json(root, "scheduler", "--once")["queued_by_triggers"] == []

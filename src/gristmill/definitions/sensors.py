@@ -20,7 +20,7 @@ from gristmill.definitions.graph import check_selection, selectors
 from gristmill.definitions.models import parse_duration
 from gristmill.definitions.objects import Definition, _caller_location, check_name
 from gristmill.definitions.schedules import check_tags
-from gristmill.definitions.sources import FileSource
+from gristmill.definitions.sources import FileSource, Source
 from gristmill.errors import DefinitionError, GraphError
 
 
@@ -29,7 +29,8 @@ class Watch:
     """What a sensor watches."""
 
     kind: str
-    """``new_files`` (a file source's unseen files) or ``new_version`` (a table's version)."""
+    """``new_files`` (a file source's unseen files), ``new_data`` (any source's), or
+    ``new_version`` (a table's version), ``monitor_alert``."""
     target: str
 
     def __str__(self) -> str:
@@ -39,6 +40,12 @@ class Watch:
 def new_files(source: str) -> Watch:
     """Files matching a file source's glob that it has not ingested (new or changed)."""
     return Watch("new_files", source)
+
+
+def new_data(source: str) -> Watch:
+    """New data at any source: files it has not ingested, rows past a database source's
+    watermark (or changed within its lag) — what its next run would read."""
+    return Watch("new_data", source)
 
 
 def new_version(table: str) -> Watch:
@@ -79,6 +86,12 @@ class Sensor(Definition):
                 location=self.location,
                 hint="known: " + ", ".join(sorted(nodes)),
             )
+        if self.on.kind == "new_data" and not isinstance(target, Source):
+            raise GraphError(
+                f"sensor {self.name!r}: new_data needs a source; {self.on.target!r} is a table",
+                location=self.location,
+                hint=f"watch its versions instead: gm.new_version({self.on.target!r})",
+            )
         if self.on.kind == "new_files" and not isinstance(target, FileSource):
             raise GraphError(
                 f"sensor {self.name!r}: new_files needs a file source; {self.on.target!r} is "
@@ -102,16 +115,16 @@ def sensor(
     """Queue a build of ``select`` (default: everything) when ``on`` sees something new.
 
     Args:
-        on: ``gm.new_files("source")``, ``gm.new_version("table")`` or
-            ``gm.monitor_alert("monitor")``.
+        on: ``gm.new_files("source")``, ``gm.new_data("source")``,
+            ``gm.new_version("table")`` or ``gm.monitor_alert("monitor")``.
         min_interval: the scheduler evaluates the sensor at most this often.
     """
     location = _caller_location()
     check_name(name, location)
     if not isinstance(on, Watch):
         raise DefinitionError(
-            f"sensor {name!r}: on= must be gm.new_files(...), gm.new_version(...) "
-            "or gm.monitor_alert(...)",
+            f"sensor {name!r}: on= must be gm.new_files(...), gm.new_data(...), "
+            "gm.new_version(...) or gm.monitor_alert(...)",
             location=location,
             hint='e.g. on=gm.new_files("transactions")',
         )

@@ -206,12 +206,15 @@ class Scheduler:
                 was = _version(cursor)
                 return now, f"{target} has a new version: {_version(now)} (was {was})", True
             return now, f"{target} unchanged ({_version(now)})", False
-        step = self.ws.plan([target]).step(target)  # the planner's own view of the files
-        if not step.files or step.action.value != "run":
+        step = self.ws.plan([target]).step(target)  # the planner's own view of the source
+        if step.action.value != "run" or (sensor.on.kind == "new_files" and not step.files):
             return cursor or "", f"{target}: {step.reason}", False
-        digest = hashlib.sha256(
-            "\n".join(f"{f.path}:{f.size}:{f.mtime_ns}" for f in step.files).encode()
-        ).hexdigest()[:16]
+        seen = [f"{f.path}:{f.size}:{f.mtime_ns}" for f in step.files] or [step.reason]
+        digest = hashlib.sha256("\n".join(seen).encode()).hexdigest()[:16]
+        if not step.files:  # a database's news: what its next extraction reads
+            if digest == cursor:
+                return digest, f"{target}: {step.reason}, already queued", False
+            return digest, f"{target}: {step.reason}", True
         names = ", ".join(f.path for f in step.files[:3])
         more = f" and {len(step.files) - 3} more" if len(step.files) > 3 else ""
         if digest == cursor:
