@@ -532,3 +532,29 @@ def test_a_new_data_sensor_runs_downstream_when_the_database_changes(
     ws = Workspace.open(root)
     assert "zed" in ws.read("per_customer")["customer"].to_pylist()
     assert gm_json(root, "scheduler", "--once")["queued_by_triggers"] == []
+
+
+def test_a_query_source_that_repeats_a_key_lands_it_once(tmp_path: Path, pg_schema: str) -> None:
+    """Delta's merge inserts a new key twice when the source holds it twice: a query's
+    rows are cut to the newest per key first."""
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    query = (
+        f"select o.id, o.customer, o.amount, o.updated_at + (x.n * interval '1 second') "
+        f'as updated_at from "{pg_schema}".orders o, (values (0), (1)) as x(n)'
+    )
+    root = project(
+        tmp_path / "p",
+        f"""orders = gm.database_source(
+            "orders", url="postgresql://postgres@127.0.0.1:5432/test",
+            query=\"\"\"{query}\"\"\", cursor="updated_at", primary_key="id", lag="0s",
+        )
+        """,
+    )
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    assert len(lake_rows(ws)) == 500
+    pg(f"""INSERT INTO "{pg_schema}".orders (id, customer, amount) VALUES (999, 'q', 3)""")
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    rows = lake_rows(ws)  # asserts every key once
+    assert len(rows) == 501 and rows[999] == ("q", "3.00")

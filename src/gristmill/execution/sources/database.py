@@ -190,15 +190,16 @@ def _new_state(
 
 
 def _write_relation(ctx: StepContext, source: DatabaseSource, merging: bool) -> str:
-    """The rows to write: one per key (the newest by cursor, for a query that repeats a
-    key), without soft-deleted rows on a full load (a merge deletes them by key)."""
+    """The rows to write: one per key (the newest by cursor) when a query may repeat a
+    key (a table's key is unique in one snapshot), without soft-deleted rows on a full
+    load (a merge deletes them by key)."""
     view = RAW + "_rows"
     keys = ", ".join(f'"{k}"' for k in source.primary_key)
     filters = []
     if source.soft_delete and not merging:
         filters.append(f'"{source.soft_delete}" IS NULL')
     where = f" WHERE {' AND '.join(filters)}" if filters else ""
-    if keys and source.cursor:
+    if keys and source.cursor and source.query is not None:
         order = ", ".join(f'"{c}" DESC' for c in source.cursor)
         sql = (
             f'SELECT * FROM "{RAW}"{where} '
