@@ -303,6 +303,14 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, pg_schema: str) -> None:
     message = outcome.result.steps[0].error["message"]
     assert "database source 'orders'" in message and "nope" in message
     assert "does not exist" in message
+    query = project(
+        tmp_path / "q",
+        'o = gm.database_source("o", url="postgresql://postgres@127.0.0.1:5432/test", '
+        'query="select no_such_column from pg_class")\n',
+    )
+    error = Workspace.open(query).run().result.steps[0].error
+    assert "database source 'o' (postgresql at 127.0.0.1:5432)" in error["message"]
+    assert "no_such_column" in error["message"] and error["category"] == "failed"
     cases = {
         'url="oracle://x/y", table="t"': "unsupported database 'oracle'",
         'url="postgresql://h/db"': "give table= or query=",
@@ -558,3 +566,43 @@ def test_a_query_source_that_repeats_a_key_lands_it_once(tmp_path: Path, pg_sche
     assert ws.run().ok
     rows = lake_rows(ws)  # asserts every key once
     assert len(rows) == 501 and rows[999] == ("q", "3.00")
+
+
+def test_declared_columns_are_kept_and_cast_and_what_does_not_cast_is_quarantined(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    pg(
+        f"""INSERT INTO "{pg_schema}".orders (id, customer, amount)
+            VALUES (800, 'nan', 'NaN'::numeric)"""
+    )
+    query = f'select id, customer, amount, updated_at from "{pg_schema}".orders'
+    root = project(
+        tmp_path / "p",
+        f"""orders = gm.database_source(
+            "orders", url="postgresql://postgres@127.0.0.1:5432/test", query={query!r},
+            cursor="updated_at", primary_key="id",
+            columns={{"id": "BIGINT", "amount": "DECIMAL(12, 2)", "updated_at": "TIMESTAMPTZ"}},
+        )
+        """,
+    )
+    ws = Workspace.open(root)
+    outcome = ws.run()
+    assert outcome.ok
+    step = outcome.result.steps[0]
+    assert step.quarantined == 1 and step.rows == 500
+    table = ws.read("orders")
+    assert table.column_names == ["id", "amount", "updated_at"]  # customer was not declared
+    assert str(table.schema.field("amount").type) == "decimal128(12, 2)"
+    bad = ws.quarantine("orders")
+    assert bad["amount"].to_pylist() == ["nan"] and "type(amount" in bad["_checks"][0].as_py()[0]
+
+
+def test_lag_with_a_number_cursor_is_refused(tmp_path: Path, pg_schema: str) -> None:
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    root = project(tmp_path / "p", pg_orders(pg_schema, cursor='"id"', lag='"5s"'))
+    outcome = Workspace.open(root).run()  # at the first read, which learns the type
+    assert not outcome.ok and not Workspace.open(root).lake.exists("orders")
+    error = outcome.result.steps[0].error
+    assert "lag= needs a time cursor, and 'id' holds int values" in error["message"]
+    assert error["location"].endswith("pipeline.py:3")
