@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration clean
+.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration bench-sources clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -80,7 +80,7 @@ BENCH := benchmarks/.venv
 $(BENCH)/.installed: benchmarks/requirements.txt requirements.lock
 	$(PY) -m venv $(BENCH)
 	# the package's own pins (pyproject) plus the peers; the dev lock is not used here
-	$(BENCH)/bin/pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -e .
+	$(BENCH)/bin/pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -e '.[databases]'
 	touch $@
 
 FEAST := benchmarks/.venv-feast
@@ -113,6 +113,10 @@ bench-serving: $(BENCH)/.installed benchmarks/.venv-mlflow/.installed benchmarks
 # 100-step chain and a 365-partition backfill vs Dagster, tick latency, CLI start
 bench-orchestration: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/orchestration.py
+
+# PostgreSQL -> table: gristmill vs an ADBC -> Parquet copy (the floor) vs dlt (its own venv)
+bench-sources: $(BENCH)/.installed benchmarks/.venv-dlt/.installed
+	$(BENCH)/bin/python benchmarks/sources.py
 
 # drift vs Evidently's DataDriftPreset (100k and 1M rows x 20 columns, made on first run)
 bench-monitoring: setup benchmarks/.venv-evidently/.installed
