@@ -107,7 +107,12 @@ def discover(source: DatabaseSource, last: Materialization | None) -> SourceOffe
 
 
 def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
-    """Read the increment (everything on the first run or a full refresh) and commit it."""
+    """Read the increment (everything on the first run or a full refresh) and commit it.
+
+    The new state is asked of the server first (its newest cursor value, the rows in the
+    lag window below it), so that it rides in the commit of rows streamed once from the
+    server into the table. On PostgreSQL both reads share one snapshot; on MariaDB a row
+    that commits between them is read now and again next time (merged: counted once)."""
     from gristmill.execution.writer import WriteRequest, write
 
     merging = ctx.planned.mode is WriteMode.MERGE and ctx.previous is not None
@@ -117,27 +122,16 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
         low = _lower_bound(source, state.watermark)
     query = _read_query(source, low).sql(dialect=_DIALECTS[source.dialect])
     with _connection(source) as connection:
+        new_state = _server_state(connection, source, state, State.of(ctx.previous))
+        _refuse_a_second_writer(ctx, source, new_state.sequence)
         casts = connection.numeric_types(source)
-        reader = connection.stream(query, source.chunk_rows)
-        ctx.session.register(RAW + "_stream", reader)
-        present = {c for c, _ in ctx.session.columns(RAW + "_stream")}
-        replaced = ", ".join(
-            f'CAST("{c}" AS {t}) AS "{c}"' for c, t in casts.items() if c in present
+        ctx.session.register(RAW, connection.stream(query, source.chunk_rows))
+        relation = _write_relation(ctx, source, merging, casts)
+        failpoints.hit("after_extract", source.name)
+        template = replace(
+            ctx.template, stats={**ctx.template.stats, STATE_KEY: new_state.to_json()}
         )
-        columns = f"* REPLACE ({replaced})" if replaced else "*"
-        try:
-            ctx.session.materialize(RAW, f'SELECT {columns} FROM "{RAW}_stream"')
-        except Exception as exc:  # the server or the stream failed midway
-            raise connection.failure(exc) from None
-    failpoints.hit("after_extract", source.name)
-    new_state = _new_state(ctx, source, state, State.of(ctx.previous))
-    _refuse_a_second_writer(ctx, source, new_state.sequence)
-    relation = _write_relation(ctx, source, merging)
-    template = replace(ctx.template, stats={**ctx.template.stats, STATE_KEY: new_state.to_json()})
-    result = write(
-        ctx.session,
-        ctx.lake,
-        WriteRequest(
+        request = WriteRequest(
             table=source.name,
             relation=relation,
             contract=source.contract,
@@ -147,10 +141,13 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
             merge_keys=source.primary_key,
             delete_flag=source.soft_delete if merging else None,
             transactions={_app_id(source): new_state.sequence},
-        ),
-    )
-    ctx.session.rows(f'DROP TABLE IF EXISTS "{RAW}"')
-    return result
+        )
+        try:
+            return write(ctx.session, ctx.lake, request)
+        except GristmillError:
+            raise
+        except Exception as exc:  # the server or the stream failed midway
+            raise connection.failure(exc) from None
 
 
 def _refuse_a_second_writer(ctx: StepContext, source: DatabaseSource, sequence: int) -> None:
@@ -167,32 +164,39 @@ def _refuse_a_second_writer(ctx: StepContext, source: DatabaseSource, sequence: 
         )
 
 
-def _new_state(
-    ctx: StepContext, source: DatabaseSource, old: State | None, last: State | None
+def _server_state(
+    connection: _Connection, source: DatabaseSource, old: State | None, last: State | None
 ) -> State:
-    """``old``: the state this extraction continues from (None: it read everything);
-    ``last``: the last extraction's, whose number this one follows."""
+    """The state this extraction reaches: the server's newest cursor value and the rows
+    within the lag below it (never behind ``old``); ``last``: the last extraction's, whose
+    number this one follows."""
     sequence = (last.sequence if last else 0) + 1
     if not source.incremental:
         return State(None, 0, sequence)
-    column = source.cursor[0]
-    # through Arrow: DuckDB hands time zone-aware values to Python only with pytz
-    high = ctx.session.reader(f'SELECT max("{column}") FROM "{RAW}"').read_all()[0][0].as_py()
-    if high is None:  # nothing read: the old watermark stands
+    column = _column(source.cursor[0])
+    dialect = _DIALECTS[source.dialect]
+    newest = _select_from(source).select(_max(column), append=False)
+    (high,) = connection.one(newest.sql(dialect=dialect))
+    if high is None:  # nothing there: the old watermark stands
         return State(old.watermark if old else None, old.window_rows if old else 0, sequence)
     if old is not None and old.watermark is not None and not _newer(high, old.watermark):
         high = old.watermark
-    low = _lower_bound(source, high)
-    ((window,),) = ctx.session.rows(
-        f'SELECT count(*) FROM "{RAW}" WHERE "{column}" > {_duckdb_literal(low)}'
-    )
-    return State(high, int(window), sequence)
+    counted = _count_above(column, _lower_bound(source, high), source.dialect)
+    in_window = _select_from(source).select(counted, append=False)
+    (window,) = connection.one(in_window.sql(dialect=dialect))
+    return State(high, int(window or 0), sequence)
 
 
-def _write_relation(ctx: StepContext, source: DatabaseSource, merging: bool) -> str:
-    """The rows to write: one per key (the newest by cursor) when a query may repeat a
-    key (a table's key is unique in one snapshot), without soft-deleted rows on a full
-    load (a merge deletes them by key)."""
+def _write_relation(
+    ctx: StepContext, source: DatabaseSource, merging: bool, casts: Mapping[str, str]
+) -> str:
+    """The rows to write, as a view over the server's stream (read once, by the writer):
+    declared DECIMAL types back, one row per key (the newest by cursor) when a query may
+    repeat a key (a table's key is unique in one snapshot), without soft-deleted rows on a
+    full load (a merge deletes them by key)."""
+    present = {c for c, _ in ctx.session.columns(RAW)}
+    replaced = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in casts.items() if c in present)
+    columns = f"* REPLACE ({replaced})" if replaced else "*"
     view = RAW + "_rows"
     keys = ", ".join(f'"{k}"' for k in source.primary_key)
     filters = []
@@ -202,11 +206,11 @@ def _write_relation(ctx: StepContext, source: DatabaseSource, merging: bool) -> 
     if keys and source.cursor and source.query is not None:
         order = ", ".join(f'"{c}" DESC' for c in source.cursor)
         sql = (
-            f'SELECT * FROM "{RAW}"{where} '
+            f'SELECT {columns} FROM "{RAW}"{where} '
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
         )
     else:
-        sql = f'SELECT * FROM "{RAW}"{where}'
+        sql = f'SELECT {columns} FROM "{RAW}"{where}'
     ctx.session.define(view, sql)
     return view
 
@@ -305,10 +309,6 @@ def _literal(value: Any, dialect: str = "postgresql") -> exp.Expression:
     if isinstance(value, date):
         return exp.cast(exp.Literal.string(value.isoformat()), exp.DataType.build("date"))
     return exp.Literal.string(str(value))
-
-
-def _duckdb_literal(value: Any) -> str:
-    return _literal(value).sql(dialect="duckdb")
 
 
 def _lower_bound(source: DatabaseSource, watermark: Any) -> Any:
