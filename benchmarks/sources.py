@@ -196,7 +196,8 @@ def main() -> None:
     if "dlt" in runs:
         d = median([r["seconds"] for r in runs["dlt"]])
         verdict.append(
-            f"dlt / gristmill: **{d / g:.1f}x** (target ≥ 3x: {'met' if d / g >= 3 else 'not met'})."
+            f"dlt / gristmill: **{d / g:.1f}x** "
+            f"(target ≥ 3x: {'met' if d / g >= 3 else 'not met'})."
         )
     verdict.append(
         f"Incremental after the newest 1% of the rows changed ({changed:,} rows merged): "
