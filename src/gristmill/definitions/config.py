@@ -94,6 +94,15 @@ class RunSettings(_Closed):
     (``gm.schedule(..., tags=["warehouse"])``, ``gristmill run --tag warehouse``)."""
 
 
+class PiiSettings(_Closed):
+    """``[pii]``: where the key of personal-data pseudonyms comes from (never the key)."""
+
+    key_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "GRISTMILL_PII_KEY"
+    """Environment variable holding the key."""
+    key_file: str | None = None
+    """Or a file holding it (relative to the project), read when the variable is not set."""
+
+
 class ProjectConfig(_Closed):
     """The contents of ``gristmill.toml``."""
 
@@ -119,6 +128,7 @@ class ProjectConfig(_Closed):
     duckdb: DuckDBSettings = DuckDBSettings()
     serve: ServeSettings = ServeSettings()
     runs: RunSettings = RunSettings()
+    pii: PiiSettings = PiiSettings()
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:

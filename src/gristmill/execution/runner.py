@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gristmill import failpoints
+from gristmill.definitions.config import PiiSettings
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.objects import StepKind
 from gristmill.definitions.partitions import Partition
@@ -86,8 +87,11 @@ class Runner:
         reporter: Reporter,
         parallelism: int,
         artifacts: ArtifactStore,
+        pii: PiiSettings | None = None,
     ) -> None:
         self.artifacts = artifacts
+        self.pii = pii or PiiSettings()
+        """Where sources find the key of personal-data pseudonyms."""
         self.root = root
         self.graph = graph
         self.catalog = catalog
@@ -442,6 +446,7 @@ class Runner:
                 state=self.catalog.reader(),
                 artifacts=self.artifacts,
                 partitions=partitions,
+                pii=self.pii,
             )
             output = run_step(ctx)
         materialization = replace(output.materialization, finished_at=utcnow())

@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 
 import pyarrow as pa
 
+from gristmill.definitions.config import PiiSettings
 from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Table
 from gristmill.definitions.partitions import Partition, PartitionRange
@@ -28,6 +29,7 @@ from gristmill.errors import (
 from gristmill.execution.engines import EngineSqlError, Session
 from gristmill.execution.ingest import check_files, raw_relation_sql
 from gristmill.execution.ml.train import Trained
+from gristmill.execution.sources.pii import pseudonymize
 from gristmill.execution.writer import WriteRequest, write, write_rows
 from gristmill.planning import PlannedStep, WriteMode
 from gristmill.storage.artifacts import ArtifactStore
@@ -58,6 +60,8 @@ class StepContext:
     artifacts: ArtifactStore | None = None
     partitions: tuple[Partition, ...] = ()
     """For a partitioned table: the partitions this commit builds (the rest stay)."""
+    pii: PiiSettings | None = None
+    """Where a source with personal-data columns finds its pseudonym key."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ def _ingest(ctx: StepContext, source: FileSource) -> Materialization:
     files = [f.path for f in ctx.planned.files]
     check_files(ctx.session, source, ctx.root, files)
     ctx.session.define(RELATION, raw_relation_sql(source, ctx.root, files))
+    relation = pseudonymize(ctx.session, source, RELATION, ctx.pii or PiiSettings(), ctx.root)
     appending = ctx.planned.mode is WriteMode.APPEND and ctx.previous is not None
     if appending:
         assert ctx.previous is not None
@@ -129,7 +134,7 @@ def _ingest(ctx: StepContext, source: FileSource) -> Materialization:
         ctx.lake,
         WriteRequest(
             table=source.name,
-            relation=RELATION,
+            relation=relation,
             contract=source.contract,
             mode=ctx.planned.mode if appending else WriteMode.OVERWRITE,
             template=ctx.template,
@@ -137,6 +142,7 @@ def _ingest(ctx: StepContext, source: FileSource) -> Materialization:
             existing=EXISTING if appending else None,
             previous_rows=ctx.previous.rows if appending and ctx.previous else 0,
             files=ctx.planned.files,
+            no_stats=tuple(c for c, _ in source.pii),
         ),
     )
 

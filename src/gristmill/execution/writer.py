@@ -52,9 +52,14 @@ class WriteRequest:
     """For ``WriteMode.MERGE``: a column that, when set, deletes the row with its key."""
     transactions: dict[str, int] = field(default_factory=dict)
     """Delta app transactions committed with the rows (a source's extraction number)."""
+    no_stats: tuple[str, ...] = ()
+    """Columns kept out of the Delta log's statistics (personal data)."""
 
 
 def write(session: Session, lake: Lake, request: WriteRequest) -> Materialization:
+    if request.no_stats:  # before any version is numbered (quarantine rows carry it)
+        columns = [c for c, _ in session.columns(request.relation) if not c.startswith("__gm")]
+        lake.keep_out_of_stats(request.table, columns, request.no_stats)
     if request.contract.is_empty and not request.files:
         return _commit(lake, request, session.reader(f'SELECT * FROM "{request.relation}"'), {})
     columns = [c for c, _ in session.columns(request.relation)]
@@ -135,6 +140,7 @@ def _commit(
             record=record.to_record(),
             predicate=request.predicate,
             transactions=request.transactions,
+            no_stats=request.no_stats,
         )
     appended = request.mode is WriteMode.APPEND
     if request.predicate is not None or request.mode is WriteMode.MERGE:

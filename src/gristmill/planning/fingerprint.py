@@ -42,6 +42,8 @@ def _source(definition: FileSource) -> str:
             "format": definition.format.value,
             "options": definition.options,
             "contract": definition.contract.describe(),
+            # only when set: a project from before pii= keeps its hashes (no re-ingest)
+            **({"pii": definition.pii} if definition.pii else {}),
         }
     )
 
@@ -59,6 +61,7 @@ def _database(definition: DatabaseSource) -> str:
             "primary_key": definition.primary_key,
             "soft_delete": definition.soft_delete,
             "contract": definition.contract.describe(),
+            **({"pii": definition.pii} if definition.pii else {}),
         }
     )
 

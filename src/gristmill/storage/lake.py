@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -255,8 +255,12 @@ class Lake:
         predicate: str | None = None,
         merge_schema: bool = False,
         transactions: Mapping[str, int] | None = None,
+        no_stats: Sequence[str] = (),
     ) -> Written:
         """Commit ``data`` as the next version of ``name``; say which version and rows.
+
+        ``no_stats``: columns kept out of the Delta log's file statistics (personal data:
+        a min/max in the log outlives the rows it came from).
 
         ``transactions`` (app id -> version) ride in the same commit as Delta app
         transactions: a writer that records how far it got there commits each part once.
@@ -273,10 +277,15 @@ class Lake:
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
         )
+        configuration = _stats_configuration([f.name for f in data.schema], no_stats)
+        created: dict[str, str | None] | None = None
+        if configuration and handle is None and not self.exists(name):
+            created = dict(configuration)  # a new table; an existing one: keep_out_of_stats
         try:
-            write_deltalake(
+            write_deltalake(  # type: ignore[misc]
                 handle if handle is not None else path,
                 stream,
+                configuration=created,
                 # deltalake's overloads take predicate only with mode="overwrite"; when
                 # appending it is None, which the implementation accepts
                 mode=mode,  # type: ignore[arg-type]
@@ -317,6 +326,7 @@ class Lake:
         if handle is None or self.has_commit_after(name, handle.version()):
             handle = self._table(name)
         _check_columns(name, pa.schema(handle.schema().to_arrow()), data.schema)
+
         counter = _RowCounter()
         stream = data if isinstance(data, pa.Table) else counter.wrap(data)
         on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
@@ -351,6 +361,21 @@ class Lake:
         _clean_log_at_checkpoint(self.path(name), handle)
         rows = data.num_rows if isinstance(data, pa.Table) else counter.rows
         return Written(version=handle.version(), rows=rows, schema=data.schema)
+
+    def keep_out_of_stats(self, name: str, columns: Sequence[str], no_stats: Sequence[str]) -> None:
+        """Keep ``no_stats`` out of an existing table's file statistics from its next commit
+        on (a commit of its own, before the writer numbers the version it writes; a new
+        table gets the property with its first commit)."""
+        configuration = _stats_configuration(columns, no_stats)
+        if not configuration or not self.exists(name):
+            return
+        table = self._table(name)
+        current = table.metadata().configuration
+        if all(current.get(k) == v for k, v in configuration.items()):
+            return
+        table.alter.set_table_properties(dict(configuration))
+        with self._lock:
+            self._handles[name] = table
 
     def transaction_version(self, name: str, app_id: str) -> int | None:
         """The last version that ``app_id`` committed to ``name`` (None: never, or no table)."""
@@ -409,6 +434,17 @@ def _clean_log_at_checkpoint(path: Path, table: DeltaTable) -> None:
     wrote a checkpoint (one stat to know)."""
     if (path / "_delta_log" / f"{table.version():020d}.checkpoint.parquet").exists():
         table.cleanup_metadata()
+
+
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+
+
+def _stats_configuration(columns: Sequence[str], no_stats: Sequence[str]) -> dict[str, str] | None:
+    """The table property that keeps ``no_stats`` out of the log's statistics."""
+    if not no_stats:
+        return None
+    kept = [f"`{c}`" for c in columns if c not in set(no_stats) and not c.startswith("__gm")]
+    return {STATS_COLUMNS: ",".join(kept)}
 
 
 def _check_columns(name: str, table: pa.Schema, incoming: pa.Schema) -> None:

@@ -562,6 +562,7 @@ class Workspace:
             reporter=reporter,
             parallelism=self.project.config.parallelism,
             artifacts=self.artifacts,
+            pii=self.project.config.pii,
         )
 
     # ---- reading ---------------------------------------------------------------------

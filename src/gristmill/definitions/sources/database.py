@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from gristmill.definitions.contracts import RowCheck, RowCount
 from gristmill.definitions.objects import _caller_location, check_name, make_contract
-from gristmill.definitions.sources.base import Source
+from gristmill.definitions.sources.base import Source, check_pii
 from gristmill.errors import DefinitionError, Location
 
 SCHEMES = {
@@ -79,6 +79,7 @@ def database_source(
     checks: Sequence[RowCheck | tuple[RowCheck, ...]] = (),
     row_count: RowCount | None = None,
     max_quarantine_share: float = 0.05,
+    pii: Mapping[str, str] | None = None,
     description: str = "",
 ) -> DatabaseSource:
     """Declare a database table (or query) to extract into table ``name``.
@@ -97,6 +98,8 @@ def database_source(
         chunk_rows: rows per batch streamed from the database.
         deletes: ``"none"`` or ``"soft:COLUMN"`` (a row whose COLUMN is set is deleted).
         columns: optional column types (DuckDB) to keep and cast; others are dropped.
+        pii: personal-data columns and their kind (``email``, ``phone``, ``name``, ``id``,
+            ``free_text``): stored as keyed HMAC-SHA256 pseudonyms, never as they are.
     """
     location = _caller_location()
     check_name(name, location)
@@ -155,6 +158,7 @@ def database_source(
         lag=lag_value,
         chunk_rows=chunk_rows,
         soft_delete=soft,
+        pii=check_pii(name, pii, columns or {}, location),
     )
 
 

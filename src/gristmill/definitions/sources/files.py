@@ -10,7 +10,7 @@ from typing import Any
 
 from gristmill.definitions.contracts import RowCheck, RowCount
 from gristmill.definitions.objects import _caller_location, check_name, make_contract
-from gristmill.definitions.sources.base import Source
+from gristmill.definitions.sources.base import Source, check_pii
 from gristmill.errors import DefinitionError, Location
 
 
@@ -55,6 +55,7 @@ def source(
     row_count: RowCount | None = None,
     max_quarantine_share: float = 0.05,
     options: Mapping[str, Any] | None = None,
+    pii: Mapping[str, str] | None = None,
     description: str = "",
 ) -> FileSource:
     """Declare files (a path or glob, relative to the project) to ingest into table ``name``.
@@ -69,6 +70,8 @@ def source(
         row_count: bounds on the table's rows after ingestion.
         max_quarantine_share: the step fails if a larger share of new rows is quarantined.
         options: extra reader options passed to DuckDB (e.g. ``{"delim": ";"}``).
+        pii: personal-data columns and their kind (``email``, ``phone``, ``name``, ``id``,
+            ``free_text``): stored as keyed HMAC-SHA256 pseudonyms, never as they are.
     """
     location = _caller_location()
     check_name(name, location)
@@ -91,6 +94,7 @@ def source(
         format=fmt,
         contract=contract,
         options=tuple(sorted((options or {}).items())),
+        pii=check_pii(name, pii, columns, location),
     )
 
 

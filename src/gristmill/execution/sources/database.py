@@ -141,6 +141,7 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
             merge_keys=source.primary_key,
             delete_flag=source.soft_delete if merging else None,
             transactions={_app_id(source): new_state.sequence},
+            no_stats=tuple(c for c, _ in source.pii),
         )
         try:
             return write(ctx.session, ctx.lake, request)
@@ -212,7 +213,10 @@ def _write_relation(
     else:
         sql = f'SELECT {columns} FROM "{RAW}"{where}'
     ctx.session.define(view, sql)
-    return view
+    from gristmill.definitions.config import PiiSettings
+    from gristmill.execution.sources.pii import pseudonymize
+
+    return pseudonymize(ctx.session, source, view, ctx.pii or PiiSettings(), ctx.root)
 
 
 def _app_id(source: DatabaseSource) -> str:
