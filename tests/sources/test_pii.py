@@ -146,3 +146,18 @@ def test_database_source_pseudonymizes_too(tmp_path: Path, monkeypatch: pytest.M
     finally:
         with psycopg.connect(PG, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_the_key_variable_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gristmill.errors import ConfigError
+
+    monkeypatch.delenv("GRISTMILL_PII_KEY", raising=False)
+    monkeypatch.setenv("SHOP_PII_KEY", KEY)
+    toml = 'name = "t"\n[pii]\nkey_env = "SHOP_PII_KEY"\n'
+    root = write_project(tmp_path / "p", module=MODULE, sql={}, data={"a.csv": CSV}, toml=toml)
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    assert ws.read("people")["email"][0].as_py() == pseudonym("alice@example.com")
+    (root / "gristmill.toml").write_text('name = "t"\n[pii]\nkey_env = "not a name"\n')
+    with pytest.raises(ConfigError, match="key_env"):
+        Workspace.open(root).plan()
