@@ -536,32 +536,27 @@ class _MySQL(_Connection):
             raise self.failure(ConnectionError(f"connection refused ({exc})")) from None
 
     def one(self, sql: str) -> tuple[Any, ...]:
-        import connectorx as cx
-
-        try:
-            table = cx.read_sql(self._url(), sql, return_type="arrow", pre_execution_query=self.PRE)
-        except BaseException as exc:  # noqa: BLE001 - connectorx raises Rust panics too
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            raise self.failure(exc) from None
-        return tuple(column[0].as_py() for column in table.columns)
+        return tuple(column[0].as_py() for column in self._read(sql).columns)
 
     def stream(self, sql: str, batch_rows: int) -> pa.RecordBatchReader:
+        return _plain_types(self._read(sql).to_reader(max_chunksize=batch_rows))
+
+    def _read(self, sql: str) -> pa.Table:
+        """One statement in a consistent snapshot, in UTC, whole (connectorx's streaming
+        reader aborts the process on an error midway)."""
         import connectorx as cx
 
         try:
-            table = cx.read_sql(self._url(), sql, return_type="arrow", pre_execution_query=self.PRE)
+            return cx.read_sql(self._url(), sql, return_type="arrow", pre_execution_query=self.PRE)
         except BaseException as exc:  # noqa: BLE001 - connectorx raises Rust panics too
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             raise self.failure(exc) from None
-        return _plain_types(table.to_reader(max_chunksize=batch_rows))
 
     def numeric_types(self, source: DatabaseSource) -> dict[str, str]:
         """connectorx reads DECIMAL(p, s) as DECIMAL(38, 10): the declared type back."""
         if source.table is None or source.contract.columns:
             return {}
-        import connectorx as cx
         from sqlglot import exp
 
         schema, _, name = source.table.rpartition(".")
@@ -576,12 +571,7 @@ class _MySQL(_Connection):
                 )
             )
         )
-        try:
-            table = cx.read_sql(self._url(), query.sql(dialect="mysql"), return_type="arrow")
-        except BaseException as exc:  # noqa: BLE001 - connectorx raises Rust panics too
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                raise
-            raise self.failure(exc) from None
+        table = self._read(query.sql(dialect="mysql"))
         return {
             str(r["column_name"]): f"DECIMAL({r['numeric_precision']}, {r['numeric_scale']})"
             for r in table.rename_columns(
