@@ -353,8 +353,21 @@ class Lake:
                 )
             else:
                 merger = merger.when_matched_update_all().when_not_matched_insert_all()
+            before = handle.version()
             merger.execute()
+            if handle.version() == before:  # nothing to merge: Delta commits nothing, but
+                # the state (record, app transaction) must still become a version
+                from deltalake import write_deltalake
+
+                empty = pa.schema(handle.schema().to_arrow()).empty_table()
+                write_deltalake(handle, empty, mode="append", commit_properties=properties)
         except DeltaError as exc:
+            if "multiple source rows" in str(exc):
+                raise LakeError(
+                    f"merging into table {name!r}: a key ({', '.join(keys)}) appears more "
+                    "than once in the rows read",
+                    hint="the primary key must be unique at the source: check primary_key=",
+                ) from None
             raise LakeError(f"merging into table {name!r} failed: {exc}") from exc
         with self._lock:
             self._handles[name] = handle

@@ -26,9 +26,11 @@ SCHEMES = {
     "mariadb": "mysql",
 }
 """URL scheme -> dialect (what reads it: ADBC for PostgreSQL, connectorx for MySQL)."""
+_SECRET_KEYS = frozenset({"password", "passwd", "pwd", "sslpassword"})
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _QUALIFIED = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+MAX_CHUNK_ROWS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,22 @@ def database_source(
     from gristmill.definitions.models import parse_duration
 
     lag_value = parse_duration(lag, location, "lag")
-    if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
+    if (
+        not isinstance(chunk_rows, int)
+        or isinstance(chunk_rows, bool)
+        or not 1 <= chunk_rows <= MAX_CHUNK_ROWS
+    ):
         raise DefinitionError(
-            f"database source {name!r}: chunk_rows must be a positive whole number, "
-            f"not {chunk_rows!r}",
+            f"database source {name!r}: chunk_rows must be a whole number from 1 to "
+            f"{MAX_CHUNK_ROWS:,}, not {chunk_rows!r}",
             location=location,
         )
     soft = _deletes(name, deletes, location)
-    contract = make_contract(columns, checks, row_count, max_quarantine_share, location)
+    from gristmill.definitions.contracts import not_null
+
+    # a row without its key could never be merged again (NULL matches nothing): quarantined
+    keyed = [*checks, not_null(*keys)] if keys else list(checks)
+    contract = make_contract(columns, keyed, row_count, max_quarantine_share, location)
     if columns:
         needed = [c for c in (*cursors, *keys, *([soft] if soft else [])) if c not in columns]
         if needed:
@@ -183,13 +193,23 @@ def _dialect(name: str, url: object, location: Location) -> str:
             location=location,
             hint="use postgresql://… or mysql://… (MariaDB too)",
         )
-    password = parts.netloc.rpartition("@")[0].partition(":")[2] if "@" in parts.netloc else ""
-    if password and not _PLACEHOLDER.fullmatch(password):
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    password = userinfo.partition(":")[2]
+    from urllib.parse import parse_qsl
+
+    query_secret = [k for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_KEYS and v]
+    if (password and not _PLACEHOLDER.fullmatch(password)) or query_secret:
         raise DefinitionError(
             f"database source {name!r}: the URL holds a password; a project file must not",
             location=location,
             hint="put it in an environment variable and name it in the URL: "
             "postgresql://user:${SHOP_PASSWORD}@host/db",
+        )
+    if _PLACEHOLDER.search(hostport + parts.path + parts.query):
+        raise DefinitionError(
+            f"database source {name!r}: ${{…}} placeholders stand for a user or password only",
+            location=location,
+            hint="write the host, port and database as they are",
         )
     return dialect
 

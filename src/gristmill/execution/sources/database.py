@@ -81,9 +81,16 @@ def discover(source: DatabaseSource, last: Materialization | None) -> SourceOffe
     state = State.of(last)
     if not source.incremental:
         return SourceOffer(news="a source without a cursor is read whole on every run")
-    if state is None or state.watermark is None:
-        return SourceOffer(news="no watermark yet: reading everything")
     cursor = source.cursor[0]
+    if state is None:
+        return SourceOffer(news="no watermark yet: reading everything")
+    if state.watermark is None:  # the table was empty: anything there now?
+        newest = _select_from(source).select(_max(_column(cursor)), append=False)
+        with _connection(source) as connection:
+            (high,) = connection.one(newest.sql(dialect=_DIALECTS[source.dialect]))
+        if high is None:
+            return SourceOffer(unchanged="no rows yet")
+        return SourceOffer(news=f"first rows (up to {cursor} {_show(high)})")
     low = _lower_bound(source, state.watermark)
     column = _column(cursor)
     counted = _count_above(column, low, source.dialect)
@@ -120,12 +127,16 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
     low = None
     if state is not None and state.watermark is not None and source.incremental:
         low = _lower_bound(source, state.watermark)
-    query = _read_query(source, low).sql(dialect=_DIALECTS[source.dialect])
     with _connection(source) as connection:
         new_state = _server_state(connection, source, state, State.of(ctx.previous))
         _refuse_a_second_writer(ctx, source, new_state.sequence)
-        casts = connection.numeric_types(source)
-        ctx.session.register(RAW, connection.stream(query, source.chunk_rows))
+        columns = connection.table_columns(source)
+        casts = {name: kind for name, kind in columns if kind is not None}
+        text = [name for name in casts] if connection.DECIMALS_AS_TEXT else []
+        query = _read_query(source, low, [n for n, _ in columns], text)
+        ctx.session.register(
+            RAW, connection.stream(query.sql(dialect=_DIALECTS[source.dialect]), source.chunk_rows)
+        )
         relation = _write_relation(ctx, source, merging, casts)
         failpoints.hit("after_extract", source.name)
         template = replace(
@@ -192,31 +203,68 @@ def _write_relation(
     ctx: StepContext, source: DatabaseSource, merging: bool, casts: Mapping[str, str]
 ) -> str:
     """The rows to write, as a view over the server's stream (read once, by the writer):
-    declared DECIMAL types back, one row per key (the newest by cursor) when a query may
-    repeat a key (a table's key is unique in one snapshot), without soft-deleted rows on a
-    full load (a merge deletes them by key)."""
-    present = {c for c, _ in ctx.session.columns(RAW)}
-    replaced = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in casts.items() if c in present)
-    columns = f"* REPLACE ({replaced})" if replaced else "*"
+    declared DECIMAL types back, types Delta cannot hold as text or a wider type, one row
+    per key (the newest by cursor) when a query may repeat a key (a table's key is unique
+    in one snapshot), without soft-deleted rows on a full load (a merge deletes them)."""
+    types = dict(ctx.session.columns(RAW))
+    _require_columns(source, types)
+    replaced = []
+    for column, kind in types.items():
+        target = casts.get(column) or _DELTA_SAFE.get(kind.split("(")[0].upper())
+        if target is not None:
+            replaced.append(f"CAST({_q(column)} AS {target}) AS {_q(column)}")
+    columns = f"* REPLACE ({', '.join(replaced)})" if replaced else "*"
     view = RAW + "_rows"
-    keys = ", ".join(f'"{k}"' for k in source.primary_key)
-    filters = []
+    where = ""
     if source.soft_delete and not merging:
-        filters.append(f'"{source.soft_delete}" IS NULL')
-    where = f" WHERE {' AND '.join(filters)}" if filters else ""
-    if keys and source.cursor and source.query is not None:
-        order = ", ".join(f'"{c}" DESC' for c in source.cursor)
-        sql = (
-            f'SELECT {columns} FROM "{RAW}"{where} '
-            f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
-        )
-    else:
-        sql = f'SELECT {columns} FROM "{RAW}"{where}'
+        where = f" WHERE {_q(source.soft_delete)} IS NULL"
+    sql = f"SELECT {columns} FROM {_q(RAW)}{where}"
+    if source.primary_key and source.cursor and source.query is not None:
+        keys = ", ".join(_q(k) for k in source.primary_key)
+        order = ", ".join(f"{_q(c)} DESC" for c in source.cursor)
+        sql += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
     ctx.session.define(view, sql)
     from gristmill.definitions.config import PiiSettings
     from gristmill.execution.sources.pii import pseudonymize
 
     return pseudonymize(ctx.session, source, view, ctx.pii or PiiSettings(), ctx.root)
+
+
+_DELTA_SAFE = {
+    "TIME": "VARCHAR",
+    "TIMETZ": "VARCHAR",
+    "TIME WITH TIME ZONE": "VARCHAR",
+    "INTERVAL": "VARCHAR",
+    "UTINYINT": "SMALLINT",
+    "USMALLINT": "INTEGER",
+    "UINTEGER": "BIGINT",
+    "UBIGINT": "DECIMAL(20, 0)",
+    "HUGEINT": "VARCHAR",
+    "UHUGEINT": "VARCHAR",
+}
+"""DuckDB types a Delta table cannot hold, as the nearest exact type it can (a time of
+day and an interval as their text, an unsigned integer as a wider signed one)."""
+
+
+def _require_columns(source: DatabaseSource, present: Mapping[str, str]) -> None:
+    for setting, names in (
+        ("primary_key", source.primary_key),
+        ("cursor", source.cursor),
+        ("deletes", (source.soft_delete,) if source.soft_delete else ()),
+    ):
+        missing = [n for n in names if n not in present]
+        if missing:
+            raise SourceReadError(
+                f"database source {source.name!r}: {setting}= names {missing[0]!r}, which "
+                "the rows read do not have",
+                location=source.location,
+                hint="its columns: " + ", ".join(present),
+            )
+
+
+def _q(name: str) -> str:
+    """A DuckDB identifier, quoted (a column may be named anything at the source)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _app_id(source: DatabaseSource) -> str:
@@ -243,24 +291,37 @@ def _select_from(source: DatabaseSource) -> exp.Select:
         try:
             inner = parse_one(source.query or "", dialect=dialect)
         except Exception as exc:  # sqlglot's ParseError and kin: the user's query
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
             raise DefinitionError(
-                f"database source {source.name!r}: its query does not parse: {exc}",
+                f"database source {source.name!r}: its query does not parse: {plain}",
                 location=source.location,
             ) from None
         relation = exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier("gm_q")))
     return exp.select(exp.Star()).from_(relation)
 
 
-def _read_query(source: DatabaseSource, low: Any) -> exp.Select:
+def _read_query(
+    source: DatabaseSource, low: Any, columns: list[str], text: list[str]
+) -> exp.Select:
+    """The read: the declared columns (or all), those in ``text`` read as text (exact
+    decimals where the driver would round them), at or past the lower bound."""
     from sqlglot import exp
 
     query = _select_from(source)
-    if source.contract.columns:
-        wanted = list(source.contract.columns)
-        query = query.select(*[_column(c) for c in wanted], append=False)
+    wanted = list(source.contract.columns) or (columns if text else [])
+    if wanted:
+        query = query.select(
+            *[
+                exp.cast(_column(c), "CHAR").as_(c, quoted=True) if c in text else _column(c)
+                for c in wanted
+            ],
+            append=False,
+        )
     if low is not None:
         bound = _literal(low, source.dialect)
-        query = query.where(exp.GT(this=_column(source.cursor[0]), expression=bound))
+        # at or past: rows that share the watermark's value (a tie) are read again, and
+        # merged once, never missed
+        query = query.where(exp.GTE(this=_column(source.cursor[0]), expression=bound))
     return query
 
 
@@ -279,7 +340,7 @@ def _max(column: exp.Expression) -> exp.Expression:
 def _count_above(column: exp.Expression, low: Any, dialect: str) -> exp.Expression:
     from sqlglot import exp
 
-    above = exp.GT(this=column, expression=_literal(low, dialect))
+    above = exp.GTE(this=column, expression=_literal(low, dialect))
     return exp.Count(this=exp.Case(ifs=[exp.If(this=above, true=exp.Literal.number(1))]))
 
 
@@ -386,10 +447,14 @@ class _Connection:
     def one(self, sql: str) -> tuple[Any, ...]:
         raise NotImplementedError
 
-    def numeric_types(self, source: DatabaseSource) -> dict[str, str]:
-        """Declared DECIMAL types of a table's columns that the driver hands over as text
-        (column -> DuckDB type); none to cast by default."""
-        return {}
+    DECIMALS_AS_TEXT = False
+    """Whether the read must ask for DECIMAL columns as text (the driver rounds them)."""
+
+    def table_columns(self, source: DatabaseSource) -> list[tuple[str, str | None]]:
+        """A table source's columns in order, each with the DuckDB type its values are cast
+        to after the read (its declared DECIMAL, where the driver hands over text or a
+        rounded value; None: as read). Nothing for a query or declared columns."""
+        return []
 
     def stream(self, sql: str, batch_rows: int) -> pa.RecordBatchReader:
         raise NotImplementedError
@@ -401,6 +466,14 @@ class _Connection:
         """The driver's error as ours: where, what, what to do; never a secret."""
         text = self._clean(str(exc))
         name = self.source.name
+        if _REFUSED.search(text):  # reached, and refused: trying again will not help
+            return SourceReadError(
+                f"database source {name!r}: {self.source.dialect} at {self.where} refused the "
+                f"connection: {_first_line(text)}",
+                location=self.source.location,
+                hint="check the user, its password (in the environment variable the URL "
+                "names), the database name and the URL's options",
+            )
         if _UNREACHABLE.search(text):
             return SourceUnavailableError(
                 f"database source {name!r}: cannot reach {self.source.dialect} at {self.where}: "
@@ -424,6 +497,13 @@ class _Connection:
 
 
 _PORTS = {"postgresql": 5432, "mysql": 3306}
+_REFUSED = re.compile(
+    r"access denied|password authentication failed|authentication failed|"
+    r"no pg_hba.conf entry|database \S+ does not exist|unknown database|"
+    r"role \S+ does not exist|invalid connection option|invalid \w+ value|"
+    r"invalid sslmode|error 1045|error 1044|error 1049",
+    re.IGNORECASE,
+)
 _UNREACHABLE = re.compile(
     r"connection refused|could not connect|failed to connect|timed out|timeout|"
     r"no route to host|name or service not known|could not translate host|"
@@ -449,7 +529,9 @@ class _Postgres(_Connection):
 
             raise MissingExtraError("adbc-driver-postgresql", "databases") from None
         try:
-            self._conn = pg.connect(_with_timeout(url))
+            self._conn = pg.connect(
+                _with_timeout(re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url))
+            )
             self._cursor = self._conn.cursor()
             self._cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         except Exception as exc:
@@ -464,32 +546,35 @@ class _Postgres(_Connection):
         assert row is not None
         return tuple(row)
 
-    def numeric_types(self, source: DatabaseSource) -> dict[str, str]:
-        """ADBC reads NUMERIC as text (its precision is per value): a table's declared
-        ``numeric(p, s)`` columns become DECIMAL(p, s) (up to 38 digits), others DOUBLE."""
+    def table_columns(self, source: DatabaseSource) -> list[tuple[str, str | None]]:
+        """ADBC reads NUMERIC as text (its precision is per value): a ``numeric(p, s)``
+        column of the table (resolved as the server does, through the search path) lands
+        as DECIMAL(p, s) up to 38 digits; wider or unconstrained ones stay exact text."""
         if source.table is None or source.contract.columns:
-            return {}
+            return []
         from sqlglot import exp
 
-        schema, _, name = source.table.rpartition(".")
-        info = exp.to_table("information_schema.columns")
-        query = (
-            exp.select("column_name", "numeric_precision", "numeric_scale")
-            .from_(info)
-            .where(exp.column("table_name").eq(exp.Literal.string(name)))
-            .where(exp.column("data_type").eq(exp.Literal.string("numeric")))
+        relation = exp.Literal.string(
+            exp.to_table(source.table, dialect="postgres").sql(dialect="postgres")
         )
-        if schema:
-            query = query.where(exp.column("table_schema").eq(exp.Literal.string(schema)))
+        # atttypmod of numeric(p, s) is ((p << 16) | s) + 4; -1 when unconstrained
+        query = f"""SELECT attname, CASE WHEN atttypid = 'numeric'::regtype THEN atttypmod
+                    END FROM pg_attribute WHERE attrelid = to_regclass({relation.sql()})
+                    AND attnum > 0 AND NOT attisdropped ORDER BY attnum"""
         try:
-            self._cursor.execute(query.sql(dialect="postgres"))
+            self._cursor.execute(query)
             rows = self._cursor.fetchall()
         except Exception as exc:
             raise self.failure(exc) from None
-        return {
-            str(c): f"DECIMAL({p}, {s})" if p is not None and int(p) <= 38 else "DOUBLE"
-            for c, p, s in rows
-        }
+        out: list[tuple[str, str | None]] = []
+        for name, typmod in rows:
+            kind = None
+            if typmod is not None and int(typmod) >= 4:
+                precision, scale = (int(typmod) - 4) >> 16, (int(typmod) - 4) & 0xFFFF
+                if precision <= 38:
+                    kind = f"DECIMAL({precision}, {scale})"
+            out.append((str(name), kind))
+        return out
 
     def stream(self, sql: str, batch_rows: int) -> pa.RecordBatchReader:
         try:
@@ -553,32 +638,36 @@ class _MySQL(_Connection):
                 raise
             raise self.failure(exc) from None
 
-    def numeric_types(self, source: DatabaseSource) -> dict[str, str]:
-        """connectorx reads DECIMAL(p, s) as DECIMAL(38, 10): the declared type back."""
+    DECIMALS_AS_TEXT = True
+
+    def table_columns(self, source: DatabaseSource) -> list[tuple[str, str | None]]:
+        """connectorx reads DECIMAL(p, s) as DECIMAL(38, 10), rounding a finer scale and
+        failing on wider values: a table's DECIMAL columns are read as text and cast to
+        their declared type (up to 38 digits; wider ones stay exact text)."""
         if source.table is None or source.contract.columns:
-            return {}
+            return []
         from sqlglot import exp
 
         schema, _, name = source.table.rpartition(".")
         query = (
-            exp.select("column_name", "numeric_precision", "numeric_scale")
+            exp.select("column_name", "data_type", "numeric_precision", "numeric_scale")
             .from_(exp.to_table("information_schema.columns"))
             .where(exp.column("table_name").eq(exp.Literal.string(name)))
-            .where(exp.column("data_type").eq(exp.Literal.string("decimal")))
             .where(
                 exp.column("table_schema").eq(
                     exp.Literal.string(schema) if schema else exp.func("database")
                 )
             )
+            .order_by("ordinal_position")
         )
-        table = self._read(query.sql(dialect="mysql"))
-        return {
-            str(r["column_name"]): f"DECIMAL({r['numeric_precision']}, {r['numeric_scale']})"
-            for r in table.rename_columns(
-                ["column_name", "numeric_precision", "numeric_scale"]
-            ).to_pylist()
-            if r["numeric_precision"] is not None and int(r["numeric_precision"]) <= 38
-        }
+        out: list[tuple[str, str | None]] = []
+        found = self._read(query.sql(dialect="mysql"))
+        for column, kind, precision, scale in zip(*found.to_pydict().values(), strict=True):
+            cast = None
+            if str(kind).lower() == "decimal":
+                cast = "VARCHAR" if int(precision) > 38 else f"DECIMAL({precision}, {scale})"
+            out.append((str(column), cast))
+        return out
 
     def _url(self) -> str:
         return re.sub(r"^(mariadb|mysql)(\+\w+)?://", "mysql://", self.url)
@@ -626,11 +715,26 @@ def _plain_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
         return reader
     plain = pa.schema([pa.field(f.name, _storage(f.type), f.nullable) for f in schema])
 
+    uuids = {i for i, f in enumerate(schema) if "uuid" in str(f.type).lower()}
+    if uuids:  # the canonical text form, not 16 raw bytes
+        plain = pa.schema(
+            [
+                pa.field(f.name, pa.string(), f.nullable) if i in uuids else f
+                for i, f in enumerate(plain)
+            ]
+        )
+
     def batches() -> Iterator[pa.RecordBatch]:
+        import uuid
+
         for batch in reader:
-            yield pa.RecordBatch.from_arrays(
-                [_storage_array(column) for column in batch.columns], schema=plain
-            )
+            arrays = [_storage_array(column) for column in batch.columns]
+            for i in uuids:
+                arrays[i] = pa.array(
+                    [None if b is None else str(uuid.UUID(bytes=b)) for b in arrays[i].to_pylist()],
+                    pa.string(),
+                )
+            yield pa.RecordBatch.from_arrays(arrays, schema=plain)
 
     return pa.RecordBatchReader.from_batches(plain, batches())
 
