@@ -734,3 +734,31 @@ def test_mariadb_exact_decimals_unsigned_keys_and_ties(tmp_path: Path) -> None:
         assert sorted(ws.read("o")["id"].to_pylist()) == [1, Decimal("18446744073709551615")]
     finally:
         mariadb(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_a_late_commit_moving_a_row_inside_the_window_is_seen(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    """Neither the newest cursor value nor the window's row count moves when a late commit
+    updates a row already inside the lag window; the window's sum of cursor values does."""
+    import psycopg
+
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    root = project(tmp_path / "p", pg_orders(pg_schema, lag='"30s"'))
+    pg(f"""UPDATE "{pg_schema}".orders SET updated_at = now() WHERE id = 1""")
+    assert Workspace.open(root).run().ok
+    late = psycopg.connect(PG)
+    late.execute(
+        f"""UPDATE "{pg_schema}".orders SET customer = 'late', updated_at = now()
+            WHERE id = 1"""
+    )
+    time.sleep(0.2)
+    pg(f"""INSERT INTO "{pg_schema}".orders (id, customer, amount) VALUES (600, 'n', 1)""")
+    assert Workspace.open(root).run().ok  # reads 600, not the uncommitted update
+    late.commit()
+    late.close()
+    ws = Workspace.open(root)
+    assert ws.plan().step("orders").reason.startswith("rows changed within the lag")
+    assert ws.run().ok
+    assert lake_rows(ws) == source_rows(pg_schema)
+    assert Workspace.open(root).run().result.status == "noop"

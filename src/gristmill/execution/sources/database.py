@@ -51,6 +51,9 @@ class State:
     watermark: Any
     window_rows: int
     sequence: int
+    window_sum: str | None = None
+    """The sum of the cursor values (as seconds, for times) in the lag window: a late
+    commit that moves a row's cursor inside the window changes it, not the count."""
 
     def to_json(self) -> dict[str, Any]:
         kind, text = _encode(self.watermark)
@@ -58,6 +61,7 @@ class State:
             "watermark": text,
             "watermark_type": kind,
             "window_rows": self.window_rows,
+            "window_sum": self.window_sum,
             "sequence": self.sequence,
         }
 
@@ -70,6 +74,7 @@ class State:
             _decode(data.get("watermark_type"), data.get("watermark")),
             int(data.get("window_rows") or 0),
             int(data.get("sequence") or 0),
+            data.get("window_sum"),
         )
 
 
@@ -93,20 +98,18 @@ def discover(source: DatabaseSource, last: Materialization | None) -> SourceOffe
         return SourceOffer(news=f"first rows (up to {cursor} {_show(high)})")
     low = _lower_bound(source, state.watermark)
     column = _column(cursor)
-    counted = _count_above(column, low, source.dialect)
-    query = _select_from(source).select(
-        _max(column).as_("high"), counted.as_("window"), append=False
-    )
+    counted, summed = _window(column, low, source.dialect)
+    query = _select_from(source).select(_max(column), counted, summed, append=False)
     with _connection(source) as connection:
-        row = connection.one(query.sql(dialect=_DIALECTS[source.dialect]))
-    high, window = row[0], int(row[1] or 0)
+        high, window, total = connection.one(query.sql(dialect=_DIALECTS[source.dialect]))
     shown = _show(state.watermark)
     if high is not None and _newer(high, state.watermark):
         return SourceOffer(news=f"rows past {cursor} {shown} (up to {_show(high)})")
-    if window != state.window_rows:
-        return SourceOffer(
-            news=f"{window - state.window_rows:+d} row(s) within the lag below {cursor} {shown}"
-        )
+    if int(window or 0) != state.window_rows:
+        change = int(window or 0) - state.window_rows
+        return SourceOffer(news=f"{change:+d} row(s) within the lag below {cursor} {shown}")
+    if state.window_sum is not None and _sum_text(total) != state.window_sum:
+        return SourceOffer(news=f"rows changed within the lag below {cursor} {shown}")
     return SourceOffer(unchanged=f"no rows past {cursor} {shown}")
 
 
@@ -193,10 +196,10 @@ def _server_state(
         return State(old.watermark if old else None, old.window_rows if old else 0, sequence)
     if old is not None and old.watermark is not None and not _newer(high, old.watermark):
         high = old.watermark
-    counted = _count_above(column, _lower_bound(source, high), source.dialect)
-    in_window = _select_from(source).select(counted, append=False)
-    (window,) = connection.one(in_window.sql(dialect=dialect))
-    return State(high, int(window or 0), sequence)
+    counted, summed = _window(column, _lower_bound(source, high), source.dialect)
+    in_window = _select_from(source).select(counted, summed, append=False)
+    window, total = connection.one(in_window.sql(dialect=dialect))
+    return State(high, int(window or 0), sequence, _sum_text(total))
 
 
 def _write_relation(
@@ -337,11 +340,35 @@ def _max(column: exp.Expression) -> exp.Expression:
     return exp.Max(this=column)
 
 
-def _count_above(column: exp.Expression, low: Any, dialect: str) -> exp.Expression:
+def _window(
+    column: exp.Expression, low: Any, dialect: str
+) -> tuple[exp.Expression, exp.Expression]:
+    """The rows at or past ``low``: their count, and the sum of their cursor values (as
+    epoch seconds for times and dates)."""
     from sqlglot import exp
 
     above = exp.GTE(this=column, expression=_literal(low, dialect))
-    return exp.Count(this=exp.Case(ifs=[exp.If(this=above, true=exp.Literal.number(1))]))
+    value: exp.Expression = column
+    if isinstance(low, str):  # text cursors: no sum, the count alone
+        value = exp.null()
+    elif isinstance(low, datetime | date):
+        value = (
+            exp.Anonymous(this="UNIX_TIMESTAMP", expressions=[column.copy()])
+            if dialect == "mysql"
+            else exp.Extract(this=exp.var("EPOCH"), expression=column.copy())
+        )
+    count = exp.Count(this=exp.Case(ifs=[exp.If(this=above, true=exp.Literal.number(1))]))
+    total = exp.Sum(this=exp.Case(ifs=[exp.If(this=above.copy(), true=value)]))
+    return count, total
+
+
+def _sum_text(total: Any) -> str | None:
+    """A window sum as stored: exact text (numeric on both servers), None for none."""
+    if total is None:
+        return None
+    if isinstance(total, float):
+        return repr(total)
+    return str(Decimal(str(total)).normalize())
 
 
 def _literal(value: Any, dialect: str = "postgresql") -> exp.Expression:
