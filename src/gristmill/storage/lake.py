@@ -329,7 +329,9 @@ class Lake:
 
         counter = _RowCounter()
         stream = data if isinstance(data, pa.Table) else counter.wrap(data)
-        on = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
+        # null-safe: a row whose key is NULL is one more key, matched again next time
+        # (with "=" it matched nothing and landed once more on every merge)
+        on = " AND ".join(f't."{k}" IS NOT DISTINCT FROM s."{k}"' for k in keys)
         properties = CommitProperties(
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],

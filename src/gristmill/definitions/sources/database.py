@@ -140,11 +140,7 @@ def database_source(
             location=location,
         )
     soft = _deletes(name, deletes, location)
-    from gristmill.definitions.contracts import not_null
-
-    # a row without its key could never be merged again (NULL matches nothing): quarantined
-    keyed = [*checks, not_null(*keys)] if keys else list(checks)
-    contract = make_contract(columns, keyed, row_count, max_quarantine_share, location)
+    contract = make_contract(columns, checks, row_count, max_quarantine_share, location)
     if columns:
         needed = [c for c in (*cursors, *keys, *([soft] if soft else [])) if c not in columns]
         if needed:
