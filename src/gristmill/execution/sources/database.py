@@ -1,11 +1,12 @@
 """Database sources: PostgreSQL through ADBC, MariaDB/MySQL through connectorx.
 
-An extraction is one SELECT (one consistent snapshot on both servers) of the rows past
-the watermark minus the lag, streamed as Arrow into the step's DuckDB session, where the
-new watermark and the rows still inside the lag window are counted; the rows are then
-merged by primary key into a new Delta version whose commit carries that state (and an
-app transaction numbering the extraction). ``discover`` asks the server for the newest
-cursor value and the rows in the lag window, so a run with nothing new is a no-op.
+An extraction first asks the server for its new state — the newest cursor value, and the
+count and sum of the cursor values inside the lag window below it — then streams the rows
+at or past the old watermark minus the lag once, from the driver through the step's
+DuckDB session (types Delta cannot hold made exact, personal data pseudonymized) into a
+Delta merge by primary key whose commit carries that state and an app transaction that
+numbers the extraction. ``discover`` asks the same questions before planning, so a run
+with nothing new is a no-op.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ CONNECT_TIMEOUT_S = 10
 
 @dataclass(frozen=True)
 class State:
-    """How far a database source got: its newest cursor value, the rows it read inside
-    the lag window below it, and how many extractions were committed."""
+    """How far a database source got: its newest cursor value, the rows inside the lag
+    window below it (count and sum of cursor values), and how many extractions were
+    committed."""
 
     watermark: Any
     window_rows: int
