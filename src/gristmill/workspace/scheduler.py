@@ -172,8 +172,9 @@ class Scheduler:
                     fire = True  # its run never finished the job: the files are still there
                     reason = reason.replace("already queued", f"its last run {last}: again")
                 elif last in ("failed", "cancelled") and "already queued" in reason:
+                    what = "the files" if sensor.on.kind == "new_files" else "the source"
                     reason = reason.replace(
-                        "already queued", f"its last run {last}: fix the files or run by hand"
+                        "already queued", f"its last run {last}: fix {what} or run by hand"
                     )
             run = None
             if fire:
