@@ -29,6 +29,7 @@ from gristmill.errors import (
     SourceReadError,
     SourceUnavailableError,
 )
+from gristmill.execution.sql import q
 from gristmill.planning.planner import SourceOffer, WriteMode
 
 if TYPE_CHECKING:
@@ -217,16 +218,16 @@ def _write_relation(
     for column, kind in types.items():
         target = casts.get(column) or _DELTA_SAFE.get(kind.split("(")[0].upper())
         if target is not None:
-            replaced.append(f"CAST({_q(column)} AS {target}) AS {_q(column)}")
+            replaced.append(f"CAST({q(column)} AS {target}) AS {q(column)}")
     columns = f"* REPLACE ({', '.join(replaced)})" if replaced else "*"
     view = RAW + "_rows"
     where = ""
     if source.soft_delete and not merging:
-        where = f" WHERE {_q(source.soft_delete)} IS NULL"
-    sql = f"SELECT {columns} FROM {_q(RAW)}{where}"
+        where = f" WHERE {q(source.soft_delete)} IS NULL"
+    sql = f"SELECT {columns} FROM {q(RAW)}{where}"
     if source.primary_key and source.cursor and source.query is not None:
-        keys = ", ".join(_q(k) for k in source.primary_key)
-        order = ", ".join(f"{_q(c)} DESC" for c in source.cursor)
+        keys = ", ".join(q(k) for k in source.primary_key)
+        order = ", ".join(f"{q(c)} DESC" for c in source.cursor)
         sql += f" QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1"
     ctx.session.define(view, sql)
     from gristmill.definitions.config import PiiSettings
@@ -265,11 +266,6 @@ def _require_columns(source: DatabaseSource, present: Mapping[str, str]) -> None
                 location=source.location,
                 hint="its columns: " + ", ".join(present),
             )
-
-
-def _q(name: str) -> str:
-    """A DuckDB identifier, quoted (a column may be named anything at the source)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _app_id(source: DatabaseSource) -> str:
@@ -522,7 +518,9 @@ class _Connection:
         for secret in self.secrets:
             if secret:
                 text = text.replace(secret, "***")
-        return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+        from gristmill.definitions.urls import redact_credentials
+
+        return redact_credentials(text)
 
 
 _PORTS = {"postgresql": 5432, "mysql": 3306}

@@ -18,6 +18,7 @@ from gristmill.definitions.config import PiiSettings
 from gristmill.definitions.sources import Source
 from gristmill.errors import DefinitionError
 from gristmill.execution.engines import Session
+from gristmill.execution.sql import q
 
 KEY_TABLE = "__gm_pii_key"
 _BLOCK = 64  # SHA-256's block size in bytes
@@ -82,10 +83,11 @@ def pseudonymized_sql(
         )
     replaced = []
     for column, tag in tags.items():
-        value = _NORMALIZE[tag].format(v=f'CAST(r."{column}" AS VARCHAR)')
+        name = q(column)
+        value = _NORMALIZE[tag].format(v=f"CAST(r.{name} AS VARCHAR)")
         digest = f"sha256(k.opad || unhex(sha256(k.ipad || encode({value}))))"
-        replaced.append(f'CASE WHEN r."{column}" IS NULL THEN NULL ELSE {digest} END AS "{column}"')
-    return f'SELECT r.* REPLACE ({", ".join(replaced)}) FROM "{relation}" r, "{KEY_TABLE}" k'
+        replaced.append(f"CASE WHEN r.{name} IS NULL THEN NULL ELSE {digest} END AS {name}")
+    return f"SELECT r.* REPLACE ({', '.join(replaced)}) FROM {q(relation)} r, {q(KEY_TABLE)} k"
 
 
 def pseudonymize(
