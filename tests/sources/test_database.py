@@ -504,7 +504,11 @@ def test_sources_and_ingest_commands(tmp_path: Path, pg_schema: str) -> None:
     table = DeltaTable(str(root / "lake" / "orders"))
     assert table.transaction_version("gristmill.source.orders") == 2
     bad = gm("ingest", "nope")
-    assert bad.returncode == 2 and "'nope' is not a source of this project" in bad.stderr
+    assert bad.returncode == 2 and "unknown source 'nope'" in bad.stderr
+    assert "valid sources: orders" in bad.stderr and "Traceback" not in bad.stderr
+    bad_json = gm("ingest", "nope", "--json")
+    assert bad_json.returncode == 2
+    assert json.loads(bad_json.stdout)["category"] == "not_found"
     env = {k: v for k, v in os.environ.items() if k != "GM_PW"}
     failed = gm("ingest", "orders")
     assert failed.returncode == 1

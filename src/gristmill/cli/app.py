@@ -487,14 +487,7 @@ def ingest(
 ) -> None:
     """Read new data from sources now (their downstream tables are left for `run`)."""
     ws = _open(project)
-    known = {s.name for s in ws.graph.sources()}
-    for name in source:
-        if name not in known:
-            raise typer.BadParameter(
-                f"{name!r} is not a source of this project; sources: "
-                + (", ".join(sorted(known)) or "none")
-            )
-    report_run(lambda **kw: ws.run(source, full_refresh=full_refresh, **kw), json)
+    report_run(lambda **kw: ws.ingest(source, full_refresh=full_refresh, **kw), json)
 
 
 @app.command()

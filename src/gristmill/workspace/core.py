@@ -275,6 +275,23 @@ class Workspace:
         request = replace(backfill_request(backfill, requested_by), priority=priority)
         return _run_info(self.coordinator.enqueue(request))
 
+    def ingest(
+        self,
+        sources: Sequence[str],
+        *,
+        full_refresh: bool = False,
+        reporter: Reporter | None = None,
+    ) -> RunOutcome:
+        """Read new data from ``sources`` now, as a run of just them (their downstream
+        tables are left for the next ``run``); a name that is no source is refused."""
+        from gristmill.errors import UnknownNameError
+
+        known = [s.name for s in self.graph.sources()]
+        for name in sources:
+            if name not in known:
+                raise UnknownNameError("source", name, known)
+        return self.run(sources, full_refresh=full_refresh, reporter=reporter)
+
     def run(
         self,
         selection: Sequence[str] = (),
