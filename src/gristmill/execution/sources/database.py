@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from gristmill.execution.steps import StepContext
     from gristmill.storage.catalog import Materialization
+    from gristmill.storage.lake import Lake
 
 STATE_KEY = "source"
 """Where a materialization's stats keep the source's state."""
@@ -135,7 +136,7 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
         low = _lower_bound(source, state.watermark)
     with _connection(source) as connection:
         new_state = _server_state(connection, source, state, State.of(ctx.previous))
-        _refuse_a_second_writer(ctx, source, new_state.sequence)
+        _refuse_a_second_writer(ctx.lake, source, new_state.sequence)
         columns = connection.table_columns(source)
         casts = {name: kind for name, kind in columns if kind is not None}
         text = [name for name in casts] if connection.DECIMALS_AS_TEXT else []
@@ -168,10 +169,10 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
             raise connection.failure(exc) from None
 
 
-def _refuse_a_second_writer(ctx: StepContext, source: DatabaseSource, sequence: int) -> None:
+def _refuse_a_second_writer(lake: Lake, source: DatabaseSource, sequence: int) -> None:
     """The lake's own count of extractions must be the one this one follows; more means
     another process extracted meanwhile (this one's rows would be merged twice)."""
-    committed = ctx.lake.transaction_version(source.name, _app_id(source))
+    committed = lake.transaction_version(source.name, _app_id(source))
     if committed is not None and committed >= sequence:
         from gristmill.errors import RunInProgressError
 
