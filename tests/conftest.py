@@ -153,6 +153,23 @@ def pg_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A new, empty schema in the local PostgreSQL's database ``test``; dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"gm_src_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
 @dataclass
 class CliResult:
     code: int

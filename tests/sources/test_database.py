@@ -38,20 +38,6 @@ FROM generate_series(1, 500) g;
 """
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    import psycopg
-
-    name = f"gm_src_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{name}"')
-    try:
-        yield name
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
-
-
 def pg(sql: str) -> list[tuple[object, ...]]:
     import psycopg
 

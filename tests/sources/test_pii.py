@@ -110,42 +110,34 @@ def test_bad_tags_are_load_errors(tmp_path: Path, pii: str, expected: str) -> No
         Workspace.open(root).plan()
 
 
-def test_database_source_pseudonymizes_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import uuid
-
+def test_database_source_pseudonymizes_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_schema: str
+) -> None:
     import psycopg
 
     from tests.conftest import PG
 
     monkeypatch.setenv("GRISTMILL_PII_KEY", KEY)
-    schema = f"gm_pii_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
         conn.execute(
-            f"""CREATE TABLE "{schema}".users (id bigint PRIMARY KEY, email text,
+            f"""CREATE TABLE "{pg_schema}".users (id bigint PRIMARY KEY, email text,
                 updated_at timestamptz NOT NULL DEFAULT now());
-            INSERT INTO "{schema}".users (id, email) VALUES (1, 'Bob@Example.net'), (2, NULL)"""
+            INSERT INTO "{pg_schema}".users (id, email) VALUES (1, 'Bob@Example.net'), (2, NULL)"""
         )
-    try:
-        root = tmp_path / "p"
-        root.mkdir()
-        (root / "gristmill.toml").write_text('name = "t"\n')
-        (root / "pipeline.py").write_text(
-            "import gristmill as gm\n"
-            f'users = gm.database_source("users", url="{PG}", table="{schema}.users", '
-            'cursor="updated_at", primary_key="id", pii={"email": "email"})\n'
-        )
-        ws = Workspace.open(root)
-        assert ws.run().ok
-        emails = dict(
-            zip(*ws.read("users").select(["id", "email"]).to_pydict().values(), strict=True)
-        )
-        assert emails == {1: pseudonym("bob@example.net"), 2: None}
-        for path in every_file(root / "lake"):
-            assert b"Example.net" not in path.read_bytes() and b"bob@" not in path.read_bytes()
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "gristmill.toml").write_text('name = "t"\n')
+    (root / "pipeline.py").write_text(
+        "import gristmill as gm\n"
+        f'users = gm.database_source("users", url="{PG}", table="{pg_schema}.users", '
+        'cursor="updated_at", primary_key="id", pii={"email": "email"})\n'
+    )
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    emails = dict(zip(*ws.read("users").select(["id", "email"]).to_pydict().values(), strict=True))
+    assert emails == {1: pseudonym("bob@example.net"), 2: None}
+    for path in every_file(root / "lake"):
+        assert b"Example.net" not in path.read_bytes() and b"bob@" not in path.read_bytes()
 
 
 def test_the_key_variable_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
