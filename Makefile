@@ -80,7 +80,7 @@ BENCH := benchmarks/.venv
 $(BENCH)/.installed: benchmarks/requirements.txt requirements.lock
 	$(PY) -m venv $(BENCH)
 	# the package's own pins (pyproject) plus the peers; the dev lock is not used here
-	$(BENCH)/bin/pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -e '.[databases]'
+	$(BENCH)/bin/pip install -q --disable-pip-version-check -r benchmarks/requirements.txt -e '.[databases,streams]'
 	touch $@
 
 FEAST := benchmarks/.venv-feast

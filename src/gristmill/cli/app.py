@@ -482,11 +482,26 @@ def ingest(
     full_refresh: Annotated[
         bool, typer.Option("--full-refresh", help="Read everything again.")
     ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Keep reading until stopped (Ctrl-C, SIGTERM): a line per extraction.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option(min=0.0, max=3600, help="--follow: seconds between idle looks (default 1)."),
+    ] = 1.0,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Read new data from sources now (their downstream tables are left for `run`)."""
     ws = _open(project)
+    if follow:
+        from gristmill.cli.scheduler import follow_sources
+
+        return follow_sources(ws, source, full_refresh=full_refresh, idle_s=interval, json=json)
     report_run(lambda **kw: ws.ingest(source, full_refresh=full_refresh, **kw), json)
 
 

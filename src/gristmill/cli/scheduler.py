@@ -170,3 +170,48 @@ def _report(info: RunInfo, json_lines: bool) -> None:
         f"run [bold]{info.run_id[:12]}[/] {info.kind} {info.selection or 'everything'}: "
         f"{text}{error}"
     )
+
+
+def follow_sources(
+    ws: Workspace, sources: list[str], *, full_refresh: bool, idle_s: float, json: bool
+) -> None:
+    """``gristmill ingest --follow``: a line (or a JSON line) per extraction that read
+    something or failed; exit 1 when a failure is not transient."""
+    from gristmill.workspace.core import RunOutcome
+
+    def report(outcome: RunOutcome) -> None:
+        result = outcome.result
+        if json:
+            typer.echo(
+                orjson.dumps(
+                    to_jsonable(
+                        {
+                            "run_id": result.run_id,
+                            "summary": outcome.summary(),
+                            "steps": result.steps,
+                        }
+                    )
+                ).decode()
+            )
+            return
+        if result.status == "noop":
+            return
+        for step in result.steps:
+            if step.error:
+                render.err.print(f"{step.name}: failed: {step.error.get('message')}")
+            elif step.status.value == "success":
+                quarantined = f", {step.quarantined:,} quarantined" if step.quarantined else ""
+                render.out.print(
+                    f"{step.name} v{step.version}: +{step.rows_added or 0:,} rows{quarantined} "
+                    f"({step.duration_s:.2f}s)"
+                )
+
+    with _Stop().installed() as stop:
+        failed = ws.follow(
+            sources, stop=stop.asked, report=report, idle_s=idle_s, full_refresh=full_refresh
+        )
+    if failed is not None:
+        raise RunFailed(
+            f"ingest stopped: {failed.result.error()}",
+            hint="fix the cause and start it again; transient failures are retried by themselves",
+        )

@@ -23,6 +23,9 @@ from gristmill.definitions.contracts import (
 
 FAILURES = "__gm_failures"
 FILE_COLUMN = "__gm_file"
+ERROR_COLUMN = "__gm_error"
+"""Set by a source on a row it could not read at all (a message that is not JSON): the
+row's only failure, whatever its (empty) columns would break."""
 DIALECT = "duckdb"
 
 
@@ -53,7 +56,7 @@ def checked_query(
         existing: a view of the table's current rows; ``unique`` then also fails rows
             whose key is already in the table (incremental appends).
     """
-    internal = {ORDER_COLUMN, FILE_COLUMN}
+    internal = {ORDER_COLUMN, FILE_COLUMN, ERROR_COLUMN}
     data_columns = [c for c in available if c not in internal]
     declared = contract.columns
     output = list(declared) if keep_only_declared else data_columns
@@ -64,7 +67,7 @@ def checked_query(
     ).from_(exp.to_identifier(relation, quoted=True))
     order = (ORDER_COLUMN,) if ORDER_COLUMN in available else tuple(output)
     failures = [_failure_case(check, existing, declared, order) for check in contract.row_checks()]
-    failure_list = exp.Anonymous(
+    failure_list: exp.Expression = exp.Anonymous(
         this="list_filter",
         expressions=[
             exp.Array(expressions=failures) if failures else exp.Array(expressions=[]),
@@ -73,6 +76,11 @@ def checked_query(
             ),
         ],
     )
+    if ERROR_COLUMN in available:
+        unreadable = exp.Array(expressions=[col(ERROR_COLUMN)])
+        failure_list = exp.If(
+            this=col(ERROR_COLUMN).is_(exp.null()).not_(), true=unreadable, false=failure_list
+        )
     outer = exp.select(exp.Star(), exp.alias_(failure_list, FAILURES, quoted=True)).from_(
         typed.subquery("typed")
     )

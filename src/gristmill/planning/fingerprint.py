@@ -20,7 +20,7 @@ from typing import Any
 
 from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Table
-from gristmill.definitions.sources import DatabaseSource, FileSource
+from gristmill.definitions.sources import DatabaseSource, FileSource, StreamSource
 
 
 def _digest(payload: Any) -> str:
@@ -60,6 +60,23 @@ def _database(definition: DatabaseSource) -> str:
             "cursor": definition.cursor,
             "primary_key": definition.primary_key,
             "soft_delete": definition.soft_delete,
+            "contract": definition.contract.describe(),
+            **({"pii": definition.pii} if definition.pii else {}),
+        }
+    )
+
+
+@code_hash.register
+def _stream(definition: StreamSource) -> str:
+    # what is read and how it lands; not the batch settings or the consumer's name
+    return _digest(
+        {
+            "kind": "stream",
+            "url": definition.url,
+            "stream": definition.stream,
+            "subject": definition.subject,
+            "format": definition.format,
+            "primary_key": definition.primary_key,
             "contract": definition.contract.describe(),
             **({"pii": definition.pii} if definition.pii else {}),
         }

@@ -52,6 +52,8 @@ from gristmill.workspace.shapes import (
 )
 
 if TYPE_CHECKING:
+    import threading
+
     import pyarrow as pa
 
     from gristmill.execution.online import OnlineSync
@@ -291,6 +293,42 @@ class Workspace:
             if name not in known:
                 raise UnknownNameError("source", name, known)
         return self.run(sources, full_refresh=full_refresh, reporter=reporter)
+
+    def follow(
+        self,
+        sources: Sequence[str],
+        *,
+        stop: threading.Event,
+        report: Callable[[RunOutcome], None],
+        idle_s: float = 1.0,
+        full_refresh: bool = False,
+    ) -> RunOutcome | None:
+        """Ingest ``sources`` again and again until ``stop`` is set: at once while they
+        keep finding new data, ``idle_s`` apart while they find none, backing off (up to a
+        minute) while a failure is transient (a server down). Returns the run that failed
+        for good, or None when stopped."""
+        from gristmill.errors import RunInProgressError
+
+        wait = idle_s
+        refresh = full_refresh
+        while not stop.is_set():
+            try:
+                outcome = self.ingest(sources, full_refresh=refresh)
+            except RunInProgressError:  # another run of the project: wait for it
+                stop.wait(idle_s)
+                continue
+            refresh = False
+            report(outcome)
+            if not outcome.ok:
+                if not outcome.result.transient:
+                    return outcome
+                wait = min(max(wait * 2, 1.0), 60.0)
+            elif outcome.result.status == "noop":
+                wait = idle_s
+            else:
+                continue
+            stop.wait(wait)
+        return None
 
     def run(
         self,
@@ -631,8 +669,9 @@ class Workspace:
 
     def sources(self) -> list[SourceInfo]:
         """Each source: its kind, what it reads, its state, how far behind, its last error."""
-        from gristmill.definitions.sources import DatabaseSource, Source
+        from gristmill.definitions.sources import DatabaseSource, Source, StreamSource
         from gristmill.definitions.urls import redact_credentials
+        from gristmill.execution.sources import stream
         from gristmill.execution.sources.database import State
 
         out = []
@@ -654,6 +693,14 @@ class Workspace:
                     if mark.tzinfo is None:  # naive cursor values are read as UTC
                         now = datetime.now(UTC).replace(tzinfo=None)
                     behind = round((now - mark).total_seconds(), 1)
+            elif isinstance(node, StreamSource):
+                subject = f" {node.subject}" if node.subject else ""
+                reads = f"{redact_credentials(node.url)} {node.stream}{subject}"
+                landed = stream.State.of(last)
+                info = landed.to_json() if landed else {}
+                if landed is not None and landed.published:
+                    newest = datetime.fromisoformat(landed.published)
+                    behind = round((datetime.now(UTC) - newest).total_seconds(), 1)
             else:
                 assert isinstance(node, FileSource)
                 reads = node.path

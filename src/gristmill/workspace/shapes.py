@@ -55,16 +55,17 @@ class SourceInfo:
 
     name: str
     kind: str
-    """``files`` or ``database``."""
+    """``files``, ``database`` or ``stream``."""
     reads: str
     version: int | None
     rows: int | None
     extracted_at: datetime | None
     state: dict[str, Any]
     """Files: how many were ingested; database: watermark, extraction number, rows in the
-    lag window."""
+    lag window; stream: the last sequence landed, the messages of the last extraction."""
     behind_s: float | None
-    """Database sources with a time cursor: seconds from the newest landed change to now."""
+    """Seconds from the newest landed change (a database's time cursor, a stream's last
+    message) to now."""
     last_error: str | None
 
 

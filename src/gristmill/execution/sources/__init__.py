@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gristmill.definitions.sources import DatabaseSource, FileSource, Source
+from gristmill.definitions.sources import DatabaseSource, FileSource, Source, StreamSource
 from gristmill.errors import GristmillError
 from gristmill.planning.planner import SourceOffer
 
@@ -38,4 +38,11 @@ def discover(
                 offers[name] = database.discover(node, state.latest(name))
             except GristmillError as exc:
                 offers[name] = SourceOffer(news=f"cannot look for new rows: {exc.message}")
+        elif isinstance(node, StreamSource):
+            from gristmill.execution.sources import stream
+
+            try:
+                offers[name] = stream.discover(node, state.latest(name))
+            except GristmillError as exc:
+                offers[name] = SourceOffer(news=f"cannot look for new messages: {exc.message}")
     return offers
