@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration bench-sources clean
+.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration bench-sources bench-streams clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -117,6 +117,10 @@ bench-orchestration: $(BENCH)/.installed
 # PostgreSQL -> table: gristmill vs an ADBC -> Parquet copy (the floor) vs dlt (its own venv)
 bench-sources: $(BENCH)/.installed benchmarks/.venv-dlt/.installed
 	$(BENCH)/bin/python benchmarks/sources.py
+
+# JetStream -> Delta, exactly once, vs a plain nats-py consumer writing Parquet
+bench-streams: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/streams.py
 
 # drift vs Evidently's DataDriftPreset (100k and 1M rows x 20 columns, made on first run)
 bench-monitoring: setup benchmarks/.venv-evidently/.installed
