@@ -506,6 +506,66 @@ def ingest(
 
 
 @app.command()
+def erase(
+    subject: Annotated[
+        str,
+        typer.Option(
+            "--subject",
+            help="COLUMN=VALUE: the person, e.g. user_id=42 (pseudonymized columns too).",
+            show_default=False,
+        ),
+    ],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask: the tables' history goes for good.")
+    ] = False,
+    project: ProjectOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Erase a person's rows from every table that has the column, across history, and
+    verify that no file or log entry still holds them."""
+    ws = _open(project)
+    if not yes:
+        import sys
+
+        if not sys.stdin.isatty():
+            raise typer.BadParameter(
+                "erase removes the subject's rows and every older version of the tables "
+                "that held them, for good: add --yes",
+                param_hint="--yes",
+            )
+        typer.confirm(
+            f"Erase {subject} from every table, and every table's older versions?", abort=True
+        )
+    done = ws.erase(subject)
+    if json:
+        return render.emit_json(done)
+    rows = sum(t.rows for t in done.tables)
+    for t in done.tables:
+        render.out.print(
+            f"{t.table}: {t.rows:,} row(s) erased, v{t.before} -> v{t.after} is its only "
+            f"version now ({t.files_removed} file(s) removed)"
+        )
+    render.out.print(
+        f"erased {rows:,} row(s) from {len(done.tables)} of {len(done.checked)} table(s) with "
+        f"{done.column}; verified: no file or log entry holds it (run {done.run_id[:8]})"
+    )
+
+
+@app.command()
+def erasures(project: ProjectOpt = None, json: JsonOpt = False) -> None:
+    """The erasure trail: when, by whom, which tables (the subject as a keyed digest)."""
+    ws = _open(project)
+    trail = ws.erasures()
+    if json:
+        return render.emit_json(trail)
+    for e in trail:
+        tables = ", ".join(t["table"] for t in e.details.get("tables", [])) or "(no rows)"
+        render.out.print(
+            f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor} {e.column_name}=<{e.subject[:12]}…> {tables}"
+        )
+
+
+@app.command()
 def freshness(
     name: Annotated[str | None, typer.Argument(help="One freshness check.")] = None,
     project: ProjectOpt = None,

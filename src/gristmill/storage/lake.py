@@ -113,7 +113,9 @@ class Lake:
             if version is not None and self.exists(name):  # its log files were cleaned up
                 raise VersionNotFoundError(
                     f"table {name!r} has no version {version} any more: its log is past "
-                    "the table's log retention (delta.logRetentionDuration, 30 days by default)",
+                    "the table's log retention (delta.logRetentionDuration, 30 days by "
+                    "default), or an erasure kept only the version it wrote "
+                    "(`gristmill erasures`)",
                     hint=f"`gristmill history {name}` lists its versions",
                 ) from None
             raise LakeError(
@@ -409,6 +411,90 @@ class Lake:
             self._handles.pop(name, None)
         self._table(name).delete(predicate)
 
+    def tables(self) -> list[str]:
+        """Every Delta table in the lake (quarantine tables included), by name."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "_delta_log").is_dir())
+
+    def erase(self, name: str, predicate: str, record: Mapping[str, Any]) -> tuple[int, int]:
+        """Delete the rows matching ``predicate`` as a new version carrying ``record``;
+        the new version and how many rows went."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import DeltaError
+
+        with self._lock:
+            self._handles.pop(name, None)
+        table = self._table(name)
+        try:
+            metrics = table.delete(
+                predicate,
+                commit_properties=CommitProperties(
+                    custom_metadata={METADATA_KEY: json.dumps(record)}
+                ),
+                post_commithook_properties=_hooks(),
+            )
+        except DeltaError as exc:
+            raise LakeError(f"erasing rows of table {name!r} failed: {exc}") from exc
+        version = int(table.version())
+        _scrub_predicate(self.path(name) / "_delta_log" / f"{version:020d}.json")
+        return version, int(metrics.get("num_deleted_rows", 0))
+
+    def forget_history(self, name: str) -> int:
+        """Make the latest version the only one: a checkpoint at it, every data file it
+        does not use removed (a vacuum with no retention, done here: delta-rs's vacuum
+        commits versions of its own) and every log entry before the checkpoint removed
+        (their file statistics hold old values). Returns the files removed. Earlier
+        versions can no longer be read."""
+        table = self._table(name)
+        table.create_checkpoint()
+        keep = int(table.version())
+        root = self.path(name)
+        used = {Path(_local_path(uri)).resolve() for uri in table.file_uris()}
+        removed = 0
+        for path in root.rglob("*.parquet"):
+            if "_delta_log" not in path.relative_to(root).parts and path.resolve() not in used:
+                path.unlink()
+                removed += 1
+        for path in (root / "_delta_log").iterdir():
+            head = path.name.split(".")[0]
+            if head.isdigit() and int(head) < keep and path.is_file():
+                path.unlink()
+                removed += 1
+        with self._lock:
+            self._handles.pop(name, None)
+        return removed
+
+    def files_holding(self, name: str, column: str, values: Sequence[Any]) -> list[str]:
+        """Every file of ``name`` — data files, referenced or not, and log entries — that
+        still holds one of ``values`` in ``column`` (as a value, or as a min/max in the
+        log's file statistics)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        found: list[str] = []
+        texts = {str(v) for v in values}
+        root = self.path(name)
+        for path in sorted(root.rglob("*")):
+            if not path.is_file():
+                continue
+            relative = str(path.relative_to(root))
+            if path.suffix == ".parquet" and not relative.startswith("_delta_log"):
+                data = pq.read_table(path)
+                if column in data.column_names:
+                    cast = data[column].cast(pa.string())
+                    if pc.any(pc.is_in(cast, pa.array(sorted(texts)))).as_py():
+                        found.append(relative)
+            elif relative.startswith("_delta_log") and path.suffix in (".json", ".parquet"):
+                if _log_holds(path, column, texts):
+                    found.append(relative)
+                elif path.suffix == ".json" and any(
+                    json.dumps(t)[1:-1] in path.read_text() for t in texts if not t.isdigit()
+                ):  # any other mention of a text value (a predicate, a record)
+                    found.append(relative)
+        return found
+
     def commits(self, name: str, after: int | None = None) -> list[Commit]:
         """Commits newer than ``after`` (all when None), oldest first."""
         if not self.exists(name):
@@ -430,6 +516,56 @@ class Lake:
                 )
             )
         return sorted(out, key=lambda c: c.version)
+
+
+def _scrub_predicate(commit: Path) -> None:
+    """delta-rs writes a delete's predicate — the erased value — into the commit's
+    provenance (``commitInfo.operationParameters``); keep the operation, not the value.
+    Only that line changes (provenance, not table state), replaced atomically."""
+    import os
+
+    lines = commit.read_text().splitlines()
+    for i, line in enumerate(lines):
+        entry = json.loads(line)
+        info = entry.get("commitInfo")
+        if info and "predicate" in (info.get("operationParameters") or {}):
+            info["operationParameters"]["predicate"] = "(an erased subject)"
+            lines[i] = json.dumps(entry, separators=(",", ":"))
+    scratch = commit.with_name(commit.name + ".scrub")
+    scratch.write_text("\n".join(lines) + "\n")
+    os.replace(scratch, commit)
+
+
+def _log_holds(path: Path, column: str, texts: set[str]) -> bool:
+    """Whether a log file's statistics (an add or remove action's min/max) or any of its
+    text holds one of ``texts`` as ``column``'s value."""
+    if path.suffix == ".json":
+        lines = path.read_text().splitlines()
+    else:  # a checkpoint: its add actions' statistics, as JSON text
+        import pyarrow.parquet as pq
+
+        data = pq.read_table(path)
+        lines = []
+        for action in ("add", "remove"):
+            if action in data.column_names:
+                for entry in data[action].to_pylist():
+                    if entry and entry.get("stats"):
+                        lines.append(json.dumps({action: {"stats": entry["stats"]}}))
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        for action in ("add", "remove"):
+            stats = (entry.get(action) or {}).get("stats")
+            if not stats:
+                continue
+            parsed = json.loads(stats) if isinstance(stats, str) else stats
+            for bound in ("minValues", "maxValues"):
+                value = (parsed.get(bound) or {}).get(column)
+                if value is not None and str(value) in texts:
+                    return True
+    return False
 
 
 @lru_cache(maxsize=1)

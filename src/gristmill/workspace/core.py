@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from gristmill.execution.online import OnlineSync
+    from gristmill.storage.catalog.records import ErasureRecord
+    from gristmill.workspace.erasure import Erasure
     from gristmill.workspace.models import Models
     from gristmill.workspace.monitors import Evaluation, Monitors
     from gristmill.workspace.scheduler import Scheduler
@@ -293,6 +295,18 @@ class Workspace:
             if name not in known:
                 raise UnknownNameError("source", name, known)
         return self.run(sources, full_refresh=full_refresh, reporter=reporter)
+
+    def erase(self, subject: str, *, actor: str | None = None) -> Erasure:
+        """Remove a person's rows (``subject``: ``COLUMN=VALUE``) from every table that
+        carries the column, across history, and verify it on disk (see ``erasure``)."""
+        from gristmill.workspace.erasure import erase, parse_subject
+
+        column, value = parse_subject(subject)
+        return erase(self, column, value, actor=actor or f"user:{os_user()}")
+
+    def erasures(self) -> list[ErasureRecord]:
+        """The erasure trail, oldest first."""
+        return self.catalog.erasures()
 
     def follow(
         self,

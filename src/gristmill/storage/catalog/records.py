@@ -155,6 +155,20 @@ class ModelEvent:
 
 
 @dataclass(frozen=True)
+class ErasureRecord:
+    """An entry of the erasure trail: whose rows (a digest of the subject), by whom, when,
+    and per table the versions before and after, the rows and the files removed."""
+
+    run_id: str
+    column_name: str
+    subject: str
+    actor: str
+    at: datetime
+    details: dict[str, Any]
+    id: int | None = None
+
+
+@dataclass(frozen=True)
 class ApiToken:
     """An API key's record; the key itself is never stored, only its SHA-256."""
 

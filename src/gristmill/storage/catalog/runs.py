@@ -40,7 +40,7 @@ SUCCESS, NOOP, FAILED, CRASHED, CANCELLED, TIMED_OUT = (
 )
 STATUSES = (QUEUED, RUNNING, SUCCESS, NOOP, FAILED, CRASHED, CANCELLED, TIMED_OUT)
 FINAL = frozenset(STATUSES) - {QUEUED, RUNNING}
-KINDS = ("build", "score", "monitor", "retrain", "backfill")
+KINDS = ("build", "score", "monitor", "retrain", "backfill", "erase")
 CLAIM_WINDOW = 100
 """How many of the first queued runs a claim considers when the first ones must wait."""
 _PG_CLAIM_LOCK = 0x67726973  # any constant: the key of the claimers' advisory lock

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 metadata = MetaData()
 
@@ -270,4 +270,16 @@ notices = Table(
     Column("message", Text, nullable=False),
     Column("details", JSON),
     Index("ix_notices_subject", "kind", "subject", "at"),
+)
+
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("column_name", String(255), nullable=False),
+    Column("subject", String(64), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("details", JSON, nullable=False),
 )

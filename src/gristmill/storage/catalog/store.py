@@ -40,6 +40,7 @@ from gristmill.errors import CatalogError, MissingExtraError
 from gristmill.storage.catalog import schema as s
 from gristmill.storage.catalog.records import (
     ApiToken,
+    ErasureRecord,
     IngestedFile,
     Materialization,
     ModelEvent,
@@ -580,6 +581,18 @@ class Catalog(CatalogReader):
                     )
                 )
             conn.execute(insert(s.model_events).values(**event.__dict__))
+
+    def record_erasure(self, erasure: ErasureRecord) -> None:
+        """An entry of the erasure trail (the subject as a digest, never as it is)."""
+        values = {k: v for k, v in erasure.__dict__.items() if k != "id"}
+        with self._write() as conn:
+            conn.execute(insert(s.erasures).values(**values))
+
+    def erasures(self) -> list[ErasureRecord]:
+        e = s.erasures
+        with self._read() as conn:
+            rows = conn.execute(select(e).order_by(e.c.id)).mappings()
+            return [ErasureRecord(**dict(row)) for row in rows]
 
     def record_event(self, event: ModelEvent) -> None:
         """An audit-trail entry that moves no alias (a retrain, a refusal, a pending one)."""
