@@ -226,3 +226,60 @@ def built_example(
     if promote:
         ws.models.promote("churn", 1, force=True, reason="tests")
     return ws
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session")
+def logical_pg() -> Iterator[str]:
+    """A PostgreSQL cluster of the tests' own with ``wal_level = logical`` (initdb in a
+    temporary folder, on a free port), for change data capture; its URL. Runs as the
+    ``postgres`` user when the tests run as root (initdb refuses root)."""
+    import shutil
+    import socket
+    import tempfile
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL 15's server binaries are missing (Debian: postgresql-15)")
+    # not under pytest's own temporary folder: the postgres user must reach it
+    folder = Path(tempfile.mkdtemp(prefix="gm_logical_pg_"))
+    data = folder / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(
+        [*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c wal_level=logical "
+        "-c max_replication_slots=20 -c fsync=off"
+    )
+    libraries = subprocess.run(
+        [*as_user, str(PG_BIN / "postgres"), "-C", "output_plugin_libraries", "-D", str(data)],
+        capture_output=True,
+        text=True,
+    )
+    if libraries.returncode == 0:  # a server that asks which output plugins may be used
+        allowed = libraries.stdout.strip().replace(" ", "")
+        options += f" -c output_plugin_libraries={allowed},wal2json"
+    subprocess.run(
+        [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
+         str(folder / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)

@@ -23,6 +23,9 @@ from gristmill.definitions.contracts import (
 
 FAILURES = "__gm_failures"
 FILE_COLUMN = "__gm_file"
+DELETED_COLUMN = "__gm_deleted"
+"""Set by a source on a row that deletes its key (a change read from a database's log):
+no check applies to it (it carries the key alone), and it goes to the merge as it is."""
 ERROR_COLUMN = "__gm_error"
 """Set by a source on a row it could not read at all (a message that is not JSON): the
 row's only failure, whatever its (empty) columns would break."""
@@ -56,14 +59,16 @@ def checked_query(
         existing: a view of the table's current rows; ``unique`` then also fails rows
             whose key is already in the table (incremental appends).
     """
-    internal = {ORDER_COLUMN, FILE_COLUMN, ERROR_COLUMN}
+    internal = {ORDER_COLUMN, FILE_COLUMN, ERROR_COLUMN, DELETED_COLUMN}
     data_columns = [c for c in available if c not in internal]
     declared = contract.columns
     output = list(declared) if keep_only_declared else data_columns
+    if DELETED_COLUMN in available:
+        output.append(DELETED_COLUMN)
     typed = exp.select(
         *(_typed(c, declared.get(c)) for c in output),
         *(exp.alias_(col(c), raw_column(c), quoted=True) for c in declared),
-        *(col(c) for c in available if c in internal),
+        *(col(c) for c in available if c in internal and c != DELETED_COLUMN),
     ).from_(exp.to_identifier(relation, quoted=True))
     order = (ORDER_COLUMN,) if ORDER_COLUMN in available else tuple(output)
     failures = [_failure_case(check, existing, declared, order) for check in contract.row_checks()]
@@ -76,6 +81,12 @@ def checked_query(
             ),
         ],
     )
+    if DELETED_COLUMN in available:
+        failure_list = exp.If(
+            this=col(DELETED_COLUMN).is_(exp.null()).not_(),
+            true=exp.cast(exp.Array(expressions=[]), "VARCHAR[]"),
+            false=failure_list,
+        )
     if ERROR_COLUMN in available:
         unreadable = exp.Array(expressions=[col(ERROR_COLUMN)])
         failure_list = exp.If(

@@ -61,6 +61,7 @@ def _database(definition: DatabaseSource) -> str:
             "primary_key": definition.primary_key,
             "soft_delete": definition.soft_delete,
             "contract": definition.contract.describe(),
+            **({"capture": definition.capture} if definition.capture else {}),
             **({"pii": definition.pii} if definition.pii else {}),
         }
     )

@@ -350,10 +350,12 @@ class Lake:
             )
             if delete_flag is not None:
                 kept = f's."{delete_flag}" IS NULL'
+                # an internal flag (a change log's delete) is not a column of the table
+                hidden = [delete_flag] if delete_flag.startswith("__gm") else None
                 merger = (
                     merger.when_matched_delete(predicate=f's."{delete_flag}" IS NOT NULL')
-                    .when_matched_update_all(predicate=kept)
-                    .when_not_matched_insert_all(predicate=kept)
+                    .when_matched_update_all(predicate=kept, except_cols=hidden)
+                    .when_not_matched_insert_all(predicate=kept, except_cols=hidden)
                 )
             else:
                 merger = merger.when_matched_update_all().when_not_matched_insert_all()

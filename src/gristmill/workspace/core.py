@@ -701,6 +701,11 @@ class Workspace:
                 reads = f"{redact_credentials(node.url)} {node.table or '(query)'}"
                 current = State.of(last)
                 info = current.to_json() if current else {}
+                if node.captures:
+                    from gristmill.execution.sources.cdc import LogState
+
+                    position = LogState.of(last)
+                    info = {"capture": "logical", **(position.to_json() if position else {})}
                 mark = current.watermark if current else None
                 if isinstance(mark, datetime):
                     now = datetime.now(UTC if mark.tzinfo else None)

@@ -49,6 +49,10 @@ class DatabaseSource(Source):
     chunk_rows: int = 100_000
     soft_delete: str | None = None
     """A column that, when not null, marks the row deleted at the source."""
+    capture: str | None = None
+    """``logical``: changes read from PostgreSQL's log (a logical replication slot)."""
+    slot: str = ""
+    """The replication slot's name (``gristmill_<name>`` unless given)."""
 
     @property
     def source_kind(self) -> str:
@@ -57,6 +61,11 @@ class DatabaseSource(Source):
     @property
     def incremental(self) -> bool:
         return bool(self.cursor)
+
+    @property
+    def captures(self) -> bool:
+        """Whether changes come from the server's log rather than a cursor."""
+        return self.capture is not None
 
     def relation_sql(self) -> str:
         """What is read, before the incremental filter: the table or the query."""
@@ -82,6 +91,8 @@ def database_source(
     row_count: RowCount | None = None,
     max_quarantine_share: float = 0.05,
     pii: Mapping[str, str] | None = None,
+    capture: str | None = None,
+    slot: str | None = None,
     description: str = "",
 ) -> DatabaseSource:
     """Declare a database table (or query) to extract into table ``name``.
@@ -102,6 +113,10 @@ def database_source(
         columns: optional column types (DuckDB) to keep and cast; others are dropped.
         pii: personal-data columns and their kind (``email``, ``phone``, ``name``, ``id``,
             ``free_text``): stored as keyed HMAC-SHA256 pseudonyms, never as they are.
+        capture: ``"logical"`` reads inserts, updates and deletes from PostgreSQL's log
+            through a logical replication slot (wal2json) instead of a cursor: needs
+            ``table=`` and ``primary_key=``, and ``wal_level = logical`` on the server.
+        slot: the replication slot's name (``gristmill_<name>`` by default).
     """
     location = _caller_location()
     check_name(name, location)
@@ -140,6 +155,7 @@ def database_source(
             location=location,
         )
     soft = _deletes(name, deletes, location)
+    slot_name = _capture(name, capture, slot, dialect, table, cursors, keys, soft, location)
     contract = make_contract(columns, checks, row_count, max_quarantine_share, location)
     if columns:
         needed = [c for c in (*cursors, *keys, *([soft] if soft else [])) if c not in columns]
@@ -164,8 +180,55 @@ def database_source(
         lag=lag_value,
         chunk_rows=chunk_rows,
         soft_delete=soft,
+        capture=capture,
+        slot=slot_name,
         pii=check_pii(name, pii, columns or {}, location),
     )
+
+
+_SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
+
+
+def _capture(
+    name: str,
+    capture: str | None,
+    slot: str | None,
+    dialect: str,
+    table: str | None,
+    cursors: tuple[str, ...],
+    keys: tuple[str, ...],
+    soft: str | None,
+    location: Location,
+) -> str:
+    """The slot's name for ``capture="logical"``; the settings it cannot go with refused."""
+    if capture is None:
+        if slot is not None:
+            raise DefinitionError(
+                f"database source {name!r}: slot= goes with capture='logical'",
+                location=location,
+            )
+        return ""
+    why = None
+    if capture != "logical":
+        why = f"capture={capture!r} is not understood (use capture='logical')"
+    elif dialect != "postgresql":
+        why = "capture='logical' reads PostgreSQL's log; MariaDB/MySQL need a cursor"
+    elif table is None:
+        why = "capture='logical' reads a table (table=), not a query"
+    elif not keys:
+        why = "capture='logical' needs primary_key= (changes are applied by key)"
+    elif cursors or soft:
+        why = "capture='logical' sees every change itself: drop cursor= and deletes="
+    if why:
+        raise DefinitionError(f"database source {name!r}: {why}", location=location)
+    chosen = slot if slot is not None else f"gristmill_{name}".lower()
+    if not isinstance(chosen, str) or not _SLOT.match(chosen):
+        raise DefinitionError(
+            f"database source {name!r}: {chosen!r} is not a replication slot name",
+            location=location,
+            hint="lower-case letters, digits and _, at most 63",
+        )
+    return chosen
 
 
 def _dialect(name: str, url: object, location: Location) -> str:

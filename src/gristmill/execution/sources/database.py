@@ -87,6 +87,10 @@ class State:
 
 def discover(source: DatabaseSource, last: Materialization | None) -> SourceOffer:
     """Whether the server holds rows the last extraction did not read."""
+    if source.captures:
+        from gristmill.execution.sources import cdc
+
+        return cdc.discover(source, last)
     state = State.of(last)
     if not source.incremental:
         return SourceOffer(news="a source without a cursor is read whole on every run")
@@ -130,6 +134,17 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
     from gristmill.execution.writer import WriteRequest, write
 
     merging = ctx.planned.mode is WriteMode.MERGE and ctx.previous is not None
+    extra: dict[str, Any] = {}
+    transactions: dict[str, int] = {}
+    if source.captures:
+        from gristmill.execution.sources import cdc
+
+        if merging and cdc.LogState.of(ctx.previous) is not None:
+            return cdc.extract(ctx, source)
+        started = cdc.start(source)  # the slot first: the read below misses no change
+        extra[cdc.STATE_KEY] = started.to_json()
+        transactions[cdc.app_id(source)] = started.position
+        merging = False
     state = State.of(ctx.previous) if merging else None
     low = None
     if state is not None and state.watermark is not None and source.incremental:
@@ -147,7 +162,8 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
         relation = _write_relation(ctx, source, merging, casts)
         failpoints.hit("after_extract", source.name)
         template = replace(
-            ctx.template, stats={**ctx.template.stats, STATE_KEY: new_state.to_json()}
+            ctx.template,
+            stats={**ctx.template.stats, STATE_KEY: new_state.to_json(), **extra},
         )
         request = WriteRequest(
             table=source.name,
@@ -158,7 +174,7 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
             keep_only_declared=bool(source.contract.columns),
             merge_keys=source.primary_key,
             delete_flag=source.soft_delete if merging else None,
-            transactions={_app_id(source): new_state.sequence},
+            transactions={_app_id(source): new_state.sequence, **transactions},
             no_stats=tuple(c for c, _ in source.pii),
         )
         try:
@@ -710,7 +726,9 @@ def _with_timeout(url: str) -> str:
 
 @contextmanager
 def _connection(
-    source: DatabaseSource, environ: Mapping[str, str] | None = None
+    source: DatabaseSource,
+    environ: Mapping[str, str] | None = None,
+    kind: type[_Connection] | None = None,
 ) -> Iterator[_Connection]:
     env = os.environ if environ is None else environ
     missing = [v for v in placeholders(source.url) if v not in env]
@@ -724,7 +742,8 @@ def _connection(
         )
     secrets = [env[v] for v in placeholders(source.url)]
     url = expand(source.url, env)
-    kind = _Postgres if source.dialect == "postgresql" else _MySQL
+    if kind is None:
+        kind = _Postgres if source.dialect == "postgresql" else _MySQL
     connection = kind(source, url, secrets)
     try:
         yield connection
