@@ -270,8 +270,18 @@ def logical_pg() -> Iterator[str]:
         allowed = libraries.stdout.strip().replace(" ", "")
         options += f" -c output_plugin_libraries={allowed},wal2json"
     subprocess.run(
-        [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l",
-         str(folder / "log"), "-w", "start"],
+        [
+            *as_user,
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+        ],
         check=True,
         capture_output=True,
     )

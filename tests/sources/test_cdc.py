@@ -135,7 +135,8 @@ def test_killed_at_each_point_then_resumed_applies_every_change_once(
         logical_pg,
         f"""UPDATE {orders} SET amount = amount + 1 WHERE id % 3 = 0;
         DELETE FROM {orders} WHERE id % 10 = 1;
-        INSERT INTO {orders} (id, customer, amount) SELECT g, 'k', g FROM generate_series(300, 340) g""",
+        INSERT INTO {orders} (id, customer, amount)
+        SELECT g, 'k', g FROM generate_series(300, 340) g""",
     )
     killed = subprocess.run(
         [sys.executable, "-m", "gristmill", "ingest", "orders", "-p", str(root)],
@@ -182,8 +183,18 @@ def test_concurrent_writers_and_random_kills_miss_and_double_nothing(
     try:
         for _ in range(5):
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gristmill", "ingest", "orders", "--follow",
-                 "--interval", "0.1", "-p", str(root)],
+                [
+                    sys.executable,
+                    "-m",
+                    "gristmill",
+                    "ingest",
+                    "orders",
+                    "--follow",
+                    "--interval",
+                    "0.1",
+                    "-p",
+                    str(root),
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
