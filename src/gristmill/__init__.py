@@ -27,6 +27,7 @@ _API = {
     ),
     "gristmill.definitions.models": (
         "features",
+        "intake_source",
         "kfold",
         "lightgbm",
         "model",
@@ -43,7 +44,12 @@ _API = {
     ),
     "gristmill.definitions.freshness": ("freshness",),
     "gristmill.definitions.objects": ("feature_view", "table"),
-    "gristmill.definitions.sources": ("database_source", "source", "stream_source"),
+    "gristmill.definitions.sources": (
+        "database_source",
+        "intake_source",
+        "source",
+        "stream_source",
+    ),
     "gristmill.definitions.partitions": ("daily", "monthly", "static"),
     "gristmill.definitions.schedules": ("retry", "schedule"),
     "gristmill.definitions.sensors": (
@@ -94,7 +100,12 @@ if TYPE_CHECKING:
         sensor,
     )
     from gristmill.definitions.services import decision, service
-    from gristmill.definitions.sources import database_source, source, stream_source
+    from gristmill.definitions.sources import (
+        database_source,
+        intake_source,
+        source,
+        stream_source,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -130,6 +141,7 @@ __all__ = [
     "features",
     "freshness",
     "in_range",
+    "intake_source",
     "kfold",
     "lightgbm",
     "matches",

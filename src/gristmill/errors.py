@@ -375,6 +375,24 @@ class PredictionLogError(GristmillError):
     transient = True
 
 
+class TooManyRequests(GristmillError):
+    """A buffer is full for now (HTTP 429, with ``Retry-After``)."""
+
+    category = "unavailable"
+    transient = True
+
+    def __init__(self, message: str, *, retry_after_s: int, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
+
+
+class IdempotencyConflict(GristmillError):
+    """An Idempotency-Key sent again with a different body (HTTP 409)."""
+
+    category = "conflict"
+    exit_code = 2
+
+
 class NoSuchRoute(GristmillError):
     """An HTTP path that the server does not answer (HTTP 404)."""
 

@@ -93,7 +93,9 @@ app.add_typer(tokens_app, name="tokens")
 
 @tokens_app.command("create")
 def tokens_create(
-    role: Annotated[str, typer.Option(help="admin, service (predict) or reader.")] = "service",
+    role: Annotated[
+        str, typer.Option(help="admin, service (predict), reader or ingest (intake).")
+    ] = "service",
     note: Annotated[str, typer.Option(help="What it is for.")] = "",
     project: ProjectOpt = None,
     json: JsonOpt = False,

@@ -18,7 +18,7 @@ from gristmill.definitions.config import PiiSettings
 from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Table
 from gristmill.definitions.partitions import Partition, PartitionRange
-from gristmill.definitions.sources import DatabaseSource, FileSource, StreamSource
+from gristmill.definitions.sources import DatabaseSource, FileSource, IntakeSource, StreamSource
 from gristmill.errors import (
     GristmillError,
     Location,
@@ -87,6 +87,10 @@ def _materialize(ctx: StepContext, definition: Definition) -> Materialization:
         from gristmill.execution.sources.database import extract
 
         return extract(ctx, definition)
+    if isinstance(definition, IntakeSource):
+        from gristmill.execution.sources import intake
+
+        return intake.extract(ctx, definition, ctx.root / ".gristmill")
     if isinstance(definition, StreamSource):
         from gristmill.execution.sources import stream
 

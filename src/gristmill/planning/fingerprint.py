@@ -20,7 +20,7 @@ from typing import Any
 
 from gristmill.definitions.models import Model, TrainingSet
 from gristmill.definitions.objects import Definition, Table
-from gristmill.definitions.sources import DatabaseSource, FileSource, StreamSource
+from gristmill.definitions.sources import DatabaseSource, FileSource, IntakeSource, StreamSource
 
 
 def _digest(payload: Any) -> str:
@@ -77,6 +77,18 @@ def _stream(definition: StreamSource) -> str:
             "stream": definition.stream,
             "subject": definition.subject,
             "format": definition.format,
+            "primary_key": definition.primary_key,
+            "contract": definition.contract.describe(),
+            **({"pii": definition.pii} if definition.pii else {}),
+        }
+    )
+
+
+@code_hash.register
+def _intake(definition: IntakeSource) -> str:
+    return _digest(
+        {
+            "kind": "intake",
             "primary_key": definition.primary_key,
             "contract": definition.contract.describe(),
             **({"pii": definition.pii} if definition.pii else {}),

@@ -57,6 +57,7 @@ from gristmill.serving.http import (
     send_reply,
     status_of,
 )
+from gristmill.serving.intake import Intake
 from gristmill.serving.log import prediction_rows
 from gristmill.serving.metrics import CONTENT_TYPE, UNMATCHED, Metrics
 from gristmill.serving.openapi import openapi
@@ -70,7 +71,7 @@ logger = logging.getLogger("gristmill.serving")
 PREDICT_ROLES = frozenset({"admin", "service"})
 READ_ROLES = frozenset({"admin", "service", "reader"})
 METRICS_ROLES = frozenset({"admin", "reader"})
-ANY_ROLE = frozenset({"admin", "service", "reader"})
+ANY_ROLE = frozenset({"admin", "service", "reader", "ingest"})
 PREDICT = "/v1/services/{name}/predict"
 MODEL = "/v2/models/{name}"
 VERSION = "/v2/models/{name}/versions/{version}"
@@ -170,6 +171,7 @@ class Handlers:
         self.spool = spool
         self.metrics = metrics
         self.webhooks = webhooks
+        self.intake_only = False
 
     async def predict(self, request: Request) -> Reply:
         runtime = self.host.get(request.params["name"])
@@ -283,7 +285,7 @@ class Handlers:
         if self.spool is not None and not self.spool.healthy:
             reason = "the prediction log cannot be written (disk full?): predictions get 503"
             return json_reply({"ready": False, "reason": reason}, 503)
-        ready = bool(self.host.runtimes)
+        ready = bool(self.host.runtimes) or self.intake_only
         return json_reply({"ready": ready}, 200 if ready else 503)
 
     async def metrics_text(self, request: Request) -> Reply:
@@ -360,10 +362,12 @@ def build_app(
     metrics: Metrics | None = None,
     webhooks: Mapping[str, Webhook] | None = None,
     on_shutdown: Sequence[Callable[[], None]] = (),
+    intake: Intake | None = None,
 ) -> Dispatch:
     """The app; ``on_shutdown`` runs after the server stopped taking requests."""
     metrics = metrics or Metrics(host.runtimes)
     handlers = Handlers(host, spool, metrics, webhooks or {})
+    handlers.intake_only = intake is not None and not host.runtimes
 
     def endpoint(route: str, handler: Handler, roles: frozenset[str] | None, **kw: Any) -> Endpoint:
         return Endpoint(route, handler, roles, settings=settings, metrics=metrics, **kw)
@@ -378,6 +382,10 @@ def build_app(
         ("GET", "/metrics", endpoint("/metrics", handlers.metrics_text, metrics_roles)),
         ("GET", "/openapi.json", endpoint("/openapi.json", handlers.openapi_doc, openapi_roles)),
     ]
+    if intake is not None:
+        from gristmill.serving import intake as posting
+
+        table.append(("POST", posting.ROUTE, endpoint(posting.ROUTE, intake.post, posting.ROLES)))
     for base in (MODEL, VERSION):
         table += [
             ("GET", base, endpoint(base, handlers.model_metadata, READ_ROLES, oip=True)),
@@ -408,6 +416,8 @@ def build_app(
                 spool.close()
             for hook in (webhooks or {}).values():
                 hook.close()
+            if intake is not None:
+                intake.close()
             for shutdown in on_shutdown:
                 shutdown()
 
@@ -436,6 +446,17 @@ def build_app(
         for name in host.runtimes
     }
     exact.update({(m, p): (ep, {}) for m, p, ep in table if "{" not in p})
+    if intake is not None:
+        from gristmill.serving.intake import ROUTE as INTAKE
+
+        exact.update(
+            {
+                ("POST", INTAKE.format(name=name)): (ep, {"name": name})
+                for m, p, ep in table
+                if p == INTAKE
+                for name in intake.sources
+            }
+        )
     app = Dispatch(exact, rest)
     app.state.host = host
     app.state.spool = spool
@@ -479,6 +500,7 @@ def build_metrics_app(render: Callable[[], bytes], settings: Settings) -> Starle
 
 def _routes_hint() -> str:
     return (
-        "routes: POST /v1/services/{name}/predict, GET|POST /v2/models/{name}"
+        "routes: POST /v1/services/{name}/predict, POST /v1/intake/{source}, "
+        "GET|POST /v2/models/{name}"
         "[/versions/{v}][/ready|/infer], GET /metrics, GET /openapi.json"
     )

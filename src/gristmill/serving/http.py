@@ -27,6 +27,7 @@ from gristmill.errors import (
     PayloadTooLarge,
     PredictionLogError,
     ServingInputError,
+    TooManyRequests,
     Unauthorized,
     UnknownModelError,
     UnknownServiceError,
@@ -53,6 +54,7 @@ STATUS: dict[type[GristmillError], int] = {
     MethodNotAllowed: 405,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
+    TooManyRequests: 429,
     ServingInputError: 422,
     OnlineStoreError: 503,
     CatalogError: 503,
@@ -102,6 +104,8 @@ def reply_for(exc: GristmillError, *, oip: bool = False) -> Reply:
         headers.append((b"www-authenticate", REALM + invalid))
     if isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", ", ".join(exc.allowed).encode()))
+    if isinstance(exc, TooManyRequests):
+        headers.append((b"retry-after", str(exc.retry_after_s).encode()))
     if oip:  # the protocol's error object: {"error": <message>}
         body: dict[str, Any] = {"error": exc.message}
         body.update({"type": type(exc).__name__, "hint": exc.hint or None, "status": status})

@@ -683,7 +683,12 @@ class Workspace:
 
     def sources(self) -> list[SourceInfo]:
         """Each source: its kind, what it reads, its state, how far behind, its last error."""
-        from gristmill.definitions.sources import DatabaseSource, Source, StreamSource
+        from gristmill.definitions.sources import (
+            DatabaseSource,
+            IntakeSource,
+            Source,
+            StreamSource,
+        )
         from gristmill.definitions.urls import redact_credentials
         from gristmill.execution.sources import stream
         from gristmill.execution.sources.database import State
@@ -712,6 +717,18 @@ class Workspace:
                     if mark.tzinfo is None:  # naive cursor values are read as UTC
                         now = datetime.now(UTC).replace(tzinfo=None)
                     behind = round((now - mark).total_seconds(), 1)
+            elif isinstance(node, IntakeSource):
+                from gristmill.execution.sources import intake
+
+                reads = f"POST /v1/intake/{node.name}"
+                posted = intake.State.of(last)
+                buffer = intake.open_buffer(self.root / STATE_DIR, node)
+                try:
+                    requests, rows = buffer.waiting(posted.request if posted else 0)
+                finally:
+                    buffer.close()
+                info = {**(posted.to_json() if posted else {}), "waiting_rows": rows,
+                        "waiting_requests": requests}  # fmt: skip
             elif isinstance(node, StreamSource):
                 subject = f" {node.subject}" if node.subject else ""
                 reads = f"{redact_credentials(node.url)} {node.stream}{subject}"

@@ -34,9 +34,11 @@ from gristmill.storage.catalog import ApiToken
 from gristmill.storage.catalog.records import utcnow
 
 if TYPE_CHECKING:
+    from gristmill.definitions.sources import IntakeSource
+    from gristmill.serving.intake import Intake
     from gristmill.workspace.core import Workspace
 
-ROLES = ("admin", "service", "reader")
+ROLES = ("admin", "service", "reader", "ingest")
 NEW_KEY_S = 1.0
 """An unknown key re-reads the keys if they are older than this: new keys work at once."""
 ENV = "GRISTMILL_SERVE"
@@ -119,8 +121,11 @@ class TokenCache:
 def check(ws: Workspace, names: Sequence[str], *, auth: bool) -> list[str]:
     """The services to serve (default: all), each loaded once to fail before serving."""
     names = list(names) or sorted(ws.project.services)
-    if not names:
-        raise ServiceConfigError("the project defines no service", hint="declare one: gm.service()")
+    if not names and not intake_sources(ws):
+        raise ServiceConfigError(
+            "the project defines no service and no intake source",
+            hint="declare one: gm.service() or gm.intake_source()",
+        )
     for name in names:
         ws.services.runtime(name)
     if auth and not any(t.revoked_at is None for t in ws.catalog.tokens()):
@@ -129,6 +134,12 @@ def check(ws: Workspace, names: Sequence[str], *, auth: bool) -> list[str]:
             hint="create one: `gristmill tokens create --role service` (or serve --no-auth)",
         )
     return names
+
+
+def intake_sources(ws: Workspace) -> dict[str, IntakeSource]:
+    from gristmill.definitions.sources import IntakeSource
+
+    return {s.name: s for s in ws.graph.sources() if isinstance(s, IntakeSource)}
 
 
 def spool_folder(ws: Workspace) -> Path:
@@ -163,7 +174,17 @@ def create_app(
         metrics=Metrics(names, shared=metrics_shared),
         webhooks=webhooks,
         on_shutdown=[*on_shutdown, ws.close],
+        intake=_intake(ws),
     )
+
+
+def _intake(ws: Workspace) -> Intake | None:
+    sources = intake_sources(ws)
+    if not sources:
+        return None
+    from gristmill.serving.intake import Intake
+
+    return Intake(sources, ws.root / ".gristmill")
 
 
 def serve(
@@ -206,7 +227,8 @@ def serve(
         "timeout_graceful_shutdown": 30,
     }
     announce(
-        f"serving {', '.join(names)} on http://{host}:{port} "
+        f"serving {', '.join([*names, *(f'intake {s}' for s in intake_sources(ws))])} "
+        f"on http://{host}:{port} "
         f"({workers} worker(s), auth {'on' if auth else 'off'})"
     )
     if workers == 1:

@@ -8,7 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gristmill.definitions.sources import DatabaseSource, FileSource, Source, StreamSource
+from gristmill.definitions.sources import (
+    DatabaseSource,
+    FileSource,
+    IntakeSource,
+    Source,
+    StreamSource,
+)
 from gristmill.errors import GristmillError
 from gristmill.planning.planner import SourceOffer
 
@@ -38,6 +44,10 @@ def discover(
                 offers[name] = database.discover(node, state.latest(name))
             except GristmillError as exc:
                 offers[name] = SourceOffer(news=f"cannot look for new rows: {exc.message}")
+        elif isinstance(node, IntakeSource):
+            from gristmill.execution.sources import intake
+
+            offers[name] = intake.discover(node, state.latest(name), root / ".gristmill")
         elif isinstance(node, StreamSource):
             from gristmill.execution.sources import stream
 

@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 from gristmill import failpoints
 from gristmill.definitions.contracts import ORDER_COLUMN
+from gristmill.definitions.sources.base import Source
 from gristmill.definitions.sources.database import expand, placeholders
-from gristmill.definitions.sources.stream import METADATA, StreamSource
+from gristmill.definitions.sources.stream import StreamSource
 from gristmill.errors import (
     DefinitionError,
     GristmillError,
@@ -242,16 +243,28 @@ def _commit(
 
 
 def _relation(ctx: StepContext, source: StreamSource) -> str:
-    """The messages as the contract's columns (text, typed by the contract's casts), with
-    their sequence (the quarantine's row), stream and subject (its file) and why a
-    message could not be read at all; one row per key (the newest) when keyed."""
-    fields = [c for c in source.contract.columns if c not in METADATA]
+    metadata = {"_sequence": "sequence", "_subject": "subject", "_published_at": "published"}
+    label = f"'{source.stream}:' || subject"  # a stream's name is letters, digits, - and _
+    return json_relation(ctx, source, RAW, metadata, label, source.primary_key)
+
+
+def json_relation(
+    ctx: StepContext,
+    source: Source,
+    raw: str,
+    metadata: Mapping[str, str],
+    label: str,
+    keys: tuple[str, ...],
+) -> str:
+    """JSON messages (``raw``: a ``sequence`` and a ``payload`` per row) as the contract's
+    columns (text, typed by the contract's casts), with their sequence (the quarantine's
+    row), ``label`` (its file) and why a message could not be read at all; the columns
+    in ``metadata`` taken from ``raw``'s own; one row per key (the newest) when keyed."""
+    fields = [c for c in source.contract.columns if c not in metadata]
     paths = ", ".join("'$." + _json_key(c) + "'" for c in fields)
     readable = "json_valid(payload) AND json_type(payload) = 'OBJECT'"
     values = [f"__v[{i}] AS {q(c)}" for i, c in enumerate(fields, start=1)]
-    metadata = {"_sequence": "sequence", "_subject": "subject", "_published_at": "published"}
-    values += [f"{metadata[c]} AS {q(c)}" for c in source.contract.columns if c in METADATA]
-    where = f"{source.stream}:"
+    values += [f"{q(metadata[c])} AS {q(c)}" for c in source.contract.columns if c in metadata]
     error = (
         "CASE WHEN payload IS NULL THEN 'message: not UTF-8 text' "
         "WHEN NOT json_valid(payload) THEN 'message: not JSON' "
@@ -265,16 +278,16 @@ def _relation(ctx: StepContext, source: StreamSource) -> str:
     )
     sql = (
         f"SELECT {', '.join(values)}, sequence AS {q(ORDER_COLUMN)}, "
-        f"'{where}' || subject AS {q(FILE_COLUMN)}, {error} AS {q(ERROR_COLUMN)} "
-        f"FROM (SELECT *, {extracted} AS __v FROM {q(RAW)})"
+        f"{label} AS {q(FILE_COLUMN)}, {error} AS {q(ERROR_COLUMN)} "
+        f"FROM (SELECT *, {extracted} AS __v FROM {q(raw)})"
     )
-    if source.primary_key:  # the newest message per key in a batch wins
-        keys = ", ".join(q(k) for k in source.primary_key)
+    if keys:  # the newest message per key in a batch wins
+        keyed = ", ".join(q(k) for k in keys)
         sql += (
             f" QUALIFY {q(ERROR_COLUMN)} IS NOT NULL OR row_number() OVER "
-            f"(PARTITION BY {keys}, {q(ERROR_COLUMN)} IS NULL ORDER BY {q(ORDER_COLUMN)} DESC) = 1"
+            f"(PARTITION BY {keyed}, {q(ERROR_COLUMN)} IS NULL ORDER BY {q(ORDER_COLUMN)} DESC) = 1"
         )
-    view = RAW + "_rows"
+    view = raw + "_rows"
     ctx.session.define(view, sql)
     from gristmill.definitions.config import PiiSettings
     from gristmill.execution.sources.pii import pseudonymize

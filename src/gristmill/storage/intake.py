@@ -1,0 +1,133 @@
+"""An intake source's buffer: posted requests, durable before they are acknowledged.
+
+One SQLite file per source (WAL, ``synchronous=FULL``: a committed request survives a
+crash of the process and of the machine). Each request is one row, numbered in arrival
+order, with its Idempotency-Key (unique: a retry finds the first one) and a digest of
+its body (a key reused for another body is refused). Landing a batch clears the bodies
+of the requests it covers but keeps their keys for ``KEEP_KEYS_S``, so late retries are
+still recognized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+KEEP_KEYS_S = 7 * 24 * 3600
+"""How long a landed request's key is remembered (a retry within it is a duplicate)."""
+BUSY_MS = 10_000
+
+
+@dataclass(frozen=True)
+class Accepted:
+    sequence: int
+    rows: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Buffered:
+    sequence: int
+    key: str | None
+    received_us: int
+    body: bytes
+
+
+class KeyReused(Exception):
+    """The Idempotency-Key was used before for a different body."""
+
+
+class IntakeBuffer:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=BUSY_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)  # fmt: skip
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS requests (sequence INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "key TEXT UNIQUE, digest TEXT NOT NULL, received_us INTEGER NOT NULL, "
+            "rows INTEGER NOT NULL, body BLOB)"
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, key: str | None, body: bytes, rows: int, max_waiting: int) -> Accepted | None:
+        """Store a request (None: the buffer holds ``max_waiting`` rows or more already)."""
+        digest = hashlib.sha256(body).hexdigest()
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if key is not None:
+                found = db.execute(
+                    "SELECT sequence, digest, rows FROM requests WHERE key = ?", (key,)
+                ).fetchone()
+                if found is not None:
+                    db.execute("COMMIT")
+                    if found[1] != digest:
+                        raise KeyReused(key)
+                    return Accepted(int(found[0]), int(found[2]), duplicate=True)
+            (waiting,) = db.execute(
+                "SELECT coalesce(sum(rows), 0) FROM requests WHERE body IS NOT NULL"
+            ).fetchone()
+            if int(waiting) >= max_waiting:
+                db.execute("COMMIT")
+                return None
+            cursor = db.execute(
+                "INSERT INTO requests (key, digest, received_us, rows, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, digest, time.time_ns() // 1000, rows, body),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        assert cursor.lastrowid is not None
+        return Accepted(int(cursor.lastrowid), rows, duplicate=False)
+
+    def waiting(self, after: int) -> tuple[int, int]:
+        """Requests and rows past ``after`` not landed yet."""
+        count, rows = self._db.execute(
+            "SELECT count(*), coalesce(sum(rows), 0) FROM requests "
+            "WHERE sequence > ? AND body IS NOT NULL",
+            (after,),
+        ).fetchone()
+        return int(count), int(rows)
+
+    def read(self, after: int, max_rows: int) -> list[Buffered]:
+        """Requests past ``after`` in order, whole, until ``max_rows`` is reached."""
+        out: list[Buffered] = []
+        total = 0
+        for sequence, key, received, rows, body in self._db.execute(
+            "SELECT sequence, key, received_us, rows, body FROM requests "
+            "WHERE sequence > ? AND body IS NOT NULL ORDER BY sequence",
+            (after,),
+        ):
+            if out and total + rows > max_rows:
+                break
+            out.append(Buffered(int(sequence), key, int(received), bytes(body)))
+            total += rows
+        return out
+
+    def landed(self, upto: int) -> None:
+        """Forget the bodies of requests up to ``upto`` (the table holds them), and the
+        keys of requests landed long ago."""
+        cutoff = time.time_ns() // 1000 - KEEP_KEYS_S * 1_000_000
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("UPDATE requests SET body = NULL WHERE sequence <= ?", (upto,))
+        self._db.execute(
+            "DELETE FROM requests WHERE body IS NULL AND received_us < ? AND sequence < "
+            "(SELECT max(sequence) FROM requests)",
+            (cutoff,),
+        )
+        self._db.execute("COMMIT")
+
+
+def buffer_path(state: Path, source: str) -> Path:
+    return state / "intake" / f"{source}.db"
