@@ -43,6 +43,7 @@ _API = {
         "retrain",
     ),
     "gristmill.definitions.freshness": ("freshness",),
+    "gristmill.definitions.pushed": ("stream_features", "window"),
     "gristmill.definitions.objects": ("feature_view", "table"),
     "gristmill.definitions.sources": (
         "database_source",
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
     )
     from gristmill.definitions.objects import feature_view, table
     from gristmill.definitions.partitions import daily, monthly, static
+    from gristmill.definitions.pushed import stream_features, window
     from gristmill.definitions.schedules import retry, schedule
     from gristmill.definitions.sensors import (
         monitor_alert,
@@ -164,10 +166,12 @@ __all__ = [
     "sklearn",
     "source",
     "static",
+    "stream_features",
     "stream_source",
     "table",
     "time_split",
     "training_set",
     "unique",
+    "window",
     "xgboost",
 ]

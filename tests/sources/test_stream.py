@@ -355,3 +355,120 @@ def test_unreachable_server_missing_stream_and_bad_definitions_say_what_to_do(
             Workspace.open(bad)
         assert expected in info.value.message
         assert "hunter2" not in str(info.value)
+
+
+FEATURES = """
+activity = gm.stream_features(
+    "activity",
+    source="events",
+    entity="user",
+    timestamp="at",
+    latest=["amount"],
+    windows={
+        "events_1h": gm.window("count", "1h"),
+        "spent_1h": gm.window("sum", "1h", of="amount"),
+        "spent_1d": gm.window("sum", "1d", of="amount"),
+        "biggest_1d": gm.window("max", "1d", of="amount"),
+    },
+)
+"""
+
+
+def as_online(row: dict[str, object]) -> dict[str, object]:
+    """A view's row as the online store answers it: without the entity, times as text."""
+    return {k: str(v) if hasattr(v, "isoformat") else v for k, v in row.items() if k != "user"}
+
+
+def activity_events(start: int, count: int) -> list[dict[str, object]]:
+    """Events of five users, 10 minutes apart per user, amounts that make sums exact."""
+    out = []
+    for i in range(start, start + count):
+        minutes = 10 * (i // 5)
+        out.append(
+            {
+                "id": i,
+                "user": f"u{i % 5}",
+                "amount": float(i % 7),
+                "at": f"2026-11-30T{minutes // 60:02d}:{minutes % 60:02d}:00",
+            }
+        )
+    return out
+
+
+def test_stream_features_online_equal_the_batch_view_and_follow_new_events(
+    tmp_path: Path, stream: str
+) -> None:
+    root = project(
+        tmp_path / "p",
+        stream,
+        columns='{"id": "BIGINT", "user": "VARCHAR", "amount": "DOUBLE", "at": "TIMESTAMP"}',
+    )
+    (root / "pipeline.py").write_text((root / "pipeline.py").read_text() + FEATURES)
+    publish(stream, activity_events(0, 100))
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    users = [f"u{i}" for i in range(5)]
+    # the batch view, built by the run, is what the online store holds
+    batch = {r["user"]: r for r in ws.read("activity").to_pylist()}
+    online = dict(zip(users, ws.lookup("activity", users), strict=True))
+    for user in users:
+        assert online[user] == as_online(batch[user])
+    # by hand: u1's events are 1, 6, 11, ..., 96 at 10-minute steps; the last is 96 at
+    # 03:10, the hour before it holds 71, 76, 81, 86, 91, 96 (not 66 at 02:10: exclusive)
+    u1 = [i for i in range(100) if i % 5 == 1]
+    assert batch["u1"]["events_1h"] == 6
+    assert batch["u1"]["spent_1h"] == sum(float(i % 7) for i in u1 if i >= 71)
+    assert batch["u1"]["spent_1d"] == sum(float(i % 7) for i in u1)
+    assert batch["u1"]["amount"] == float(96 % 7)
+
+    # new events only land (ingest): the online rows of the users they touch follow at
+    # once, and equal the view that the next run builds over the same rows
+    publish(stream, activity_events(100, 3))  # u0, u1, u2
+    ws = Workspace.open(root)
+    assert ws.ingest(["events"]).ok
+    pushed = dict(zip(users, ws.lookup("activity", users), strict=True))
+    assert pushed["u3"] == online["u3"] and pushed["u4"] == online["u4"]
+    assert pushed["u0"] != online["u0"]
+    assert Workspace.open(root).run().ok
+    rebuilt = {r["user"]: r for r in Workspace.open(root).read("activity").to_pylist()}
+    for user in users:
+        assert pushed[user] == as_online(rebuilt[user])
+
+
+def test_a_published_event_reaches_lookup_within_seconds_with_follow(
+    tmp_path: Path, stream: str
+) -> None:
+    root = project(
+        tmp_path / "p",
+        stream,
+        columns='{"id": "BIGINT", "user": "VARCHAR", "amount": "DOUBLE", "at": "TIMESTAMP"}',
+        batch_wait='"0.1s"',
+    )
+    (root / "pipeline.py").write_text((root / "pipeline.py").read_text() + FEATURES)
+    publish(stream, activity_events(0, 10))
+    assert Workspace.open(root).run().ok
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "gristmill", "ingest", "events", "--follow", "--interval",
+         "0.1", "-p", str(root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # started and idle
+        latencies = []
+        for n in range(3):
+            event = {"id": 1000 + n, "user": "fresh", "amount": float(n + 1),
+                     "at": f"2026-12-01T00:0{n}:00"}  # fmt: skip
+            sent = time.perf_counter()
+            publish(stream, [event])
+            while True:
+                (found,) = Workspace.open(root).lookup("activity", ["fresh"])
+                if found is not None and found["events_1h"] == n + 1:
+                    latencies.append(time.perf_counter() - sent)
+                    break
+                assert time.perf_counter() - sent < 20, "the event never reached lookup"
+                time.sleep(0.05)
+        print(f"publish -> lookup: {', '.join(f'{s:.2f}s' for s in latencies)}")
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        follower.wait(timeout=30)

@@ -100,6 +100,9 @@ class FeatureSpec:
     timestamp: str
     online: bool = True
     """Keep each entity's latest row in the online store (filled by every run)."""
+    pushed_from: str | None = None
+    """A stream or intake source whose landed rows update this view's online rows at once
+    (``gm.stream_features``), before the view itself is rebuilt."""
 
 
 @dataclass(frozen=True)

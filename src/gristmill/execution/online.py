@@ -145,3 +145,57 @@ class _Counter:
         for batch in reader:
             self.rows += batch.num_rows
             yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
+
+
+PUSH_ALL, PUSH_ADDED, PUSH_VIEW = "__gm_push_all", "__gm_push_added", "__gm_push_view"
+
+
+def push_view(
+    session: Session,
+    lake: Lake,
+    store: OnlineStore,
+    view: Table,
+    version: int,
+    *,
+    scan: bool,
+) -> int:
+    """Recompute ``view``'s online rows for the entities that version ``version`` of its
+    source added rows for, with the view's own SQL over that version, and upsert them
+    (a ``gm.stream_features`` view, right after its source landed rows). Returns how
+    many entities were written."""
+    from gristmill.execution.steps import expose
+
+    assert view.feature is not None and view.feature.pushed_from is not None
+    source = view.feature.pushed_from
+    entity = view.feature.entity[0]
+    expose(session, lake, source, version, alias=PUSH_ALL, scan=scan)
+    now = lake.parquet_files(source, version)
+    before = (
+        lake.parquet_files(source, version - 1)
+        if version > 0 and lake.has_version(source, version - 1)
+        else []
+    )
+    added = sorted(set(now) - set(before or [])) if now is not None and before is not None else []
+    if added:
+        session.register_parquet(PUSH_ADDED, added)
+        touched = f"SELECT DISTINCT {q(entity)} FROM {q(PUSH_ADDED)}"
+    else:  # files not known one by one: every entity
+        touched = f"SELECT DISTINCT {q(entity)} FROM {q(PUSH_ALL)}"
+    session.define(source, f"SELECT * FROM {q(PUSH_ALL)} WHERE {q(entity)} IN ({touched})")
+    assert view.sql is not None
+    session.define(PUSH_VIEW, view.sql)
+    columns = [c for c, _ in session.columns(PUSH_VIEW)]
+    stored = value_columns(view, columns)
+    state = store.state(view.name)
+    if state is None or state.columns != stored:  # the next run's sync writes it all
+        state = SyncState(view.name, -1, 0, stored)
+    counter = _Counter()
+    changed = f"SELECT * FROM ({latest_sql(PUSH_VIEW, view, columns)}) ORDER BY key"
+    store.write(
+        view.name,
+        counter.chunks(session.reader(changed, batch_rows=100_000)),
+        [],
+        state,
+        replace=False,
+    )
+    return counter.rows

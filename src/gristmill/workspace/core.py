@@ -503,8 +503,10 @@ class Workspace:
     def _after_build(
         self, outcome: RunOutcome, monitors: bool, *, triggered: bool = True
     ) -> RunOutcome:
-        """Evaluate the monitors a build's changes concern; ``triggered``: run the
+        """Update the online rows of stream-fed feature views whose source landed rows,
+        then evaluate the monitors a build's changes concern; ``triggered``: run the
         retrains their alerts queue here too (else the scheduler does)."""
+        self._push_features(outcome)
         if monitors and outcome.result.ok and self.project.monitors:
             evaluations = tuple(
                 self.monitors.run(
@@ -515,6 +517,35 @@ class Workspace:
             )
             outcome = replace(outcome, monitors=evaluations)
         return outcome
+
+    def _push_features(self, outcome: RunOutcome) -> None:
+        """``gm.stream_features`` views: their online rows for the entities a source's new
+        rows touched, at once (a view the run rebuilt was synced with the run already)."""
+        views = [
+            t
+            for t in self.graph.tables()
+            if t.feature is not None and t.feature.pushed_from is not None
+        ]
+        if not views:
+            return
+        done = [s for s in outcome.result.steps if s.status is StepStatus.SUCCESS]
+        landed = {s.name: s.version for s in done if (s.rows_added or 0) > 0}
+        rebuilt = {s.name for s in done}
+        todo = [
+            v
+            for v in views
+            if v.feature is not None and v.feature.pushed_from in landed and v.name not in rebuilt
+        ]
+        if not todo:
+            return
+        from gristmill.execution.online import push_view
+
+        with self.engine_session() as (session, scan):
+            for view in todo:
+                assert view.feature is not None and view.feature.pushed_from is not None
+                version = landed[view.feature.pushed_from]
+                assert version is not None
+                push_view(session, self.lake, self.online_store, view, version, scan=scan)
 
     @cached_property
     def coordinator(self) -> Coordinator:
