@@ -59,6 +59,23 @@ def init(
             "into data/.",
         ),
     ] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Put users in PostgreSQL, transactions in MariaDB and events in NATS "
+            "JetStream, and read them from there (e-mail as personal data).",
+        ),
+    ] = False,
+    postgres: Annotated[
+        str, typer.Option(help="--live: the PostgreSQL to load users into.")
+    ] = "postgresql://postgres@127.0.0.1:5432/test",
+    mysql: Annotated[
+        str, typer.Option(help="--live: the MariaDB/MySQL to load transactions into.")
+    ] = "mysql://root@127.0.0.1:3306/test",
+    nats: Annotated[
+        str, typer.Option(help="--live: the NATS JetStream server to publish events to.")
+    ] = "nats://127.0.0.1:4222",
     json: JsonOpt = False,
 ) -> None:
     """Create a project from an example, with generated data."""
@@ -67,8 +84,12 @@ def init(
     from rich.markup import escape
 
     from gristmill.workspace.init import init_project
+    from gristmill.workspace.live import Servers
 
-    created = init_project(directory, example=example, scale=scale, seed=seed, drift=drift)
+    servers = Servers(postgres, mysql, nats) if live else None
+    created = init_project(
+        directory, example=example, scale=scale, seed=seed, drift=drift, live=servers
+    )
     if json:
         render.emit_json(created)
         return
@@ -76,6 +97,9 @@ def init(
         f"created [bold]{escape(created['project'])}[/] in {escape(str(created['path']))} "
         f"({created['files']} data files, scale {scale})"
     )
+    for where, what in (created.get("live") or {}).items():
+        if isinstance(what, str):
+            render.out.print(f"{where}: {escape(what)}")
     folder = escape(shlex.quote(str(directory)))  # a command the user can paste
     if drift:
         render.out.print(

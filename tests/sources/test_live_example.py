@@ -1,0 +1,141 @@
+"""`gristmill init --example churn --live`: the example on the machine's PostgreSQL,
+MariaDB and NATS JetStream, read from there, e-mail pseudonymized."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gristmill.workspace import Workspace
+from tests.conftest import PG, gm, gm_json
+
+MARIADB = "mysql://root@127.0.0.1:3306/test"
+
+
+def pg(sql: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        cursor = conn.execute(sql)
+        return cursor.fetchall() if cursor.description else []
+
+
+def mariadb(sql: str) -> str:
+    done = subprocess.run(
+        ["mariadb", "-h", "127.0.0.1", "-u", "root", "test", "-N", "-e", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+async def _nats(stream: str, payloads: list[bytes] | None) -> None:
+    import nats
+
+    client = await nats.connect("nats://127.0.0.1:4222")
+    js = client.jetstream()
+    if payloads is None:
+        await js.delete_stream(stream)
+    else:
+        for payload in payloads:
+            await js.publish(f"{stream.lower()}.events", payload)
+    await client.close()
+
+
+def init(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gristmill", "init", str(root), "--example", "churn", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    root = tmp_path / "demo"
+    done = init(root, "--live", "--json")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    names = {
+        "schema": created["live"]["postgres"].split()[-1].split(".")[0],
+        "table": created["live"]["mysql"].split()[-1],
+        "stream": created["live"]["nats"].split()[-1],
+    }
+    try:
+        yield root, names
+    finally:
+        pg(f'DROP SCHEMA IF EXISTS "{names["schema"]}" CASCADE')
+        mariadb(f"DROP TABLE IF EXISTS `{names['table']}`")
+        asyncio.run(_nats(names["stream"], None))
+
+
+def test_the_live_example_reads_its_servers_and_keeps_only_pseudonyms(
+    live: tuple[Path, dict[str, str]],
+) -> None:
+    root, names = live
+    assert not (root / "data" / "users").exists() and (root / "data" / "labels").exists()
+    kinds = {s["name"]: s["kind"] for s in gm_json(root, "sources")}
+    assert kinds == {
+        "users": "database",
+        "transactions": "database",
+        "events": "stream",
+        "churn_labels": "files",
+    }
+    run = gm(root, "run")
+    assert run.returncode == 0, run.stdout + run.stderr
+    ws = Workspace.open(root)
+    (users,) = pg(f'SELECT count(*) FROM "{names["schema"]}".users')[0]
+    quarantined = len(ws.quarantine("users"))
+    assert ws.read("users").num_rows + quarantined == users
+    transactions = int(mariadb(f"SELECT count(*) FROM `{names['table']}`"))
+    assert ws.read("transactions").num_rows + len(ws.quarantine("transactions")) == transactions
+    emails = ws.read("users")["email"].to_pylist()
+    assert all(re.fullmatch(r"[0-9a-f]{64}", e) for e in emails)
+    for path in (root / "lake").rglob("*"):
+        if path.is_file():
+            assert b"@example.com" not in path.read_bytes(), path
+    assert ws.read("churn_training").num_rows > 0  # the model trained on it
+    assert gm(root, "run").returncode == 0  # and nothing new: a no-op
+
+    # new rows at each server reach the tables with the next run
+    pg(
+        f"""INSERT INTO "{names["schema"]}".users (user_id, email, signup_ts, plan, country,
+            birth_year) VALUES ('u_9999999', 'New@Example.com', '2025-12-01', 'basic', 'DE',
+            '1990')"""
+    )
+    mariadb(
+        f"INSERT INTO `{names['table']}` (txn_id, user_id, ts, amount, merchant_category, "
+        "channel) VALUES ('t_new', 'u_9999999', '2026-01-02 10:00:00', '12.50', 'grocery', "
+        "'web')"
+    )
+    event = {"event_id": "e_new", "user_id": "u_9999999", "ts": "2026-01-02T10:05:00",
+             "event_type": "login", "device": "web", "duration_s": 3.0}  # fmt: skip
+    asyncio.run(_nats(names["stream"], [json.dumps(event).encode()]))
+    ws = Workspace.open(root)
+    reasons = {s.name: s.reason for s in ws.plan().steps if s.action.value == "run"}
+    assert {"users", "transactions", "events"} <= set(reasons), reasons
+    assert ws.run().ok
+    ws = Workspace.open(root)
+    assert "u_9999999" in ws.read("users")["user_id"].to_pylist()
+    assert "t_new" in ws.read("transactions")["txn_id"].to_pylist()
+    assert "e_new" in ws.read("events")["event_id"].to_pylist()
+
+
+def test_live_says_which_server_it_cannot_reach_and_leaves_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    proc = init(root, "--live", "--postgres", "postgresql://postgres@127.0.0.1:1/test")
+    assert proc.returncode != 0
+    assert "--live: cannot reach PostgreSQL at 127.0.0.1:1" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not root.exists()
+    proc = init(root, "--live", "--drift")
+    assert proc.returncode == 2 and "do not go together" in proc.stderr
