@@ -138,7 +138,7 @@ def test_init_writes_the_modules_it_imports(tmp_path: Path) -> None:
     from gristmill.workspace.init import init_project
 
     init_project(tmp_path / "demo", example="churn", scale="tiny", seed=1)
-    assert load_config(tmp_path / "demo").modules == ["pipeline.py"]
+    assert load_config(tmp_path / "demo").modules == ["sources.py", "pipeline.py"]
 
 
 @pytest.mark.parametrize(

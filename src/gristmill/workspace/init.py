@@ -80,7 +80,8 @@ def _go_live(directory: Path, servers: Servers) -> dict[str, Any]:
 
     names = Names.for_folder(directory)
     loaded = load(directory / "data", servers, names)
-    (directory / "sources.py").write_text(sources_module(servers, names))
+    sources = directory / "sources.py"
+    sources.write_text(sources_module(sources.read_text(), servers, names))
     for moved in ("users", "transactions", "events"):
         shutil.rmtree(directory / "data" / moved)
     (directory / "pii.key").write_text(secrets.token_hex(32) + "\n")

@@ -204,9 +204,16 @@ def _failure(what: str, url: str, exc: BaseException) -> GristmillError:
     return SourceReadError(f"--live: {what} at {where} refused the example's data: {text}")
 
 
-def sources_module(servers: Servers, names: Names) -> str:
-    """The project's ``sources.py`` for the servers."""
-    return LIVE_SOURCES.format(
+START = "# ---- users, transactions and events: files ----"
+END = "# ----\n"
+
+
+def sources_module(template: str, servers: Servers, names: Names) -> str:
+    """The example's ``sources.py`` with its file sources replaced by the servers'."""
+    head, found, rest = template.partition(START)
+    _, ended, tail = rest.partition(END)
+    assert found and ended, "the example's sources.py lost its markers"
+    block = LIVE_SOURCES.format(
         pg=servers.postgres,
         mysql=servers.mysql,
         nats=servers.nats,
@@ -214,24 +221,10 @@ def sources_module(servers: Servers, names: Names) -> str:
         table=names.table,
         stream=names.stream,
     )
+    return head + block + END + tail
 
 
-LIVE_SOURCES = '''"""The churn example's sources, on servers (`gristmill init --live`): users in
-PostgreSQL (their e-mail kept only as a keyed pseudonym), transactions in MariaDB, events
-in NATS JetStream. The labels stay files."""
-
-from __future__ import annotations
-
-import gristmill as gm
-
-PLANS = ["free", "basic", "premium"]
-CHANNELS = ["web", "mobile", "store"]
-CATEGORIES = [
-    "grocery", "fuel", "restaurants", "travel", "electronics", "fashion", "health",
-    "entertainment", "utilities", "home", "sports", "education",
-]  # fmt: skip
-EVENT_TYPES = ["login", "view", "search", "add_to_cart", "checkout", "support_ticket"]
-
+LIVE_SOURCES = """# ---- users, transactions and events: on servers (gristmill init --live) ----
 users = gm.database_source(
     "users",
     url="{pg}",
@@ -301,15 +294,4 @@ events = gm.stream_source(
     description="Clickstream events, from NATS JetStream.",
 )
 
-churn_labels = gm.source(
-    "churn_labels",
-    "data/labels/*.jsonl",
-    columns={{"user_id": "VARCHAR", "label_ts": "TIMESTAMP", "churned": "INTEGER"}},
-    checks=[
-        gm.not_null("user_id", "label_ts", "churned"),
-        gm.unique("user_id", "label_ts"),
-        gm.accepted_values("churned", [0, 1]),
-    ],
-    description="Did a user active at label_ts churn within 30 days? (entity, time, label)",
-)
-'''
+"""

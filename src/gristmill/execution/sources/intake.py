@@ -8,7 +8,7 @@ the buffer; a crash in between reads them again and skips what the lake holds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gristmill import failpoints
@@ -68,8 +68,8 @@ def discover(source: IntakeSource, last: Materialization | None, state_dir: Path
 
 
 def extract(ctx: StepContext, source: IntakeSource, state_dir: Path) -> Materialization:
-    from gristmill.execution.sources.stream import json_relation
-    from gristmill.execution.writer import WriteRequest, write
+    from gristmill.execution.sources.stream import json_relation, landing
+    from gristmill.execution.writer import write
 
     held = ctx.lake.transaction_version(source.name, source.app_id)
     appending = ctx.planned.mode is not WriteMode.OVERWRITE and ctx.previous is not None
@@ -91,22 +91,7 @@ def extract(ctx: StepContext, source: IntakeSource, state_dir: Path) -> Material
         )
         failpoints.hit("after_extract", source.name)
         landed = State(last, rows.num_rows)
-        template = replace(ctx.template, stats={**ctx.template.stats, STATE_KEY: landed.to_json()})
-        mode = WriteMode.OVERWRITE
-        if appending:
-            mode = WriteMode.MERGE if source.primary_key else WriteMode.APPEND
-        request = WriteRequest(
-            table=source.name,
-            relation=relation,
-            contract=source.contract,
-            mode=mode,
-            template=template,
-            keep_only_declared=True,
-            previous_rows=ctx.previous.rows if appending and ctx.previous else 0,
-            merge_keys=source.primary_key,
-            transactions={source.app_id: last},
-            no_stats=tuple(c for c, _ in source.pii),
-        )
+        request = landing(ctx, source, relation, appending, last, landed.to_json())
         if ctx.lake.transaction_version(source.name, source.app_id) != held:
             raise RunInProgressError(
                 f"intake source {source.name!r}: another process landed requests meanwhile",

@@ -38,7 +38,9 @@ from gristmill.planning.planner import SourceOffer, WriteMode
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from gristmill.definitions.sources.intake import IntakeSource
     from gristmill.execution.steps import StepContext
+    from gristmill.execution.writer import WriteRequest
     from gristmill.storage.catalog import Materialization
 
 T = TypeVar("T")
@@ -211,7 +213,7 @@ def _metadata(message: Any) -> tuple[int, int]:
 def _commit(
     ctx: StepContext, source: StreamSource, batch: Batch, appending: bool, seen: int | None
 ) -> Materialization:
-    from gristmill.execution.writer import WriteRequest, write
+    from gristmill.execution.writer import write
 
     now = ctx.lake.transaction_version(source.name, source.app_id)
     if now != seen:
@@ -221,13 +223,29 @@ def _commit(
             hint="run again: it reads past what is in the lake now",
         )
     ctx.session.register(RAW, batch.rows)
-    relation = _relation(ctx, source)
     state = State(batch.last, batch.rows.num_rows, batch.first, batch.published)
-    template = replace(ctx.template, stats={**ctx.template.stats, STATE_KEY: state.to_json()})
+    request = landing(ctx, source, _relation(ctx, source), appending, batch.last, state.to_json())
+    return write(ctx.session, ctx.lake, request)
+
+
+def landing(
+    ctx: StepContext,
+    source: StreamSource | IntakeSource,
+    relation: str,
+    appending: bool,
+    position: int,
+    state: dict[str, Any],
+) -> WriteRequest:
+    """How a batch of messages (or posted rows) lands: appended (or merged by key) after
+    the first batch, with ``position`` as the source's Delta app transaction and
+    ``state`` in the materialization's stats."""
+    from gristmill.execution.writer import WriteRequest
+
+    template = replace(ctx.template, stats={**ctx.template.stats, STATE_KEY: state})
     mode = WriteMode.OVERWRITE
     if appending:
         mode = WriteMode.MERGE if source.primary_key else WriteMode.APPEND
-    request = WriteRequest(
+    return WriteRequest(
         table=source.name,
         relation=relation,
         contract=source.contract,
@@ -236,10 +254,9 @@ def _commit(
         keep_only_declared=True,
         previous_rows=ctx.previous.rows if appending and ctx.previous else 0,
         merge_keys=source.primary_key,
-        transactions={source.app_id: batch.last},
+        transactions={source.app_id: position},
         no_stats=tuple(c for c, _ in source.pii),
     )
-    return write(ctx.session, ctx.lake, request)
 
 
 def _relation(ctx: StepContext, source: StreamSource) -> str:

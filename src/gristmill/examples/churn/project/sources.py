@@ -1,8 +1,8 @@
 """The churn example's sources: CSV, Parquet and JSON-lines files under data/, each
 with its contract (rows that break it are quarantined with the reason).
 
-`gristmill init --live` writes this file for servers instead: users in PostgreSQL,
-transactions in MariaDB, events in NATS JetStream.
+`gristmill init --live` replaces the part between the two "----" lines: users in
+PostgreSQL, transactions in MariaDB, events in NATS JetStream.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ CATEGORIES = [
 ]
 EVENT_TYPES = ["login", "view", "search", "add_to_cart", "checkout", "support_ticket"]
 
+# ---- users, transactions and events: files ----
 users = gm.source(
     "users",
     "data/users/*.csv",
@@ -86,6 +87,8 @@ events = gm.source(
     ],
     description="Clickstream events, one Parquet file per month.",
 )
+
+# ----
 
 churn_labels = gm.source(
     "churn_labels",
