@@ -236,3 +236,27 @@ def test_a_server_without_a_logical_log_says_how_to_get_one(tmp_path: Path, pg_s
     error = outcome.result.steps[0].error or {}
     assert "does not keep a logical log (wal_level is not logical)" in error["message"]
     assert "wal_level = logical" in error["hint"]
+
+
+def test_a_dropped_slot_is_refused_until_a_full_refresh_reads_the_table_again(
+    tmp_path: Path, logical_pg: str, orders: str
+) -> None:
+    root = project(tmp_path / "p", logical_pg, orders)
+    assert Workspace.open(root).run().ok
+    sql(logical_pg, "SELECT pg_drop_replication_slot('gristmill_orders')")
+    sql(logical_pg, f"DELETE FROM {orders} WHERE id = 5; UPDATE {orders} SET customer = 'x'")
+    gone = Workspace.open(root).ingest(["orders"])
+    assert "is gone" in (gone.result.steps[0].error or {})["message"]
+    # a slot made again by someone else (or by hand) is ahead of the table: refused too
+    sql(logical_pg, "SELECT pg_create_logical_replication_slot('gristmill_orders', 'wal2json')")
+    sql(logical_pg, f"UPDATE {orders} SET customer = 'y' WHERE id = 6")
+    ahead = Workspace.open(root).ingest(["orders"])
+    error = ahead.result.steps[0].error or {}
+    assert "it was made again" in error["message"] and "--full-refresh" in error["hint"]
+    refreshed = Workspace.open(root).ingest(["orders"], full_refresh=True)
+    assert refreshed.ok, refreshed.result.error()
+    assert lake_rows(Workspace.open(root)) == source_rows(logical_pg, orders)
+    sql(logical_pg, f"DELETE FROM {orders} WHERE id = 7")
+    after = Workspace.open(root).ingest(["orders"])
+    assert after.ok, after.result.error()
+    assert lake_rows(Workspace.open(root)) == source_rows(logical_pg, orders)

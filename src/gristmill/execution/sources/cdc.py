@@ -175,6 +175,24 @@ class _Log(_Connection):
         )
         return lsn_int(str(position))
 
+    def check_slot_follows(self, position: int) -> None:
+        """The slot must not be ahead of what the table holds: it is advanced only after a
+        commit, so one that is ahead was made again (dropped, re-created) and has lost the
+        changes in between."""
+        slot = _literal(self.source.slot)
+        found = self.one(
+            f"SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = {slot}"
+        )
+        if found and found[0] is not None and lsn_int(str(found[0])) > position:
+            raise SourceReadError(
+                f"database source {self.source.name!r}: the replication slot "
+                f"{self.source.slot!r} at {self.where} starts at {found[0]}, after the last "
+                f"change the table holds ({lsn_text(position)}): it was made again, and the "
+                "changes in between are not in it",
+                location=self.source.location,
+                hint=f"read the table again: gristmill ingest {self.source.name} --full-refresh",
+            )
+
     def peek(self, table: str, limit: int | None) -> list[tuple[int, int, str]]:
         """The slot's next changes (whole transactions): (LSN, xid, wal2json's record)."""
         slot = _literal(self.source.slot)
@@ -263,6 +281,7 @@ def discover(source: DatabaseSource, last: Materialization | None) -> SourceOffe
         return SourceOffer(news="never extracted: reading the table, then its log")
     with _connection(source, kind=_Log) as log:
         assert isinstance(log, _Log)
+        log.check_slot_follows(state.position)
         records = log.peek(log.qualified(), PEEK_LIMIT_FOR_DISCOVERY)
     changes, newest = committed_changes(records, state.position)
     if changes:
@@ -292,12 +311,22 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
     after = held if held is not None else (state.position if state else 0)
     with _connection(source, kind=_Log) as log:
         assert isinstance(log, _Log)
+        log.check_slot_follows(after)
         records = log.peek(log.qualified(), source.chunk_rows)
         changes, last = committed_changes(records, after)
         relation = _relation(ctx, source, changes)
         failpoints.hit("after_extract", source.name)
         landed = LogState(last, source.slot, len(changes))
-        template = replace(ctx.template, stats={**ctx.template.stats, STATE_KEY: landed.to_json()})
+        # the table's extraction number (of its full reads) stays with each version
+        number = (ctx.previous.stats or {}).get("source") if ctx.previous else None
+        template = replace(
+            ctx.template,
+            stats={
+                **ctx.template.stats,
+                STATE_KEY: landed.to_json(),
+                **({"source": number} if number else {}),
+            },
+        )
         request = WriteRequest(
             table=source.name,
             relation=relation,
@@ -349,7 +378,8 @@ def _relation(ctx: StepContext, source: DatabaseSource, changes: list[Change]) -
         schema = ctx.lake.schema(source.name, ctx.previous.version)
         ctx.session.register("__gm_target", schema.empty_table())
         target = dict(ctx.session.columns("__gm_target"))
-    names: dict[str, str] = {}
+    # the table's columns first (a batch of deletes carries keys alone), then new ones
+    names: dict[str, str] = {name: "" for name in target}
     for change in changes:
         for name, kind in change.types.items():
             names.setdefault(name, kind)

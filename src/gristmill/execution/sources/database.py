@@ -141,6 +141,9 @@ def extract(ctx: StepContext, source: DatabaseSource) -> Materialization:
 
         if merging and cdc.LogState.of(ctx.previous) is not None:
             return cdc.extract(ctx, source)
+        last = State.of(ctx.previous)
+        # before the slot is made: a refused extraction leaves the server as it was
+        _refuse_a_second_writer(ctx.lake, source, (last.sequence if last else 0) + 1)
         started = cdc.start(source)  # the slot first: the read below misses no change
         extra[cdc.STATE_KEY] = started.to_json()
         transactions[cdc.app_id(source)] = started.position
