@@ -146,3 +146,15 @@ def test_erase_refuses_bad_subjects_and_asks_before_it_acts(tmp_path: Path, key:
     nobody = gm_json(root, "erase", "--subject", "user_id=u_9999", "--yes")
     assert nobody["tables"] == [] and nobody["verified"] is True
     assert json.loads(gm(root, "erasures", "--json").stdout)[0]["details"]["tables"] == []
+
+
+def test_erase_refuses_a_column_no_table_has_and_matches_case_and_spaces(
+    tmp_path: Path, key: object
+) -> None:
+    root = project(tmp_path / "p")
+    assert Workspace.open(root).run().ok
+    proc = gm(root, "erase", "--subject", "nope=1", "--yes")
+    assert proc.returncode == 2 and "no table has a column 'nope'" in proc.stderr
+    assert gm_json(root, "erasures") == []
+    done = gm_json(root, "erase", "--subject", f" USER_ID = {SUBJECT} ", "--yes")
+    assert done["column"] == "user_id" and {t["table"] for t in done["tables"]} >= {"users"}

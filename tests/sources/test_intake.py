@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -224,3 +225,34 @@ def test_server_and_ingest_killed_at_random_lose_and_double_nothing(tmp_path: Pa
         if Workspace.open(server.root).ingest(["events"]).result.status == "noop":
             break
     assert landed(server.root) == list(range(2 * total))
+
+
+def test_erase_reaches_rows_still_waiting_in_the_intake_buffer(tmp_path: Path) -> None:
+    root = project(
+        tmp_path / "p",
+        columns='{"id": "BIGINT", "user": "VARCHAR", "email": "VARCHAR"}',
+        pii='{"email": "email"}',
+    )
+    (root / "gristmill.toml").write_text('name = "intake"\n[pii]\nkey_file = "pii.key"\n')
+    (root / "pii.key").write_text("k" * 40)
+    server = Server(root).start()
+    try:
+        first = server.post('[{"id": 1, "user": "a", "email": "Ann@Example.com"}]')
+        assert first.status_code == 202
+        assert Workspace.open(root).ingest(["events"]).ok  # landed: its body is cleared
+        posted = '[{"id": 2, "user": "b", "email": "ann@example.com "}, {"id": 3, "user": "c"}]'
+        assert server.post(posted, key="two").status_code == 202  # still waiting
+    finally:
+        server.kill()
+    done = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "gristmill", "erase", "--subject", "email=ann@example.com",
+             "--yes", "--json", "-p", str(root)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    assert done["verified"] is True
+    assert Workspace.open(root).ingest(["events"]).ok
+    assert landed(root) == [3]  # 1 erased from the table, 2 from the buffer
+    for path in (root / ".gristmill" / "intake").iterdir():
+        assert b"ann@example" not in path.read_bytes().lower(), path

@@ -343,6 +343,7 @@ def test_unreachable_server_missing_stream_and_bad_definitions_say_what_to_do(
     for settings, expected in [
         ({"url": '"nats://app:hunter2@127.0.0.1:4222"'}, "holds a password"),
         ({"url": '"kafka://127.0.0.1:9092"'}, "unsupported stream 'kafka'"),
+        ({"url": '"nats://127.0.0.1:4222?password=hunter2"'}, "the URL holds a password"),
         ({"subject": '"a.>.b"'}, "not a NATS subject filter"),
         ({"columns": "{}"}, "columns= is needed"),
         ({"format": '"avro"'}, "format='avro' is not supported"),

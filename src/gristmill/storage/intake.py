@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 KEEP_KEYS_S = 7 * 24 * 3600
 """How long a landed request's key is remembered (a retry within it is a duplicate)."""
@@ -48,6 +50,8 @@ class IntakeBuffer:
                                    check_same_thread=False)  # fmt: skip
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # a cleared body is overwritten, not left in a free page (personal data)
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS requests (sequence INTEGER PRIMARY KEY AUTOINCREMENT, "
             "key TEXT UNIQUE, digest TEXT NOT NULL, received_us INTEGER NOT NULL, "
@@ -127,6 +131,43 @@ class IntakeBuffer:
             (cutoff,),
         )
         self._db.execute("COMMIT")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old bodies out of the journal
+
+    def erase(self, column: str, values: set[str], normalize: Callable[[Any], str]) -> int:
+        """Drop the waiting rows whose ``column`` is one of ``values`` (compared after
+        ``normalize``) from their requests; the journal is emptied after. Returns how many
+        rows went. A request keeps its key and digest: a retry of it stays a duplicate."""
+        import orjson
+
+        removed = 0
+        targets = {normalize(v) for v in values}
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            found = self._db.execute(
+                "SELECT sequence, body FROM requests WHERE body IS NOT NULL"
+            ).fetchall()
+            for sequence, body in found:
+                from gristmill.execution.sources.intake import parse_body
+
+                items = parse_body(bytes(body))
+                kept = [
+                    item
+                    for item in items
+                    if item.get(column) is None or normalize(item[column]) not in targets
+                ]
+                if len(kept) == len(items):
+                    continue
+                removed += len(items) - len(kept)
+                self._db.execute(
+                    "UPDATE requests SET body = ?, rows = ? WHERE sequence = ?",
+                    (b"\n".join(orjson.dumps(i) for i in kept) or None, len(kept), sequence),
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
 
 
 def buffer_path(state: Path, source: str) -> Path:

@@ -73,7 +73,7 @@ class Erasure:
 def parse_subject(text: str) -> tuple[str, str]:
     """``user_id=42`` -> ("user_id", "42")."""
     column, sep, value = text.partition("=")
-    column = column.strip()
+    column, value = column.strip(), value.strip()
     if not sep or not _COLUMN.match(column) or value == "":
         raise ErasureError(
             f"--subject {text!r} is not COLUMN=VALUE",
@@ -83,8 +83,9 @@ def parse_subject(text: str) -> tuple[str, str]:
 
 
 def erase(ws: Workspace, column: str, value: str, *, actor: str) -> Erasure:
-    values = _matching_values(ws, column, value)
     lake, catalog = ws.lake, ws.catalog
+    column = _known_column(ws, column)
+    values = _matching_values(ws, column, value)
     request = RunRequest(
         kind="erase", selection=column, params={"erase": column}, requested_by=actor
     )
@@ -111,6 +112,7 @@ def erase(ws: Workspace, column: str, value: str, *, actor: str) -> Erasure:
                 removed = lake.forget_history(name)
             if count or removed:
                 erased.append(ErasedTable(name, count, latest, after, removed))
+        buffered = _erase_buffered(ws, column, values)
         online = [s.view for s in ws.sync_online()]
         remaining = [
             f"{name}/{path}"
@@ -118,6 +120,7 @@ def erase(ws: Workspace, column: str, value: str, *, actor: str) -> Erasure:
             for path in lake.files_holding(name, column, values)
         ]
         remaining += _online_remaining(ws, column, values)
+        remaining += _buffers_holding(ws, values)
         record = Erasure(
             run_id=active.run_id,
             column=column,
@@ -141,6 +144,7 @@ def erase(ws: Workspace, column: str, value: str, *, actor: str) -> Erasure:
                     "tables": [t.__dict__ for t in erased],
                     "checked": checked,
                     "online": online,
+                    "intake_rows": buffered,
                     "retention_hours": RETENTION_HOURS,
                     "verified": record.verified,
                     "remaining": remaining,
@@ -160,6 +164,74 @@ def erase(ws: Workspace, column: str, value: str, *, actor: str) -> Erasure:
 
 def erasures(ws: Workspace) -> list[ErasureRecord]:
     return ws.catalog.erasures()
+
+
+def _known_column(ws: Workspace, column: str) -> str:
+    """The column as the tables spell it (matched without regard to case, as SQL does);
+    an error when no table, and no intake source, has it."""
+    from gristmill.definitions.sources import IntakeSource
+
+    seen: set[str] = set()
+    for name in ws.lake.tables():
+        latest = ws.lake.latest_version(name)
+        if latest is not None:
+            seen.update(ws.lake.schema(name, latest).names)
+    for node in ws.graph.sources():
+        if isinstance(node, IntakeSource):
+            seen.update(node.contract.columns)
+    for name in sorted(seen):
+        if name.lower() == column.lower():
+            return name
+    raise ErasureError(
+        f"no table has a column {column!r}: nothing to erase by it",
+        hint="name the column that identifies the person in your tables, e.g. "
+        "--subject user_id=42 (`gristmill tables` lists them)",
+    )
+
+
+def _erase_buffered(ws: Workspace, column: str, values: list[str]) -> int:
+    """The subject's rows out of the intake buffers (posted, not landed yet): they would
+    land after the erasure. Returns how many rows went."""
+    from gristmill.definitions.sources import IntakeSource
+    from gristmill.execution.sources.intake import open_buffer
+
+    removed = 0
+    for node in ws.graph.sources():
+        if isinstance(node, IntakeSource) and column in node.contract.columns:
+            kind = dict(node.pii).get(column)
+            buffer = open_buffer(ws.root / ".gristmill", node)
+            try:
+                removed += buffer.erase(column, set(values), _normalizer(kind))
+            finally:
+                buffer.close()
+    return removed
+
+
+def _normalizer(kind: str | None) -> Any:
+    """How a posted value is compared with the subject: as the pseudonym's normalization
+    for its kind of personal data (an e-mail's case and spaces), else as text."""
+    if kind in ("email", "name"):
+        return lambda v: str(v).strip().lower()
+    if kind == "phone":
+        return lambda v: re.sub(r"[^0-9+]", "", str(v))
+    if kind == "id":
+        return lambda v: str(v).strip()
+    return str
+
+
+def _buffers_holding(ws: Workspace, values: list[str]) -> list[str]:
+    """Intake buffer files (the database, its journal) whose bytes still hold a value."""
+    folder = ws.root / ".gristmill" / "intake"
+    if not folder.is_dir():
+        return []
+    needles = [v.lower().encode() for v in values if len(v) >= 3]
+    out = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            data = path.read_bytes().lower()
+            if any(n in data for n in needles):
+                out.append(str(path.relative_to(ws.root)))
+    return out
 
 
 def _matching_values(ws: Workspace, column: str, value: str) -> list[str]:

@@ -191,6 +191,17 @@ def _check_url(name: str, url: object, location: Location) -> None:
             location=location,
             hint="use nats://host:4222 (NATS JetStream) or tls://host:4222",
         )
+    from urllib.parse import parse_qsl
+
+    from gristmill.definitions.sources.database import _SECRET_KEYS
+
+    secrets = [k for k, v in parse_qsl(parts.query) if k.lower() in {*_SECRET_KEYS, "token"} and v]
+    if secrets:
+        raise DefinitionError(
+            f"stream source {name!r}: the URL holds a {secrets[0]}; a project file must not",
+            location=location,
+            hint="put it in an environment variable and name it: nats://app:${NATS_PASSWORD}@host",
+        )
     userinfo = parts.netloc.rpartition("@")[0]
     secret = userinfo.partition(":")[2] if ":" in userinfo else userinfo
     if secret and not _PLACEHOLDER.fullmatch(secret) and ":" in userinfo:
