@@ -152,7 +152,9 @@ def test_a_full_buffer_answers_429_with_retry_after_until_it_is_landed(tmp_path:
         assert server.post('[{"id": 4}, {"id": 5}]').status_code == 202
         full = server.post('[{"id": 6}]', key="six")
         assert full.status_code == 429 and full.headers["retry-after"] == "5"
-        assert "holds 5 rows not landed yet" in full.json()["message"]
+        assert "holds 5 rows not landed yet; 1 more" in full.json()["message"]
+        over = server.post('[{"id": 7}, {"id": 8}]')
+        assert over.status_code == 429
         assert Workspace.open(server.root).ingest(["events"]).ok
         assert server.post('[{"id": 6}]', key="six").status_code == 202
     finally:

@@ -132,10 +132,46 @@ def test_the_live_example_reads_its_servers_and_keeps_only_pseudonyms(
 
 def test_live_says_which_server_it_cannot_reach_and_leaves_nothing(tmp_path: Path) -> None:
     root = tmp_path / "demo"
+
+    def made() -> int:
+        return len(pg("SELECT 1 FROM pg_namespace WHERE nspname LIKE 'gm_demo_%'"))
+
+    before = made()
     proc = init(root, "--live", "--postgres", "postgresql://postgres@127.0.0.1:1/test")
     assert proc.returncode != 0
     assert "--live: cannot reach PostgreSQL at 127.0.0.1:1" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not root.exists()
+    # a server that is down is found before anything is loaded anywhere
+    proc = init(root, "--live", "--mysql", "mysql://root@127.0.0.1:1/test")
+    assert "cannot reach MariaDB/MySQL at 127.0.0.1:1" in proc.stderr, proc.stderr
+    assert made() == before and not root.exists()
+    for option, url, says in [
+        ("--postgres", "garbage", "--postgres 'garbage' is not a PostgreSQL URL"),
+        ("--nats", "garbage://x", "--nats 'garbage://x' is not a NATS URL"),
+    ]:
+        proc = init(root, "--live", option, url)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     proc = init(root, "--live", "--drift")
     assert proc.returncode == 2 and "do not go together" in proc.stderr
+
+
+def test_live_keeps_a_password_out_of_the_project(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    proc = init(root, "--live", "--postgres", "postgresql://postgres:s3cr3t@127.0.0.1:5432/test")
+    assert proc.returncode == 0, proc.stderr
+    schema = re.search(r"(gm_demo_[0-9a-f]{6})\.users", proc.stdout)
+    assert schema is not None, proc.stdout
+    try:
+        assert "s3cr3t" not in proc.stdout + proc.stderr
+        text = (root / "sources.py").read_text()
+        assert "s3cr3t" not in text and "${GRISTMILL_LIVE_PG_PASSWORD}" in text
+        assert "export GRISTMILL_LIVE_PG_PASSWORD" in proc.stdout
+    finally:
+        table = re.search(r"(gm_demo_[0-9a-f]{6}_transactions)", proc.stdout)
+        stream = re.search(r"(GM_DEMO_[0-9A-F]{6}_EVENTS)", proc.stdout)
+        pg(f'DROP SCHEMA IF EXISTS "{schema.group(1)}" CASCADE')
+        if table:
+            mariadb(f"DROP TABLE IF EXISTS `{table.group(1)}`")
+        if stream:
+            asyncio.run(_nats(stream.group(1), None))

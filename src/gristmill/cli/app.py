@@ -97,9 +97,12 @@ def init(
         f"created [bold]{escape(created['project'])}[/] in {escape(str(created['path']))} "
         f"({created['files']} data files, scale {scale})"
     )
-    for where, what in (created.get("live") or {}).items():
+    live_made = created.get("live") or {}
+    for where, what in live_made.items():
         if isinstance(what, str):
             render.out.print(f"{where}: {escape(what)}")
+    for variable in live_made.get("export", []):
+        render.out.print(f"export {variable}=… (the password you gave) before gristmill run")
     folder = escape(shlex.quote(str(directory)))  # a command the user can paste
     if drift:
         render.out.print(

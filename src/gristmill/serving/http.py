@@ -152,7 +152,7 @@ class Request:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise PayloadTooLarge(
                 f"the body is {int(declared)} bytes; the limit is {self.max_body}",
-                hint="send fewer instances per request",
+                hint="send a smaller body: fewer instances or rows per request",
             )
         chunks = []
         size = 0
@@ -165,7 +165,7 @@ class Request:
             if size > self.max_body:
                 raise PayloadTooLarge(
                     f"the body is over the limit of {self.max_body} bytes",
-                    hint="send fewer instances per request",
+                    hint="send a smaller body: fewer instances or rows per request",
                 )
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -18,7 +18,7 @@ from pathlib import Path
 from gristmill.definitions.sources.intake import IntakeSource
 from gristmill.errors import BadRequest, IdempotencyConflict, NoSuchRoute, TooManyRequests
 from gristmill.serving.http import Reply, Request, json_reply
-from gristmill.storage.intake import IntakeBuffer, KeyReused, buffer_path
+from gristmill.storage.intake import BufferFull, IntakeBuffer, KeyReused, buffer_path
 
 ROLES = frozenset({"admin", "ingest"})
 ROUTE = "/v1/intake/{name}"
@@ -64,13 +64,14 @@ class Intake:
                 f"Idempotency-Key {key!r} was sent before with a different body",
                 hint="use a new key for new rows; resend the same body to retry",
             ) from None
-        if accepted is None:
+        except BufferFull as full:
             raise TooManyRequests(
-                f"intake source {name!r} holds {source.max_buffer_rows:,} rows not landed yet",
+                f"intake source {name!r} holds {full.waiting:,} rows not landed yet; "
+                f"{rows:,} more would pass its max_buffer_rows of {source.max_buffer_rows:,}",
                 retry_after_s=RETRY_AFTER_S,
                 hint="try again after Retry-After seconds; `gristmill ingest "
                 f"{name} --follow` lands them",
-            )
+            ) from None
         return json_reply(
             {
                 "source": name,

@@ -42,6 +42,14 @@ class KeyReused(Exception):
     """The Idempotency-Key was used before for a different body."""
 
 
+class BufferFull(Exception):
+    """The buffer holds as many waiting rows as it may (with this request: more)."""
+
+    def __init__(self, waiting: int) -> None:
+        super().__init__(waiting)
+        self.waiting = waiting
+
+
 class IntakeBuffer:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +69,9 @@ class IntakeBuffer:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, key: str | None, body: bytes, rows: int, max_waiting: int) -> Accepted | None:
-        """Store a request (None: the buffer holds ``max_waiting`` rows or more already)."""
+    def add(self, key: str | None, body: bytes, rows: int, max_waiting: int) -> Accepted:
+        """Store a request; ``BufferFull`` when its rows would take the waiting rows past
+        ``max_waiting`` (an empty buffer takes any one request)."""
         digest = hashlib.sha256(body).hexdigest()
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -79,9 +88,9 @@ class IntakeBuffer:
             (waiting,) = db.execute(
                 "SELECT coalesce(sum(rows), 0) FROM requests WHERE body IS NOT NULL"
             ).fetchone()
-            if int(waiting) >= max_waiting:
+            if int(waiting) and int(waiting) + rows > max_waiting:
                 db.execute("COMMIT")
-                return None
+                raise BufferFull(int(waiting))
             cursor = db.execute(
                 "INSERT INTO requests (key, digest, received_us, rows, body) "
                 "VALUES (?, ?, ?, ?, ?)",

@@ -76,12 +76,21 @@ def _go_live(directory: Path, servers: Servers) -> dict[str, Any]:
     """Load users, transactions and events into the servers; point sources.py at them."""
     import secrets
 
-    from gristmill.workspace.live import Names, load, sources_module
+    from gristmill.workspace.live import (
+        Names,
+        check,
+        load,
+        placeholders_for,
+        redact,
+        sources_module,
+    )
 
+    check(servers)  # every server reachable before anything is loaded
     names = Names.for_folder(directory)
     loaded = load(directory / "data", servers, names)
+    named, variables = placeholders_for(servers)  # the project holds no password
     sources = directory / "sources.py"
-    sources.write_text(sources_module(sources.read_text(), servers, names))
+    sources.write_text(sources_module(sources.read_text(), named, names))
     for moved in ("users", "transactions", "events"):
         shutil.rmtree(directory / "data" / moved)
     (directory / "pii.key").write_text(secrets.token_hex(32) + "\n")
@@ -92,8 +101,9 @@ def _go_live(directory: Path, servers: Servers) -> dict[str, Any]:
             'key_file = "pii.key"\n'
         )
     return {
-        "postgres": f"{servers.postgres} {names.schema}.users",
-        "mysql": f"{servers.mysql} {names.table}",
-        "nats": f"{servers.nats} {names.stream}",
+        "postgres": f"{redact(servers.postgres)} {names.schema}.users",
+        "mysql": f"{redact(servers.mysql)} {names.table}",
+        "nats": f"{redact(servers.nats)} {names.stream}",
+        "export": sorted(variables),
         **loaded,
     }

@@ -66,14 +66,155 @@ def load(data: Path, servers: Servers, names: Names) -> dict[str, int]:
         f"SELECT * FROM read_parquet('{data / 'events' / '*.parquet'}') ORDER BY ts"
     ).to_arrow_table()
     con.close()
-    _postgres(servers.postgres, names.schema, users)
-    _mysql(servers.mysql, names.table, transactions)
-    asyncio.run(_nats(servers.nats, names.stream, events))
+    done: list[str] = []
+    try:
+        _postgres(servers.postgres, names.schema, users)
+        done.append("postgres")
+        _mysql(servers.mysql, names.table, transactions)
+        done.append("mysql")
+        asyncio.run(_nats(servers.nats, names.stream, events))
+    except BaseException:
+        _undo(servers, names, done)  # no personal data left behind on a failed init
+        raise
     return {
         "postgres_users": users.num_rows,
         "mysql_transactions": transactions.num_rows,
         "nats_events": events.num_rows,
     }
+
+
+SCHEMES = {
+    "postgres": ("PostgreSQL", ("postgresql", "postgres")),
+    "mysql": ("MariaDB/MySQL", ("mysql", "mariadb")),
+    "nats": ("NATS", ("nats", "tls")),
+}
+PASSWORD_VARIABLES = {
+    "postgres": "GRISTMILL_LIVE_PG_PASSWORD",
+    "mysql": "GRISTMILL_LIVE_MYSQL_PASSWORD",
+    "nats": "GRISTMILL_LIVE_NATS_PASSWORD",
+}
+
+
+def check(servers: Servers) -> None:
+    """Each URL of the right kind, and each server reachable, before anything is loaded."""
+    from urllib.parse import urlsplit
+
+    from gristmill.errors import InvalidInputError
+
+    for option, url in (("postgres", servers.postgres), ("mysql", servers.mysql),
+                        ("nats", servers.nats)):  # fmt: skip
+        what, schemes = SCHEMES[option]
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in schemes or not parts.hostname:
+            raise InvalidInputError(
+                f"--{option} {redact(url)!r} is not a {what} URL",
+                hint=f"e.g. {getattr(Servers(), option)}",
+            )
+    _postgres_reachable(servers.postgres)
+    _mysql_connect(servers.mysql).close()
+    asyncio.run(_nats_reachable(servers.nats))
+
+
+def redact(url: str) -> str:
+    from gristmill.definitions.urls import redact_credentials
+
+    return redact_credentials(url)
+
+
+def placeholders_for(servers: Servers) -> tuple[Servers, dict[str, str]]:
+    """The servers as sources.py names them: a password as a ``${VARIABLE}`` (the project
+    must not hold it), with the variables to export."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    out: dict[str, str] = {}
+    urls = {}
+    for option in ("postgres", "mysql", "nats"):
+        url = getattr(servers, option)
+        parts = urlsplit(url)
+        if parts.password:
+            variable = PASSWORD_VARIABLES[option]
+            out[variable] = parts.password
+            user, _, host = parts.netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:${{{variable}}}@{host}"
+            url = urlunsplit(parts._replace(netloc=netloc))
+        urls[option] = url
+    return Servers(urls["postgres"], urls["mysql"], urls["nats"]), out
+
+
+def _undo(servers: Servers, names: Names, done: list[str]) -> None:
+    """Drop what a failed init made (best effort: the servers may be the trouble)."""
+    try:
+        if "postgres" in done:
+            import adbc_driver_postgresql.dbapi as pg
+
+            with pg.connect(servers.postgres, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute(f'DROP SCHEMA IF EXISTS "{names.schema}" CASCADE')
+        if "mysql" in done:
+            conn = _mysql_connect(servers.mysql)
+            with conn, conn.cursor() as cur:
+                cur.execute(f"DROP TABLE IF EXISTS `{names.table}`")
+    except Exception:  # noqa: BLE001 - the original failure is what the user must see
+        pass
+
+
+def _postgres_reachable(url: str) -> None:
+    try:
+        import adbc_driver_postgresql.dbapi as pg
+    except ModuleNotFoundError:
+        from gristmill.errors import MissingExtraError
+
+        raise MissingExtraError("adbc-driver-postgresql", "databases") from None
+    try:
+        pg.connect(url).close()
+    except Exception as exc:  # noqa: BLE001
+        raise _failure("PostgreSQL", url, exc) from None
+
+
+async def _nats_reachable(url: str) -> None:
+    try:
+        import nats
+    except ModuleNotFoundError:
+        from gristmill.errors import MissingExtraError
+
+        raise MissingExtraError("nats-py", "streams") from None
+
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    try:
+        client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1,
+                                    error_cb=quiet)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001
+        raise _failure("NATS", url, exc) from None
+    await client.close()
+
+
+def _mysql_connect(url: str) -> Any:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        import pymysql
+    except ModuleNotFoundError:
+        from gristmill.errors import MissingExtraError
+
+        raise MissingExtraError("pymysql", "databases") from None
+    parts = urlsplit(url)
+    try:
+        return pymysql.connect(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=parts.path.lstrip("/") or "test",
+            connect_timeout=10,
+            autocommit=True,
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise _failure("MariaDB/MySQL", url, exc) from None
 
 
 def _postgres(url: str, schema: str, users: Any) -> None:
@@ -112,25 +253,8 @@ def _postgres(url: str, schema: str, users: Any) -> None:
 
 
 def _mysql(url: str, table: str, transactions: Any) -> None:
-    from urllib.parse import urlsplit
-
+    conn = _mysql_connect(url)
     try:
-        import pymysql
-    except ModuleNotFoundError:
-        from gristmill.errors import MissingExtraError
-
-        raise MissingExtraError("pymysql", "databases") from None
-    parts = urlsplit(url)
-    try:
-        conn = pymysql.connect(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 3306,
-            user=parts.username or "root",
-            password=parts.password or "",
-            database=parts.path.lstrip("/") or "test",
-            connect_timeout=10,
-            autocommit=True,
-        )
         with conn, conn.cursor() as cur:
             cur.execute(
                 f"""CREATE TABLE `{table}` (txn_id varchar(32) PRIMARY KEY,
