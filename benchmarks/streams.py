@@ -102,7 +102,7 @@ def w_plain(stream: str, messages: str) -> dict:
         while landed < int(messages):
             try:
                 batch = await subscription.fetch(10_000, timeout=1)
-            except nats.errors.TimeoutError:
+            except (TimeoutError, nats.errors.TimeoutError):
                 break
             rows.extend(json.loads(m.data) for m in batch)
             if len(rows) >= BATCH or landed + len(rows) >= int(messages):
@@ -178,9 +178,7 @@ def main() -> None:
         rates[name] = args.messages / seconds
         per_round = ", ".join(f"{r['seconds']:.2f}" for r in runs[name])
         rss = median([r["rss_mb"] for r in runs[name]])
-        lines.append(
-            f"| {name} | {seconds:.2f} | {per_round} | {rates[name]:,.0f} | {rss:,.0f} |"
-        )
+        lines.append(f"| {name} | {seconds:.2f} | {per_round} | {rates[name]:,.0f} | {rss:,.0f} |")
     ratio = rates["gristmill"] / rates["plain"]
     body = (
         "## Stream sources\n\n"

@@ -77,7 +77,7 @@ def children(pid: int) -> list[tuple[int, str]]:
     for child in map(int, out.split()):
         try:
             command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
             continue
         found.append((child, command))
     return found

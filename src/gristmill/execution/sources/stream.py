@@ -163,7 +163,7 @@ async def _fetch(subscription: Any, source: StreamSource) -> list[Any]:
     while len(got) < source.batch_rows:
         try:
             got.extend(await subscription.fetch(min(FETCH_MAX, source.batch_rows - len(got)), wait))
-        except nats.errors.TimeoutError:
+        except (TimeoutError, nats.errors.TimeoutError):  # nats-py raises either
             break
     return got
 
