@@ -88,6 +88,7 @@ def test_the_live_example_reads_its_servers_and_keeps_only_pseudonyms(
         "users": "database",
         "transactions": "database",
         "events": "stream",
+        "feedback": "intake",
         "churn_labels": "files",
     }
     run = gm(root, "run")
@@ -175,3 +176,59 @@ def test_live_keeps_a_password_out_of_the_project(tmp_path: Path) -> None:
             mariadb(f"DROP TABLE IF EXISTS `{table.group(1)}`")
         if stream:
             asyncio.run(_nats(stream.group(1), None))
+
+
+def test_the_live_example_takes_posted_feedback(live: tuple[Path, dict[str, str]]) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    root, _ = live
+    key = Workspace.open(root).tokens.create("ingest").token
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gristmill",
+            "serve",
+            "--intake-only",
+            "-p",
+            str(root),
+            "--port",
+            str(port),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/v2/health/live", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        answer = httpx.post(
+            f"{url}/v1/intake/feedback",
+            content='[{"user_id": "u_0000006", "score": 9, "comment": "Great app, Ann"}, '
+            '{"user_id": "u_0000007", "score": 11}]',
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+                "Idempotency-Key": "survey-1",
+            },  # fmt: skip
+            timeout=10,
+        )
+        assert answer.status_code == 202, answer.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    outcome = Workspace.open(root).ingest(["feedback"])
+    assert outcome.ok and outcome.result.steps[0].quarantined == 1  # a score of 11
+    landed = Workspace.open(root).read("feedback").to_pylist()
+    assert [r["user_id"] for r in landed] == ["u_0000006"]
+    assert re.fullmatch(r"[0-9a-f]{64}", landed[0]["comment"])  # free text: a pseudonym

@@ -68,6 +68,10 @@ def serve(
         float | None,
         typer.Option(min=0.1, max=3600, help="Seconds a request has to arrive whole."),
     ] = None,
+    intake_only: Annotated[
+        bool,
+        typer.Option("--intake-only", help="Serve only POST /v1/intake/NAME (no service)."),
+    ] = False,
     project: ProjectOpt = None,
 ) -> None:
     """Serve predictions over HTTP (uvicorn); defaults from \\[serve] in gristmill.toml."""
@@ -84,6 +88,7 @@ def serve(
         max_connections=max_connections,
         request_timeout=request_timeout,
         announce=out.print,
+        intake_only=intake_only,
     )
 
 

@@ -418,4 +418,17 @@ events = gm.stream_source(
     description="Clickstream events, from NATS JetStream.",
 )
 
+feedback = gm.intake_source(
+    "feedback",
+    columns={{
+        "user_id": "VARCHAR",
+        "score": "INTEGER",
+        "comment": "VARCHAR",
+        "_received_at": "TIMESTAMPTZ",
+    }},
+    checks=[gm.not_null("user_id", "score"), gm.in_range("score", min=0, max=10)],
+    pii={{"comment": "free_text"}},
+    description="Survey answers posted by the app: POST /v1/intake/feedback (gristmill serve).",
+)
+
 """

@@ -118,9 +118,22 @@ class TokenCache:
             self._loaded = now
 
 
-def check(ws: Workspace, names: Sequence[str], *, auth: bool) -> list[str]:
-    """The services to serve (default: all), each loaded once to fail before serving."""
-    names = list(names) or sorted(ws.project.services)
+def check(
+    ws: Workspace, names: Sequence[str], *, auth: bool, intake_only: bool = False
+) -> list[str]:
+    """The services to serve (default: all; none with ``intake_only``: only the intake
+    sources), each loaded once to fail before serving."""
+    if intake_only:
+        if names:
+            raise ServiceConfigError("--intake-only serves no service: name none")
+        if not intake_sources(ws):
+            raise ServiceConfigError(
+                "--intake-only: the project has no intake source",
+                hint="declare one: gm.intake_source()",
+            )
+        names = []
+    else:
+        names = list(names) or sorted(ws.project.services)
     if not names and not intake_sources(ws):
         raise ServiceConfigError(
             "the project defines no service and no intake source",
@@ -154,10 +167,11 @@ def create_app(
     reload_every_s: float | None = None,
     metrics_shared: Path | None = None,
     on_shutdown: Sequence[Callable[[], None]] = (),
+    intake_only: bool = False,
 ) -> Dispatch:
     """The serving app for ``names`` (default: every service of the project)."""
     settings = ws.project.config.serve
-    names = check(ws, names, auth=auth)
+    names = check(ws, names, auth=auth, intake_only=intake_only)
     every = settings.reload_every if reload_every_s is None else reload_every_s
     host = Host(names, ws.services.runtime, ws.services.versions, every_s=every)
     specs = [ws.services.spec(n) for n in names]
@@ -199,6 +213,7 @@ def serve(
     max_connections: int | None = None,
     request_timeout: float | None = None,
     announce: Callable[[str], None] = print,
+    intake_only: bool = False,
 ) -> None:
     """Run the server until it is stopped; ``workers`` > 1 runs uvicorn's process manager.
 
@@ -209,7 +224,7 @@ def serve(
 
     import_lightgbm_for_scoring()
     settings = ws.project.config.serve
-    names = check(ws, names, auth=auth)
+    names = check(ws, names, auth=auth, intake_only=intake_only)
     limits: Limits = {
         "max_connections": max_connections or settings.max_connections,
         "request_timeout": request_timeout or settings.request_timeout,
@@ -234,7 +249,7 @@ def serve(
     if workers == 1:
         try:
             app = create_app(ws, names, auth=auth, reload_every_s=reload_every_s,
-                             on_shutdown=[drainer.stop])  # fmt: skip
+                             on_shutdown=[drainer.stop], intake_only=intake_only)  # fmt: skip
             uvicorn.run(app, **options)  # a caught SIGTERM is re-raised after the lifespan
         finally:
             drainer.stop()
@@ -247,6 +262,7 @@ def serve(
         {
             "project": str(ws.root),
             "services": names,
+            "intake_only": intake_only,
             "auth": auth,
             "reload": reload_every_s,
             "limits": limits,
@@ -284,6 +300,7 @@ def factory() -> Dispatch:
         auth=settings["auth"],
         reload_every_s=settings["reload"],
         metrics_shared=Path(settings["metrics"]),
+        intake_only=settings.get("intake_only", False),
     )
 
 
