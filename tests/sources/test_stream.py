@@ -473,3 +473,34 @@ def test_a_published_event_reaches_lookup_within_seconds_with_follow(
     finally:
         follower.send_signal(signal.SIGTERM)
         follower.wait(timeout=30)
+
+
+def test_follow_prints_a_json_line_per_extraction_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, stream: str
+) -> None:
+    root = project(tmp_path / "p", stream)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "gristmill", "ingest", "events", "--follow", "--interval",
+         "0.1", "--json", "-p", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)
+        publish(stream, [event(i) for i in range(5)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ws = Workspace.open(root)
+            if ws.catalog.latest("events") and ws.read("events").num_rows == 5:
+                break
+            time.sleep(0.1)
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert "SIGTERM: stopping after the current run" in err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines and all(set(line) == {"run_id", "summary", "steps"} for line in lines)
+    landed = [line for line in lines if line["summary"]["rows_written"]]
+    assert sum(line["summary"]["rows_written"] for line in landed) == 5

@@ -149,9 +149,7 @@ def _undo(servers: Servers, names: Names, done: list[str]) -> None:
     """Drop what a failed init made (best effort: the servers may be the trouble)."""
     try:
         if "postgres" in done:
-            import adbc_driver_postgresql.dbapi as pg
-
-            with pg.connect(servers.postgres, autocommit=True) as conn, conn.cursor() as cur:
+            with _pg().connect(servers.postgres, autocommit=True) as conn, conn.cursor() as cur:
                 cur.execute(f'DROP SCHEMA IF EXISTS "{names.schema}" CASCADE')
         if "mysql" in done:
             conn = _mysql_connect(servers.mysql)
@@ -161,20 +159,28 @@ def _undo(servers: Servers, names: Names, done: list[str]) -> None:
         pass
 
 
-def _postgres_reachable(url: str) -> None:
+def _pg() -> Any:
+    """ADBC's PostgreSQL DB-API module (the databases extra)."""
     try:
         import adbc_driver_postgresql.dbapi as pg
     except ModuleNotFoundError:
         from gristmill.errors import MissingExtraError
 
         raise MissingExtraError("adbc-driver-postgresql", "databases") from None
+    return pg
+
+
+def _postgres_reachable(url: str) -> None:
     try:
-        pg.connect(url).close()
+        _pg().connect(url).close()
+    except GristmillError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise _failure("PostgreSQL", url, exc) from None
 
 
-async def _nats_reachable(url: str) -> None:
+async def _nats_client(url: str) -> Any:
+    """A NATS connection that says plainly why it could not be made."""
     try:
         import nats
     except ModuleNotFoundError:
@@ -186,11 +192,14 @@ async def _nats_reachable(url: str) -> None:
         pass
 
     try:
-        client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1,
-                                    error_cb=quiet)  # fmt: skip
+        return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1,
+                                  error_cb=quiet)  # fmt: skip
     except Exception as exc:  # noqa: BLE001
         raise _failure("NATS", url, exc) from None
-    await client.close()
+
+
+async def _nats_reachable(url: str) -> None:
+    await (await _nats_client(url)).close()
 
 
 def _mysql_connect(url: str) -> Any:
@@ -218,12 +227,7 @@ def _mysql_connect(url: str) -> Any:
 
 
 def _postgres(url: str, schema: str, users: Any) -> None:
-    try:
-        import adbc_driver_postgresql.dbapi as pg
-    except ModuleNotFoundError:
-        from gristmill.errors import MissingExtraError
-
-        raise MissingExtraError("adbc-driver-postgresql", "databases") from None
+    pg = _pg()
     statements = [
         f'CREATE SCHEMA "{schema}"',
         f"""CREATE TABLE "{schema}".users (user_id text PRIMARY KEY, email text,
@@ -279,22 +283,9 @@ def _mysql(url: str, table: str, transactions: Any) -> None:
 async def _nats(url: str, stream: str, events: Any) -> None:
     import orjson
 
-    try:
-        import nats
-        from nats.js.api import StreamConfig
-    except ModuleNotFoundError:
-        from gristmill.errors import MissingExtraError
+    client = await _nats_client(url)  # says when nats-py is missing
+    from nats.js.api import StreamConfig
 
-        raise MissingExtraError("nats-py", "streams") from None
-
-    async def quiet(exc: Exception) -> None:
-        pass
-
-    try:
-        client = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1,
-                                    error_cb=quiet)  # fmt: skip
-    except Exception as exc:  # noqa: BLE001
-        raise _failure("NATS", url, exc) from None
     try:
         js = client.jetstream()
         await js.add_stream(StreamConfig(name=stream, subjects=[f"{stream.lower()}.>"]))

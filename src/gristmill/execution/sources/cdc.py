@@ -24,7 +24,7 @@ from gristmill.definitions.contracts import ORDER_COLUMN
 from gristmill.definitions.sources.database import DatabaseSource
 from gristmill.errors import GristmillError, SourceReadError
 from gristmill.execution.checks import DELETED_COLUMN
-from gristmill.execution.sources.database import _Connection, _connection, _with_timeout
+from gristmill.execution.sources.database import _connection, _Postgres
 from gristmill.execution.sql import q
 from gristmill.planning.planner import SourceOffer, WriteMode
 
@@ -79,23 +79,13 @@ def lsn_text(value: int) -> str:
 # ---- the slot ------------------------------------------------------------------------
 
 
-class _Log(_Connection):
+class _Log(_Postgres):
     """A plain (autocommit) session for the slot: create, peek, advance."""
 
-    def __init__(self, source: DatabaseSource, url: str, secrets: list[str]) -> None:
-        super().__init__(source, url, secrets)
-        try:
-            import adbc_driver_postgresql.dbapi as pg
-        except ModuleNotFoundError:
-            from gristmill.errors import MissingExtraError
+    AUTOCOMMIT = True
 
-            raise MissingExtraError("adbc-driver-postgresql", "databases") from None
-        try:
-            plain = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-            self._conn = pg.connect(_with_timeout(plain), autocommit=True)
-            self._cursor = self._conn.cursor()
-        except Exception as exc:  # noqa: BLE001 - the driver's errors, classified
-            raise self.failure(exc) from None
+    def begin(self) -> None:
+        """No snapshot: each statement on its own."""
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         try:

@@ -567,6 +567,8 @@ def _first_line(text: str) -> str:
 class _Postgres(_Connection):
     """ADBC's PostgreSQL driver: COPY-speed Arrow, one repeatable-read read-only snapshot."""
 
+    AUTOCOMMIT = False
+
     def __init__(self, source: DatabaseSource, url: str, secrets: list[str]) -> None:
         super().__init__(source, url, secrets)
         try:
@@ -576,13 +578,16 @@ class _Postgres(_Connection):
 
             raise MissingExtraError("adbc-driver-postgresql", "databases") from None
         try:
-            self._conn = pg.connect(
-                _with_timeout(re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url))
-            )
+            plain = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+            self._conn = pg.connect(_with_timeout(plain), autocommit=self.AUTOCOMMIT)
             self._cursor = self._conn.cursor()
-            self._cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            self.begin()
         except Exception as exc:
             raise self.failure(exc) from None
+
+    def begin(self) -> None:
+        """The session's first statement: reads share one repeatable-read snapshot."""
+        self._cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
     def one(self, sql: str) -> tuple[Any, ...]:
         try:
