@@ -89,3 +89,65 @@ def test_expired_log_files_go_at_a_checkpoint_and_old_versions_say_so(tmp_path: 
     assert lake.read("t", first_kept).to_pydict() == {"x": [first_kept]}
     with pytest.raises(VersionNotFoundError, match="no version 1 any more"):
         lake.read("t", 1)
+
+
+def _files(lake: Lake, name: str) -> set[str]:
+    from deltalake import DeltaTable
+
+    return set(DeltaTable(str(lake.path(name))).file_uris())
+
+
+def test_a_merge_rewrites_only_the_files_its_keys_fall_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gristmill.storage.lake as lake_module
+
+    monkeypatch.setattr(lake_module, "MERGED_FILE_SIZE", 64 * 1024)  # many small files
+    lake = Lake(tmp_path)
+    n = 100_000
+    ids = pa.array(range(1, n + 1), pa.int64())
+    lake.write("t", pa.table({"id": ids, "v": ids}), mode="overwrite", record={}, merged=True)
+    before = _files(lake, "t")
+    assert len(before) >= 5
+    # the file holding id 1 made unreadable: a merge of the newest keys must not open it
+    from deltalake import DeltaTable
+
+    actions = pa.table(DeltaTable(str(lake.path("t"))).get_add_actions(flatten=True)).to_pydict()
+    first = lake.path("t") / actions["path"][actions["min.id"].index(1)]
+    kept = first.read_bytes()
+    first.write_bytes(b"not parquet")
+    newest = pa.table({"id": pa.array([n - 1, n, n + 1], pa.int64()), "v": [-1, -2, -3]})
+    stream = pa.RecordBatchReader.from_batches(newest.schema, newest.to_batches())
+    written = lake.merge("t", stream, keys=("id",), record={"run_id": "m"})
+    assert written.rows == 3
+    after = _files(lake, "t")
+    assert len(before - after) == 1  # the one file holding ids n-1 and n
+    first.write_bytes(kept)
+    table = lake.read("t", written.version)
+    assert dict(zip(table["id"].to_pylist(), table["v"].to_pylist(), strict=True)) == {
+        **{i: i for i in range(1, n - 1)},
+        n - 1: -1,
+        n: -2,
+        n + 1: -3,
+    }
+    last = actions["path"][actions["max.id"].index(n)]
+    assert [p for p in before - after if p.endswith(last)]  # the rewritten one
+    assert not any((tmp_path / lake_module.STAGING_FOLDER).iterdir())  # staged rows gone
+
+
+def test_a_merge_by_string_or_null_keys_matches_every_key_once(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    keys = ["a", "it's", "z", None]
+    lake.write("t", pa.table({"k": keys, "v": [1, 2, 3, 4]}), mode="overwrite", record={})
+    for round_ in (1, 2):  # a NULL key is a key: matched, not landed again
+        rows = pa.table({"k": ["it's", None, "new"], "v": [20, 40, 50]})
+        stream = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
+        written = lake.merge("t", stream, keys=("k",), record={"round": round_})
+        got = lake.read("t", written.version).to_pydict()
+        assert sorted(zip(got["k"], got["v"], strict=True), key=str) == sorted(
+            [("a", 1), ("it's", 20), ("z", 3), (None, 40), ("new", 50)], key=str
+        )
+    quoted = pa.table({"k": ["it's"], "v": [21]})  # the range's literal holds a quote
+    written = lake.merge("t", quoted, keys=("k",), record={})
+    got = lake.read("t", written.version).to_pydict()
+    assert dict(zip(got["k"], got["v"], strict=True))["it's"] == 21 and len(got["k"]) == 5

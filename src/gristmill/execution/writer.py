@@ -141,6 +141,7 @@ def _commit(
             predicate=request.predicate,
             transactions=request.transactions,
             no_stats=request.no_stats,
+            merged=bool(request.merge_keys),  # a table kept by merges: smaller files
         )
     appended = request.mode is WriteMode.APPEND
     if request.predicate is not None or request.mode is WriteMode.MERGE:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +41,12 @@ a URL host, decodes ``%XX`` as an escape, and refuses backslashes and control ch
 Spaces, ``#``, ``%``, ``?``, quotes and any other Unicode are fine."""
 
 WriteMode = Literal["append", "overwrite"]
+STAGING_FOLDER = ".staging"
+"""Below the lake root: the rows of a merge in progress (removed when it ends)."""
+MERGED_FILE_SIZE = 16 * 1024 * 1024
+"""The Parquet file size of a table kept by merges (a source's, by primary key): a merge
+rewrites each file holding a changed key, so a smaller file than Delta's default (about
+100 MB, made for appends) means less rewritten per change."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,75 @@ class _RowCounter:
                 yield batch
 
         return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+@contextmanager
+def _staged(
+    folder: Path, data: pa.RecordBatchReader | pa.Table, key: str
+) -> Iterator[tuple[pa.RecordBatchReader | pa.Table, Callable[[], int], tuple[str, str] | None]]:
+    """``data`` for a merge, how many rows it holds, and the range of its ``key`` as two
+    SQL literals (None when a range cannot bound it: a NULL key, a type other than an
+    integer or a string, no rows). A stream is written to an Arrow file below ``folder``
+    first (read once from its source, the rows have to be seen before the merge starts)
+    and read back from there; the file goes when the merge ends."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        bounds = _KeyRange(data.schema.field(key).type)
+        bounds.add(data.column(key))
+        yield data, lambda: data.num_rows, bounds.literals()
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix="merge-") as tmp:
+        file = Path(tmp) / "rows.arrow"
+        bounds = _KeyRange(data.schema.field(key).type)
+        rows = 0
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        with pa.ipc.new_file(file, data.schema, options=options) as out:
+            for batch in data:
+                out.write_batch(batch)
+                bounds.add(batch.column(key))
+                rows += batch.num_rows
+        with pa.memory_map(str(file)) as source:
+            staged = pa.ipc.open_file(source)
+            batches = (staged.get_batch(i) for i in range(staged.num_record_batches))
+            reader = pa.RecordBatchReader.from_batches(data.schema, batches)
+            yield reader, lambda: rows, bounds.literals()
+
+
+class _KeyRange:
+    """The smallest and largest value of a key column, seen a chunk at a time."""
+
+    def __init__(self, kind: pa.DataType) -> None:
+        import pyarrow as pa
+
+        self.integer = pa.types.is_integer(kind)
+        self.bounded = self.integer or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        self.low: Any = None
+        self.high: Any = None
+
+    def add(self, values: pa.Array | pa.ChunkedArray) -> None:
+        import pyarrow.compute as pc
+
+        if not self.bounded or len(values) == 0:
+            return
+        if values.null_count:  # a NULL key matches by IS NOT DISTINCT FROM, not a range
+            self.bounded = False
+            return
+        low, high = (v.as_py() for v in pc.min_max(values).values())
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+
+    def literals(self) -> tuple[str, str] | None:
+        if not self.bounded or self.low is None:
+            return None
+        if self.integer:
+            return str(int(self.low)), str(int(self.high))
+        return _string_literal(self.low), _string_literal(self.high)
+
+
+def _string_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -258,11 +335,16 @@ class Lake:
         merge_schema: bool = False,
         transactions: Mapping[str, int] | None = None,
         no_stats: Sequence[str] = (),
+        merged: bool = False,
     ) -> Written:
         """Commit ``data`` as the next version of ``name``; say which version and rows.
 
         ``no_stats``: columns kept out of the Delta log's file statistics (personal data:
         a min/max in the log outlives the rows it came from).
+
+        ``merged``: the table is kept by merges from now on: its files are written at
+        ``MERGED_FILE_SIZE`` (a new table keeps the size as its property, which merges
+        follow).
 
         ``transactions`` (app id -> version) ride in the same commit as Delta app
         transactions: a writer that records how far it got there commits each part once.
@@ -279,7 +361,9 @@ class Lake:
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
         )
-        configuration = _stats_configuration([f.name for f in data.schema], no_stats)
+        configuration = dict(_stats_configuration([f.name for f in data.schema], no_stats) or {})
+        if merged:
+            configuration[FILE_SIZE_PROPERTY] = str(MERGED_FILE_SIZE)
         created: dict[str, str | None] | None = None
         if configuration and handle is None and not self.exists(name):
             created = dict(configuration)  # a new table; an existing one: keep_out_of_stats
@@ -293,6 +377,7 @@ class Lake:
                 mode=mode,  # type: ignore[arg-type]
                 schema_mode=_schema_mode(mode, predicate, merge_schema),
                 predicate=predicate,
+                target_file_size=MERGED_FILE_SIZE if merged else None,
                 commit_properties=properties,
                 post_commithook_properties=_hooks(),
             )
@@ -321,19 +406,35 @@ class Lake:
         added; one it has that ``data`` lacks, or one whose type changed, is refused (the
         table would silently hold nulls or cast values)."""
         import pyarrow as pa
-        from deltalake import CommitProperties, Transaction
-        from deltalake.exceptions import DeltaError
 
         handle = self._handles.get(name)
         if handle is None or self.has_commit_after(name, handle.version()):
             handle = self._table(name)
         _check_columns(name, pa.schema(handle.schema().to_arrow()), data.schema)
+        with _staged(self.root / STAGING_FOLDER, data, keys[0]) as (rows, count, bounds):
+            self._merge(name, handle, rows, keys, record, delete_flag, transactions, bounds)
+        return Written(version=handle.version(), rows=count(), schema=data.schema)
 
-        counter = _RowCounter()
-        stream = data if isinstance(data, pa.Table) else counter.wrap(data)
+    def _merge(
+        self,
+        name: str,
+        handle: DeltaTable,
+        stream: pa.RecordBatchReader | pa.Table,
+        keys: tuple[str, ...],
+        record: Mapping[str, Any],
+        delete_flag: str | None,
+        transactions: Mapping[str, int] | None,
+        bounds: tuple[str, str] | None,
+    ) -> None:
+        import pyarrow as pa
+        from deltalake import CommitProperties, Transaction
+        from deltalake.exceptions import DeltaError
+
         # null-safe: a row whose key is NULL is one more key, matched again next time
         # (with "=" it matched nothing and landed once more on every merge)
-        on = " AND ".join(f't."{k}" IS NOT DISTINCT FROM s."{k}"' for k in keys)
+        on = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in keys)
+        if bounds is not None:  # only the files whose key range meets the rows' are read
+            on += f' AND (t."{keys[0]}" >= {bounds[0]}) AND (t."{keys[0]}" <= {bounds[1]})'
         properties = CommitProperties(
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
@@ -378,8 +479,6 @@ class Lake:
         with self._lock:
             self._handles[name] = handle
         _clean_log_at_checkpoint(self.path(name), handle)
-        rows = data.num_rows if isinstance(data, pa.Table) else counter.rows
-        return Written(version=handle.version(), rows=rows, schema=data.schema)
 
     def keep_out_of_stats(self, name: str, columns: Sequence[str], no_stats: Sequence[str]) -> None:
         """Keep ``no_stats`` out of an existing table's file statistics from its next commit
@@ -590,6 +689,7 @@ def _clean_log_at_checkpoint(path: Path, table: DeltaTable) -> None:
 
 
 STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+FILE_SIZE_PROPERTY = "delta.targetFileSize"
 
 
 def _stats_configuration(columns: Sequence[str], no_stats: Sequence[str]) -> dict[str, str] | None:

@@ -104,12 +104,13 @@ def discover(source: DatabaseSource, last: Materialization | None) -> SourceOffe
         if high is None:
             return SourceOffer(unchanged="no rows yet")
         return SourceOffer(news=f"first rows (up to {cursor} {_show(high)})")
-    low = _lower_bound(source, state.watermark)
     column = _column(cursor)
-    counted, summed = _window(column, low, source.dialect)
-    query = _select_from(source).select(_max(column), counted, summed, append=False)
+    dialect = _DIALECTS[source.dialect]
+    newest = _select_from(source).select(_max(column), append=False)
+    in_window = _window(source, column, _lower_bound(source, state.watermark))
     with _connection(source) as connection:
-        high, window, total = connection.one(query.sql(dialect=_DIALECTS[source.dialect]))
+        (high,) = connection.one(newest.sql(dialect=dialect))
+        window, total = connection.one(in_window.sql(dialect=dialect))
     shown = _show(state.watermark)
     if high is not None and _newer(high, state.watermark):
         return SourceOffer(news=f"rows past {cursor} {shown} (up to {_show(high)})")
@@ -219,8 +220,7 @@ def _server_state(
         return State(old.watermark if old else None, old.window_rows if old else 0, sequence)
     if old is not None and old.watermark is not None and not _newer(high, old.watermark):
         high = old.watermark
-    counted, summed = _window(column, _lower_bound(source, high), source.dialect)
-    in_window = _select_from(source).select(counted, summed, append=False)
+    in_window = _window(source, column, _lower_bound(source, high))
     window, total = connection.one(in_window.sql(dialect=dialect))
     return State(high, int(window or 0), sequence, _sum_text(total))
 
@@ -358,26 +358,24 @@ def _max(column: exp.Expression) -> exp.Expression:
     return exp.Max(this=column)
 
 
-def _window(
-    column: exp.Expression, low: Any, dialect: str
-) -> tuple[exp.Expression, exp.Expression]:
+def _window(source: DatabaseSource, column: exp.Expression, low: Any) -> exp.Select:
     """The rows at or past ``low``: their count, and the sum of their cursor values (as
-    epoch seconds for times and dates)."""
+    epoch seconds for times and dates). A WHERE, not a filtered aggregate: the server
+    reads the window through the cursor's index instead of the whole table."""
     from sqlglot import exp
 
-    above = exp.GTE(this=column, expression=_literal(low, dialect))
-    value: exp.Expression = column
+    above = exp.GTE(this=column, expression=_literal(low, source.dialect))
+    value: exp.Expression = column.copy()
     if isinstance(low, str):  # text cursors: no sum, the count alone
         value = exp.null()
     elif isinstance(low, datetime | date):
         value = (
             exp.Anonymous(this="UNIX_TIMESTAMP", expressions=[column.copy()])
-            if dialect == "mysql"
+            if source.dialect == "mysql"
             else exp.Extract(this=exp.var("EPOCH"), expression=column.copy())
         )
-    count = exp.Count(this=exp.Case(ifs=[exp.If(this=above, true=exp.Literal.number(1))]))
-    total = exp.Sum(this=exp.Case(ifs=[exp.If(this=above.copy(), true=value)]))
-    return count, total
+    counted = exp.Count(this=exp.Star())
+    return _select_from(source).select(counted, exp.Sum(this=value), append=False).where(above)
 
 
 def _sum_text(total: Any) -> str | None:
