@@ -107,7 +107,7 @@ def w_gristmill(schema: str) -> dict:
         full = time.perf_counter() - start
         assert outcome.ok, outcome.result.steps[0].error
         rows = outcome.result.steps[0].rows
-        timings = {}
+        timings, changed = {}, {}
         for label, where in (
             ("recent", f"id > {rows - rows // 100}"),  # the newest 1%: few files to rewrite
             ("spread", "id % 100 = 1"),  # 1% across the table: every file has one
@@ -120,13 +120,13 @@ def w_gristmill(schema: str) -> dict:
             again = Workspace.open(root).run()
             timings[label] = time.perf_counter() - start
             assert again.ok and again.result.steps[0].mode == "merge"
-            changed = again.result.steps[0].rows_added
+            changed[label] = again.result.steps[0].rows_added
     return {
         "seconds": full,
         "rows": rows,
         "incremental_s": timings["recent"],
         "spread_s": timings["spread"],
-        "changed": changed,
+        "changed": changed["recent"],
         "rss_mb": peak_rss_mb(),
     }
 
@@ -192,6 +192,7 @@ def main() -> None:
     inc = median([r["incremental_s"] for r in runs["gristmill"]])
     spread = median([r["spread_s"] for r in runs["gristmill"]])
     changed = runs["gristmill"][0]["changed"]
+    per_round = ", ".join(f"{r['incremental_s'] / r['seconds']:.1%}" for r in runs["gristmill"])
     verdict = [
         f"gristmill / floor: **{g / floor:.2f}x** (target ≤ 1.25x: "
         f"{'met' if g / floor <= 1.25 else 'not met'})."
@@ -204,7 +205,8 @@ def main() -> None:
         )
     verdict.append(
         f"Incremental after the newest 1% of the rows changed ({changed:,} rows merged): "
-        f"{inc:.1f} s = **{inc / g:.1%}** of the full extraction (target ≤ 5%: "
+        f"{inc:.2f} s = **{inc / g:.1%}** of the full extraction (per round {per_round}; "
+        "target ≤ 5%: "
         f"{'met' if inc / g <= 0.05 else 'not met'}); after 1% spread over the whole table: "
         f"{spread:.1f} s = {spread / g:.1%} (Delta's merge rewrites every file that holds a "
         "changed row, and here every file does)."

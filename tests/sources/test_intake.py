@@ -145,6 +145,37 @@ def test_posted_rows_land_once_retries_are_recognized_bad_input_is_refused(
     assert Workspace.open(served.root).ingest(["events"]).result.status == "noop"
 
 
+def test_the_openapi_document_describes_intake_and_schemathesis_finds_nothing(
+    served: Server, tmp_path: Path
+) -> None:
+    """The route is in the published document, and every check of schemathesis over it
+    passes. JSON lines cannot be described by JSON Schema (any string is a valid-looking
+    body), so 400 is expected for valid-looking ones; and 409 for a body sent with a key
+    another body was sent with (what an idempotency key is for)."""
+    from openapi_spec_validator import validate
+
+    headers = {"Authorization": f"Bearer {(served.root / 'ingest.key').read_text()}"}
+    doc = httpx.get(f"{served.url}/openapi.json", headers=headers).json()
+    validate(doc)
+    post = doc["paths"]["/v1/intake/events"]["post"]
+    assert set(post["responses"]) >= {"202", "400", "401", "403", "409", "415", "429"}
+    assert "id, user, amount, _request" in str(post["requestBody"])
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(
+        '[[operations]]\ninclude-path-regex = "/intake/"\n'
+        "[operations.checks.positive_data_acceptance]\n"
+        'expected-statuses = ["2xx", "400", "401", "403", "409"]\n'
+    )
+    command = [str(Path(sys.executable).with_name("st")), "--config-file", str(config), "run"]
+    command += [f"{served.url}/openapi.json", "--checks", "all", "--max-examples", "30"]
+    command += ["--seed", "7", "--phases", "examples,coverage,fuzzing", "--max-failures", "10"]
+    command += ["-H", f"Authorization: {headers['Authorization']}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-6000:]
+    summary = done.stdout.split("Test cases:")[-1]
+    assert " passed" in done.stdout and "failed" not in summary, done.stdout[-3000:]
+
+
 def test_a_full_buffer_answers_429_with_retry_after_until_it_is_landed(tmp_path: Path) -> None:
     server = Server(project(tmp_path / "p", max_buffer_rows="5")).start()
     try:

@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gristmill import __version__
+from gristmill.definitions.sources.intake import IntakeSource
 from gristmill.errors import (
     Forbidden,
     GristmillError,
@@ -172,6 +173,7 @@ class Handlers:
         self.metrics = metrics
         self.webhooks = webhooks
         self.intake_only = False
+        self.intake_sources: Mapping[str, IntakeSource] = {}
 
     async def predict(self, request: Request) -> Reply:
         runtime = self.host.get(request.params["name"])
@@ -292,7 +294,7 @@ class Handlers:
         return Reply(200, self.metrics.render(), CONTENT_TYPE)
 
     async def openapi_doc(self, request: Request) -> Reply:
-        return json_reply(openapi(self.host.runtimes))
+        return json_reply(openapi(self.host.runtimes, self.intake_sources))
 
 
 def _version(request: Request) -> int | None:
@@ -368,6 +370,7 @@ def build_app(
     metrics = metrics or Metrics(host.runtimes)
     handlers = Handlers(host, spool, metrics, webhooks or {})
     handlers.intake_only = intake is not None and not host.runtimes
+    handlers.intake_sources = intake.sources if intake is not None else {}
 
     def endpoint(route: str, handler: Handler, roles: frozenset[str] | None, **kw: Any) -> Endpoint:
         return Endpoint(route, handler, roles, settings=settings, metrics=metrics, **kw)

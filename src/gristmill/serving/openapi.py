@@ -16,6 +16,7 @@ from gristmill import __version__
 from gristmill.serving.oip import FLOATS, INTEGER_RANGES, MAX_BATCH, OUTPUT_TYPES
 
 if TYPE_CHECKING:
+    from gristmill.definitions.sources.intake import IntakeSource
     from gristmill.serving.runtime import ServiceRuntime
 
 REF = "#/components/schemas/"
@@ -130,7 +131,9 @@ MODEL_METADATA = {
 }
 
 
-def openapi(runtimes: Mapping[str, ServiceRuntime]) -> dict[str, Any]:
+def openapi(
+    runtimes: Mapping[str, ServiceRuntime], intake: Mapping[str, IntakeSource] | None = None
+) -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Error": ERROR,
         "OipError": OIP_ERROR,
@@ -159,6 +162,10 @@ def openapi(runtimes: Mapping[str, ServiceRuntime]) -> dict[str, Any]:
                 "get": _oip_get("model ready", None, versioned),
             }
             paths[f"{base}/infer"] = {"post": _infer(name, versioned)}
+    if intake:
+        schemas["IntakeAccepted"] = INTAKE_ACCEPTED
+    for name, source in sorted((intake or {}).items()):
+        paths[f"/v1/intake/{name}"] = {"post": _intake(name, source)}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Gristmill serving", "version": __version__},
@@ -167,6 +174,70 @@ def openapi(runtimes: Mapping[str, ServiceRuntime]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": paths,
+    }
+
+
+INTAKE_ACCEPTED = {
+    "type": "object",
+    "properties": {
+        "source": {"type": "string"},
+        "request": {"type": "integer", "description": "the request's number in the buffer"},
+        "rows": {"type": "integer"},
+        "duplicate": {
+            "type": "boolean",
+            "description": "true: a retry of a request already stored (stored once)",
+        },
+    },
+    "required": ["source", "request", "rows", "duplicate"],
+}
+
+
+def _intake(name: str, source: IntakeSource) -> dict[str, Any]:
+    """Any JSON object is taken as a row (its columns are checked when the rows land, a
+    row that breaks the contract quarantined then), so the body schema says only that."""
+    from gristmill.execution.sources.intake import MAX_ROWS_PER_REQUEST
+
+    declared = ", ".join(source.contract.columns) or "any"
+    rows = {
+        "anyOf": [
+            {"type": "array", "items": {"type": "object"}, "maxItems": MAX_ROWS_PER_REQUEST},
+            {"type": "object"},
+        ],
+        "description": f"rows of {name}: an array of objects, one object, or JSON lines "
+        f"(declared columns: {declared})",
+    }
+    lines = {"type": "string", "description": "one JSON object per line"}
+    return {
+        "summary": f"Rows for the intake source {name}, acknowledged once stored",
+        **_secured(True),
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "the same on every retry of one request: stored once",
+                "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": rows},
+                "application/x-ndjson": {"schema": lines},
+            },
+        },
+        "responses": {
+            "202": {
+                "description": "stored durably; landed by `gristmill ingest`",
+                **_json({"$ref": REF + "IntakeAccepted"}),
+            },
+            **_errors(400, 401, 403, 409, 413, 415),
+            "429": {
+                "description": "the buffer is full",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+                **_json({"$ref": REF + "Error"}),
+            },
+        },
     }
 
 
