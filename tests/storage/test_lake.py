@@ -100,8 +100,11 @@ def _files(lake: Lake, name: str) -> set[str]:
 def test_a_merge_rewrites_only_the_files_its_keys_fall_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deltalake import DeltaTable
+
     import gristmill.storage.lake as lake_module
 
+    assert lake_module.MERGED_FILE_SIZE == 16 * 1024 * 1024  # as docs/sources.md says
     monkeypatch.setattr(lake_module, "MERGED_FILE_SIZE", 64 * 1024)  # many small files
     lake = Lake(tmp_path)
     n = 100_000
@@ -109,9 +112,9 @@ def test_a_merge_rewrites_only_the_files_its_keys_fall_in(
     lake.write("t", pa.table({"id": ids, "v": ids}), mode="overwrite", record={}, merged=True)
     before = _files(lake, "t")
     assert len(before) >= 5
+    configuration = DeltaTable(str(lake.path("t"))).metadata().configuration
+    assert configuration["delta.targetFileSize"] == str(64 * 1024)  # which merges follow
     # the file holding id 1 made unreadable: a merge of the newest keys must not open it
-    from deltalake import DeltaTable
-
     actions = pa.table(DeltaTable(str(lake.path("t"))).get_add_actions(flatten=True)).to_pydict()
     first = lake.path("t") / actions["path"][actions["min.id"].index(1)]
     kept = first.read_bytes()
