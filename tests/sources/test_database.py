@@ -329,7 +329,7 @@ def test_unreachable_server_is_unavailable_and_transient(tmp_path: Path) -> None
     assert "is the server running" in error["hint"]
 
 
-@pytest.mark.parametrize("point", ["after_extract", "after_commit"])
+@pytest.mark.parametrize("point", ["after_extract", "merge_staged", "after_commit"])
 def test_killed_mid_extraction_then_resumed_lands_every_row_once(
     tmp_path: Path, pg_schema: str, point: str
 ) -> None:
@@ -350,6 +350,9 @@ def test_killed_mid_extraction_then_resumed_lands_every_row_once(
     )
     assert killed.returncode == -signal.SIGKILL
     ws = Workspace.open(root)
+    staging = ws.lake.root / ".staging"  # the merge's rows were in a file without a name
+    assert staging.is_dir() == (point != "after_extract")
+    assert not staging.exists() or not any(staging.iterdir())
     assert ws.run().ok
     assert lake_rows(ws) == source_rows(pg_schema)
     sequences = [m.stats["source"]["sequence"] for m in ws.catalog.history("orders")]
@@ -796,3 +799,25 @@ def test_an_extraction_that_finds_a_later_one_in_the_lake_is_refused(tmp_path: P
     with pytest.raises(RunInProgressError, match="extraction 3 is already in the lake"):
         _refuse_a_second_writer(lake, source, 3)  # type: ignore[arg-type]
     _refuse_a_second_writer(lake, source, 4)  # type: ignore[arg-type]  # the next one: fine
+
+
+def test_a_text_cursor_reads_incrementally_on_postgresql(tmp_path: Path, pg_schema: str) -> None:
+    """A text cursor has no sum of its window (PostgreSQL has no sum of text): the count
+    alone says whether the rows at the watermark changed."""
+    pg(f"""CREATE TABLE "{pg_schema}".codes (k text PRIMARY KEY, v int);
+        INSERT INTO "{pg_schema}".codes VALUES ('a', 1), ('b', 2), ('it''s', 3)""")
+    root = project(
+        tmp_path / "p",
+        f'codes = gm.database_source("codes", url="{PG}", table="{pg_schema}.codes", '
+        'cursor="k", primary_key="k")\n',
+    )
+    assert Workspace.open(root).run().ok
+    pg(f"""INSERT INTO "{pg_schema}".codes VALUES ('z', 26)""")
+    ws = Workspace.open(root)
+    assert ws.plan().step("codes").reason == """rows past k "it's" (up to 'z')"""
+    assert ws.run().ok
+    table = ws.read("codes")
+    assert dict(zip(table["k"].to_pylist(), table["v"].to_pylist(), strict=True)) == {
+        "a": 1, "b": 2, "it's": 3, "z": 26,
+    }  # fmt: skip
+    assert Workspace.open(root).run().result.status == "noop"

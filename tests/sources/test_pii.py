@@ -153,3 +153,46 @@ def test_the_key_variable_is_a_setting(tmp_path: Path, monkeypatch: pytest.Monke
     (root / "gristmill.toml").write_text('name = "t"\n[pii]\nkey_env = "not a name"\n')
     with pytest.raises(ConfigError, match="key_env"):
         Workspace.open(root).plan()
+
+
+def test_a_tagged_key_stays_out_of_the_log_when_rows_are_merged_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_schema: str
+) -> None:
+    """A merge bounds what it reads by its key's range, written into the log with the
+    commit: not for a key that is personal data (the log outlives the rows)."""
+    import psycopg
+
+    from tests.conftest import PG
+
+    monkeypatch.setenv("GRISTMILL_PII_KEY", KEY)
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(
+            f"""CREATE TABLE "{pg_schema}".people (email text PRIMARY KEY, plan text,
+                updated_at timestamptz NOT NULL DEFAULT now());
+            INSERT INTO "{pg_schema}".people (email, plan)
+            SELECT 'p' || g || '@example.org', 'free' FROM generate_series(1, 50) g"""
+        )
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "gristmill.toml").write_text('name = "t"\n')
+    (root / "pipeline.py").write_text(
+        "import gristmill as gm\n"
+        f'people = gm.database_source("people", url="{PG}", table="{pg_schema}.people", '
+        'cursor="updated_at", primary_key="email", lag="0s", pii={"email": "email"})\n'
+    )
+    assert Workspace.open(root).run().ok
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(
+            f"""UPDATE "{pg_schema}".people SET plan = 'pro', updated_at = now()
+                WHERE email = 'p7@example.org'"""
+        )
+    ws = Workspace.open(root)
+    assert ws.run().ok
+    plans = dict(
+        zip(*ws.read("people").select(["email", "plan"]).to_pydict().values(), strict=True)
+    )
+    assert plans[pseudonym("p7@example.org")] == "pro" and len(plans) == 50
+    log = b"".join(p.read_bytes() for p in (ws.lake.path("people") / "_delta_log").glob("*.json"))
+    assert b'"operation":"MERGE"' in log
+    for n in range(1, 51):  # no pseudonym: the rows read again share the watermark
+        assert pseudonym(f"p{n}@example.org").encode() not in log

@@ -135,7 +135,7 @@ def test_a_merge_rewrites_only_the_files_its_keys_fall_in(
     }
     last = actions["path"][actions["max.id"].index(n)]
     assert [p for p in before - after if p.endswith(last)]  # the rewritten one
-    assert not any((tmp_path / lake_module.STAGING_FOLDER).iterdir())  # staged rows gone
+    assert not any((tmp_path / lake_module.STAGING_FOLDER).iterdir())  # no file has a name
 
 
 def test_a_merge_by_string_or_null_keys_matches_every_key_once(tmp_path: Path) -> None:

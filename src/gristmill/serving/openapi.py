@@ -196,6 +196,9 @@ def _intake(name: str, source: IntakeSource) -> dict[str, Any]:
     """Any JSON object is taken as a row (its columns are checked when the rows land, a
     row that breaks the contract quarantined then), so the body schema says only that."""
     from gristmill.execution.sources.intake import MAX_ROWS_PER_REQUEST
+    from gristmill.serving.intake import LINES
+
+    line_types = [kind.decode() for kind in LINES]
 
     declared = ", ".join(source.contract.columns) or "any"
     rows = {
@@ -223,7 +226,7 @@ def _intake(name: str, source: IntakeSource) -> dict[str, Any]:
             "required": True,
             "content": {
                 "application/json": {"schema": rows},
-                "application/x-ndjson": {"schema": lines},
+                **{kind: {"schema": lines} for kind in line_types},
             },
         },
         "responses": {

@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from gristmill import failpoints
 from gristmill.errors import (
     LakeError,
     MissingDataError,
@@ -42,7 +43,7 @@ Spaces, ``#``, ``%``, ``?``, quotes and any other Unicode are fine."""
 
 WriteMode = Literal["append", "overwrite"]
 STAGING_FOLDER = ".staging"
-"""Below the lake root: the rows of a merge in progress (removed when it ends)."""
+"""Below the lake root: the rows of a merge in progress, in files without a name."""
 MERGED_FILE_SIZE = 16 * 1024 * 1024
 """The Parquet file size of a table kept by merges (a source's, by primary key): a merge
 rewrites each file holding a changed key, so a smaller file than Delta's default (about
@@ -79,9 +80,10 @@ def _staged(
 ) -> Iterator[tuple[pa.RecordBatchReader | pa.Table, Callable[[], int], tuple[str, str] | None]]:
     """``data`` for a merge, how many rows it holds, and the range of its ``key`` as two
     SQL literals (None when a range cannot bound it: a NULL key, a type other than an
-    integer or a string, no rows). A stream is written to an Arrow file below ``folder``
-    first (read once from its source, the rows have to be seen before the merge starts)
-    and read back from there; the file goes when the merge ends."""
+    integer or a string, no rows). A stream is written to a file below ``folder`` first
+    (read once from its source, the rows have to be seen before the merge starts) and
+    read back from there. The file has no name (unlinked when made): whatever ends the
+    process, a killed one too, nothing of it stays behind for a later erasure to miss."""
     import pyarrow as pa
 
     if isinstance(data, pa.Table):
@@ -90,17 +92,18 @@ def _staged(
         yield data, lambda: data.num_rows, bounds.literals()
         return
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix="merge-") as tmp:
-        file = Path(tmp) / "rows.arrow"
+    with tempfile.TemporaryFile(dir=folder, prefix="merge-") as file:
         bounds = _KeyRange(data.schema.field(key).type)
         rows = 0
         options = pa.ipc.IpcWriteOptions(compression="lz4")
-        with pa.ipc.new_file(file, data.schema, options=options) as out:
+        with pa.ipc.new_file(pa.PythonFile(file, mode="w"), data.schema, options=options) as out:
             for batch in data:
                 out.write_batch(batch)
                 bounds.add(batch.column(key))
                 rows += batch.num_rows
-        with pa.memory_map(str(file)) as source:
+        file.flush()
+        mapped = Path(f"/proc/self/fd/{file.fileno()}")  # Linux: mapped, not copied in
+        with pa.memory_map(str(mapped)) if mapped.exists() else pa.PythonFile(file) as source:
             staged = pa.ipc.open_file(source)
             batches = (staged.get_batch(i) for i in range(staged.num_record_batches))
             reader = pa.RecordBatchReader.from_batches(data.schema, batches)
@@ -412,6 +415,10 @@ class Lake:
             handle = self._table(name)
         _check_columns(name, pa.schema(handle.schema().to_arrow()), data.schema)
         with _staged(self.root / STAGING_FOLDER, data, keys[0]) as (rows, count, bounds):
+            failpoints.hit("merge_staged", name)
+            if not _has_stats(handle, keys[0]):
+                bounds = None  # personal data: its values stay out of the log, the
+                # merge's predicate included (the log outlives the rows)
             self._merge(name, handle, rows, keys, record, delete_flag, transactions, bounds)
         return Written(version=handle.version(), rows=count(), schema=data.schema)
 
@@ -690,6 +697,12 @@ def _clean_log_at_checkpoint(path: Path, table: DeltaTable) -> None:
 
 STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 FILE_SIZE_PROPERTY = "delta.targetFileSize"
+
+
+def _has_stats(table: DeltaTable, column: str) -> bool:
+    """Whether the table keeps ``column``'s values in its log's statistics."""
+    kept = table.metadata().configuration.get(STATS_COLUMNS)
+    return kept is None or f"`{column}`" in kept.split(",")
 
 
 def _stats_configuration(columns: Sequence[str], no_stats: Sequence[str]) -> dict[str, str] | None:

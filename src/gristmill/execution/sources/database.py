@@ -365,17 +365,17 @@ def _window(source: DatabaseSource, column: exp.Expression, low: Any) -> exp.Sel
     from sqlglot import exp
 
     above = exp.GTE(this=column, expression=_literal(low, source.dialect))
-    value: exp.Expression = column.copy()
-    if isinstance(low, str):  # text cursors: no sum, the count alone
-        value = exp.null()
+    summed: exp.Expression = exp.Sum(this=column.copy())
+    if isinstance(low, str):  # text cursors: no sum (PostgreSQL has none), the count alone
+        summed = exp.null()
     elif isinstance(low, datetime | date):
-        value = (
-            exp.Anonymous(this="UNIX_TIMESTAMP", expressions=[column.copy()])
+        summed = exp.Sum(
+            this=exp.Anonymous(this="UNIX_TIMESTAMP", expressions=[column.copy()])
             if source.dialect == "mysql"
             else exp.Extract(this=exp.var("EPOCH"), expression=column.copy())
         )
     counted = exp.Count(this=exp.Star())
-    return _select_from(source).select(counted, exp.Sum(this=value), append=False).where(above)
+    return _select_from(source).select(counted, summed, append=False).where(above)
 
 
 def _sum_text(total: Any) -> str | None:
