@@ -69,6 +69,7 @@ def live(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         "schema": created["live"]["postgres"].split()[-1].split(".")[0],
         "table": created["live"]["mysql"].split()[-1],
         "stream": created["live"]["nats"].split()[-1],
+        "users": created["live"]["users"],
     }
     try:
         yield root, names
@@ -83,6 +84,12 @@ def test_the_live_example_reads_its_servers_and_keeps_only_pseudonyms(
 ) -> None:
     root, names = live
     assert not (root / "data" / "users").exists() and (root / "data" / "labels").exists()
+    wal_level = pg("SHOW wal_level")[0][0]  # the shared server's: replica on these machines
+    if wal_level != "logical":
+        assert names["users"] == (
+            "read by their updated_at cursor: no change data capture, its wal_level is "
+            f"{wal_level}, not logical"
+        )
     kinds = {s["name"]: s["kind"] for s in gm_json(root, "sources")}
     assert kinds == {
         "users": "database",
@@ -232,3 +239,44 @@ def test_the_live_example_takes_posted_feedback(live: tuple[Path, dict[str, str]
     landed = Workspace.open(root).read("feedback").to_pylist()
     assert [r["user_id"] for r in landed] == ["u_0000006"]
     assert re.fullmatch(r"[0-9a-f]{64}", landed[0]["comment"])  # free text: a pseudonym
+
+
+def test_the_live_example_reads_users_by_change_capture_where_the_server_allows(
+    tmp_path: Path, logical_pg: str
+) -> None:
+    """A PostgreSQL with wal_level=logical and wal2json (the tests' own cluster): the
+    example's users come from the server's log, deletes included."""
+    import psycopg
+
+    root = tmp_path / "demo"
+    done = init(root, "--live", "--postgres", logical_pg, "--json")
+    assert done.returncode == 0, done.stderr
+    live = json.loads(done.stdout)["live"]
+    assert live["users"] == "read by change data capture (a logical replication slot)"
+    assert 'capture="logical"' in (root / "sources.py").read_text()
+    schema = live["postgres"].split()[-1].split(".")[0]
+    try:
+        run = gm(root, "run", "users")
+        assert run.returncode == 0, run.stdout + run.stderr
+        with psycopg.connect(logical_pg, autocommit=True) as conn:
+            conn.execute(f"""UPDATE "{schema}".users SET plan = 'premium'
+                             WHERE user_id = (SELECT min(user_id) FROM "{schema}".users)""")
+            conn.execute(f"""DELETE FROM "{schema}".users
+                             WHERE user_id = (SELECT max(user_id) FROM "{schema}".users)""")
+            rows = conn.execute(f'SELECT user_id, plan FROM "{schema}".users').fetchall()
+        run = gm(root, "run", "users")
+        assert run.returncode == 0, run.stdout + run.stderr
+        ws = Workspace.open(root)
+        table = ws.read("users")
+        landed = dict(zip(table["user_id"].to_pylist(), table["plan"].to_pylist(), strict=True))
+        quarantined = set(ws.quarantine("users")["user_id"].to_pylist())
+        assert landed == {u: p for u, p in rows if u not in quarantined}
+        assert landed[min(landed)] == "premium"
+    finally:
+        with psycopg.connect(logical_pg, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = 'gristmill_users'"
+            )
+        mariadb(f"DROP TABLE IF EXISTS `{live['mysql'].split()[-1]}`")
+        asyncio.run(_nats(live["nats"].split()[-1], None))

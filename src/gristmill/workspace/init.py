@@ -78,6 +78,7 @@ def _go_live(directory: Path, servers: Servers) -> dict[str, Any]:
 
     from gristmill.workspace.live import (
         Names,
+        change_capture,
         check,
         load,
         placeholders_for,
@@ -86,11 +87,14 @@ def _go_live(directory: Path, servers: Servers) -> dict[str, Any]:
     )
 
     check(servers)  # every server reachable before anything is loaded
+    not_logical = change_capture(servers.postgres)
     names = Names.for_folder(directory)
     loaded = load(directory / "data", servers, names)
     named, variables = placeholders_for(servers)  # the project holds no password
     sources = directory / "sources.py"
-    sources.write_text(sources_module(sources.read_text(), named, names))
+    sources.write_text(
+        sources_module(sources.read_text(), named, names, capture=not_logical is None)
+    )
     for moved in ("users", "transactions", "events"):
         shutil.rmtree(directory / "data" / moved)
     (directory / "pii.key").write_text(secrets.token_hex(32) + "\n")
@@ -104,6 +108,9 @@ def _go_live(directory: Path, servers: Servers) -> dict[str, Any]:
         "postgres": f"{redact(servers.postgres)} {names.schema}.users",
         "mysql": f"{redact(servers.mysql)} {names.table}",
         "nats": f"{redact(servers.nats)} {names.stream}",
+        "users": "read by change data capture (a logical replication slot)"
+        if not_logical is None
+        else f"read by their updated_at cursor: no change data capture, {not_logical}",
         "export": sorted(variables),
         **loaded,
     }

@@ -170,6 +170,28 @@ def _pg() -> Any:
     return pg
 
 
+def change_capture(url: str) -> str | None:
+    """None when the server can stream its changes to a logical replication slot through
+    wal2json (the users are then read by change data capture), else why not."""
+    probe = f"gm_probe_{secrets.token_hex(4)}"
+    try:
+        with _pg().connect(url, autocommit=True) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SHOW wal_level")
+                (level,) = cur.fetchone() or ("?",)
+            if level != "logical":
+                return f"its wal_level is {level}, not logical"
+            with conn.cursor() as cur:  # a temporary slot: gone with this session
+                cur.execute(
+                    f"SELECT 1 FROM pg_create_logical_replication_slot('{probe}', 'wal2json', true)"
+                )
+                cur.fetchall()
+    except Exception as exc:  # noqa: BLE001 - any refusal is a reason to use the cursor
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"it cannot make a wal2json slot ({first})"
+    return None
+
+
 def _postgres_reachable(url: str) -> None:
     try:
         _pg().connect(url).close()
@@ -323,8 +345,9 @@ START = "# ---- users, transactions and events: files ----"
 END = "# ----\n"
 
 
-def sources_module(template: str, servers: Servers, names: Names) -> str:
-    """The example's ``sources.py`` with its file sources replaced by the servers'."""
+def sources_module(template: str, servers: Servers, names: Names, *, capture: bool) -> str:
+    """The example's ``sources.py`` with its file sources replaced by the servers';
+    ``capture``: the users are read from PostgreSQL's log rather than by a cursor."""
     head, found, rest = template.partition(START)
     _, ended, tail = rest.partition(END)
     assert found and ended, "the example's sources.py lost its markers"
@@ -335,8 +358,15 @@ def sources_module(template: str, servers: Servers, names: Names) -> str:
         schema=names.schema,
         table=names.table,
         stream=names.stream,
+        users_read=USERS_BY_LOG if capture else USERS_BY_CURSOR,
     )
     return head + block + END + tail
+
+
+USERS_BY_CURSOR = 'cursor=("updated_at", "user_id"),'
+USERS_BY_LOG = (
+    'capture="logical",  # every insert, update and delete, from the server\'s log (wal2json)'
+)
 
 
 LIVE_SOURCES = """# ---- users, transactions and events: on servers (gristmill init --live) ----
@@ -344,7 +374,7 @@ users = gm.database_source(
     "users",
     url="{pg}",
     table="{schema}.users",
-    cursor=("updated_at", "user_id"),
+    {users_read}
     primary_key="user_id",
     columns={{
         "user_id": "VARCHAR",
