@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -821,3 +822,103 @@ def test_a_text_cursor_reads_incrementally_on_postgresql(tmp_path: Path, pg_sche
         "a": 1, "b": 2, "it's": 3, "z": 26,
     }  # fmt: skip
     assert Workspace.open(root).run().result.status == "noop"
+
+
+class _Forwarder:
+    """A TCP port that forwards to the local PostgreSQL while it is up: the server as a
+    client sees it, going away and coming back."""
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+
+    def up(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+
+        def pump(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return
+                server = socket.create_connection(("127.0.0.1", 5432))
+                self._open += [client, server]
+                threading.Thread(target=pump, args=(client, server), daemon=True).start()
+                threading.Thread(target=pump, args=(server, client), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def down(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for s in self._open:
+            s.close()
+        self._open.clear()
+
+
+def test_follow_backs_off_while_the_server_is_away_and_resumes_when_it_is_back(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    """`ingest --follow` as a real process: a server that cannot be reached is a
+    transient failure, tried again 1, 2, 4… s apart (not at every interval), and the
+    rows are read as soon as it is back."""
+    pg(ORDERS.format(t=f'"{pg_schema}".orders'))
+    proxy = _Forwarder()
+    url = f'"postgresql://postgres@127.0.0.1:{proxy.port}/test"'
+    root = project(tmp_path / "p", pg_orders(pg_schema, url=url))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "gristmill", "ingest", "orders", "--follow", "--interval", "0.1",
+         "--json", "-p", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    assert follower.stdout is not None
+    try:
+        failed, seen = [], []
+        for _ in range(3):  # tried at 0, 1 and 3 s (then 7): not every 0.1 s
+            failed.append(json.loads(follower.stdout.readline()))
+            seen.append(time.monotonic())
+        assert all(f["summary"]["status"] == "failed" for f in failed), failed
+        assert seen[2] - seen[0] > 2.5, seen
+        assert "cannot reach postgresql" in json.dumps(failed[0])
+        assert follower.poll() is None  # transient: still following
+        proxy.up()
+        line = follower.stdout.readline()  # the next try (at 7 s) reads everything
+        landed = json.loads(line)
+        assert landed["summary"]["status"] == "success", landed
+        assert lake_rows(Workspace.open(root)) == source_rows(pg_schema)
+        follower.send_signal(signal.SIGTERM)
+        assert follower.wait(timeout=30) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+        follower.stdout.close()
+        proxy.down()
