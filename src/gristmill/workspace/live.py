@@ -177,7 +177,7 @@ def change_capture(url: str) -> str | None:
     try:
         with _pg().connect(url, autocommit=True) as conn:
             with conn.cursor() as cur:
-                cur.execute("SHOW wal_level")
+                cur.execute("SELECT current_setting('wal_level')")
                 (level,) = cur.fetchone() or ("?",)
             if level != "logical":
                 return f"its wal_level is {level}, not logical"
