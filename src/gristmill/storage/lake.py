@@ -487,6 +487,64 @@ class Lake:
             self._handles[name] = handle
         _clean_log_at_checkpoint(self.path(name), handle)
 
+    def files_folder(self, name: str, tag: str) -> Path:
+        """Where an engine's workers write a result of ``name`` for ``commit_files``
+        (inside the table's directory: Delta's add actions name files below it)."""
+        return self.path(name) / f"gm-{tag}"
+
+    def commit_files(
+        self,
+        name: str,
+        folder: Path,
+        *,
+        mode: WriteMode,
+        record: Mapping[str, Any],
+        transactions: Mapping[str, int] | None = None,
+    ) -> Written:
+        """Commit the Parquet files below ``folder`` (``files_folder``) as the next version
+        of ``name``, in one Delta transaction with their statistics; ``transactions`` ride
+        in it as app transactions (a writer that records its run there commits once)."""
+        from deltalake import CommitProperties, DeltaTable, Transaction
+        from deltalake.exceptions import DeltaError
+        from deltalake.schema import Schema as DeltaSchema
+        from deltalake.transaction import (
+            AddAction,
+            RemoveAction,
+            create_table_with_add_actions,
+        )
+
+        from gristmill.storage.file_actions import file_actions
+
+        found = file_actions(self.path(name), folder)
+        properties = CommitProperties(
+            custom_metadata={METADATA_KEY: json.dumps(record)},
+            app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
+        )
+        try:
+            if not self.exists(name):
+                create_table_with_add_actions(
+                    str(self.path(name)),
+                    DeltaSchema.from_arrow(found.schema),
+                    found.actions,
+                    commit_properties=properties,
+                    post_commithook_properties=_hooks(),
+                )
+            else:
+                self._table(name).create_write_transaction(
+                    list[AddAction | RemoveAction](found.actions),
+                    mode,
+                    found.schema,
+                    commit_properties=properties,
+                    post_commithook_properties=_hooks(),
+                )
+        except DeltaError as exc:
+            raise LakeError(f"committing the files of table {name!r} failed: {exc}") from exc
+        handle = DeltaTable(str(self.path(name)))
+        with self._lock:
+            self._handles[name] = handle
+        _clean_log_at_checkpoint(self.path(name), handle)
+        return Written(version=handle.version(), rows=found.rows, schema=found.schema)
+
     def keep_out_of_stats(self, name: str, columns: Sequence[str], no_stats: Sequence[str]) -> None:
         """Keep ``no_stats`` out of an existing table's file statistics from its next commit
         on (a commit of its own, before the writer numbers the version it writes; a new
