@@ -183,6 +183,12 @@ class SourceUnavailableError(GristmillError):
     transient = True
 
 
+class EngineUnavailableError(GristmillError):
+    """An engine cannot start (Spark without Java, a cluster that cannot be reached)."""
+
+    category = "unavailable"
+
+
 class SchemaChangeError(GristmillError):
     """A source's columns changed in a way a table cannot follow by itself."""
 

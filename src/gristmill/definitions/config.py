@@ -34,6 +34,15 @@ class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SparkSettings(_Closed):
+    """Settings of the Spark engine (steps pinned with ``engine="spark"``)."""
+
+    master: str = "local[2]"
+    """``local[N]``, ``spark://host:7077``, ``yarn``, ``k8s://…``: any Spark master URL."""
+    conf: dict[str, str] = {}
+    """More Spark settings (``spark.executor.memory`` and so on)."""
+
+
 class DuckDBSettings(_Closed):
     """Settings of the embedded DuckDB engine."""
 
@@ -126,6 +135,7 @@ class ProjectConfig(_Closed):
     sql: str = "sql"
     """Folder whose ``*.sql`` files are SQL steps named by their file name."""
     duckdb: DuckDBSettings = DuckDBSettings()
+    spark: SparkSettings = SparkSettings()
     serve: ServeSettings = ServeSettings()
     runs: RunSettings = RunSettings()
     pii: PiiSettings = PiiSettings()

@@ -118,6 +118,9 @@ class Table(Definition):
     feature: FeatureSpec | None = None
     partitions: Partitioning | None = None
     """Built and tracked a slice at a time (``gm.daily``, ``gm.monthly``, ``gm.static``)."""
+    engine: str | None = None
+    """Where its SQL runs: ``"spark"`` pins it there; None: the project's engine. Not part
+    of its fingerprint (the result is the same on every engine, by design)."""
 
     @property
     def kind(self) -> StepKind:
@@ -153,6 +156,7 @@ def table(
     timestamp: str | None = None,
     partitions: Partitioning | None = None,
     description: str = "",
+    engine: str | None = None,
 ) -> Any:
     """Declare a table built by SQL, or decorate a Python function that builds one.
 
@@ -168,9 +172,16 @@ def table(
     location = _caller_location()
     feature = _feature(entity, timestamp, location)
     _partitioning(partitions, location)
+    _engine(engine, location)
 
     def build(name: str, function: Callable[..., Any] | None) -> Table:
         check_name(name, location)
+        if engine is not None and function is not None:
+            raise DefinitionError(
+                f"table {name!r}: engine= pins SQL; a Python step runs in the process",
+                location=location,
+                hint="remove engine=",
+            )
         inputs: tuple[str, ...] = ()
         loc = location
         if function is not None:
@@ -188,6 +199,7 @@ def table(
             params=tuple(sorted((params or {}).items())),
             feature=feature,
             partitions=partitions,
+            engine=engine,
         )
 
     if callable(name_or_function):
@@ -199,6 +211,18 @@ def table(
         return build(function.__name__, function)
 
     return decorator
+
+
+ENGINES = ("duckdb", "spark")
+
+
+def _engine(engine: str | None, location: Location) -> None:
+    if engine is not None and engine not in ENGINES:
+        raise DefinitionError(
+            f"engine={engine!r} is not an engine",
+            location=location,
+            hint="engines: " + ", ".join(ENGINES),
+        )
 
 
 def feature_view(

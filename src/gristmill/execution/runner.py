@@ -19,7 +19,7 @@ from pathlib import Path
 from gristmill import failpoints
 from gristmill.definitions.config import PiiSettings
 from gristmill.definitions.graph import Graph
-from gristmill.definitions.objects import StepKind
+from gristmill.definitions.objects import Definition, StepKind
 from gristmill.definitions.partitions import Partition
 from gristmill.errors import GristmillError, StepCancelled, StepFailed, is_transient
 from gristmill.execution.engines import Engine
@@ -83,7 +83,7 @@ class Runner:
         graph: Graph,
         catalog: Catalog,
         lake: Lake,
-        engine_factory: Callable[[], Engine],
+        engine_factory: Callable[[str | None], Engine],
         reporter: Reporter,
         parallelism: int,
         artifacts: ArtifactStore,
@@ -97,7 +97,8 @@ class Runner:
         self.catalog = catalog
         self.lake = lake
         self._engine_factory = engine_factory
-        self._engine: Engine | None = None
+        self._engines: dict[str, Engine] = {}
+        """Started at the first step that needs each (Spark only for pinned steps)."""
         self._engine_lock = threading.Lock()
         self.reporter = reporter
         self.parallelism = parallelism
@@ -113,14 +114,18 @@ class Runner:
         try:
             return self._run(plan, run_id, should_stop or (lambda: False))
         finally:
-            if self._engine is not None:
-                self._engine.close()
+            with self._engine_lock:
+                engines, self._engines = self._engines, {}
+            for engine in engines.values():
+                engine.close()
 
-    def _engine_for_step(self) -> Engine:
+    def _engine_for_step(self, definition: Definition) -> Engine:
+        pinned: str | None = getattr(definition, "engine", None)  # else the project's
         with self._engine_lock:
-            if self._engine is None:
-                self._engine = self._engine_factory()
-            return self._engine
+            key = pinned or ""
+            if key not in self._engines:
+                self._engines[key] = self._engine_factory(pinned)
+            return self._engines[key]
 
     def _run(self, plan: Plan, run_id: str, should_stop: Callable[[], bool]) -> RunResult:
         started = time.perf_counter()
@@ -430,7 +435,7 @@ class Runner:
         )
         from gristmill.execution.steps import StepContext, run_step
 
-        engine = self._engine_for_step()
+        engine = self._engine_for_step(definition)
         with engine.session() as session:
             ctx = StepContext(
                 self.root,

@@ -167,6 +167,8 @@ def _train(ctx: StepContext, model: Model) -> Trained:
 
 def _sql(ctx: StepContext, table: Table) -> Materialization:
     sql = (table.sql or "").strip().rstrip(";")
+    if ctx.session.WRITES_FILES:
+        return _sql_by_workers(ctx, table, sql)
     if table.contract.is_empty and not ctx.partitions:
         # nothing to check or filter: the query streams straight into the commit
         try:
@@ -180,6 +182,50 @@ def _sql(ctx: StepContext, table: Table) -> Materialization:
     except EngineSqlError as exc:
         raise _sql_failed(table, exc) from None
     return _write_table(ctx, table, STEP_VIEW)
+
+
+def _sql_by_workers(ctx: StepContext, table: Table, sql: str) -> Materialization:
+    """An engine whose workers write the result (Spark): its files, committed by the lake
+    as the table's next version. What only DuckDB does yet is refused before it runs."""
+    import uuid
+
+    from gristmill.execution.engines.dialect import Untranslatable
+    from gristmill.execution.writer import commit_files
+
+    where = Location(table.sql_path or table.location.path, table.location.line)
+    if not table.contract.is_empty or ctx.partitions:
+        what = "partitions" if table.contract.is_empty else "a contract (columns=, checks=)"
+        raise StepFailed(
+            f"{table.name}: {what} runs on DuckDB only for now, and this step is pinned to Spark",
+            location=where,
+            hint="remove engine='spark' from the step, or its contract",
+        )
+    folder = ctx.lake.files_folder(table.name, f"{ctx.template.run_id}-{uuid.uuid4().hex[:8]}")
+    try:
+        ctx.session.write_files(sql, folder)
+    except Untranslatable as exc:
+        raise _untranslatable(table, exc) from None
+    except EngineSqlError as exc:
+        raise _sql_failed(table, exc) from None
+    return commit_files(ctx.lake, _table_request(ctx, table, STEP_VIEW), folder)
+
+
+def _untranslatable(table: Table, exc: Any) -> StepFailed:
+    first = exc.refusals[0]
+    base = table.location.line or 1
+    line = base + first.line - 1 if first.line else table.location.line
+    more = (
+        f" ({len(exc.refusals) - 1} more: "
+        + ", ".join(f"{r.construct} line {r.line}" for r in exc.refusals[1:])
+        + ")"
+        if len(exc.refusals) > 1
+        else ""
+    )
+    return StepFailed(
+        f"{table.name}: {first.construct} has no verified mapping to {exc.target}{more}",
+        location=Location(table.sql_path or table.location.path, line),
+        hint=first.hint,
+    )
 
 
 def _sql_failed(table: Table, exc: EngineSqlError) -> StepFailed:

@@ -8,6 +8,7 @@ step's result becomes visible. A rerun after a crash replaces orphaned quarantin
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -106,6 +107,24 @@ def write_rows(lake: Lake, request: WriteRequest, rows: pa.RecordBatchReader) ->
     """Commit rows that need no checks (a request without a contract or files)."""
     assert request.contract.is_empty and not request.files, request.table
     return _commit(lake, request, rows, {})
+
+
+def commit_files(lake: Lake, request: WriteRequest, folder: Path) -> Materialization:
+    """Commit the files an engine's workers wrote below ``folder`` (no contract: the
+    caller refuses one) as the table's next version."""
+    assert request.contract.is_empty and request.mode is WriteMode.OVERWRITE, request.table
+    record = replace(request.template, mode=request.mode.value, version=-1)
+    written = lake.commit_files(
+        request.table, folder, mode="overwrite", record=record.to_record(),
+        transactions=request.transactions,
+    )  # fmt: skip
+    return replace(
+        record,
+        version=written.version,
+        rows=written.rows,
+        rows_added=written.rows,
+        schema=[{"name": f.name, "type": str(f.type)} for f in written.schema],
+    )
 
 
 def _commit(

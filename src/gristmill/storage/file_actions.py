@@ -39,6 +39,7 @@ def file_actions(table: Path, folder: Path) -> FileActions:
     """An add action per Parquet file below ``folder`` (inside ``table``), with its rows,
     null counts and the bounds that are exact; refused when the files disagree on their
     schema or hold what Delta cannot (nanosecond or INT96 timestamps)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from deltalake.transaction import AddAction
 
@@ -75,6 +76,8 @@ def file_actions(table: Path, folder: Path) -> FileActions:
             )
         )
     assert schema is not None
+    # a column its writer knew had no NULLs (Spark's count) may hold some in a later version
+    schema = pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
     return FileActions(schema, actions, rows)
 
 

@@ -642,11 +642,16 @@ class Workspace:
     def online_store(self) -> OnlineStore:
         return open_online_store(self.project.config.online_store, self.root, self.project.name)
 
-    def engine(self) -> Engine:
+    def engine(self, name: str | None = None) -> Engine:
+        """The project's engine, or the one named (a step pinned to Spark)."""
+        name = name or self.project.config.engine
+        if name == "spark":
+            spark = self.project.config.spark
+            return create_engine("spark", master=spark.master, conf=spark.conf)
         settings = self.project.config.duckdb
         temp = Path(settings.temp_directory) if settings.temp_directory else self.state_dir / "tmp"
         return create_engine(
-            self.project.config.engine,
+            name,
             memory_limit=settings.memory_limit,
             threads=settings.threads,
             temp_directory=temp,

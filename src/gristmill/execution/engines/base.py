@@ -8,6 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gristmill.errors import UnknownNameError
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 
 class Session(ABC):
     """One step's private workspace inside an engine (its own inputs and temp objects)."""
+
+    WRITES_FILES: ClassVar[bool] = False
+    """The engine's own workers write a result's files (``write_files``); the lake then
+    commits them. Otherwise results stream through ``reader`` into the lake."""
 
     @abstractmethod
     def register(self, name: str, data: pads.Dataset | pa.Table) -> None:
@@ -48,6 +53,10 @@ class Session(ABC):
     def columns(self, name: str) -> list[tuple[str, str]]:
         """Column names and types of a view or table."""
 
+    def write_files(self, sql: str, folder: Path) -> None:
+        """Write a query's result as Parquet files below ``folder`` (``WRITES_FILES``)."""
+        raise NotImplementedError
+
 
 class EngineSqlError(Exception):
     """Raised by sessions: the engine's message and the 1-based line it points at."""
@@ -60,6 +69,8 @@ class EngineSqlError(Exception):
 
 class Engine(ABC):
     name: ClassVar[str]
+    DIALECT: ClassVar[str] = "duckdb"
+    """The SQL it runs; steps are written in DuckDB's and translated (``dialect.py``)."""
     SUPPORTS_SPILLING: ClassVar[bool] = False
     SUPPORTS_ARROW_STREAMING: ClassVar[bool] = False
     SUPPORTS_PARQUET_SCAN: ClassVar[bool] = False
@@ -83,11 +94,17 @@ def register(name: str) -> Callable[[type[Engine]], type[Engine]]:
     return decorate
 
 
-def create_engine(name: str, **settings: Any) -> Engine:
-    from gristmill.execution.engines import duckdb as _duckdb  # noqa: F401 - registers itself
+_MODULES = {
+    "duckdb": "gristmill.execution.engines.duckdb",
+    "spark": "gristmill.execution.engines.spark",
+}
+"""Each engine's module, imported when the engine is first asked for (Spark's is heavy)."""
 
-    try:
-        factory = _ENGINES[name]
-    except KeyError:
-        raise UnknownNameError("engine", name, list(_ENGINES)) from None
-    return factory(**settings)
+
+def create_engine(name: str, **settings: Any) -> Engine:
+    import importlib
+
+    if name not in _MODULES:
+        raise UnknownNameError("engine", name, list(_MODULES))
+    importlib.import_module(_MODULES[name])  # registers itself
+    return _ENGINES[name](**settings)

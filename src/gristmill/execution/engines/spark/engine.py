@@ -1,0 +1,232 @@
+"""Spark: reads a Delta version by its Parquet file list, runs a step's SQL translated from
+DuckDB's dialect, and writes the result with its executors into the table's folder, where
+the lake commits the files (no Delta jars: none can be fetched, and none are needed).
+
+One SparkSession per run (started at the first step that needs it); each step gets a
+session of its own over the same SparkContext, so its views are its own.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gristmill.errors import EngineUnavailableError, MissingExtraError
+from gristmill.execution.engines.base import Engine, EngineSqlError, Session, register
+from gristmill.execution.engines.dialect import translate
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+REQUIRED_CONF = {
+    # what delta-rs reads: INT64 microseconds, not Spark's default INT96
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # DuckDB's TIMESTAMP has no zone: a Parquet time without one stays without one
+    "spark.sql.parquet.inferTimestampNTZ.enabled": "true",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+}
+"""Settings results depend on: a user's conf cannot change them."""
+_LINE = re.compile(r"line (\d+)")
+
+
+def duckdb_type(kind: pa.DataType) -> str:
+    """An Arrow type as DuckDB names it (the translation types a step by its inputs)."""
+    import pyarrow as pa
+
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return duckdb_type(kind.value_type) + "[]"
+    if pa.types.is_decimal(kind):
+        return f"DECIMAL({kind.precision}, {kind.scale})"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMPTZ" if kind.tz else "TIMESTAMP"
+    names = {
+        pa.int8(): "TINYINT",
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.float32(): "FLOAT",
+        pa.float64(): "DOUBLE",
+        pa.bool_(): "BOOLEAN",
+        pa.string(): "VARCHAR",
+        pa.large_string(): "VARCHAR",
+        pa.date32(): "DATE",
+        pa.binary(): "BLOB",
+    }
+    return names.get(kind, "UNKNOWN")
+
+
+class SparkStepSession(Session):  # noqa: N801 - not pyspark's SparkSession
+    WRITES_FILES = True
+
+    def __init__(self, spark: Any) -> None:
+        self._spark = spark
+        self._schemas: dict[str, dict[str, str]] = {}
+        """Each view's columns as DuckDB types: what ``translate`` types the SQL by."""
+
+    def register(self, name: str, data: pads.Dataset | pa.Table) -> None:
+        import pyarrow as pa
+
+        table = data if isinstance(data, pa.Table) else data.head(1)
+        if table.num_rows:  # a version a plain Parquet reader would get wrong
+            raise EngineUnavailableError(
+                f"Spark cannot read {name!r} safely: its Delta version needs deletion "
+                "vectors or column mapping, which Spark reads only with Delta's jars",
+                hint="run the step on DuckDB (remove engine='spark'), or rewrite the table",
+            )
+        self._view(name, self._spark.createDataFrame([], _spark_schema(table.schema)))
+
+    def register_parquet(self, name: str, files: list[str]) -> None:
+        self._view(name, self._spark.read.parquet(*files))
+
+    def define(self, name: str, sql: str) -> None:
+        self._view(name, self._frame(sql))
+
+    def materialize(self, name: str, sql: str) -> None:
+        self._view(name, self._frame(sql).persist())
+
+    def reader(self, sql: str, batch_rows: int = 65_536) -> pa.RecordBatchReader:
+        raise NotImplementedError("Spark writes results with its executors: write_files")
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._frame(sql).collect()]
+
+    def columns(self, name: str) -> list[tuple[str, str]]:
+        return list(self._schemas[name].items())
+
+    def write_files(self, sql: str, folder: Path) -> None:
+        frame = self._as_duckdb_types(self._frame(sql), sql)
+        try:
+            frame.write.mode("errorifexists").parquet(str(folder))
+        except Exception as exc:  # noqa: BLE001 - Spark's errors, as an engine error
+            raise _sql_error(exc) from None
+
+    def _as_duckdb_types(self, frame: Any, sql: str) -> Any:
+        """The result with the column types DuckDB gives the same SQL (Spark's WEEKDAY is
+        an INT where DuckDB's dayofweek is a BIGINT, say): asked of DuckDB over empty
+        tables of the inputs' schemas, and cast to."""
+        types = _duckdb_result_types(sql, self._schemas)
+        if types is None or [n for n, _ in types] != list(frame.columns):
+            return frame
+        from sqlglot import exp
+
+        cast = [
+            frame[name].cast(exp.DataType.build(kind, dialect="duckdb").sql("spark")).alias(name)
+            for name, kind in types
+        ]
+        return frame.select(*cast)
+
+    def _frame(self, sql: str) -> Any:
+        spark_sql = translate(sql, "spark", self._schemas)
+        try:
+            return self._spark.sql(spark_sql)
+        except Exception as exc:  # noqa: BLE001 - pyspark's AnalysisException and kin
+            raise _sql_error(exc) from None
+
+    def _view(self, name: str, frame: Any) -> None:
+        frame.createOrReplaceTempView(name)
+        self._schemas[name] = {
+            field.name: duckdb_type(_arrow_type(field.dataType)) for field in frame.schema
+        }
+
+
+def _duckdb_result_types(
+    sql: str, schemas: Mapping[str, Mapping[str, str]]
+) -> list[tuple[str, str]] | None:
+    """The columns DuckDB's result of ``sql`` has, or None when DuckDB cannot say (an
+    input of a type it has no name for here)."""
+    import duckdb
+
+    def q(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    con = duckdb.connect()
+    try:
+        for name, columns in schemas.items():
+            if "UNKNOWN" in columns.values():
+                return None
+            body = ", ".join(f"{q(c)} {t}" for c, t in columns.items())
+            con.execute(f"CREATE TEMP TABLE {q(name)} ({body})")
+        relation = con.sql(sql)
+        return [(n, str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+
+
+def _sql_error(exc: BaseException) -> EngineSqlError:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    match = _LINE.search(text)
+    return EngineSqlError(f"Spark: {first}", int(match.group(1)) if match else None)
+
+
+def _arrow_type(kind: Any) -> pa.DataType:
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    try:
+        return to_arrow_type(kind)
+    except Exception:  # noqa: BLE001 - a type Arrow has no twin for
+        import pyarrow as pa
+
+        return pa.null()
+
+
+def _spark_schema(schema: pa.Schema) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+@register("spark")
+class SparkEngine(Engine):
+    name = "spark"
+    DIALECT = "spark"
+    SUPPORTS_PARQUET_SCAN = True
+
+    def __init__(self, *, master: str = "local[2]", conf: Mapping[str, str] | None = None) -> None:
+        self._master = master
+        self._conf = {**(conf or {}), **REQUIRED_CONF}
+        self._lock = threading.Lock()
+        self._spark: Any = None
+
+    def _session(self) -> Any:
+        with self._lock:
+            if self._spark is None:
+                self._spark = _start(self._master, self._conf)
+            return self._spark
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        yield SparkStepSession(self._session().newSession())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._spark is not None:
+                self._spark.stop()
+                self._spark = None
+
+
+def _start(master: str, conf: Mapping[str, str]) -> Any:
+    try:
+        from pyspark.sql import SparkSession
+    except ModuleNotFoundError:
+        raise MissingExtraError("pyspark", "spark") from None
+    builder = SparkSession.builder.master(master).appName("gristmill")
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # noqa: BLE001 - the JVM did not start: say why and what to do
+        text = str(exc).strip().splitlines()
+        raise EngineUnavailableError(
+            f"Spark did not start (master {master}): {text[0] if text else type(exc).__name__}",
+            hint="Spark needs Java 17 (Debian: apt-get install openjdk-17-jre-headless; "
+            "or set JAVA_HOME) and pyspark (pip install 'gristmill[spark]')",
+        ) from None

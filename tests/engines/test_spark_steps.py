@@ -1,0 +1,109 @@
+"""SQL steps pinned to Spark (`engine="spark"`): the same rows as on DuckDB, written by
+Spark's executors and committed by the lake; what Spark cannot run the same is refused
+before it runs, with its file and line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gristmill.errors import DefinitionError
+from gristmill.workspace import Workspace
+from tests.conftest import write_project
+
+pytestmark = pytest.mark.spark
+
+CSV = "id,user_id,ts,amount,tags\n" + "".join(
+    f"{i},u{i % 7},2026-11-{1 + (i // 7) % 28:02d} {i % 24:02d}:{i % 60:02d}:00,"
+    f"{(i * 37) % 1000 / 10},{'a;b' if i % 3 else ''}\n"
+    for i in range(1, 400)
+)
+QUERY = """SELECT user_id,
+       dayofweek(ts) AS dow,
+       isodow(ts) AS iso,
+       count(*) AS n,
+       sum(amount) AS total,
+       quantile_cont(amount, 0.5) AS mid,
+       max(ts) AS last_ts,
+       min(CAST(ts AS DATE)) AS first_day
+FROM events
+GROUP BY user_id, dayofweek(ts), isodow(ts)
+"""
+MODULE = f'''
+import gristmill as gm
+
+events = gm.source("events", "data/*.csv", columns={{
+    "id": "BIGINT", "user_id": "VARCHAR", "ts": "TIMESTAMP", "amount": "DOUBLE",
+    "tags": "VARCHAR"}})
+
+by_spark = gm.table("by_spark", engine="spark", sql="""{QUERY}""")
+'''
+
+
+def rows(ws: Workspace, name: str) -> list[tuple[object, ...]]:
+    table = ws.read(name)
+    columns = [table[c].to_pylist() for c in table.column_names]
+    return sorted(zip(*columns, strict=True), key=repr)
+
+
+def test_a_step_on_spark_gives_the_rows_duckdb_gives(tmp_path: Path) -> None:
+    root = write_project(
+        tmp_path / "p", module=MODULE, sql={"by_duckdb.sql": QUERY}, data={"a.csv": CSV}
+    )
+    ws = Workspace.open(root)
+    outcome = ws.run()
+    assert outcome.ok, outcome.result.error()
+    ws = Workspace.open(root)
+    spark, duck = rows(ws, "by_spark"), rows(ws, "by_duckdb")
+    assert len(duck) > 20 and spark == duck
+    assert ws.read("by_spark").schema == ws.read("by_duckdb").schema
+    files = [p.name for p in ws.lake.path("by_spark").rglob("*.parquet")]
+    assert files and all(f.startswith("part-") for f in files)  # Spark's executors wrote them
+    again = ws.run()
+    assert again.ok and again.result.status == "noop"
+
+
+def test_what_spark_cannot_run_the_same_is_refused_with_its_line(tmp_path: Path) -> None:
+    module = MODULE.replace(
+        'sql="""' + QUERY + '""")',
+        'sql="""SELECT e.id,\n  f.amount\nFROM events e\nASOF JOIN events f ON e.ts >= f.ts""")',
+    )
+    module += '\nchecked = gm.table("checked", engine="spark", sql="SELECT 1 AS x", ' \
+        "checks=[gm.not_null(\"x\")])\n"  # fmt: skip
+    root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
+    outcome = Workspace.open(root).run()
+    assert not outcome.ok
+    errors = {s.name: s.error for s in outcome.result.steps if s.error}
+    asof = errors["by_spark"]
+    assert asof["message"] == "by_spark: ASOF JOIN has no verified mapping to spark"
+    assert asof["location"].endswith("pipeline.py:11")  # the step (line 8) + the SQL's 4th - 1
+    assert "gm.training_set" in asof["hint"]
+    contract = errors["checked"]
+    assert "a contract (columns=, checks=) runs on DuckDB only for now" in contract["message"]
+    ws = Workspace.open(root)
+    assert not ws.lake.exists("by_spark") and not ws.lake.exists("checked")
+
+
+def test_a_wrong_engine_name_is_refused_at_load_time(tmp_path: Path) -> None:
+    module = MODULE.replace('engine="spark"', 'engine="sparkk"')
+    root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
+    with pytest.raises(DefinitionError, match="engine='sparkk' is not an engine") as caught:
+        Workspace.open(root).plan()
+    assert "duckdb, spark" in caught.value.hint
+
+
+def test_spark_that_cannot_start_says_what_to_install(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p", module=MODULE, sql={}, data={"a.csv": CSV})
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gristmill", "run", "-p", str(root)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "Spark did not start (master local[2])" in out, out
+    assert "Java 17" in out and "Traceback" not in out
