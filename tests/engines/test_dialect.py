@@ -157,6 +157,24 @@ CASES = {
         "EXCEPT SELECT 99, NULL ORDER BY 1 LIMIT 20"
     ),
     "ordering puts NULLs last": "SELECT s FROM t ORDER BY s LIMIT 7",
+    "right join": "SELECT a.id, b.id FROM t AS a RIGHT JOIN t AS b ON a.id = b.id + 3",
+    "full join": "SELECT a.id, b.id FROM t AS a FULL JOIN t AS b ON a.id = b.id * 2",
+    "cross join": (
+        "SELECT a.id, b.id FROM (SELECT id FROM t WHERE id < 3) AS a "
+        "CROSS JOIN (SELECT id FROM t WHERE id > 6) AS b"
+    ),
+    "intersect": "SELECT id, k FROM t INTERSECT SELECT id, k FROM t WHERE id > 4",
+    "having, offset, null-safe equality": (
+        "SELECT k, count(*) FROM t GROUP BY k HAVING count(*) > 1 ORDER BY k LIMIT 5 OFFSET 1"
+    ),
+    "null-safe comparison": "SELECT id, s IS NOT DISTINCT FROM NULL, s IS DISTINCT FROM 'x' FROM t",
+    "first and last values": (
+        "SELECT id, first_value(x) OVER (PARTITION BY k ORDER BY id), last_value(x) OVER "
+        "(PARTITION BY k ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) "
+        "FROM t"
+    ),
+    "text to time": "SELECT id, strptime('2026-11-30 10:' || id, '%Y-%m-%d %H:%M') FROM t",
+    "today": "SELECT current_date = current_date, current_date > DATE '2026-01-01' FROM t",
 }
 
 
