@@ -27,6 +27,11 @@ SCHEMA = {
         "d": "DATE",
         "n": "BIGINT",
         "x": "DOUBLE",
+        "u": "VARCHAR",
+        "h": "DOUBLE",
+        "m": "DECIMAL(10, 2)",
+        "num": "VARCHAR",
+        "tu": "TIMESTAMP",
     }
 }
 
@@ -48,6 +53,40 @@ def _table() -> pa.Table:
             "d": pa.array(days, pa.date32()),
             "n": pa.array([0, 1_700_000_000_123, -86_400_000, 5, 6, 7, 8, 9], pa.int64()),
             "x": [0.5, 2.25, -1.75, 10.0, 3.5, 2.5, -0.25, 8.125],
+            # text whose case or spaces the engines treat differently unless rewritten
+            "u": [
+                "Straße",
+                "İstanbul",
+                "ΣΑΣ ΟΔΟΣ",
+                "\u00a0pad\u3000",
+                "ǅ",
+                None,
+                "back\\slash",
+                "a_b%",
+            ],
+            # halves, inexact halves, NaN and a value whose scaling overflows
+            "h": [2.5, -2.5, 3.5, 2.675, 1.005, 0.285, math.nan, 1.7e307],
+            "m": pa.array(
+                [
+                    Decimal(v)
+                    for v in ("2.50", "-2.50", "3.49", "0.00", "1.01", "-7.75", "100.00", "0.01")
+                ],
+                pa.decimal128(10, 2),
+            ),
+            "num": ["12", " 7 ", "-3", "+4", "abc", "", None, "007"],
+            "tu": pa.array(
+                [
+                    dt.datetime(2026, 1, 1, 0, 0, 0, 1500),
+                    dt.datetime(2026, 1, 1, 0, 0, 0, 2500),
+                    dt.datetime(1969, 12, 31, 23, 59, 59, 998500),
+                    dt.datetime(2026, 12, 31, 23, 59, 59, 999999),
+                    dt.datetime(2026, 11, 29, 0, 0, 0),
+                    dt.datetime(2026, 12, 1, 23, 0, 1),
+                    dt.datetime(2025, 1, 1, 10, 0, 0, 499),
+                    dt.datetime(2026, 3, 1, 0, 0, 0, 500),
+                ],
+                pa.timestamp("us"),
+            ),
         }
     )
 
@@ -78,6 +117,8 @@ def spark(data: Path) -> Iterator[Any]:
 
 def _normal(value: Any) -> Any:
     if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"  # equal to itself, as on both engines
         return round(value, 9) if math.isfinite(value) else value
     if isinstance(value, Decimal):
         return round(float(value), 9)
@@ -175,6 +216,58 @@ CASES = {
     ),
     "text to time": "SELECT id, strptime('2026-11-30 10:' || id, '%Y-%m-%d %H:%M') FROM t",
     "today": "SELECT current_date = current_date, current_date > DATE '2026-01-01' FROM t",
+    "extract's parts": (
+        "SELECT id, extract(dow FROM ts), extract(isodow FROM d), extract(second FROM tu), "
+        "extract(week FROM d), extract(doy FROM ts), extract(quarter FROM tu), "
+        "extract(year FROM d), extract(minute FROM ts) FROM t"
+    ),
+    "date_diff counts boundaries": (
+        "SELECT id, date_diff('day', ts, tu), date_diff('month', d, tu), date_diff('year', tu, d), "
+        "date_diff('quarter', d, tu), date_diff('hour', ts, tu), date_diff('minute', tu, ts), "
+        "date_diff('second', ts, tu), datediff('day', d, d + 1) FROM t"
+    ),
+    "a DOUBLE or DECIMAL cast to an integer rounds as DuckDB does": (
+        "SELECT id, CAST(h AS INTEGER), TRY_CAST(h AS BIGINT), CAST(m AS INTEGER), "
+        "CAST(x AS BIGINT), m::SMALLINT FROM t WHERE abs(h) < 1e9"
+    ),
+    "text to numbers and times, plainly written": (
+        "SELECT id, TRY_CAST(num AS INTEGER), TRY_CAST(num AS DOUBLE), TRY_CAST(num AS BIGINT), "
+        "CAST('2026-11-30' AS DATE), CAST('2026-11-30 10:00:00.5' AS TIMESTAMP), "
+        "CAST('-Infinity' AS DOUBLE), CAST(' 12 ' AS INTEGER) FROM t"
+    ),
+    "round a DOUBLE as DuckDB does": (
+        "SELECT id, round(h, 2), round(h, 1), round(h, -1), round(h), round(m, 1), round(x, 3) "
+        "FROM t"
+    ),
+    "division gives a DOUBLE": (
+        "SELECT id, m / 7, 1.0 / 3.0, id / 4, x / m, CAST(m AS DECIMAL(20, 4)) / 3 FROM t "
+        "WHERE m <> 0"
+    ),
+    "substring from 1 on": "SELECT id, substring(u, 2, 3), substring(s, 1), substr(k, 1, 0) FROM t",
+    "LIKE with a backslash, an escape and underscores": (
+        "SELECT id, u LIKE '%\\%', u LIKE 'back\\%', u LIKE 'a!_b!%' ESCAPE '!', u LIKE 'a_b%', "
+        "u ILIKE 'STRASS%' FROM t"
+    ),
+    "upper, lower and trim of Unicode text": (
+        "SELECT id, upper(u), lower(u), trim(u), ltrim(u), rtrim(u), trim(u, 'a%'), "
+        "length(trim(u)) FROM t"
+    ),
+    "strftime and strptime directives": (
+        "SELECT id, strftime(tu, '%Y-%m-%d %H:%M:%S.%f %j %y %b %B %a %A %I %p %%'), "
+        "strftime(d, 'day %d of %m'), strptime('2026-2-3 4:05:06', '%Y-%m-%d %H:%M:%S') FROM t"
+    ),
+    "regular expressions both engines read alike": (
+        "SELECT id, regexp_matches(u, '^[A-Z]'), regexp_matches(s, 'a.c'), "
+        "regexp_matches(k, '^(a|c)$'), regexp_matches(u, '\\d|\\w{4,}') FROM t"
+    ),
+    "epoch_ms rounds microseconds as DuckDB does": "SELECT id, epoch_ms(tu), epoch_ms(ts) FROM t",
+    "generate_series's column is named as on DuckDB": (
+        "SELECT generate_series * 2 FROM generate_series(1, 3)"
+    ),
+    "NaN sorts last and equals itself": (
+        "SELECT id, h > 0, h = h, h < 'inf'::DOUBLE, greatest(h, 0) FROM t ORDER BY h LIMIT 4"
+    ),
+    "NaN in aggregates": "SELECT max(h), min(h), count(DISTINCT h), count_if(h > 2) FROM t",
 }
 
 
@@ -204,7 +297,26 @@ def test_ordering_keeps_nulls_last_after_the_limit(data: Path) -> None:
             "gm.training_set",
         ),
         ("SELECT id,\n  my_udf(x)\nFROM t", "my_udf()", 2, "Python step"),
-        ("SELECT approx_count_distinct(k) FROM t", "approx_distinct()", 1, "count(DISTINCT"),
+        ("SELECT approx_count_distinct(k) FROM t", "approx_count_distinct()", 1, "count(DISTINCT"),
+        ("SELECT substring(s, 0, 2) FROM t", "SUBSTRING(s, 0, 2)", 1, "start of 1 or more"),
+        ("SELECT substring(s, id, 2) FROM t", "SUBSTRING(s, id, 2)", 1, "literal start"),
+        (
+            "SELECT regexp_matches(s, '[[:digit:]]') FROM t",
+            "regexp_matches(..., '[[:digit:]]')",
+            1,
+            "[:name:]",
+        ),
+        ("SELECT regexp_matches(s, 'a', 'i') FROM t", "REGEXP_MATCHES(s, 'a', 'i')", 1, "no flags"),
+        ("SELECT regexp_matches(s, '\\bx') FROM t", "regexp_matches(..., '\\bx')", 1, "\\b"),
+        ("SELECT date_diff('week', d, d) FROM t", "date_diff('week', ...)", 1, "month, day"),
+        ("SELECT extract(epoch FROM ts) FROM t", "extract(epoch FROM ...)", 1, "epoch_ms(ts)"),
+        ("SELECT CAST(x AS VARCHAR) FROM t", "CAST(x AS TEXT)", 1, "DECIMAL(p, s)"),
+        ("SELECT concat(s, x) FROM t", "CONCAT(s, x)", 1, "DECIMAL(p, s)"),
+        ("SELECT s || x FROM t", "s || x", 1, "DECIMAL(p, s)"),
+        ("SELECT strftime(ts, '%Z') FROM t", "%Z in a time format", 1, "%Y"),
+        ("SELECT TRY_CAST('1.5' AS INTEGER) FROM t", "TRY_CAST('1.5' AS INT)", 1, "plainly"),
+        ("SELECT s LIKE k FROM t", "s LIKE k", 1, "literal"),
+        ("SELECT round(x, id) FROM t", "ROUND(x, id)", 1, "literal number of digits"),
         ("SELECT CAST(id AS UBIGINT) FROM t", "type UBIGINT", 1, "cast to BIGINT"),
         ("SELECT len(NULL) FROM t", "LENGTH(NULL)", 1, "array_length(x)"),
         ("SELECT * FROM generate_series(1, 9, 2)", "GENERATE_SERIES(1, 9, 2)", 1, "step"),
@@ -232,6 +344,73 @@ def test_every_refusal_of_a_step_is_reported_at_once() -> None:
         ("ASOF JOIN", 4),
     ]
     assert str(caught.value) == "my_a() has no verified mapping to spark (and 2 more)"
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize(
+    ("sql", "message", "fine"),
+    [
+        ("SELECT upper(c) FROM v WHERE id = 1", "upper() met text holding a character", 6),
+        ("SELECT lower(c) FROM v WHERE id = 2", "lower() met text holding a character", 6),
+        ("SELECT TRY_CAST(c AS INTEGER) FROM v WHERE id = 3", "TRY_CAST of text to INT", 8),
+        ("SELECT CAST(c AS DATE) FROM v WHERE id = 4", "CAST of text to DATE", 7),
+        ("SELECT regexp_matches(c, 'a.b') FROM v WHERE id = 5", "line break", 6),
+    ],
+)
+def test_values_the_engines_read_differently_fail_the_step_on_spark(
+    spark: Any, sql: str, message: str, fine: int
+) -> None:
+    """Where no rewrite gives DuckDB's answer for every value, the values that would differ
+    stop the step with the reason; the same SQL over the other values runs."""
+    rows = [
+        (1, "ŉ"),
+        (2, "\U00010d50"),
+        (3, "1.5"),
+        (4, "2026-1-5"),
+        (5, "a\nb"),
+        (6, "ok"),
+        (7, "2026-01-05"),
+        (8, "15"),
+    ]
+    spark.createDataFrame(rows, "id bigint, c string").createOrReplaceTempView("v")
+    schema = {"v": {"id": "BIGINT", "c": "VARCHAR"}}
+    with pytest.raises(Exception, match="USER_RAISED_EXCEPTION") as caught:
+        spark.sql(translate(sql, "spark", schema)).collect()
+    assert message in str(caught.value)
+    others = translate(sql.split(" WHERE ")[0] + f" WHERE id = {fine}", "spark", schema)
+    assert len(spark.sql(others).collect()) == 1
+
+
+@pytest.mark.spark
+def test_case_mapping_guards_are_exactly_the_characters_the_engines_differ_on(
+    spark: Any, tmp_path: Path
+) -> None:
+    """upper()/lower()/trim() of every code point: DuckDB and Spark agree after the
+    rewrite's replacements, except on the characters the guard stops (no more, no fewer)."""
+    import re
+
+    import duckdb
+
+    from gristmill.execution.engines import dialect
+
+    points = [c for c in range(1, 0x30000) if not 0xD800 <= c <= 0xDFFF and chr(c) != "|"]
+    path = tmp_path / "points.parquet"
+    pq.write_table(pa.table({"cp": points, "c": [chr(c) for c in points]}), path)
+    both = "upper(c) || '|' || lower(c) || '|' || CAST(length(trim(c || 'a' || c)) AS VARCHAR)"
+    ours = dict(duckdb.sql(f"SELECT cp, {both} FROM '{path}'").fetchall())
+    spark.read.parquet(str(path)).createOrReplaceTempView("points")
+    spaces = dialect._DUCKDB_SPACES
+    raw = (
+        "upper(replace(c, 'ß', 'ẞ')) || '|' || lower(replace(replace(c, 'İ', 'i'), 'Σ', 'σ'))"
+        f" || '|' || CAST(length(trim(BOTH '{spaces}' FROM c || 'a' || c)) AS STRING)"
+    )
+    theirs = dict(spark.sql(f"SELECT cp, {raw} FROM points").collect())
+    differs = [
+        {c for c in points if ours[c].split("|")[i] != theirs[c].split("|")[i]} for i in range(3)
+    ]
+    assert differs[2] == set()
+    assert differs[0] == {c for c in points if re.fullmatch(dialect._UPPER_DIFFERS, chr(c))}
+    assert differs[1] == {c for c in points if re.fullmatch(dialect._LOWER_DIFFERS, chr(c))}
 
 
 def test_duckdb_is_its_own_dialect() -> None:

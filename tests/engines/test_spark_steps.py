@@ -29,7 +29,10 @@ QUERY = """SELECT user_id,
        sum(amount) AS total,
        quantile_cont(amount, 0.5) AS mid,
        max(ts) AS last_ts,
-       min(CAST(ts AS DATE)) AS first_day
+       min(CAST(ts AS DATE)) AS first_day,
+       sum(id) AS "SumId",
+       round(avg(amount), 2) AS Avg2,
+       count_if(amount > 50) AS "many"
 FROM events
 GROUP BY user_id, dayofweek(ts), isodow(ts)
 """
@@ -72,8 +75,8 @@ def test_what_spark_cannot_run_the_same_is_refused_with_its_line(tmp_path: Path)
         'sql="""' + QUERY + '""")',
         'sql="""SELECT e.id,\n  f.amount\nFROM events e\nASOF JOIN events f ON e.ts >= f.ts""")',
     )
-    module += '\nchecked = gm.table("checked", engine="spark", sql="SELECT 1 AS x", ' \
-        "checks=[gm.not_null(\"x\")])\n"  # fmt: skip
+    module += '\nlate = gm.table(\n    "late",\n    engine="spark",\n    sql="""\n' \
+        '    SELECT id,\n        my_udf(amount)\n    FROM events\n""",\n)\n'  # fmt: skip
     root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
     outcome = Workspace.open(root).run()
     assert not outcome.ok
@@ -82,10 +85,31 @@ def test_what_spark_cannot_run_the_same_is_refused_with_its_line(tmp_path: Path)
     assert asof["message"] == "by_spark: ASOF JOIN has no verified mapping to spark"
     assert asof["location"].endswith("pipeline.py:11")  # the step (line 8) + the SQL's 4th - 1
     assert "gm.training_set" in asof["hint"]
-    contract = errors["checked"]
-    assert "a contract (columns=, checks=) runs on DuckDB only for now" in contract["message"]
+    udf = errors["late"]  # its SQL opens on line 16, a line below its string's quotes
+    assert udf["message"] == "late: my_udf() has no verified mapping to spark"
+    assert udf["location"].endswith("pipeline.py:18"), udf
     ws = Workspace.open(root)
-    assert not ws.lake.exists("by_spark") and not ws.lake.exists("checked")
+    assert not ws.lake.exists("by_spark") and not ws.lake.exists("late")
+
+
+@pytest.mark.parametrize(
+    ("extra", "what"),
+    [
+        ('checks=[gm.not_null("x")]', "a contract (columns=, checks=)"),
+        ("partitions=gm.static('x', ['a', 'b'])", "partitions"),
+    ],
+)
+def test_what_runs_on_duckdb_only_is_refused_when_the_project_loads(
+    tmp_path: Path, extra: str, what: str
+) -> None:
+    module = (
+        MODULE + f'\nchecked = gm.table("checked", engine="spark", sql="SELECT 1 AS x", {extra})\n'
+    )
+    root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
+    with pytest.raises(DefinitionError) as caught:
+        Workspace.open(root).plan()
+    assert f"table 'checked': {what} run on DuckDB only for now" in caught.value.message
+    assert "remove engine='spark'" in caught.value.hint
 
 
 def test_a_wrong_engine_name_is_refused_at_load_time(tmp_path: Path) -> None:
@@ -107,3 +131,17 @@ def test_spark_that_cannot_start_says_what_to_install(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert "Spark did not start (master local[2])" in out, out
     assert "Java 17" in out and "Traceback" not in out
+
+
+def test_a_failing_spark_step_says_spark_s_reason_without_java_s_logs(tmp_path: Path) -> None:
+    module = MODULE.replace(QUERY, "SELECT user_id, CAST(id / 0 AS BIGINT) AS boom FROM events")
+    root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
+    proc = subprocess.run(
+        [sys.executable, "-m", "gristmill", "run", "-p", str(root)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "by_spark: Spark: [DIVIDE_BY_ZERO]" in out, out
+    for noise in ("\tat org.apache", "log4j", "WARN", "ERROR TaskSetManager", "Traceback", '{"ts"'):
+        assert noise not in out, out

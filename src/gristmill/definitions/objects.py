@@ -37,6 +37,25 @@ def _caller_location(depth: int = 2) -> Location:
     return Location(Path(frame.f_code.co_filename), frame.f_lineno)
 
 
+def _literal_line(location: Location, keyword: str) -> int | None:
+    """The line where the call at ``location`` opens its ``keyword=`` string (a SQL that
+    starts below ``gm.table(`` is counted from there)."""
+    import ast
+
+    if location.path is None or location.line is None:
+        return None
+    try:
+        tree = ast.parse(Path(location.path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.lineno <= location.line <= (node.end_lineno or 0):
+            for argument in node.keywords:
+                if argument.arg == keyword and isinstance(argument.value, ast.Constant):
+                    return argument.value.lineno
+    return None
+
+
 def check_name(name: str, location: Location) -> None:
     import re
 
@@ -121,6 +140,8 @@ class Table(Definition):
     engine: str | None = None
     """Where its SQL runs: ``"spark"`` pins it there; None: the project's engine. Not part
     of its fingerprint (the result is the same on every engine, by design)."""
+    sql_line: int | None = field(default=None, compare=False)
+    """The file line of the SQL's first line (where its string opens), for errors."""
 
     @property
     def kind(self) -> StepKind:
@@ -131,6 +152,17 @@ class Table(Definition):
         return self.inputs
 
     def validate(self, nodes: Mapping[str, Definition]) -> None:
+        if self.engine not in (None, "duckdb") and (
+            self.partitions is not None or not self.contract.is_empty
+        ):
+            what = "partitions" if self.partitions is not None else "a contract (columns=, checks=)"
+            raise DefinitionError(
+                f"table {self.name!r}: {what} run on DuckDB only for now, and it is pinned to "
+                f"{self.engine}",
+                location=self.location,
+                hint=f"remove engine={self.engine!r}, or its "
+                + ("partitions=" if self.partitions is not None else "contract"),
+            )
         if self.partitions is None:
             return
         strangers = sorted(k for k, _ in self.partitions.upstream if k not in self.inputs)
@@ -200,6 +232,7 @@ def table(
             feature=feature,
             partitions=partitions,
             engine=engine,
+            sql_line=_literal_line(location, "sql") if sql is not None else None,
         )
 
     if callable(name_or_function):

@@ -194,11 +194,14 @@ def _sql_by_workers(ctx: StepContext, table: Table, sql: str) -> Materialization
 
     where = Location(table.sql_path or table.location.path, table.location.line)
     if not table.contract.is_empty or ctx.partitions:
-        what = "partitions" if table.contract.is_empty else "a contract (columns=, checks=)"
+        partitioned = ctx.partitions or table.partitions is not None
+        what = "a contract (columns=, checks=)" if not table.contract.is_empty else "partitions"
         raise StepFailed(
             f"{table.name}: {what} runs on DuckDB only for now, and this step is pinned to Spark",
             location=where,
-            hint="remove engine='spark' from the step, or its contract",
+            hint="remove engine='spark' from the step"
+            + (", or its contract" if not table.contract.is_empty else "")
+            + (", or its partitions=" if partitioned and table.contract.is_empty else ""),
         )
     folder = ctx.lake.files_folder(table.name, f"{ctx.template.run_id}-{uuid.uuid4().hex[:8]}")
     try:
@@ -210,13 +213,21 @@ def _sql_by_workers(ctx: StepContext, table: Table, sql: str) -> Materialization
     return commit_files(ctx.lake, _table_request(ctx, table, STEP_VIEW), folder)
 
 
+def _file_line(table: Table, sql_line: int | None) -> int | None:
+    """A line of a step's SQL (as run: stripped) as a line of the file it is written in."""
+    if sql_line is None:
+        return table.location.line
+    raw = table.sql or ""
+    stripped = raw[: len(raw) - len(raw.lstrip())].count("\n")
+    return (table.sql_line or table.location.line or 1) + stripped + sql_line - 1
+
+
 def _untranslatable(table: Table, exc: Any) -> StepFailed:
     first = exc.refusals[0]
-    base = table.location.line or 1
-    line = base + first.line - 1 if first.line else table.location.line
+    line = _file_line(table, first.line)
     more = (
         f" ({len(exc.refusals) - 1} more: "
-        + ", ".join(f"{r.construct} line {r.line}" for r in exc.refusals[1:])
+        + ", ".join(f"{r.construct} line {_file_line(table, r.line)}" for r in exc.refusals[1:])
         + ")"
         if len(exc.refusals) > 1
         else ""
@@ -229,8 +240,7 @@ def _untranslatable(table: Table, exc: Any) -> StepFailed:
 
 
 def _sql_failed(table: Table, exc: EngineSqlError) -> StepFailed:
-    base = table.location.line or 1
-    line = base + exc.line - 1 if exc.line else table.location.line
+    line = _file_line(table, exc.line)
     return StepFailed(
         f"{table.name}: {exc.message}",
         location=Location(table.sql_path or table.location.path, line),

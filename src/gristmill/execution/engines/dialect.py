@@ -131,6 +131,7 @@ def _apply(node: exp.Expr, rules: _Rules) -> Refusal | None:
         if isinstance(replaced, Refusal):
             return replaced
         if replaced is not node:
+            replaced.type = node.type  # what DuckDB's SQL gives, for the rewrites above it
             node.replace(replaced)
         return None
     if kind in rules.verified:
@@ -150,6 +151,8 @@ _TYPE_HINT = "cast to BIGINT, INTEGER, DOUBLE, DECIMAL(p, s), VARCHAR, BOOLEAN, 
 
 
 def _shown(node: exp.Expr) -> str:
+    if isinstance(node, exp.ApproxDistinct):
+        return "approx_count_distinct()"
     if isinstance(node, exp.Anonymous):
         return f"{node.name}()"
     if isinstance(node, exp.Func):
@@ -227,7 +230,10 @@ def _epoch_ms(node: exp.Expr) -> exp.Expr | Refusal:
         )
     kind = _type_of(node.this)
     if kind is not None and kind.is_type(*exp.DataType.TEMPORAL_TYPES):
-        return exp.Anonymous(this="UNIX_MILLIS", expressions=[node.this.copy()])
+        # DuckDB rounds the microseconds half away from zero; Spark's UNIX_MILLIS truncates
+        micros = exp.Anonymous(this="UNIX_MICROS", expressions=[node.this.copy()])
+        millis = exp.Div(this=micros, expression=exp.Literal.number("1000.0"))
+        return exp.cast(exp.Round(this=millis), exp.DataType.Type.BIGINT)
     if kind is not None and kind.is_type(*exp.DataType.INTEGER_TYPES):
         return exp.Anonymous(this="TIMESTAMP_MILLIS", expressions=[node.this.copy()])
     return Refusal(
@@ -264,6 +270,7 @@ def _series(node: exp.Expr) -> exp.Expr | Refusal:
     start, end = node.args["start"], node.args["end"]
     if node.args.get("is_end_exclusive"):
         end = exp.Sub(this=exp.Paren(this=end.copy()), expression=exp.Literal.number(1))
+    start, end = (exp.cast(v.copy(), exp.DataType.Type.BIGINT) for v in (start, end))
     whole = exp.Anonymous(this="SEQUENCE", expressions=[start.copy(), end.copy()])
     empty = exp.Anonymous(
         this="SLICE", expressions=[whole.copy(), exp.Literal.number(1), exp.Literal.number(0)]
@@ -272,9 +279,414 @@ def _series(node: exp.Expr) -> exp.Expr | Refusal:
         this=exp.LTE(this=start.copy(), expression=end.copy()), true=whole, false=empty
     )
     in_from = isinstance(node.parent, exp.Table) or node.find_ancestor(exp.From, exp.Join)
-    if in_from:  # FROM generate_series(...): its rows
+    if in_from:  # FROM generate_series(...): its rows, in a column named as DuckDB names it
+        table = node.parent if isinstance(node.parent, exp.Table) else None
+        alias = table.args.get("alias") if table is not None else None
+        if table is not None and (alias is None or not alias.columns):
+            name = alias.name if alias is not None and alias.name else "_series"
+            column = "range" if node.args.get("is_end_exclusive") else "generate_series"
+            table.set(
+                "alias",
+                exp.TableAlias(this=exp.to_identifier(name), columns=[exp.to_identifier(column)]),
+            )
         return exp.Explode(this=guarded)
     return guarded  # in a SELECT list DuckDB returns the list
+
+
+# -- guards: where Spark's answer for some values differs and cannot be emulated, the step
+# fails on those values with the reason instead of writing a different result
+
+
+def _fails(message: str) -> exp.Expr:
+    return exp.Anonymous(this="RAISE_ERROR", expressions=[exp.Literal.string(message)])
+
+
+def _unless(condition: exp.Expr, message: str, value: exp.Expr) -> exp.Expr:
+    """``value``, or the step fails where ``condition`` holds."""
+    return exp.Case(ifs=[exp.If(this=condition, true=_fails(message))], default=value)
+
+
+def _matches(value: exp.Expr, pattern: str) -> exp.Expr:
+    return exp.RegexpLike(this=value.copy(), expression=exp.Literal.string(pattern))
+
+
+def _char_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    return "[" + "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in ranges) + "]"
+
+
+def _replaced(value: exp.Expr, pairs: tuple[tuple[str, str], ...]) -> exp.Expr:
+    for old, new in pairs:
+        value = exp.Anonymous(
+            this="REPLACE", expressions=[value, exp.Literal.string(old), exp.Literal.string(new)]
+        )
+    return value
+
+
+# Characters whose case mapping differs between DuckDB 2 (utf8proc, one character to one)
+# and Spark 4.3 (ICU: full mappings, a newer Unicode), found by comparing both engines over
+# every code point (tests/engines/test_dialect.py does it again). Those that have a
+# one-to-one answer are replaced first (ß -> ẞ as DuckDB does; İ -> i; Σ -> σ, where Spark
+# would write a final sigma); text holding any of the others fails on Spark.
+_UPPER_DIFFERS = _char_class(
+    (
+        (329, 329), (411, 411), (496, 496), (612, 612), (912, 912), (944, 944),
+        (1415, 1415), (7306, 7306), (7830, 7834), (8016, 8016), (8018, 8018), (8020, 8020),
+        (8022, 8022), (8064, 8111), (8114, 8116), (8118, 8119), (8124, 8124), (8130, 8132),
+        (8134, 8135), (8140, 8140), (8146, 8147), (8150, 8151), (8162, 8164), (8166, 8167),
+        (8178, 8180), (8182, 8183), (8188, 8188), (42957, 42957), (42959, 42959),
+        (42963, 42963), (42965, 42965), (42971, 42971), (64256, 64262), (64275, 64279),
+        (68976, 68997), (93883, 93907),
+    )
+)  # fmt: skip
+_LOWER_DIFFERS = _char_class(
+    (
+        (7305, 7305), (42955, 42956), (42958, 42958), (42962, 42962), (42964, 42964),
+        (42970, 42970), (42972, 42972), (68944, 68965), (93856, 93880),
+    )
+)  # fmt: skip
+_CASE_HINT = (
+    "its case mapping differs between DuckDB and Spark for a few rare characters: run the "
+    "step on DuckDB"
+)
+
+
+def _upper(node: exp.Expr) -> exp.Expr:
+    value = exp.Upper(this=_replaced(node.this.copy(), (("ß", "ẞ"),)))
+    message = f"upper() met text holding a character {_CASE_HINT}"
+    return _unless(_matches(node.this, _UPPER_DIFFERS), message, value)
+
+
+def _lower(node: exp.Expr) -> exp.Expr:
+    value = exp.Lower(this=_replaced(node.this.copy(), (("İ", "i"), ("Σ", "σ"))))
+    message = f"lower() met text holding a character {_CASE_HINT}"
+    return _unless(_matches(node.this, _LOWER_DIFFERS), message, value)
+
+
+_DUCKDB_SPACES = "".join(
+    chr(c) for c in (0x20, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
+)
+"""What DuckDB's trim() removes without a second argument: the space and Unicode's other
+spaces (not tabs or newlines); Spark's removes the space only."""
+
+
+def _trim(node: exp.Expr) -> exp.Expr:
+    if node.args.get("expression") is None:
+        node.set("expression", exp.Literal.string(_DUCKDB_SPACES))
+        if not node.args.get("position"):
+            node.set("position", "BOTH")
+    return node
+
+
+_EXTRACT_AS_IS = frozenset({"YEAR", "QUARTER", "MONTH", "DAY", "HOUR", "MINUTE", "WEEK", "DOY"})
+
+
+def _extract(node: exp.Expr) -> exp.Expr | Refusal:
+    part, value = node.this.name.upper(), node.expression
+    if part in _EXTRACT_AS_IS:
+        return node
+    if part == "SECOND":  # DuckDB's whole seconds; Spark's EXTRACT has the fraction
+        return exp.Anonymous(this="SECOND", expressions=[value.copy()])
+    if part in ("DOW", "DAYOFWEEK"):
+        return _day_of_week(exp.DayOfWeek(this=value))
+    if part == "ISODOW":
+        return _iso_day_of_week(exp.DayOfWeekIso(this=value))
+    return Refusal(
+        f"extract({part.lower()} FROM ...)",
+        _line(node),
+        "extract year, quarter, month, week, day, doy, dow, isodow, hour, minute or second; "
+        "for epoch milliseconds write epoch_ms(ts)",
+    )
+
+
+_DIFF_UNITS = frozenset({"YEAR", "QUARTER", "MONTH", "DAY", "HOUR", "MINUTE", "SECOND"})
+
+
+def _date_diff(node: exp.Expr) -> exp.Expr | Refusal:
+    """DuckDB's date_diff counts the unit's boundaries crossed; Spark's whole units between.
+    Between values truncated to the unit the two are the same."""
+    unit = node.args.get("unit")
+    name = unit.name.upper() if unit is not None else "DAY"
+    if name not in _DIFF_UNITS:
+        return Refusal(
+            f"date_diff('{name.lower()}', ...)",
+            _line(node),
+            "date_diff in year, quarter, month, day, hour, minute or second",
+        )
+
+    def truncated(value: exp.Expr) -> exp.Expr:
+        moment = exp.cast(value.copy(), exp.DataType.Type.TIMESTAMPNTZ)
+        return exp.Anonymous(this="DATE_TRUNC", expressions=[exp.Literal.string(name), moment])
+
+    return exp.Anonymous(
+        this="TIMESTAMPDIFF",
+        expressions=[exp.var(name), truncated(node.expression), truncated(node.this)],
+    )
+
+
+_PLAIN = {
+    "integer": r"^ *[+-]?[0-9]+ *$",
+    "number": r"^ *[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)? *$",
+    "date": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "timestamp": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?$",
+}
+"""Text both engines read the same way, per target type."""
+
+
+def _cast(node: exp.Expr) -> exp.Expr | Refusal:
+    """CAST and TRY_CAST where the engines differ: a DOUBLE to an integer (DuckDB rounds
+    half to even, Spark truncates), a DECIMAL to an integer (DuckDB rounds half away from
+    zero), a DOUBLE to text (formatted differently), and text DuckDB reads more liberally
+    ('1.5', '1e3' and '0x10' are integers to it)."""
+    assert isinstance(node, exp.Cast)  # TryCast is one
+    target, source = node.to, _type_of(node.this)
+    if source is None or source.this == target.this:
+        return node
+    real = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT)
+    if target.is_type(*exp.DataType.TEXT_TYPES) and not source.is_type(*real):
+        return node
+    safe = isinstance(node, exp.TryCast)
+    value = node.this
+    if target.is_type(*exp.DataType.TEXT_TYPES):  # from a DOUBLE or FLOAT
+        return Refusal(
+            _as_written(node),
+            _line(node),
+            "a DOUBLE formats differently as text on each engine: cast it to DECIMAL(p, s) first",
+        )
+    if target.is_type(*exp.DataType.INTEGER_TYPES):
+        if source.is_type(*real):
+            value = exp.Anonymous(this="BROUND", expressions=[value.copy(), exp.Literal.number(0)])
+        elif source.is_type(exp.DataType.Type.DECIMAL):
+            value = exp.Round(this=value.copy(), decimals=exp.Literal.number(0))
+        node.set("this", value)
+    if source.is_type(*exp.DataType.TEXT_TYPES):
+        if target.is_type(*exp.DataType.INTEGER_TYPES):
+            kind = "integer"
+        elif target.is_type(*exp.DataType.REAL_TYPES):
+            kind = "number"
+        elif target.is_type(exp.DataType.Type.DATE):
+            kind = "date"
+        elif target.is_type(*exp.DataType.TEMPORAL_TYPES):
+            kind = "timestamp"
+        else:
+            return node
+        message = (
+            f"{'TRY_CAST' if safe else 'CAST'} of text to {target.sql(SOURCE)} met a value "
+            f"DuckDB and Spark read differently (plain {kind}s only on Spark): clean the "
+            "text first or run the step on DuckDB"
+        )
+        plain = _PLAIN[kind]
+        if kind == "number" and target.is_type(*real):
+            plain = f"{plain}|^ *[+-]?([Nn][Aa][Nn]|[Ii][Nn][Ff]([Ii][Nn][Ii][Tt][Yy])?) *$"
+        if isinstance(value, exp.Literal) and value.is_string:
+            import re
+
+            if re.search(plain, value.name) or safe and not re.search("[0-9]", value.name):
+                return node
+            return Refusal(_as_written(node), _line(node), f"write the {kind} plainly")
+        differs: exp.Expr = exp.Not(this=_matches(value, plain))
+        if safe:  # text with no digit is NULL on both
+            differs = exp.and_(differs, _matches(value, "[0-9]"))
+        return _unless(differs, message, node.copy())
+    return node
+
+
+def _like(node: exp.Expr) -> exp.Expr | Refusal:
+    """DuckDB's LIKE has no escape character unless given one; Spark's is the backslash."""
+    if isinstance(node.parent, exp.Escape):
+        return node
+    pattern = node.expression
+    if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+        return Refusal(
+            _as_written(node),
+            _line(node),
+            "a LIKE pattern must be a literal here (a backslash means something else on "
+            "Spark): write it out, or use ESCAPE",
+        )
+    if "\\" not in pattern.name:
+        return node
+    free = next(c for c in "!#~^|@&=;:" if c not in pattern.name)
+    return exp.Escape(this=node.copy(), expression=exp.Literal.string(free))
+
+
+def _divide(node: exp.Expr) -> exp.Expr:
+    """DuckDB's / gives a DOUBLE for integers and decimals alike; Spark's keeps decimals
+    (1.0 / 3.0 is 0.333333 there)."""
+    kinds = [_type_of(node.this), _type_of(node.expression)]
+    if any(
+        k is not None
+        and k.is_type(
+            exp.DataType.Type.FLOAT, *exp.DataType.TEMPORAL_TYPES, exp.DataType.Type.INTERVAL
+        )
+        for k in kinds
+    ):
+        return node
+    for side in ("this", "expression"):
+        node.set(side, exp.cast(node.args[side].copy(), exp.DataType.Type.DOUBLE))
+    return node
+
+
+def _round(node: exp.Expr) -> exp.Expr | Refusal:
+    """round(DOUBLE, n): DuckDB scales by 10^n, rounds half away from zero and scales back
+    (and keeps the input where that overflows); Spark rounds the decimal it prints."""
+    kind = _type_of(node.this)
+    decimals = node.args.get("decimals")
+    if kind is None or not kind.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
+        return node
+    if decimals is None or decimals.name == "0" and isinstance(decimals, exp.Literal):
+        return node
+    digits = decimals.to_py() if isinstance(decimals, (exp.Literal, exp.Neg)) else None
+    if not isinstance(digits, int):
+        return Refusal(
+            _as_written(node), _line(node), "round a DOUBLE to a literal number of digits"
+        )
+    scale = exp.Literal.number(float(10 ** abs(digits)))
+    x = node.this
+    rounded: exp.Expr
+    if digits > 0:
+        rounded = exp.Div(
+            this=exp.Round(this=exp.Mul(this=x.copy(), expression=scale)), expression=scale.copy()
+        )
+    else:
+        rounded = exp.Mul(
+            this=exp.Round(this=exp.Div(this=x.copy(), expression=scale)), expression=scale.copy()
+        )
+    overflowed = exp.or_(
+        exp.Anonymous(this="ISNAN", expressions=[rounded.copy()]),
+        exp.EQ(
+            this=exp.Abs(this=rounded.copy()),
+            expression=exp.cast(exp.Literal.string("Infinity"), exp.DataType.Type.DOUBLE),
+        ),
+    )
+    return exp.Case(ifs=[exp.If(this=overflowed, true=x.copy())], default=rounded)
+
+
+def _substring(node: exp.Expr) -> exp.Expr | Refusal:
+    """substring(s, start, length) agrees for a literal start of 1 or more and a literal
+    length of 0 or more (DuckDB counts a start of 0 or less differently)."""
+    start, length = node.args.get("start"), node.args.get("length")
+
+    def literal_at_least(value: exp.Expr | None, low: int) -> bool:
+        return isinstance(value, exp.Literal) and not value.is_string and int(value.name) >= low
+
+    if literal_at_least(start, 1) and (length is None or literal_at_least(length, 0)):
+        return node
+    return Refusal(
+        _as_written(node),
+        _line(node),
+        "substring with a literal start of 1 or more and a literal length: DuckDB and Spark "
+        "count other starts differently",
+    )
+
+
+_REGEX_REFUSED = (
+    "[:", "\\p", "\\P", "\\Q", "\\E", "\\h", "\\H", "\\v", "\\V", "\\z", "\\Z", "\\G", "\\R",
+    "\\X", "\\b", "\\B", "\\k", "(?", "*+", "++", "?+", "}+", "\\x", "\\u", "\\0",
+)  # fmt: skip
+_LINE_BREAKS = "[\n\r\u000b\u0085\u2028\u2029]"
+
+
+def _regexp(node: exp.Expr) -> exp.Expr | Refusal:
+    """regexp_matches: RE2 on DuckDB, Java's regex on Spark. The constructs both read
+    alike pass; where they differ on line breaks (``.``, ``$``, ``\\s``), text holding one
+    fails on Spark."""
+    pattern = node.expression
+    hint = (
+        "regexp_matches takes a literal pattern of characters, classes without [:name:], "
+        "\\d \\w \\s, anchors ^ $ and quantifiers (no flags, backreferences or \\b): both "
+        "engines read those alike"
+    )
+    if node.args.get("flag") is not None or not (
+        isinstance(pattern, exp.Literal) and pattern.is_string
+    ):
+        return Refusal(_as_written(node), _line(node), hint)
+    text = pattern.name
+    if any(piece in text for piece in _REGEX_REFUSED) or any(f"\\{d}" in text for d in "123456789"):
+        return Refusal(f"regexp_matches(..., '{text}')", _line(node), hint)
+    if any(piece in text.replace("\\\\", "") for piece in (".", "$", "\\s", "\\S")):
+        message = (
+            "regexp_matches() met text holding a line break, where DuckDB's and Spark's "
+            "regular expressions differ: run the step on DuckDB"
+        )
+        return _unless(_matches(node.this, _LINE_BREAKS), message, node.copy())
+    return node
+
+
+_FORMATS = {
+    "%Y": "yyyy", "%m": "MM", "%d": "dd", "%H": "HH", "%M": "mm", "%S": "ss", "%y": "yy",
+    "%b": "MMM", "%B": "MMMM", "%a": "EEE", "%A": "EEEE", "%I": "hh", "%p": "a", "%j": "DDD",
+    "%f": "SSSSSS",
+}  # fmt: skip
+"""strftime's directives verified against Spark's date_format patterns."""
+
+
+def _java_format(node: exp.Expr, fmt: str, allowed: dict[str, str]) -> str | Refusal:
+    import re
+
+    parts: list[str] = []
+    literal = ""  # runs of text between directives, quoted once
+    for piece in re.split(r"(%.)", fmt):
+        if piece.startswith("%") and len(piece) == 2 and piece != "%%":
+            if piece not in allowed:
+                return Refusal(
+                    f"{piece} in a time format",
+                    _line(node),
+                    f"use the directives {' '.join(allowed)} and %%",
+                )
+            if literal:
+                parts.append("'" + literal.replace("'", "''") + "'")
+                literal = ""
+            parts.append(allowed[piece])
+        else:
+            literal += "%" if piece == "%%" else piece
+    if literal:
+        parts.append("'" + literal.replace("'", "''") + "'")
+    return "".join(parts)
+
+
+def _strftime(node: exp.Expr) -> exp.Expr | Refusal:
+    fmt = node.args.get("format")
+    if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+        return Refusal(_as_written(node), _line(node), "strftime with a literal format")
+    pattern = _java_format(node, fmt.name, _FORMATS)
+    if isinstance(pattern, Refusal):
+        return pattern
+    return exp.Anonymous(
+        this="DATE_FORMAT", expressions=[node.this.copy(), exp.Literal.string(pattern)]
+    )
+
+
+_PARSE_FORMATS = {"%Y": "yyyy", "%m": "M", "%d": "d", "%H": "H", "%M": "m", "%S": "s"}
+"""strptime's: like DuckDB's, one or two digits for each but the year."""
+
+
+def _strptime(node: exp.Expr) -> exp.Expr | Refusal:
+    fmt = node.args.get("format")
+    if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+        return Refusal(_as_written(node), _line(node), "strptime with a literal format")
+    pattern = _java_format(node, fmt.name, _PARSE_FORMATS)
+    if isinstance(pattern, Refusal):
+        return pattern
+    return exp.cast(
+        exp.Anonymous(
+            this="TO_TIMESTAMP_NTZ", expressions=[node.this.copy(), exp.Literal.string(pattern)]
+        ),
+        exp.DataType.Type.TIMESTAMPNTZ,
+    )
+
+
+def _concat(node: exp.Expr) -> exp.Expr | Refusal:
+    """A DOUBLE joined to text is formatted differently by each engine."""
+    operands = node.expressions if isinstance(node, exp.Concat) else [node.this, node.expression]
+    for operand in operands:
+        kind = _type_of(operand)
+        if kind is not None and kind.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
+            return Refusal(
+                _as_written(node),
+                _line(node),
+                "a DOUBLE formats differently as text on each engine: cast it to "
+                "DECIMAL(p, s) first",
+            )
+    return node
 
 
 _SPARK = _Rules(
@@ -326,21 +738,15 @@ _SPARK = _Rules(
             exp.Is,
             exp.In,
             exp.Between,
-            exp.Like,
-            exp.ILike,
             exp.Mul,
-            exp.Div,
             exp.IntDiv,
             exp.Mod,
-            exp.DPipe,
             exp.NullSafeEQ,
             exp.NullSafeNEQ,
             exp.Case,
             exp.If,
             exp.Coalesce,
             exp.Nullif,
-            exp.Cast,
-            exp.TryCast,
             exp.Interval,
             exp.DataTypeParam,
             # aggregates and windows
@@ -367,7 +773,6 @@ _SPARK = _Rules(
             exp.LastValue,
             # functions
             exp.Abs,
-            exp.Round,
             exp.Floor,
             exp.Ceil,
             exp.Sqrt,
@@ -376,29 +781,20 @@ _SPARK = _Rules(
             exp.Pow,
             exp.Greatest,
             exp.Least,
-            exp.Upper,
-            exp.Lower,
-            exp.Trim,
-            exp.Substring,
-            exp.Concat,
             exp.Replace,
             exp.StartsWith,
-            exp.RegexpLike,
             exp.DateTrunc,
-            exp.Extract,
             exp.TimestampTrunc,
             exp.Year,
             exp.Month,
             exp.Day,
-            exp.DateDiff,
             exp.CurrentDate,
-            exp.TimeToStr,
-            exp.StrToTime,
             exp.ArraySize,
             exp.ArrayFilter,
             exp.Lambda,
             exp.Array,
             exp.Explode,
+            exp.Escape,
         }
     ),  # fmt: skip
     rewrites={
@@ -410,6 +806,23 @@ _SPARK = _Rules(
         exp.GenerateSeries: _series,
         exp.Add: _date_shift,
         exp.Sub: _date_shift,
+        exp.Upper: _upper,
+        exp.Lower: _lower,
+        exp.Trim: _trim,
+        exp.Extract: _extract,
+        exp.DateDiff: _date_diff,
+        exp.Cast: _cast,
+        exp.TryCast: _cast,
+        exp.Like: _like,
+        exp.ILike: _like,
+        exp.Div: _divide,
+        exp.Round: _round,
+        exp.Substring: _substring,
+        exp.RegexpLike: _regexp,
+        exp.TimeToStr: _strftime,
+        exp.StrToTime: _strptime,
+        exp.Concat: _concat,
+        exp.DPipe: _concat,
     },
     types=frozenset(
         {

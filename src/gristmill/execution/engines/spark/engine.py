@@ -8,6 +8,7 @@ session of its own over the same SparkContext, so its views are its own.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -32,7 +33,7 @@ REQUIRED_CONF = {
     "spark.ui.enabled": "false",
 }
 """Settings results depend on: a user's conf cannot change them."""
-_LINE = re.compile(r"line (\d+)")
+_LINE = re.compile(r";? ?line \d+ pos \d+")
 
 
 def duckdb_type(kind: pa.DataType) -> str:
@@ -107,19 +108,25 @@ class SparkStepSession(Session):  # noqa: N801 - not pyspark's SparkSession
             raise _sql_error(exc) from None
 
     def _as_duckdb_types(self, frame: Any, sql: str) -> Any:
-        """The result with the column types DuckDB gives the same SQL (Spark's WEEKDAY is
-        an INT where DuckDB's dayofweek is a BIGINT, say): asked of DuckDB over empty
-        tables of the inputs' schemas, and cast to."""
-        types = _duckdb_result_types(sql, self._schemas)
-        if types is None or [n for n, _ in types] != list(frame.columns):
-            return frame
-        from sqlglot import exp
+        """The result with the columns DuckDB gives the same SQL: its names (Spark's may
+        differ in case) and its types (Spark's WEEKDAY is an INT where DuckDB's dayofweek
+        is a BIGINT; DuckDB's sum of integers a DECIMAL(38, 0)), asked of DuckDB over empty
+        tables of the inputs' schemas, and cast to by position."""
+        from pyspark.sql.pandas.types import from_arrow_type
 
-        cast = [
-            frame[name].cast(exp.DataType.build(kind, dialect="duckdb").sql("spark")).alias(name)
-            for name, kind in types
-        ]
-        return frame.select(*cast)
+        schema = _duckdb_result_schema(sql, self._schemas)
+        if schema is None or len(schema) != len(frame.columns):
+            return frame
+        frame = frame.toDF(*(f"_c{i}" for i in range(len(frame.columns))))
+        columns = []
+        for i, field in enumerate(schema):
+            column = frame[f"_c{i}"]
+            try:
+                column = column.cast(from_arrow_type(field.type))
+            except Exception:  # noqa: BLE001 - a type Spark has no twin for (unsigned): as is
+                pass
+            columns.append(column.alias(field.name))
+        return frame.select(*columns)
 
     def _frame(self, sql: str) -> Any:
         spark_sql = translate(sql, "spark", self._schemas)
@@ -135,10 +142,8 @@ class SparkStepSession(Session):  # noqa: N801 - not pyspark's SparkSession
         }
 
 
-def _duckdb_result_types(
-    sql: str, schemas: Mapping[str, Mapping[str, str]]
-) -> list[tuple[str, str]] | None:
-    """The columns DuckDB's result of ``sql`` has, or None when DuckDB cannot say (an
+def _duckdb_result_schema(sql: str, schemas: Mapping[str, Mapping[str, str]]) -> pa.Schema | None:
+    """The Arrow schema of DuckDB's result of ``sql``, or None when DuckDB cannot say (an
     input of a type it has no name for here)."""
     import duckdb
 
@@ -152,8 +157,7 @@ def _duckdb_result_types(
                 return None
             body = ", ".join(f"{q(c)} {t}" for c, t in columns.items())
             con.execute(f"CREATE TEMP TABLE {q(name)} ({body})")
-        relation = con.sql(sql)
-        return [(n, str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
+        return con.sql(sql).to_arrow_table().schema
     except duckdb.Error:
         return None
     finally:
@@ -161,10 +165,11 @@ def _duckdb_result_types(
 
 
 def _sql_error(exc: BaseException) -> EngineSqlError:
+    """Spark's message; no line: Spark's would count in the translated SQL, not the step's."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    match = _LINE.search(text)
-    return EngineSqlError(f"Spark: {first}", int(match.group(1)) if match else None)
+    first = _LINE.sub("", re.sub(r"\s*SQLSTATE: \w+", "", first)).rstrip("; ")
+    return EngineSqlError(f"Spark: {first}", None)
 
 
 def _arrow_type(kind: Any) -> pa.DataType:
@@ -214,19 +219,54 @@ class SparkEngine(Engine):
 
 
 def _start(master: str, conf: Mapping[str, str]) -> Any:
+    """A SparkSession whose JVM writes its console (log4j, progress bars, JVM warnings) to
+    a log file, not into gristmill's output: a step's failure reaches the user as its error,
+    with Spark's message."""
+    import logging
+    import tempfile
+    import warnings
+    from importlib.resources import files
+
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     try:
+        from pyspark import SparkConf, SparkContext
+        from pyspark.java_gateway import launch_gateway
         from pyspark.sql import SparkSession
     except ModuleNotFoundError:
         raise MissingExtraError("pyspark", "spark") from None
-    builder = SparkSession.builder.master(master).appName("gristmill")
-    for key, value in conf.items():
-        builder = builder.config(key, value)
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        logging.getLogger(name).disabled = True  # pyspark logs each error it raises
+    quiet = files("gristmill.execution.engines.spark").joinpath("log4j2.properties")
+    settings = SparkConf(loadDefaults=False).setMaster(master).setAppName("gristmill")
+    settings.set("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{quiet}")
+    settings.setAll(list(conf.items()))
+    folder = Path(tempfile.gettempdir()) / "gristmill-spark"
+    folder.mkdir(exist_ok=True)
+    log_path = folder / f"{os.getpid()}.log"
     try:
-        return builder.getOrCreate()
+        gateway = SparkContext._gateway  # one JVM per process: a later run reuses it
+        if gateway is None:
+            with log_path.open("ab") as log:
+                gateway = launch_gateway(  # type: ignore[no-untyped-call]
+                    settings, popen_kwargs={"stdout": log, "stderr": log}
+                )
+        context = SparkContext(conf=settings, gateway=gateway)
+        return SparkSession(context)
     except Exception as exc:  # noqa: BLE001 - the JVM did not start: say why and what to do
         text = str(exc).strip().splitlines()
+        said = [line for line in _tail(log_path) if line.strip()]
+        reason = said[-1] if said else (text[0] if text else type(exc).__name__)
         raise EngineUnavailableError(
-            f"Spark did not start (master {master}): {text[0] if text else type(exc).__name__}",
+            f"Spark did not start (master {master}): {reason}",
             hint="Spark needs Java 17 (Debian: apt-get install openjdk-17-jre-headless; "
-            "or set JAVA_HOME) and pyspark (pip install 'gristmill[spark]')",
+            f"or set JAVA_HOME) and pyspark (pip install 'gristmill[spark]'); its log: {log_path}",
         ) from None
+
+
+def _tail(path: Path, size: int = 4096) -> list[str]:
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - size))
+            return log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
