@@ -18,7 +18,7 @@ def test_defaults_and_values(tmp_path: Path) -> None:
     assert config.name == "x"
     assert config.parallelism == 3
     assert config.duckdb.memory_limit == "1GB"
-    assert config.engine == "duckdb"
+    assert config.engine == "auto" and config.auto_threshold == "20GB"
     assert config.lake == "lake"
 
 

@@ -371,7 +371,9 @@ def runs(
         render.run_header(info)
         if info.steps:
             render.records(
-                "steps", info.steps, ["table", "kind", "status", "version", "reason", "error"]
+                "steps",
+                [{**s, "engine": render.engine_text(s)} for s in info.steps],
+                ["table", "kind", "status", "version", "engine", "reason", "error"],
             )
         return
     rows = ws.runs(limit, status=status, kind=kind)

@@ -186,18 +186,29 @@ def _details(steps: tuple[StepResult, ...]) -> None:
                 err.print(f"  hint: {escape(step.error['hint'])}")
 
 
+def engine_text(step: Any) -> str:
+    """``spark (inputs 25.1 GB ≥ auto_threshold 20.0 GB)``: where a step runs and why."""
+    fields = step if isinstance(step, dict) else step.__dict__
+    engine, why = fields.get("engine"), fields.get("engine_reason")
+    if not engine:
+        return ""
+    return f"{engine} ({why})" if why else engine
+
+
 def plan_table(plan: Plan) -> None:
     table = Table(title="plan", title_justify="left")
     table.add_column("table")
     table.add_column("kind")
     table.add_column("action")
     table.add_column("reason")
+    table.add_column("engine (why)")
     for step in plan.steps:
         table.add_row(
             step.name,
             step.kind.value,
             styled("run" if step.action.value == "run" else "skipped"),
             step.reason,
+            engine_text(step),
         )
     out.print(table)
 

@@ -74,6 +74,15 @@ class DuckDBSettings(_Closed):
         return value
 
 
+def size_bytes(value: str) -> float:
+    """``20GB``, ``512MB``, ``1.5GiB`` in bytes (ValueError for anything else)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*", value)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{value!r} is not a size: write a number and a unit (500MB, 20GB, 1TiB)")
+    return float(match.group(1)) * _UNITS[unit]
+
+
 class ServeSettings(_Closed):
     """Settings of ``gristmill serve`` (command-line options override the limits)."""
 
@@ -125,8 +134,12 @@ class ProjectConfig(_Closed):
     """Folder (relative to the project) of model files, stored by their SHA-256."""
     online_store: str = "sqlite:///.gristmill/online.db"
     """Where serving reads features: ``sqlite:///path`` or ``redis://host:port/db``."""
-    engine: Literal["duckdb"] = "duckdb"
-    """Engine that runs SQL steps."""
+    engine: Literal["auto", "duckdb", "spark"] = "auto"
+    """Engine that runs SQL steps: ``auto`` picks per step by the size of its inputs (see
+    ``auto_threshold``); ``duckdb`` or ``spark`` puts every SQL step there."""
+    auto_threshold: str = "20GB"
+    """With ``engine = "auto"``: a SQL step whose input versions add up to this much runs
+    on Spark (when Spark can run it the same), a smaller one on DuckDB."""
     parallelism: Annotated[int, Field(ge=1, le=64)] = 2
     """How many independent steps may run at once."""
     modules: list[str] | None = None
@@ -136,6 +149,13 @@ class ProjectConfig(_Closed):
     """Folder whose ``*.sql`` files are SQL steps named by their file name."""
     duckdb: DuckDBSettings = DuckDBSettings()
     spark: SparkSettings = SparkSettings()
+
+    @field_validator("auto_threshold")
+    @classmethod
+    def _threshold(cls, value: str) -> str:
+        size_bytes(value)
+        return value
+
     serve: ServeSettings = ServeSettings()
     runs: RunSettings = RunSettings()
     pii: PiiSettings = PiiSettings()

@@ -147,6 +147,14 @@ class Table(Definition):
     def kind(self) -> StepKind:
         return StepKind.PYTHON if self.function is not None else StepKind.SQL
 
+    def file_line(self, sql_line: int | None) -> int | None:
+        """A line of the step's SQL as run (stripped) as a line of the file it is in."""
+        if sql_line is None:
+            return self.location.line
+        raw = self.sql or ""
+        stripped = raw[: len(raw) - len(raw.lstrip())].count("\n")
+        return (self.sql_line or self.location.line or 1) + stripped + sql_line - 1
+
     @property
     def dependencies(self) -> tuple[str, ...]:
         return self.inputs

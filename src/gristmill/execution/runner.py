@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +23,7 @@ from gristmill.definitions.objects import Definition, StepKind
 from gristmill.definitions.partitions import Partition
 from gristmill.errors import GristmillError, StepCancelled, StepFailed, is_transient
 from gristmill.execution.engines import Engine
+from gristmill.execution.engines.choice import EngineChoice
 from gristmill.execution.reporter import Reporter, StepResult, StepStatus
 from gristmill.planning import Action, Plan, PlannedStep
 from gristmill.planning.fingerprint import Fingerprint
@@ -85,6 +86,7 @@ class Runner:
         lake: Lake,
         engine_factory: Callable[[str | None], Engine],
         reporter: Reporter,
+        engine_chooser: Callable[[Definition, Mapping[str, int]], EngineChoice] | None = None,
         parallelism: int,
         artifacts: ArtifactStore,
         pii: PiiSettings | None = None,
@@ -97,6 +99,9 @@ class Runner:
         self.catalog = catalog
         self.lake = lake
         self._engine_factory = engine_factory
+        self._engine_chooser = engine_chooser
+        self._choices: dict[str, EngineChoice] = {}
+        """Each step's engine and why, chosen as it starts (recorded with the step)."""
         self._engines: dict[str, Engine] = {}
         """Started at the first step that needs each (Spark only for pinned steps)."""
         self._engine_lock = threading.Lock()
@@ -119,13 +124,28 @@ class Runner:
             for engine in engines.values():
                 engine.close()
 
-    def _engine_for_step(self, definition: Definition) -> Engine:
-        pinned: str | None = getattr(definition, "engine", None)  # else the project's
+    def _engine_for_step(self, step: PlannedStep) -> Engine:
+        choice = self._choices.get(step.name)
+        name = choice.engine if choice is not None else None  # None: the project's default
         with self._engine_lock:
-            key = pinned or ""
+            key = name or ""
             if key not in self._engines:
-                self._engines[key] = self._engine_factory(pinned)
+                self._engines[key] = self._engine_factory(name)
             return self._engines[key]
+
+    def _choose(self, step: PlannedStep) -> EngineChoice | None:
+        """The step's engine for the input versions it will read (None: no chooser, or an
+        input missing, which the step itself then reports)."""
+        if self._engine_chooser is None:
+            return None
+        try:
+            versions = self._input_versions(step)
+            choice = self._engine_chooser(self.graph.nodes[step.name], versions)
+        except GristmillError:
+            return None
+        with self._engine_lock:
+            self._choices[step.name] = choice
+        return choice
 
     def _run(self, plan: Plan, run_id: str, should_stop: Callable[[], bool]) -> RunResult:
         started = time.perf_counter()
@@ -239,6 +259,9 @@ class Runner:
         record = StepRecord(
             run_id, step.name, step.kind.value, "running", step.reason, started_at, None, None, None
         )
+        choice = self._choose(step)
+        if choice is not None:
+            record = replace(record, engine=choice.engine, engine_reason=choice.reason)
         self.catalog.record_step(record)
         try:
             materialization = self._materialize(run_id, step, record)
@@ -435,7 +458,7 @@ class Runner:
         )
         from gristmill.execution.steps import StepContext, run_step
 
-        engine = self._engine_for_step(definition)
+        engine = self._engine_for_step(step)
         with engine.session() as session:
             ctx = StepContext(
                 self.root,

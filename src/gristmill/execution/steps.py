@@ -213,21 +213,12 @@ def _sql_by_workers(ctx: StepContext, table: Table, sql: str) -> Materialization
     return commit_files(ctx.lake, _table_request(ctx, table, STEP_VIEW), folder)
 
 
-def _file_line(table: Table, sql_line: int | None) -> int | None:
-    """A line of a step's SQL (as run: stripped) as a line of the file it is written in."""
-    if sql_line is None:
-        return table.location.line
-    raw = table.sql or ""
-    stripped = raw[: len(raw) - len(raw.lstrip())].count("\n")
-    return (table.sql_line or table.location.line or 1) + stripped + sql_line - 1
-
-
 def _untranslatable(table: Table, exc: Any) -> StepFailed:
     first = exc.refusals[0]
-    line = _file_line(table, first.line)
+    line = table.file_line(first.line)
     more = (
         f" ({len(exc.refusals) - 1} more: "
-        + ", ".join(f"{r.construct} line {_file_line(table, r.line)}" for r in exc.refusals[1:])
+        + ", ".join(f"{r.construct} line {table.file_line(r.line)}" for r in exc.refusals[1:])
         + ")"
         if len(exc.refusals) > 1
         else ""
@@ -240,7 +231,7 @@ def _untranslatable(table: Table, exc: Any) -> StepFailed:
 
 
 def _sql_failed(table: Table, exc: EngineSqlError) -> StepFailed:
-    line = _file_line(table, exc.line)
+    line = table.file_line(exc.line)
     return StepFailed(
         f"{table.name}: {exc.message}",
         location=Location(table.sql_path or table.location.path, line),

@@ -67,6 +67,9 @@ class PlannedStep:
     dependencies: tuple[str, ...] = ()
     partitions: tuple[PartitionTask, ...] = ()
     """For partitioned tables: each partition considered, built or skipped, and why."""
+    engine: str | None = None
+    """Where it would run (``duckdb``, ``spark``), for a dry run; None: not asked."""
+    engine_reason: str | None = None
 
     @property
     def to_build(self) -> list[PartitionTask]:

@@ -268,6 +268,14 @@ class Lake:
             return None
         return ranges
 
+    def version_bytes(self, name: str, version: int) -> int:
+        """The size of a version's data files, from its log (what an engine would read)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        actions = pa.table(self._open(name, version).get_add_actions(flatten=False))
+        return int(pc.sum(actions.column("size_bytes")).as_py() or 0)
+
     def _file_ranges(self, name: str, version: int, column: str) -> dict[str, tuple[Any, Any]]:
         import pyarrow as pa
 

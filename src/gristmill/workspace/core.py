@@ -34,7 +34,7 @@ from gristmill.execution.engines import Engine, Session, create_engine
 from gristmill.execution.recovery import Recovery, reconcile
 from gristmill.execution.reporter import NullReporter, Reporter, StepStatus
 from gristmill.execution.runner import Runner, RunResult
-from gristmill.planning import Backfill, Plan, PlannedStep, build_plan
+from gristmill.planning import Action, Backfill, Plan, PlannedStep, build_plan
 from gristmill.planning.planner import plan_partitioned_step
 from gristmill.storage.artifacts import ArtifactStore
 from gristmill.storage.catalog import Catalog, Materialization, resolve_url
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     import pyarrow as pa
 
+    from gristmill.execution.engines.choice import EngineChooser
     from gristmill.execution.online import OnlineSync
     from gristmill.storage.catalog.records import ErasureRecord
     from gristmill.workspace.erasure import Erasure
@@ -245,7 +246,7 @@ class Workspace:
 
         state = self.catalog.reader()
         chosen = [] if backfill is not None else self.graph.select(selection)
-        return build_plan(
+        plan = build_plan(
             self.graph,
             state,
             self.root,
@@ -256,6 +257,22 @@ class Workspace:
             changed_ranges=self.lake.changed_ranges,
             offers=discover(self.graph, list(chosen), self.root, state),
         )
+        return replace(plan, steps=tuple(self._with_engine(step) for step in plan.steps))
+
+    def _with_engine(self, step: PlannedStep) -> PlannedStep:
+        """The engine a step would run on, judged by its inputs' latest versions (a run
+        judges again by the versions it reads)."""
+        if step.action is not Action.RUN:
+            return step
+        versions = {}
+        for name in step.dependencies:
+            latest = self.lake.latest_version(name)
+            if latest is not None:
+                versions[name] = latest
+        choice = self.engine_chooser.choose(self.graph.nodes[step.name], versions)
+        missing = [d for d in step.dependencies if d not in versions]
+        reason = choice.reason + (f" (not built yet: {', '.join(missing)})" if missing else "")
+        return replace(step, engine=choice.engine, engine_reason=reason)
 
     def backfill(
         self,
@@ -643,8 +660,10 @@ class Workspace:
         return open_online_store(self.project.config.online_store, self.root, self.project.name)
 
     def engine(self, name: str | None = None) -> Engine:
-        """The project's engine, or the one named (a step pinned to Spark)."""
-        name = name or self.project.config.engine
+        """The engine named (the one a step was given), else DuckDB: what runs everything
+        outside SQL steps (the project's ``engine`` chooses per SQL step; see
+        ``engine_chooser``)."""
+        name = name or "duckdb"
         if name == "spark":
             spark = self.project.config.spark
             return create_engine("spark", master=spark.master, conf=spark.conf)
@@ -657,6 +676,19 @@ class Workspace:
             temp_directory=temp,
         )
 
+    @cached_property
+    def engine_chooser(self) -> EngineChooser:
+        """Which engine runs each step, and why (``engine``, ``auto_threshold``)."""
+        from gristmill.definitions.config import size_bytes
+        from gristmill.execution.engines.choice import EngineChooser
+
+        config = self.project.config
+        return EngineChooser(
+            self.lake,
+            project_engine=config.engine,
+            threshold_bytes=size_bytes(config.auto_threshold),
+        )
+
     def _runner(self, reporter: Reporter) -> Runner:
         return Runner(
             root=self.root,
@@ -664,6 +696,7 @@ class Workspace:
             catalog=self.catalog,
             lake=self.lake,
             engine_factory=self.engine,
+            engine_chooser=self.engine_chooser.choose,
             reporter=reporter,
             parallelism=self.project.config.parallelism,
             artifacts=self.artifacts,
@@ -898,6 +931,8 @@ class Workspace:
                 "status": s.status,
                 "reason": s.reason,
                 "version": s.version,
+                "engine": s.engine,
+                "engine_reason": s.engine_reason,
                 "error": s.error,
             }
             for s in self.catalog.steps(record.run_id)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from sqlglot import exp
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from sqlglot.dialects.dialect import DialectType
     from sqlglot.expressions.datatypes import DType
 
@@ -46,6 +47,32 @@ class Untranslatable(Exception):
         super().__init__(f"{first.construct} has no verified mapping to {target}{more}")
         self.target = target
         self.refusals = refusals
+
+
+def duckdb_type(kind: pa.DataType) -> str:
+    """An Arrow type as DuckDB names it (the translation types a step by its inputs)."""
+    import pyarrow as pa
+
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return duckdb_type(kind.value_type) + "[]"
+    if pa.types.is_decimal(kind):
+        return f"DECIMAL({kind.precision}, {kind.scale})"
+    if pa.types.is_timestamp(kind):
+        return "TIMESTAMPTZ" if kind.tz else "TIMESTAMP"
+    names = {
+        pa.int8(): "TINYINT",
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.float32(): "FLOAT",
+        pa.float64(): "DOUBLE",
+        pa.bool_(): "BOOLEAN",
+        pa.string(): "VARCHAR",
+        pa.large_string(): "VARCHAR",
+        pa.date32(): "DATE",
+        pa.binary(): "BLOB",
+    }
+    return names.get(kind, "UNKNOWN")
 
 
 Schema = Mapping[str, Mapping[str, str]]

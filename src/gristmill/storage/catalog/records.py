@@ -112,6 +112,10 @@ class StepRecord:
     finished_at: datetime | None
     version: int | None
     error: str | None
+    engine: str | None = None
+    """Where it ran (``duckdb``, ``spark``); None before it started."""
+    engine_reason: str | None = None
+    """Why there: ``inputs 1.2 MB < auto_threshold 20.0 GB``, ``pinned with engine='spark'``."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 
 metadata = MetaData()
 
@@ -68,6 +68,8 @@ step_runs = Table(
     Column("finished_at", DateTime(timezone=True)),
     Column("version", Integer),
     Column("error", Text),
+    Column("engine", String(16)),
+    Column("engine_reason", Text),
 )
 
 materializations = Table(

@@ -131,6 +131,8 @@ def _write_step(conn: Connection, step: StepRecord) -> None:
         "finished_at": step.finished_at,
         "version": step.version,
         "error": step.error,
+        "engine": step.engine,
+        "engine_reason": step.engine_reason,
     }
     # prebuilt statements with bound values: building one costs more than running it
     updated = conn.execute(
@@ -175,7 +177,16 @@ _STEP_UPDATE = (
     .values(
         {
             c: bindparam(c)
-            for c in ("status", "reason", "started_at", "finished_at", "version", "error")
+            for c in (
+                "status",
+                "reason",
+                "started_at",
+                "finished_at",
+                "version",
+                "error",
+                "engine",
+                "engine_reason",
+            )
         }
     )  # fmt: skip
 )
@@ -718,4 +729,6 @@ def _step(row: Any) -> StepRecord:
         finished_at=as_utc(row["finished_at"]),
         version=row["version"],
         error=row["error"],
+        engine=row["engine"],
+        engine_reason=row["engine_reason"],
     )

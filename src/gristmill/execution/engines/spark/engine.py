@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gristmill.errors import EngineUnavailableError, MissingExtraError
 from gristmill.execution.engines.base import Engine, EngineSqlError, Session, register
-from gristmill.execution.engines.dialect import translate
+from gristmill.execution.engines.dialect import duckdb_type, translate
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -34,32 +34,6 @@ REQUIRED_CONF = {
 }
 """Settings results depend on: a user's conf cannot change them."""
 _LINE = re.compile(r";? ?line \d+ pos \d+")
-
-
-def duckdb_type(kind: pa.DataType) -> str:
-    """An Arrow type as DuckDB names it (the translation types a step by its inputs)."""
-    import pyarrow as pa
-
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return duckdb_type(kind.value_type) + "[]"
-    if pa.types.is_decimal(kind):
-        return f"DECIMAL({kind.precision}, {kind.scale})"
-    if pa.types.is_timestamp(kind):
-        return "TIMESTAMPTZ" if kind.tz else "TIMESTAMP"
-    names = {
-        pa.int8(): "TINYINT",
-        pa.int16(): "SMALLINT",
-        pa.int32(): "INTEGER",
-        pa.int64(): "BIGINT",
-        pa.float32(): "FLOAT",
-        pa.float64(): "DOUBLE",
-        pa.bool_(): "BOOLEAN",
-        pa.string(): "VARCHAR",
-        pa.large_string(): "VARCHAR",
-        pa.date32(): "DATE",
-        pa.binary(): "BLOB",
-    }
-    return names.get(kind, "UNKNOWN")
 
 
 class SparkStepSession(Session):  # noqa: N801 - not pyspark's SparkSession

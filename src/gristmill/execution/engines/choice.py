@@ -1,0 +1,124 @@
+"""Which engine runs a step, and why: the right tool for the job.
+
+With ``engine = "auto"`` (the default) a SQL step runs on DuckDB unless the Delta versions
+it reads add up to ``auto_threshold`` or more, where it runs on Spark, if Spark can run it
+the same: pyspark and Java are there, and its SQL translates (else DuckDB, saying why). A
+step pinned with ``engine="spark"`` runs there; ``engine = "duckdb"`` or ``"spark"`` in
+``gristmill.toml`` puts every SQL step on that engine. What runs on DuckDB only for now
+(contracts, partitions, Python steps, sources, training sets, models) stays there.
+
+The planner's dry run and the runner ask the same ``EngineChooser``: ``gristmill run
+--dry-run`` shows the choice per step, and ``gristmill runs ID`` where each step ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gristmill.definitions.objects import Table
+
+if TYPE_CHECKING:
+    from gristmill.definitions.objects import Definition
+    from gristmill.storage.lake import Lake
+
+DEFAULT_THRESHOLD = "20GB"
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str
+    """``duckdb`` or ``spark``."""
+    reason: str
+
+
+def size_text(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def spark_missing() -> str | None:
+    """Why Spark cannot start here, or None: pyspark installed and a Java runtime found."""
+    import importlib.util
+    import os
+    import shutil
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install 'gristmill[spark]')"
+    home = os.environ.get("JAVA_HOME")
+    java = Path(home) / "bin" / "java" if home else shutil.which("java")
+    if java is None or not Path(java).exists():
+        return "no Java runtime was found (install Java 17 or set JAVA_HOME)"
+    return None
+
+
+class EngineChooser:
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        project_engine: str,
+        threshold_bytes: float,
+        spark_missing: Callable[[], str | None] = spark_missing,
+    ) -> None:
+        self._lake = lake
+        self._project = project_engine
+        self._threshold = threshold_bytes
+        self._spark_missing = spark_missing
+        self._missing: tuple[str | None] | None = None  # asked once
+
+    def choose(self, definition: Definition, versions: Mapping[str, int]) -> EngineChoice:
+        """The engine of ``definition`` when it reads ``versions`` of its inputs."""
+        if not isinstance(definition, Table) or definition.function is not None:
+            kind = "python" if isinstance(definition, Table) else definition.kind.value
+            kind = f"a {kind.replace('_', ' ')} step"
+            return EngineChoice("duckdb", f"{kind} runs in the process")
+        if definition.engine is not None:
+            return EngineChoice(definition.engine, f"pinned with engine={definition.engine!r}")
+        if not definition.contract.is_empty or definition.partitions is not None:
+            what = "a contract" if not definition.contract.is_empty else "partitions"
+            return EngineChoice("duckdb", f"{what} run on DuckDB only for now")
+        if self._project != "auto":
+            return EngineChoice(self._project, f"the project's engine ({self._project})")
+        size = self.input_bytes(versions)
+        threshold = size_text(self._threshold)
+        if size < self._threshold:
+            return EngineChoice("duckdb", f"inputs {size_text(size)} < auto_threshold {threshold}")
+        big = f"inputs {size_text(size)} ≥ auto_threshold {threshold}"
+        missing = self._spark_unavailable()
+        if missing:
+            return EngineChoice("duckdb", f"{big}, but {missing}")
+        refusal = self._untranslatable(definition, versions)
+        if refusal:
+            return EngineChoice("duckdb", f"{big}, but {refusal}")
+        return EngineChoice("spark", big)
+
+    def input_bytes(self, versions: Mapping[str, int]) -> int:
+        return sum(self._lake.version_bytes(name, v) for name, v in versions.items())
+
+    def _spark_unavailable(self) -> str | None:
+        if self._missing is None:
+            self._missing = (self._spark_missing(),)
+        return self._missing[0]
+
+    def _untranslatable(self, table: Table, versions: Mapping[str, int]) -> str | None:
+        from gristmill.execution.engines.dialect import Untranslatable, duckdb_type, translate
+
+        schema = {
+            name: {f.name: duckdb_type(f.type) for f in self._lake.schema(name, version)}
+            for name, version in versions.items()
+        }
+        try:
+            translate((table.sql or "").strip().rstrip(";"), "spark", schema)
+        except Untranslatable as exc:
+            first = exc.refusals[0]
+            where = table.sql_path or table.location.path
+            line = table.file_line(first.line)
+            at = f" ({Path(where).name}:{line})" if where and line else ""
+            return f"{first.construct}{at} has no verified mapping to Spark"
+        return None
