@@ -60,8 +60,8 @@ def test_small_inputs_run_on_duckdb_and_the_plan_says_why(tmp_path: Path) -> Non
     engine, why = chosen["totals"]
     assert engine == "duckdb"
     assert why == f"inputs {size / 1000:.1f} KB < auto_threshold 20.0 GB"
-    assert chosen["python_step"] == ("duckdb", "a python step runs in the process")
-    assert chosen["checked"] == ("duckdb", "a contract run on DuckDB only for now")
+    assert chosen["python_step"] == ("duckdb", "only SQL steps move to Spark")
+    assert chosen["checked"] == ("duckdb", "a contract runs on DuckDB only for now")
 
 
 def test_inputs_past_the_threshold_go_to_spark_unless_spark_cannot_run_them_the_same(
@@ -92,7 +92,7 @@ def test_inputs_past_the_threshold_go_to_spark_unless_spark_cannot_run_them_the_
 def test_the_project_s_engine_puts_every_sql_step_there(tmp_path: Path) -> None:
     ws = Workspace.open(project(tmp_path, 'engine = "duckdb"\nauto_threshold = "1KB"\n'))
     assert ws.run(["events"]).ok
-    assert choices(Workspace.open(ws.root))["totals"] == ("duckdb", "the project's engine (duckdb)")
+    assert choices(Workspace.open(ws.root))["totals"] == ("duckdb", "project engine = duckdb")
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,8 @@ def test_auto_runs_a_big_step_on_spark_with_duckdb_s_rows_and_records_where(
 ) -> None:
     root = project(tmp_path, 'auto_threshold = "10KB"\n')
     module = (root / "pipeline.py").read_text()
-    (root / "pipeline.py").write_text(module.replace('totals = gm.table("totals", sql=', 'totals = gm.table("totals", engine="duckdb", sql=') + '''
+    pinned = module.replace('"totals", sql=', '"totals", engine="duckdb", sql=')
+    (root / "pipeline.py").write_text(pinned + '''
 totals_auto = gm.table("totals_auto", sql="""
 SELECT user_id, count(*) AS n, sum(amount) AS total, sum(id) AS ids
 FROM events GROUP BY user_id
@@ -131,7 +132,7 @@ FROM events GROUP BY user_id
     planned = {s["name"]: s for s in json.loads(dry.stdout)["steps"]}
     assert planned["totals_auto"]["engine"] == "spark"
     assert planned["totals"]["engine"] == "duckdb"
-    assert planned["totals"]["engine_reason"] == "pinned with engine='duckdb'"
+    assert planned["totals"]["engine_reason"] == "pinned: engine='duckdb'"
     done = subprocess.run(
         [*run, "run", "totals", "totals_auto", "--json", "-p", str(root)],
         capture_output=True, text=True,

@@ -201,7 +201,7 @@ def plan_table(plan: Plan) -> None:
     table.add_column("kind")
     table.add_column("action")
     table.add_column("reason")
-    table.add_column("engine (why)")
+    table.add_column("engine")
     for step in plan.steps:
         table.add_row(
             step.name,

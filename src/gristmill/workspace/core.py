@@ -271,7 +271,9 @@ class Workspace:
                 versions[name] = latest
         choice = self.engine_chooser.choose(self.graph.nodes[step.name], versions)
         missing = [d for d in step.dependencies if d not in versions]
-        reason = choice.reason + (f" (not built yet: {', '.join(missing)})" if missing else "")
+        reason = choice.reason
+        if missing and reason.startswith("inputs "):  # judged without them
+            reason += f" (not built yet: {', '.join(missing)})"
         return replace(step, engine=choice.engine, engine_reason=reason)
 
     def backfill(

@@ -75,16 +75,14 @@ class EngineChooser:
     def choose(self, definition: Definition, versions: Mapping[str, int]) -> EngineChoice:
         """The engine of ``definition`` when it reads ``versions`` of its inputs."""
         if not isinstance(definition, Table) or definition.function is not None:
-            kind = "python" if isinstance(definition, Table) else definition.kind.value
-            kind = f"a {kind.replace('_', ' ')} step"
-            return EngineChoice("duckdb", f"{kind} runs in the process")
+            return EngineChoice("duckdb", "only SQL steps move to Spark")
         if definition.engine is not None:
-            return EngineChoice(definition.engine, f"pinned with engine={definition.engine!r}")
+            return EngineChoice(definition.engine, f"pinned: engine={definition.engine!r}")
         if not definition.contract.is_empty or definition.partitions is not None:
-            what = "a contract" if not definition.contract.is_empty else "partitions"
-            return EngineChoice("duckdb", f"{what} run on DuckDB only for now")
+            what = "a contract runs" if not definition.contract.is_empty else "partitions run"
+            return EngineChoice("duckdb", f"{what} on DuckDB only for now")
         if self._project != "auto":
-            return EngineChoice(self._project, f"the project's engine ({self._project})")
+            return EngineChoice(self._project, f"project engine = {self._project}")
         size = self.input_bytes(versions)
         threshold = size_text(self._threshold)
         if size < self._threshold:
