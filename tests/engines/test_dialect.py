@@ -268,6 +268,33 @@ CASES = {
         "SELECT id, h > 0, h = h, h < 'inf'::DOUBLE, greatest(h, 0) FROM t ORDER BY h LIMIT 4"
     ),
     "NaN in aggregates": "SELECT max(h), min(h), count(DISTINCT h), count_if(h > 2) FROM t",
+    "series with a step, of numbers and of timestamps": (
+        "SELECT id, generate_series(1, id, 3), range(0, id, 2), "
+        "generate_series(date_trunc('month', ts), ts + INTERVAL 70 DAY, INTERVAL 1 MONTH), "
+        "generate_series(ts, ts - INTERVAL 1 DAY, INTERVAL 1 HOUR) FROM t"
+    ),
+    "unnest of a series in a SELECT list": (
+        "SELECT id, unnest(generate_series(date_trunc('month', ts) + INTERVAL 1 MONTH, "
+        "ts + INTERVAL 40 DAY, INTERVAL 1 MONTH)) AS at FROM t"
+    ),
+    "aggregates with FILTER, a distinct count through lists, epoch, GROUP BY ALL": (
+        "SELECT k, count(*) FILTER (WHERE x > 1), sum(m) FILTER (WHERE id > 2), "
+        "len(list_distinct(list(s))), max(epoch(tu)), min(epoch(d)) FROM t GROUP BY ALL"
+    ),
+    "ASOF LEFT JOIN and ASOF JOIN, both directions": (
+        "WITH l AS (SELECT id, k, ts FROM t), r AS (SELECT k, tu, h FROM t) "
+        "SELECT l.id, r.tu, r.h FROM l ASOF LEFT JOIN r ON l.k = r.k AND l.ts >= r.tu "
+        "UNION ALL SELECT l.id, r.tu, NULL FROM l ASOF JOIN r ON l.k = r.k AND r.tu > l.ts"
+    ),
+    "avg of DECIMALs, ln at and below zero, lag defaults": (
+        "SELECT k, avg(m), avg(x), max(ln(x)), min(ln(m)) FROM t GROUP BY k UNION ALL "
+        "SELECT NULL, lag(x, 1, 0) OVER (ORDER BY id), lead(id, 2, NULL) OVER (ORDER BY id), "
+        "ln(0.0), ln(-1.0) FROM t"
+    ),
+    "date_trunc's units": (
+        "SELECT id, date_trunc('week', d), date_trunc('quarter', tu), date_trunc('hour', tu), "
+        "date_trunc('year', d), date_trunc('second', tu) FROM t"
+    ),
 }
 
 
@@ -291,7 +318,8 @@ def test_ordering_keeps_nulls_last_after_the_limit(data: Path) -> None:
     ("sql", "construct", "line", "hint"),
     [
         (
-            "SELECT *\nFROM t\nASOF JOIN t AS u ON t.k = u.k AND t.ts >= u.ts",
+            "SELECT t.k, count(*)\nFROM t\nASOF JOIN t AS u ON t.k = u.k AND t.ts >= u.ts"
+            " GROUP BY t.k",
             "ASOF JOIN",
             3,
             "gm.training_set",
@@ -319,7 +347,27 @@ def test_ordering_keeps_nulls_last_after_the_limit(data: Path) -> None:
         ("SELECT round(x, id) FROM t", "ROUND(x, id)", 1, "literal number of digits"),
         ("SELECT CAST(id AS UBIGINT) FROM t", "type UBIGINT", 1, "cast to BIGINT"),
         ("SELECT len(NULL) FROM t", "LENGTH(NULL)", 1, "array_length(x)"),
-        ("SELECT * FROM generate_series(1, 9, 2)", "GENERATE_SERIES(1, 9, 2)", 1, "step"),
+        ("SELECT * FROM generate_series(9, 1, -2)", "GENERATE_SERIES(9, 1, -2)", 1, "positive"),
+        ("SELECT avg(m) OVER () FROM t", "AVG(m)", 1, "avg(CAST(x AS DOUBLE))"),
+        ("SELECT median(m) FROM t", "MEDIAN(m)", 1, "DOUBLE or an integer"),
+        ("SELECT m // 2 FROM t", "m // 2", 1, "floor(a / b)"),
+        ("SELECT date_trunc('days', ts) FROM t", "DATE_TRUNC('DAYS', ts)", 1, "literal unit"),
+        (
+            "SELECT list_filter(l, lambda v, i: i > 1) FROM t",
+            "LAMBDA v, i : i > 1",
+            1,
+            "one parameter",
+        ),
+        ("SELECT lag(id, 1, 2.5) OVER (ORDER BY id) FROM t", "LAG(id, 1, 2.5)", 1, "default"),
+        ("SELECT ts + INTERVAL 1 MONTH * 2 FROM t", "INTERVAL '1' MONTH * 2", 1, "INTERVAL 45 DAY"),
+        ("SELECT concat(l, l) FROM t", "CONCAT(l, l)", 1, "list_concat"),
+        ("SELECT CAST(l AS VARCHAR) FROM t", "CAST(l AS TEXT)", 1, "list prints"),
+        ("SELECT max(l) FROM t", "MAX(l)", 1, "scalar"),
+        ("SELECT substring(s, 1.5, 2) FROM t", "SUBSTRING(s, 1.5, 2)", 1, "literal start"),
+        ("SELECT round(x, -(2)) FROM t", "ROUND(x, -(2))", 1, "-20 to 20"),
+        ("SELECT round(x, 400) FROM t", "ROUND(x, 400)", 1, "-20 to 20"),
+        ("SELECT s LIKE '!#~^|@&=;:\\' FROM t", "s LIKE '!#~^|@&=;:\\'", 1, "ESCAPE"),
+        ("-- nothing", "0 statements", None, "one SELECT"),
         ("SELECT to_timestamp(n) FROM t", "to_timestamp(n)", 1, "epoch_ms(seconds * 1000)"),
         ("SELECT FROM WHERE", "SQL that does not parse", 1, "DuckDB"),
     ],
@@ -335,13 +383,13 @@ def test_what_has_no_verified_mapping_is_refused_with_its_line(
 
 
 def test_every_refusal_of_a_step_is_reported_at_once() -> None:
-    sql = "SELECT my_a(x),\n  my_b(x)\nFROM t\nASOF JOIN t AS u ON t.ts >= u.ts"
+    sql = "SELECT my_a(x),\n  my_b(x)\nFROM t\nPOSITIONAL JOIN t AS u"
     with pytest.raises(Untranslatable) as caught:
         translate(sql, "spark", SCHEMA)
     assert [(r.construct, r.line) for r in caught.value.refusals] == [
         ("my_a()", 1),
         ("my_b()", 2),
-        ("ASOF JOIN", 4),
+        ("POSITIONAL JOIN", 4),
     ]
     assert str(caught.value) == "my_a() has no verified mapping to spark (and 2 more)"
 

@@ -73,7 +73,7 @@ def test_a_step_on_spark_gives_the_rows_duckdb_gives(tmp_path: Path) -> None:
 def test_what_spark_cannot_run_the_same_is_refused_with_its_line(tmp_path: Path) -> None:
     module = MODULE.replace(
         'sql="""' + QUERY + '""")',
-        'sql="""SELECT e.id,\n  f.amount\nFROM events e\nASOF JOIN events f ON e.ts >= f.ts""")',
+        'sql="""SELECT e.id,\n  f.amount\nFROM events e\nPOSITIONAL JOIN events f""")',
     )
     module += '\nlate = gm.table(\n    "late",\n    engine="spark",\n    sql="""\n' \
         '    SELECT id,\n        my_udf(amount)\n    FROM events\n""",\n)\n'  # fmt: skip
@@ -82,9 +82,9 @@ def test_what_spark_cannot_run_the_same_is_refused_with_its_line(tmp_path: Path)
     assert not outcome.ok
     errors = {s.name: s.error for s in outcome.result.steps if s.error}
     asof = errors["by_spark"]
-    assert asof["message"] == "by_spark: ASOF JOIN has no verified mapping to spark"
+    assert asof["message"] == "by_spark: POSITIONAL JOIN has no verified mapping to spark"
     assert asof["location"].endswith("pipeline.py:11")  # the step (line 8) + the SQL's 4th - 1
-    assert "gm.training_set" in asof["hint"]
+    assert "DuckDB's own" in asof["hint"]
     udf = errors["late"]  # its SQL opens on line 16, a line below its string's quotes
     assert udf["message"] == "late: my_udf() has no verified mapping to spark"
     assert udf["location"].endswith("pipeline.py:18"), udf
@@ -145,3 +145,36 @@ def test_a_failing_spark_step_says_spark_s_reason_without_java_s_logs(tmp_path: 
     assert "by_spark: Spark: [DIVIDE_BY_ZERO]" in out, out
     for noise in ("\tat org.apache", "log4j", "WARN", "ERROR TaskSetManager", "Traceback", '{"ts"'):
         assert noise not in out, out
+
+
+def test_the_example_s_sql_steps_give_duckdb_s_rows_on_spark(tmp_path: Path) -> None:
+    """user_profile (ASOF JOIN, series of months, FILTER, distinct counts through lists,
+    epoch, decimal averages) and merchant_category_stats (GROUP BY ALL) of the churn
+    example, pinned to Spark, equal what DuckDB built: every row, every column, same types."""
+    from gristmill.workspace.init import init_project
+
+    root = tmp_path / "demo"
+    init_project(root, example="churn", scale="tiny", seed=3)
+    with (root / "pipeline.py").open("a") as module:
+        module.write(
+            "\nfrom pathlib import Path\n"
+            'sql = Path(__file__).parent / "sql"\n'
+            'profile_spark = gm.table("profile_spark", engine="spark", '
+            'sql=(sql / "user_profile.sql").read_text())\n'
+            'stats_spark = gm.table("stats_spark", engine="spark", '
+            'sql=(sql / "merchant_category_stats.sql").read_text())\n'
+        )
+    ws = Workspace.open(root)
+    outcome = ws.run(["+profile_spark", "+stats_spark", "user_profile", "merchant_category_stats"])
+    assert outcome.ok, outcome.result.error()
+    ws = Workspace.open(root)
+    for ours, theirs in (
+        ("profile_spark", "user_profile"),
+        ("stats_spark", "merchant_category_stats"),
+    ):
+        spark, duck = ws.read(ours), ws.read(theirs)
+        assert spark.num_rows > 50 and spark.schema == duck.schema, (ours, spark.schema)
+        assert sorted(spark.to_pylist(), key=repr) == sorted(duck.to_pylist(), key=repr), ours
+    steps = {s["table"]: s for s in ws.run_info(outcome.result.run_id).steps}
+    assert steps["profile_spark"]["engine"] == "spark"
+    assert steps["user_profile"]["engine"] == "duckdb"
