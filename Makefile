@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration bench-sources bench-streams clean
+.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration bench-sources bench-streams bench-engines clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -121,6 +121,10 @@ bench-sources: $(BENCH)/.installed benchmarks/.venv-dlt/.installed
 # JetStream -> Delta, exactly once, vs a plain nats-py consumer writing Parquet
 bench-streams: $(BENCH)/.installed
 	$(BENCH)/bin/python benchmarks/streams.py
+
+# user_profile on Spark: gristmill (DuckDB SQL translated) vs hand-written Spark SQL; auto vs forced Spark
+bench-engines: $(BENCH)/.installed
+	$(BENCH)/bin/python benchmarks/engines.py
 
 # drift vs Evidently's DataDriftPreset (100k and 1M rows x 20 columns, made on first run)
 bench-monitoring: setup benchmarks/.venv-evidently/.installed
