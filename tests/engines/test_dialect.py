@@ -243,6 +243,10 @@ CASES = {
         "SELECT id, m / 7, 1.0 / 3.0, id / 4, x / m, CAST(m AS DECIMAL(20, 4)) / 3 FROM t "
         "WHERE m <> 0"
     ),
+    "division by zero as IEEE, as DuckDB divides": (
+        "SELECT id, x / 0, -x / (id - id), 0.0 / 0, h / 0, x / CAST('-0.0' AS DOUBLE), "
+        "m / (m - m), 1 / NULL FROM t"
+    ),
     "substring from 1 on": "SELECT id, substring(u, 2, 3), substring(s, 1), substr(k, 1, 0) FROM t",
     "LIKE with a backslash, an escape and underscores": (
         "SELECT id, u LIKE '%\\%', u LIKE 'back\\%', u LIKE 'a!_b!%' ESCAPE '!', u LIKE 'a_b%', "

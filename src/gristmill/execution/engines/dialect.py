@@ -162,7 +162,8 @@ def _apply(node: exp.Expr, rules: _Rules) -> Refusal | None:
         if isinstance(replaced, Refusal):
             return replaced
         if replaced is not node:
-            replaced.type = node.type  # what DuckDB's SQL gives, for the rewrites above it
+            if _type_of(replaced) is None:  # what DuckDB's SQL gives, for the rewrites above
+                replaced.type = node.type
             node.replace(replaced)
         return None
     if kind in rules.verified:
@@ -784,7 +785,8 @@ def _like(node: exp.Expr) -> exp.Expr | Refusal:
 
 def _divide(node: exp.Expr) -> exp.Expr:
     """DuckDB's / gives a DOUBLE for integers and decimals alike; Spark's keeps decimals
-    (1.0 / 3.0 is 0.333333 there)."""
+    (1.0 / 3.0 is 0.333333 there). By zero DuckDB answers as IEEE does (±inf, NaN for 0/0
+    and NaN/0, the sign of a zero divisor counted); Spark in ANSI mode fails."""
     kinds = [_type_of(node.this), _type_of(node.expression)]
     if any(
         k is not None
@@ -794,10 +796,46 @@ def _divide(node: exp.Expr) -> exp.Expr:
         for k in kinds
     ):
         return node
-    for side in ("this", "expression"):
-        node.set(side, exp.cast(node.args[side].copy(), exp.DataType.Type.DOUBLE))
-    node.type = exp.DataType.build("DOUBLE")  # as on DuckDB, for the rewrites above it
-    return node
+    a, b = (
+        exp.cast(node.args[side].copy(), exp.DataType.Type.DOUBLE)
+        for side in ("this", "expression")
+    )
+
+    def double(text: str) -> exp.Expr:
+        return exp.cast(exp.Literal.string(text), exp.DataType.Type.DOUBLE)
+
+    zero = exp.Literal.number(0)
+    # atan2(-0.0, -1) is -pi, atan2(0.0, -1) pi: the sign of a zero divisor
+    divisor_positive = exp.GT(
+        this=exp.Anonymous(this="ATAN2", expressions=[b.copy(), exp.Literal.number(-1)]),
+        expression=zero.copy(),
+    )
+    by_zero = exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.or_(
+                    exp.Anonymous(this="ISNAN", expressions=[a.copy()]),
+                    exp.EQ(this=a.copy(), expression=zero.copy()),
+                ),
+                true=double("NaN"),
+            ),
+            exp.If(
+                this=exp.EQ(
+                    this=exp.Paren(this=exp.GT(this=a.copy(), expression=zero.copy())),
+                    expression=exp.Paren(this=divisor_positive),
+                ),
+                true=double("Infinity"),
+            ),
+        ],
+        default=double("-Infinity"),
+    )
+    quotient = exp.Div(this=a, expression=b)
+    replaced = exp.Case(
+        ifs=[exp.If(this=exp.EQ(this=b.copy(), expression=zero.copy()), true=by_zero)],
+        default=quotient,
+    )
+    replaced.type = exp.DataType.build("DOUBLE")  # as on DuckDB, for the rewrites above it
+    return replaced
 
 
 def _round(node: exp.Expr) -> exp.Expr | Refusal:
