@@ -221,6 +221,9 @@ CASES = {
         "extract(week FROM d), extract(doy FROM ts), extract(quarter FROM tu), "
         "extract(year FROM d), extract(minute FROM ts) FROM t"
     ),
+    "hour(), minute(), second(), quarter(), week(), dayofyear()": (
+        "SELECT id, hour(tu), minute(ts), second(tu), quarter(d), week(d), dayofyear(ts) FROM t"
+    ),
     "date_diff counts boundaries": (
         "SELECT id, date_diff('day', ts, tu), date_diff('month', d, tu), date_diff('year', tu, d), "
         "date_diff('quarter', d, tu), date_diff('hour', ts, tu), date_diff('minute', tu, ts), "

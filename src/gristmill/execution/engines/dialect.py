@@ -658,6 +658,24 @@ def _extract(node: exp.Expr) -> exp.Expr | Refusal:
     )
 
 
+_PART_FUNCTIONS: dict[type[exp.Expr], str] = {
+    exp.Hour: "HOUR",
+    exp.Minute: "MINUTE",
+    exp.Second: "SECOND",
+    exp.Quarter: "QUARTER",
+    exp.Week: "WEEK",
+    exp.DayOfYear: "DOY",
+}
+
+
+def _part_function(node: exp.Expr) -> exp.Expr | Refusal:
+    """hour(ts), minute(ts), … as the extract(part FROM ts) they are on DuckDB."""
+    if node.expressions or node.args.get("mode") is not None:
+        return Refusal(_as_written(node), _line(node), "one argument: the date or timestamp")
+    part = _PART_FUNCTIONS[type(node)]
+    return _extract(exp.Extract(this=exp.var(part), expression=node.this.copy()))
+
+
 _DIFF_UNITS = frozenset({"YEAR", "QUARTER", "MONTH", "DAY", "HOUR", "MINUTE", "SECOND"})
 
 
@@ -1152,6 +1170,7 @@ _SPARK = _Rules(
         exp.Trim: _trim,
         exp.Extract: _extract,
         exp.DateDiff: _date_diff,
+        **dict.fromkeys(_PART_FUNCTIONS, _part_function),
         exp.Cast: _cast,
         exp.TryCast: _cast,
         exp.Like: _like,
