@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 sys.path.insert(0, str(HERE))
 
+from pipeline import _check  # noqa: E402 - the same checksum as the pipeline benchmark
 from results import dispatch_worker, median, run_worker, write_section  # noqa: E402
 
 SPARK_CONF = {"spark.driver.memory": "8g", "spark.sql.shuffle.partitions": "8"}
@@ -82,15 +83,6 @@ def w_prepare(scale: str) -> dict:
     sizes = {name: ws.lake.version_bytes(name, ws.lake.latest_version(name)) for name in files}
     rows = {name: ws.catalog.latest(name).rows for name in files}
     return {"s": time.perf_counter() - start, "files": files, "rows": rows, "bytes": sizes}
-
-
-def _check(table) -> list[float]:  # noqa: ANN001
-    import pyarrow.compute as pc
-
-    return [
-        float(pc.sum(table["txn_count_90d"]).as_py()),
-        round(float(pc.sum(table["amount_sum_90d"]).as_py()), 0),
-    ]
 
 
 def w_gristmill(scale: str, engine: str, steps: str) -> dict:

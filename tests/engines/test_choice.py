@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.errors import ConfigError
+from gristmill.execution.engines.choice import EngineChooser
 from gristmill.workspace import Workspace
 from tests.conftest import write_project
 
@@ -70,10 +71,7 @@ def test_inputs_past_the_threshold_go_to_spark_unless_spark_cannot_run_them_the_
     ws = Workspace.open(project(tmp_path, 'auto_threshold = "10KB"\n'))
     assert ws.run(["events"]).ok
     ws = Workspace.open(ws.root)
-    chooser = ws.engine_chooser
-    chooser._spark_missing = lambda: None  # as where pyspark and Java are there
-    chooser._missing = None
-    chosen = choices(ws)
+    chosen = choices(ws)  # pyspark and Java are here (the spark tests need them too)
     assert chosen["totals"][0] == "spark"
     assert (
         chosen["totals"][1].startswith("inputs ")
@@ -84,8 +82,13 @@ def test_inputs_past_the_threshold_go_to_spark_unless_spark_cannot_run_them_the_
     assert why.endswith(
         "but approx_count_distinct() (pipeline.py:13) has no verified mapping to Spark"
     )
-    chooser._spark_missing = lambda: "pyspark is not installed (pip install 'gristmill[spark]')"
-    chooser._missing = None
+    ws = Workspace.open(ws.root)  # as on a machine without pyspark: what the probe would say
+    ws.__dict__["engine_chooser"] = EngineChooser(
+        ws.lake,
+        project_engine="auto",
+        threshold_bytes=10_000,
+        spark_missing=lambda: "pyspark is not installed (pip install 'gristmill[spark]')",
+    )
     engine, why = choices(ws)["totals"]
     assert engine == "duckdb" and why.endswith(", but pyspark is not installed "
                                                "(pip install 'gristmill[spark]')")  # fmt: skip
