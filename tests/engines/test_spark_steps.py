@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,7 @@ def test_spark_that_cannot_start_says_what_to_install(tmp_path: Path) -> None:
 
 def test_a_failing_spark_step_says_spark_s_reason_without_java_s_logs(tmp_path: Path) -> None:
     module = MODULE.replace(QUERY, "SELECT user_id, CAST(id / 0 AS BIGINT) AS boom FROM events")
+    started = time.time()
     root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
     proc = subprocess.run(
         [sys.executable, "-m", "gristmill", "run", "-p", str(root)],
@@ -143,6 +146,9 @@ def test_a_failing_spark_step_says_spark_s_reason_without_java_s_logs(tmp_path: 
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "by_spark: Spark: [CAST_OVERFLOW] The value Infinity" in out, out  # as DuckDB fails
+    logs = Path(tempfile.gettempdir()) / "gristmill-spark"
+    fresh = [p for p in logs.glob("*.log") if p.stat().st_mtime >= started]
+    assert any("CAST_OVERFLOW" in p.read_text(errors="replace") for p in fresh), fresh
     for noise in ("\tat org.apache", "log4j", "WARN", "ERROR TaskSetManager", "Traceback", '{"ts"'):
         assert noise not in out, out
 
