@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -218,7 +219,7 @@ def test_gates_compare_with_the_champion_and_rollback_is_recorded(ws: Workspace)
 
 def test_a_tampered_artifact_is_refused(ws: Workspace, cli: Callable[..., CliResult]) -> None:
     v = ws.models.version("churn_strict", 1)
-    path = ws.artifacts.path(v.artifact_digest)
+    path = Path(ws.artifacts.path(v.artifact_digest))
     original = path.read_bytes()
     aliases = ws.catalog.aliases("churn_strict")
     try:

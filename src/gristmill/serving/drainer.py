@@ -35,7 +35,7 @@ LINGER_S = 60.0
 class DrainerProcess:
     """The server's drainer child, kept alive by a watchdog thread."""
 
-    def __init__(self, spool: Path, lake_root: Path, *, every_s: float = 1.0) -> None:
+    def __init__(self, spool: Path, lake_root: Path | str, *, every_s: float = 1.0) -> None:
         self.command = [sys.executable, "-c", LAUNCH, str(spool), str(lake_root), str(every_s)]
         self.restarts = 0
         self._stop = threading.Event()
@@ -98,7 +98,7 @@ def main(spool: str, lake_root: str, every_s: str) -> None:
     # answering comes first: the rows are safe in the spool, so draining can wait for CPU
     os.nice(10)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    drainer = Drainer(Path(spool), Lake(Path(lake_root)))
+    drainer = Drainer(Path(spool), Lake(lake_root))
     ended = threading.Event()
 
     def wait_for_eof() -> None:

@@ -9,9 +9,11 @@ catalog be rebuilt from the lake after a crash between the two.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from gristmill.errors import (
     UnsupportedPathError,
     VersionNotFoundError,
 )
+from gristmill.storage.location import Location
 
 if TYPE_CHECKING:  # heavy imports stay lazy so that a no-op run starts fast
     import pyarrow as pa
@@ -155,23 +158,46 @@ class Commit:
 
 
 class Lake:
-    """Delta tables below one root folder."""
+    """Delta tables below one root: a local folder or a prefix on object storage.
 
-    def __init__(self, root: Path) -> None:
-        _check_supported(root)
-        self.root = root
+    On object storage, delta-rs reads and commits the tables there (an S3 commit is a
+    conditional PUT of the next log entry: concurrent writers are safe without a lock
+    table). DuckDB reads Parquet from local paths, so a remote version's data files are
+    copied once into ``cache`` (Delta data files never change under their name: a copy
+    is exact for as long as it exists); a read with a limit streams from the store.
+    """
+
+    def __init__(self, root: Path | str | Location, *, cache: Path | None = None) -> None:
+        self.location = root if isinstance(root, Location) else Location(str(root))
+        if not self.location.remote:
+            _check_supported(self.location.folder)
+        self.cache = cache or Path(tempfile.gettempdir()) / "gristmill-lake-cache"
+        """Local copies of a remote lake's data files (a local lake needs none)."""
         self._handles: dict[str, DeltaTable] = {}
         """Tables this process wrote, kept open at the version it committed."""
         self._lock = threading.Lock()
 
+    @property
+    def remote(self) -> bool:
+        return self.location.remote
+
+    @property
+    def root(self) -> Path:
+        """The lake's local folder (a lake on object storage has none)."""
+        return self.location.folder
+
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def uri(self, name: str) -> str:
+        """The table's location as delta-rs takes it (a path, or ``s3://…``)."""
+        return self.location.join(name)
 
     def quarantine_name(self, name: str) -> str:
         return f"{name}{QUARANTINE_SUFFIX}"
 
     def exists(self, name: str) -> bool:
-        return (self.path(name) / "_delta_log").is_dir()
+        return self.location.is_dir(name, "_delta_log")
 
     def latest_version(self, name: str) -> int | None:
         handle = self._handles.get(name)
@@ -181,14 +207,14 @@ class Lake:
             return None
         from deltalake import DeltaTable
 
-        return DeltaTable(str(self.path(name))).version()
+        return DeltaTable(self.uri(name)).version()
 
     def _table(self, name: str, version: int | None = None) -> DeltaTable:
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
-            return DeltaTable(str(self.path(name)), version=version)
+            return DeltaTable(self.uri(name), version=version)
         except TableNotFoundError:
             if version is not None and self.exists(name):  # its log files were cleaned up
                 raise VersionNotFoundError(
@@ -199,7 +225,7 @@ class Lake:
                     hint=f"`gristmill history {name}` lists its versions",
                 ) from None
             raise LakeError(
-                f"table {name!r} has no Delta table at {self.path(name)}",
+                f"table {name!r} has no Delta table at {self.uri(name)}",
                 hint="run `gristmill run` to build it",
             ) from None
         except DeltaError as exc:
@@ -214,7 +240,7 @@ class Lake:
         """Whether ``version`` of ``name`` can still be read: its log and its data files."""
         try:
             table = self._table(name, version)
-            _require_files(name, version, [_local_path(u) for u in table.file_uris()])
+            self._require_files(name, version, [_local_path(u) for u in table.file_uris()])
         except (LakeError, VersionNotFoundError, MissingDataError):
             return False
         return True
@@ -233,9 +259,14 @@ class Lake:
 
         table = self._open(name, version)
         files = [_local_path(uri) for uri in table.file_uris()]
-        _require_files(name, version, files)
+        self._require_files(name, version, files)
         if self._plain(table):
             schema = pa.schema(table.schema().to_arrow())
+            if self.remote:  # streamed from the store: a read with a limit reads little
+                keys = [self.location.key_of(f) for f in files]
+                return pads.dataset(
+                    keys, schema=schema, format="parquet", filesystem=self.location.fs
+                )
             return pads.dataset(files, schema=schema, format="parquet")
         return table.to_pyarrow_dataset()
 
@@ -309,10 +340,61 @@ class Lake:
         """
         table = self._open(name, version)
         files = [_local_path(uri) for uri in table.file_uris()]
-        _require_files(name, version, files)
+        if not self.remote:
+            self._require_files(name, version, files)
         if not self._plain(table):
             return None
+        if self.remote:
+            files = self._cached(name, version, files)
         return files or None
+
+    def _cached(self, name: str, version: int, uris: list[str]) -> list[str]:
+        """Local copies of a remote version's data files (copied now where missing)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import pyarrow.fs as pafs
+
+        local = pafs.LocalFileSystem()
+        paths = [self.cache / self.location.key_of(u) for u in uris]
+        missing = [(u, p) for u, p in zip(uris, paths, strict=True) if not p.is_file()]
+
+        def fetch(item: tuple[str, Path]) -> None:
+            uri, path = item
+            path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+            try:
+                pafs.copy_files(
+                    self.location.key_of(uri),
+                    str(scratch),
+                    source_filesystem=self.location.fs,
+                    destination_filesystem=local,
+                )
+                os.replace(scratch, path)
+            finally:
+                scratch.unlink(missing_ok=True)
+
+        if missing:
+            self._require_files(name, version, [u for u, _ in missing])
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(fetch, missing))
+        return [str(p) for p in paths]
+
+    def _require_files(self, name: str, version: int, files: list[str]) -> None:
+        """Fail naming the table and version when data files of it are gone."""
+        import pyarrow.fs as pafs
+
+        if self.remote:
+            infos = self.location.fs.get_file_info([self.location.key_of(f) for f in files])
+            missing = [i.path for i in infos if i.type == pafs.FileType.NotFound]
+        else:
+            missing = [f for f in files if f.startswith("/") and not Path(f).is_file()]
+        if missing:
+            raise MissingDataError(
+                f"table {name!r} version {version} is missing {len(missing)} of its "
+                f"{len(files)} data file(s), e.g. {missing[0]}",
+                hint="they were deleted or moved outside gristmill: restore them, or build "
+                f"a new version with `gristmill run {name} --full-refresh`",
+            )
 
     def read(
         self,
@@ -364,7 +446,7 @@ class Lake:
         from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
         from deltalake.exceptions import DeltaError
 
-        path = str(self.path(name))
+        path = self.uri(name)
         counter = _RowCounter()
         stream = data if isinstance(data, pa.Table) else counter.wrap(data)
         handle = self._handles.get(name)
@@ -398,7 +480,7 @@ class Lake:
             handle = DeltaTable(path)
             with self._lock:
                 self._handles[name] = handle
-        _clean_log_at_checkpoint(self.path(name), handle)
+        self._clean_log_at_checkpoint(name, handle)
         rows = data.num_rows if isinstance(data, pa.Table) else counter.rows
         return Written(version=handle.version(), rows=rows, schema=data.schema)
 
@@ -422,7 +504,7 @@ class Lake:
         if handle is None or self.has_commit_after(name, handle.version()):
             handle = self._table(name)
         _check_columns(name, pa.schema(handle.schema().to_arrow()), data.schema)
-        with _staged(self.root / STAGING_FOLDER, data, keys[0]) as (rows, count, bounds):
+        with _staged(self._staging(), data, keys[0]) as (rows, count, bounds):
             failpoints.hit("merge_staged", name)
             if not _has_stats(handle, keys[0]):
                 bounds = None  # personal data: its values stay out of the log, the
@@ -493,11 +575,31 @@ class Lake:
             raise LakeError(f"merging into table {name!r} failed: {exc}") from exc
         with self._lock:
             self._handles[name] = handle
-        _clean_log_at_checkpoint(self.path(name), handle)
+        self._clean_log_at_checkpoint(name, handle)
+
+    def _clean_log_at_checkpoint(self, name: str, table: DeltaTable) -> None:
+        """Remove log files past the table's retention (``delta.logRetentionDuration``,
+        30 days by default; never the newest checkpoint or what follows it) when the
+        commit just made wrote a checkpoint (one stat to know)."""
+        if self.location.is_file(name, "_delta_log", f"{table.version():020d}.checkpoint.parquet"):
+            table.cleanup_metadata()
+
+    def _staging(self) -> Path:
+        """A local folder for a merge's rows: below the lake root (a local lake), else
+        the system's temporary folder (the file has no name either way)."""
+        if self.remote:
+            return Path(tempfile.gettempdir())
+        return self.root / STAGING_FOLDER
 
     def files_folder(self, name: str, tag: str) -> Path:
         """Where an engine's workers write a result of ``name`` for ``commit_files``
         (inside the table's directory: Delta's add actions name files below it)."""
+        if self.remote:
+            raise LakeError(
+                f"table {name!r}: an engine writing files itself needs a local lake; "
+                f"this lake is at {self.location.url}",
+                hint='run the step on DuckDB (engine = "duckdb" or "auto")',
+            )
         return self.path(name) / f"gm-{tag}"
 
     def commit_files(
@@ -547,10 +649,10 @@ class Lake:
                 )
         except DeltaError as exc:
             raise LakeError(f"committing the files of table {name!r} failed: {exc}") from exc
-        handle = DeltaTable(str(self.path(name)))
+        handle = DeltaTable(self.uri(name))
         with self._lock:
             self._handles[name] = handle
-        _clean_log_at_checkpoint(self.path(name), handle)
+        self._clean_log_at_checkpoint(name, handle)
         return Written(version=handle.version(), rows=found.rows, schema=found.schema)
 
     def keep_out_of_stats(self, name: str, columns: Sequence[str], no_stats: Sequence[str]) -> None:
@@ -577,7 +679,7 @@ class Lake:
     def has_commit_after(self, name: str, version: int | None) -> bool:
         """Cheap check (one stat) for a commit newer than ``version``, per the Delta log layout."""
         following = 0 if version is None else version + 1
-        return (self.path(name) / "_delta_log" / f"{following:020d}.json").exists()
+        return self.location.is_file(name, "_delta_log", f"{following:020d}.json")
 
     def delete(self, name: str, predicate: str) -> None:
         """Delete rows matching ``predicate`` (used to replace orphaned quarantine rows)."""
@@ -587,9 +689,7 @@ class Lake:
 
     def tables(self) -> list[str]:
         """Every Delta table in the lake (quarantine tables included), by name."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "_delta_log").is_dir())
+        return [n for n in self.location.children() if self.exists(n)]
 
     def erase(self, name: str, predicate: str, record: Mapping[str, Any]) -> tuple[int, int]:
         """Delete the rows matching ``predicate`` as a new version carrying ``record``;
@@ -611,62 +711,62 @@ class Lake:
         except DeltaError as exc:
             raise LakeError(f"erasing rows of table {name!r} failed: {exc}") from exc
         version = int(table.version())
-        _scrub_predicate(self.path(name) / "_delta_log" / f"{version:020d}.json")
+        entry = self.location.key(name, "_delta_log", f"{version:020d}.json")
+        _scrub_predicate(self.location, entry)
         return version, int(metrics.get("num_deleted_rows", 0))
 
     def forget_history(self, name: str) -> int:
         """Make the latest version the only one: a checkpoint at it, every data file it
         does not use removed (a vacuum with no retention, done here: delta-rs's vacuum
         commits versions of its own) and every log entry before the checkpoint removed
-        (their file statistics hold old values). Returns the files removed. Earlier
-        versions can no longer be read."""
+        (their file statistics hold old values); a remote lake's local copies of the
+        table go too. Returns the files removed. Earlier versions can no longer be read."""
+        import shutil
+
         table = self._table(name)
         table.create_checkpoint()
         keep = int(table.version())
-        root = self.path(name)
-        used = {Path(_local_path(uri)).resolve() for uri in table.file_uris()}
+        used = {self._same(self.location.key_of(_local_path(u))) for u in table.file_uris()}
         removed = 0
-        for path in root.rglob("*.parquet"):
-            if "_delta_log" not in path.relative_to(root).parts and path.resolve() not in used:
-                path.unlink()
+        for relative, key in list(self.location.files(name)):
+            head = relative.split("/")[-1].split(".")[0]
+            if relative.startswith("_delta_log/"):
+                stale = "/" not in relative[len("_delta_log/") :] and head.isdigit()
+                stale = stale and int(head) < keep
+            else:
+                stale = relative.endswith(".parquet") and self._same(key) not in used
+            if stale:
+                self.location.delete(key)
                 removed += 1
-        for path in (root / "_delta_log").iterdir():
-            head = path.name.split(".")[0]
-            if head.isdigit() and int(head) < keep and path.is_file():
-                path.unlink()
-                removed += 1
+        if self.remote:
+            shutil.rmtree(self.cache / self.location.key(name), ignore_errors=True)
         with self._lock:
             self._handles.pop(name, None)
         return removed
 
-    def files_holding(self, name: str, column: str, values: Sequence[Any]) -> list[str]:
-        """Every file of ``name`` — data files, referenced or not, and log entries — that
-        still holds one of ``values`` in ``column`` (as a value, or as a min/max in the
-        log's file statistics)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+    def _same(self, key: str) -> str:
+        """One spelling per file (a local path with its links resolved)."""
+        return key if self.remote else os.path.realpath(key)
 
-        found: list[str] = []
+    def files_holding(self, name: str, column: str, values: Sequence[Any]) -> list[str]:
+        """Every file of ``name`` — data files, referenced or not, log entries, and a
+        remote lake's local copies (``cache/…``) — that still holds one of ``values`` in
+        ``column`` (as a value, or as a min/max in the log's file statistics)."""
+        import pyarrow.fs as pafs
+
         texts = {str(v) for v in values}
-        root = self.path(name)
-        for path in sorted(root.rglob("*")):
-            if not path.is_file():
-                continue
-            relative = str(path.relative_to(root))
-            if path.suffix == ".parquet" and not relative.startswith("_delta_log"):
-                data = pq.read_table(path)
-                if column in data.column_names:
-                    cast = data[column].cast(pa.string())
-                    if pc.any(pc.is_in(cast, pa.array(sorted(texts)))).as_py():
-                        found.append(relative)
-            elif relative.startswith("_delta_log") and path.suffix in (".json", ".parquet"):
-                if _log_holds(path, column, texts):
-                    found.append(relative)
-                elif path.suffix == ".json" and any(
-                    json.dumps(t)[1:-1] in path.read_text() for t in texts if not t.isdigit()
-                ):  # any other mention of a text value (a predicate, a record)
-                    found.append(relative)
+        found = [
+            relative
+            for relative, key in self.location.files(name)
+            if _file_holds(relative, key, self.location.fs, column, texts)
+        ]
+        if self.remote:
+            copies = Location(str(self.cache / self.location.key(name)))
+            found += [
+                f"cache/{relative}"
+                for relative, key in copies.files()
+                if _file_holds(relative, key, pafs.LocalFileSystem(), column, texts)
+            ]
         return found
 
     def commits(self, name: str, after: int | None = None) -> list[Commit]:
@@ -676,7 +776,7 @@ class Lake:
         from deltalake import DeltaTable
 
         out = []
-        for entry in DeltaTable(str(self.path(name))).history():
+        for entry in DeltaTable(self.uri(name)).history():
             version = int(entry["version"])
             if after is not None and version <= after:
                 continue
@@ -692,33 +792,54 @@ class Lake:
         return sorted(out, key=lambda c: c.version)
 
 
-def _scrub_predicate(commit: Path) -> None:
+def _scrub_predicate(location: Location, key: str) -> None:
     """delta-rs writes a delete's predicate — the erased value — into the commit's
     provenance (``commitInfo.operationParameters``); keep the operation, not the value.
-    Only that line changes (provenance, not table state), replaced atomically."""
-    import os
-
-    lines = commit.read_text().splitlines()
+    Only that line changes (provenance, not table state), replaced whole."""
+    lines = location.read_bytes(key).decode().splitlines()
     for i, line in enumerate(lines):
         entry = json.loads(line)
         info = entry.get("commitInfo")
         if info and "predicate" in (info.get("operationParameters") or {}):
             info["operationParameters"]["predicate"] = "(an erased subject)"
             lines[i] = json.dumps(entry, separators=(",", ":"))
-    scratch = commit.with_name(commit.name + ".scrub")
-    scratch.write_text("\n".join(lines) + "\n")
-    os.replace(scratch, commit)
+    location.replace(key, ("\n".join(lines) + "\n").encode())
 
 
-def _log_holds(path: Path, column: str, texts: set[str]) -> bool:
+def _file_holds(relative: str, key: str, fs: Any, column: str, texts: set[str]) -> bool:
+    """Whether a table's file (a data file, or a log entry) holds one of ``texts``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    in_log = relative.startswith("_delta_log")
+    if relative.endswith(".parquet") and not in_log:
+        data = pq.read_table(key, filesystem=fs)
+        if column not in data.column_names:
+            return False
+        cast = data[column].cast(pa.string())
+        return bool(pc.any(pc.is_in(cast, pa.array(sorted(texts)))).as_py())
+    if not in_log or not relative.endswith((".json", ".parquet")):
+        return False
+    if _log_holds(relative, key, fs, column, texts):
+        return True
+    if relative.endswith(".json"):  # any other mention of a text value (a predicate, a record)
+        with fs.open_input_stream(key) as stream:
+            text = bytes(stream.read()).decode()
+        return any(json.dumps(t)[1:-1] in text for t in texts if not t.isdigit())
+    return False
+
+
+def _log_holds(relative: str, key: str, fs: Any, column: str, texts: set[str]) -> bool:
     """Whether a log file's statistics (an add or remove action's min/max) or any of its
     text holds one of ``texts`` as ``column``'s value."""
-    if path.suffix == ".json":
-        lines = path.read_text().splitlines()
+    if relative.endswith(".json"):
+        with fs.open_input_stream(key) as stream:
+            lines = bytes(stream.read()).decode().splitlines()
     else:  # a checkpoint: its add actions' statistics, as JSON text
         import pyarrow.parquet as pq
 
-        data = pq.read_table(path)
+        data = pq.read_table(key, filesystem=fs)
         lines = []
         for action in ("add", "remove"):
             if action in data.column_names:
@@ -751,14 +872,6 @@ def _hooks() -> Any:
     from deltalake import PostCommitHookProperties
 
     return PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
-
-
-def _clean_log_at_checkpoint(path: Path, table: DeltaTable) -> None:
-    """Remove log files past the table's retention (``delta.logRetentionDuration``, 30 days
-    by default; never the newest checkpoint or what follows it) when the commit just made
-    wrote a checkpoint (one stat to know)."""
-    if (path / "_delta_log" / f"{table.version():020d}.checkpoint.parquet").exists():
-        table.cleanup_metadata()
 
 
 STATS_COLUMNS = "delta.dataSkippingStatsColumns"
@@ -834,18 +947,6 @@ def _check_supported(root: Path) -> None:
             "Lake library cannot open",
             hint="move the project to a folder without [ ] ^ | \\, control characters or "
             "%XX sequences in its path, or set `lake` in gristmill.toml to such a folder",
-        )
-
-
-def _require_files(name: str, version: int, files: list[str]) -> None:
-    """Fail naming the table and version when local data files of it are gone."""
-    missing = [f for f in files if f.startswith("/") and not Path(f).is_file()]
-    if missing:
-        raise MissingDataError(
-            f"table {name!r} version {version} is missing {len(missing)} of its "
-            f"{len(files)} data file(s), e.g. {missing[0]}",
-            hint="they were deleted or moved outside gristmill: restore them, or build a new "
-            f"version with `gristmill run {name} --full-refresh`",
         )
 
 

@@ -41,6 +41,7 @@ from gristmill.storage.catalog import Catalog, Materialization, resolve_url
 from gristmill.storage.catalog.records import RunRecord, utcnow
 from gristmill.storage.catalog.runs import KINDS, STATUSES, Limits, RunRequest
 from gristmill.storage.lake import Lake
+from gristmill.storage.location import Location
 from gristmill.storage.online import OnlineStore, open_online_store
 from gristmill.workspace.shapes import (
     LineageNode,
@@ -151,13 +152,13 @@ class Workspace:
 
     @cached_property
     def lake(self) -> Lake:
-        lake = Path(self.project.config.lake)
-        return Lake(lake if lake.is_absolute() else self.root / lake)
+        where = Location.parse(self.project.config.lake, self.root, setting="lake")
+        return Lake(where, cache=self.state_dir / "lake-cache")
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
-        folder = Path(self.project.config.artifacts)
-        return ArtifactStore(folder if folder.is_absolute() else self.root / folder)
+        config = self.project.config.artifacts
+        return ArtifactStore(Location.parse(config, self.root, setting="artifacts"))
 
     @cached_property
     def services(self) -> Services:

@@ -230,7 +230,7 @@ def serve(
         "request_timeout": request_timeout or settings.request_timeout,
     }
     GuardedProtocol.configure(**limits)
-    drainer = DrainerProcess(spool_folder(ws), ws.lake.root)
+    drainer = DrainerProcess(spool_folder(ws), ws.lake.location.url)
     options: dict[str, Any] = {
         "host": host,
         "port": port,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gristmill.definitions.objects import Table
+from gristmill.errors import ConfigError
 
 if TYPE_CHECKING:
     from gristmill.definitions.objects import Definition
@@ -57,6 +58,9 @@ def spark_missing() -> str | None:
     return None
 
 
+REMOTE_LAKE = "the Spark engine needs a local lake for now (its readers and writers use paths)"
+
+
 class EngineChooser:
     def __init__(
         self,
@@ -77,17 +81,22 @@ class EngineChooser:
         if not isinstance(definition, Table) or definition.function is not None:
             return EngineChoice("duckdb", "only SQL steps move to Spark")
         if definition.engine is not None:
+            self._refuse_remote(f"table {definition.name!r} is pinned to engine='spark'")
             return EngineChoice(definition.engine, f"pinned: engine={definition.engine!r}")
         if not definition.contract.is_empty or definition.partitions is not None:
             what = "a contract runs" if not definition.contract.is_empty else "partitions run"
             return EngineChoice("duckdb", f"{what} on DuckDB only for now")
         if self._project != "auto":
+            if self._project == "spark":
+                self._refuse_remote('gristmill.toml sets engine = "spark"')
             return EngineChoice(self._project, f"project engine = {self._project}")
         size = self.input_bytes(versions)
         threshold = size_text(self._threshold)
         if size < self._threshold:
             return EngineChoice("duckdb", f"inputs {size_text(size)} < auto_threshold {threshold}")
         big = f"inputs {size_text(size)} ≥ auto_threshold {threshold}"
+        if self._lake.remote:
+            return EngineChoice("duckdb", f"{big}, but {REMOTE_LAKE}")
         missing = self._spark_unavailable()
         if missing:
             return EngineChoice("duckdb", f"{big}, but {missing}")
@@ -95,6 +104,14 @@ class EngineChooser:
         if refusal:
             return EngineChoice("duckdb", f"{big}, but {refusal}")
         return EngineChoice("spark", big)
+
+    def _refuse_remote(self, what: str) -> None:
+        if self._lake.remote:
+            raise ConfigError(
+                f"{what}, but {REMOTE_LAKE} ({self._lake.location.url})",
+                hint='run it on DuckDB (engine = "auto" or "duckdb"), or keep the lake in '
+                "a local folder for Spark steps",
+            )
 
     def input_bytes(self, versions: Mapping[str, int]) -> int:
         return sum(self._lake.version_bytes(name, v) for name, v in versions.items())

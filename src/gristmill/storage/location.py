@@ -1,0 +1,216 @@
+"""Where the lake and the artifacts live: a local folder, or a prefix on object storage.
+
+A ``Location`` is that root, with the file operations the lake and the artifact store
+need beyond what delta-rs does (is there a log, list the tables, read and replace one
+log entry, remove unreferenced files), done through one pyarrow file system for both
+kinds. delta-rs reads the object store's settings and credentials from the environment
+itself (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``, ...); pyarrow does not read the endpoint from
+there, so ``_s3`` gives it the same settings. Nothing here logs or repeats a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from gristmill.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+REMOTE_SCHEMES = ("s3",)
+"""Object stores tested end to end here (S3 and S3-compatible servers)."""
+LATER_SCHEMES = ("s3a", "gs", "gcs", "az", "abfs", "abfss", "azure", "hdfs", "lakefs", "r2")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A root folder (``url`` is an absolute local path) or an object-store prefix
+    (``s3://bucket/prefix``)."""
+
+    url: str
+    _fs: list[pafs.FileSystem] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str, base: Path, *, setting: str) -> Location:
+        """``text`` from gristmill.toml's ``setting``: a URL, or a folder relative to
+        ``base``."""
+        scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+        if not scheme:
+            folder = Path(text).expanduser()
+            return cls(str(folder if folder.is_absolute() else base / folder))
+        if scheme in LATER_SCHEMES:
+            raise ConfigError(
+                f"{setting} = {text!r}: {scheme}:// is not supported yet; only s3:// (AWS S3 "
+                "and S3-compatible servers) is tested",
+                hint=f"use an s3:// URL or a local folder for {setting}",
+            )
+        if scheme not in REMOTE_SCHEMES:
+            raise ConfigError(
+                f"{setting} = {text!r}: unknown scheme {scheme}://",
+                hint=f"{setting} is a folder (relative to the project) or s3://bucket/prefix",
+            )
+        parts = urlsplit(text)
+        if not parts.netloc:
+            raise ConfigError(
+                f"{setting} = {text!r} names no bucket",
+                hint=f"write it as {scheme}://BUCKET/PREFIX",
+            )
+        if parts.query or parts.fragment or "@" in parts.netloc:
+            raise ConfigError(
+                f"{setting} = {text!r}: a URL with credentials, a query or a fragment",
+                hint="give credentials in the environment (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY), never in gristmill.toml",
+            )
+        prefix = parts.path.strip("/")
+        return cls(f"{scheme}://{parts.netloc}" + (f"/{prefix}" if prefix else ""))
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.url
+
+    @property
+    def folder(self) -> Path:
+        """The local folder (a remote location has none)."""
+        if self.remote:
+            raise ValueError(f"{self.url} is not a local folder")
+        return Path(self.url)
+
+    def join(self, *parts: str) -> str:
+        """A URL (or local path) below the root, as delta-rs takes it."""
+        return "/".join([self.url.rstrip("/"), *parts])
+
+    # --- file operations through pyarrow (both kinds) -------------------------------
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if not self._fs:
+            self._fs.append(_filesystem(self))
+        return self._fs[0]
+
+    def key(self, *parts: str) -> str:
+        """The file system's path of ``parts`` below the root."""
+        if self.remote:
+            return "/".join([self.url.split("://", 1)[1], *parts]).rstrip("/")
+        return str(Path(self.url, *parts))
+
+    def key_of(self, uri: str) -> str:
+        """The file system's path of a URL delta-rs gave (``s3://b/k`` -> ``b/k``)."""
+        return uri.split("://", 1)[1] if self.remote and "://" in uri else uri
+
+    def is_dir(self, *parts: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return bool(self._info(self.key(*parts)).type == pafs.FileType.Directory)
+
+    def is_file(self, *parts: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return bool(self._info(self.key(*parts)).type == pafs.FileType.File)
+
+    def _info(self, key: str) -> pafs.FileInfo:
+        try:
+            return self.fs.get_file_info(key)
+        except OSError as exc:
+            raise _unreachable(self, exc) from None
+
+    def children(self, *parts: str) -> list[str]:
+        """Names of the folders directly below ``parts`` ([] when there is none)."""
+        import pyarrow.fs as pafs
+
+        selector = pafs.FileSelector(self.key(*parts), allow_not_found=True)
+        try:
+            found = self.fs.get_file_info(selector)
+        except OSError as exc:
+            raise _unreachable(self, exc) from None
+        return sorted(i.base_name for i in found if i.type == pafs.FileType.Directory)
+
+    def files(self, *parts: str) -> Iterator[tuple[str, str]]:
+        """Every file below ``parts``, recursively: (path relative to it, its key)."""
+        import pyarrow.fs as pafs
+
+        base = self.key(*parts)
+        selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+        for info in sorted(self.fs.get_file_info(selector), key=lambda i: i.path):
+            if info.type == pafs.FileType.File:
+                yield info.path[len(base) :].lstrip("/"), info.path
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.fs.open_input_stream(key) as stream:
+            return bytes(stream.read())
+
+    def replace(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` whole: readers see the old bytes or the new ones
+        (a local file through a rename; an object store's PUT is atomic)."""
+        if self.remote:
+            with self.fs.open_output_stream(key) as out:
+                out.write(data)
+            return
+        fd, scratch = tempfile.mkstemp(dir=os.path.dirname(key), prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(scratch, key)
+        except BaseException:
+            Path(scratch).unlink(missing_ok=True)
+            raise
+
+    def delete(self, key: str) -> None:
+        self.fs.delete_file(key)
+
+
+def _filesystem(location: Location) -> pafs.FileSystem:
+    import pyarrow.fs as pafs
+
+    if not location.remote:
+        return pafs.LocalFileSystem()
+    return s3_filesystem()
+
+
+def s3_filesystem() -> pafs.FileSystem:
+    """pyarrow's S3 client with the settings delta-rs reads from the environment."""
+    import pyarrow.fs as pafs
+
+    env = os.environ
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    options: dict[str, object] = {}
+    if endpoint:
+        scheme = urlsplit(endpoint).scheme or "https"
+        options["endpoint_override"] = endpoint.split("://", 1)[-1].rstrip("/")
+        options["scheme"] = scheme
+        # an S3-compatible server on a host of its own: paths, not bucket subdomains
+        options["force_virtual_addressing"] = False
+    if region:
+        options["region"] = region
+    key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        options["access_key"] = key
+        options["secret_key"] = secret
+        if env.get("AWS_SESSION_TOKEN"):
+            options["session_token"] = env["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**options)
+
+
+def _unreachable(location: Location, exc: OSError) -> Exception:
+    from gristmill.errors import LakeError
+
+    return LakeError(
+        f"cannot reach {location.url}: {_short(exc)}",
+        hint="check the bucket exists and the credentials and endpoint in the environment "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL)",
+    )
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an object store's error, without request ids."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
