@@ -205,9 +205,8 @@ class Lake:
             return int(handle.version())  # this process wrote the newest: no log replay
         if not self.exists(name):
             return None
-        from deltalake import DeltaTable
 
-        return DeltaTable(self.uri(name)).version()
+        return int(self._table(name).version())
 
     def _table(self, name: str, version: int | None = None) -> DeltaTable:
         from deltalake import DeltaTable
@@ -228,6 +227,8 @@ class Lake:
                 f"table {name!r} has no Delta table at {self.uri(name)}",
                 hint="run `gristmill run` to build it",
             ) from None
+        except OSError as exc:
+            raise _store_error(f"cannot read table {name!r} at {self.uri(name)}", exc) from None
         except DeltaError as exc:
             if version is not None:
                 raise VersionNotFoundError(
@@ -474,6 +475,8 @@ class Lake:
                 commit_properties=properties,
                 post_commithook_properties=_hooks(),
             )
+        except OSError as exc:
+            raise _store_error(f"writing table {name!r}", exc) from None
         except DeltaError as exc:
             raise LakeError(f"writing table {name!r} failed: {exc}") from exc
         if handle is None:
@@ -565,6 +568,8 @@ class Lake:
 
                 empty = pa.schema(handle.schema().to_arrow()).empty_table()
                 write_deltalake(handle, empty, mode="append", commit_properties=properties)
+        except OSError as exc:
+            raise _store_error(f"merging into table {name!r}", exc) from None
         except DeltaError as exc:
             if "multiple source rows" in str(exc):
                 raise LakeError(
@@ -647,6 +652,8 @@ class Lake:
                     commit_properties=properties,
                     post_commithook_properties=_hooks(),
                 )
+        except OSError as exc:
+            raise _store_error(f"committing the files of table {name!r}", exc) from None
         except DeltaError as exc:
             raise LakeError(f"committing the files of table {name!r} failed: {exc}") from exc
         handle = DeltaTable(self.uri(name))
@@ -708,6 +715,8 @@ class Lake:
                 ),
                 post_commithook_properties=_hooks(),
             )
+        except OSError as exc:
+            raise _store_error(f"erasing rows of table {name!r}", exc) from None
         except DeltaError as exc:
             raise LakeError(f"erasing rows of table {name!r} failed: {exc}") from exc
         version = int(table.version())
@@ -773,10 +782,9 @@ class Lake:
         """Commits newer than ``after`` (all when None), oldest first."""
         if not self.exists(name):
             return []
-        from deltalake import DeltaTable
 
         out = []
-        for entry in DeltaTable(self.uri(name)).history():
+        for entry in self._table(name).history():
             version = int(entry["version"])
             if after is not None and version <= after:
                 continue
@@ -948,6 +956,17 @@ def _check_supported(root: Path) -> None:
             hint="move the project to a folder without [ ] ^ | \\, control characters or "
             "%XX sequences in its path, or set `lake` in gristmill.toml to such a folder",
         )
+
+
+def _store_error(what: str, exc: OSError) -> LakeError:
+    """An object store's failure (a missing bucket, no network, refused credentials)."""
+    from gristmill.storage.location import describe
+
+    return LakeError(
+        f"{what}: {describe(exc)}",
+        hint="check the lake's bucket, the network, and the credentials and endpoint in "
+        "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)",
+    )
 
 
 def _local_path(uri: str) -> str:

@@ -12,6 +12,7 @@ there, so ``_s3`` gives it the same settings. Nothing here logs or repeats a sec
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -103,6 +104,21 @@ class Location:
     def key_of(self, uri: str) -> str:
         """The file system's path of a URL delta-rs gave (``s3://b/k`` -> ``b/k``)."""
         return uri.split("://", 1)[1] if self.remote and "://" in uri else uri
+
+    def check(self, setting: str) -> None:
+        """Fail clearly when a remote root's bucket is missing or unreachable."""
+        import pyarrow.fs as pafs
+
+        if not self.remote:
+            return
+        bucket = self.url.split("://", 1)[1].split("/", 1)[0]
+        if self._info(bucket).type == pafs.FileType.NotFound:
+            raise ConfigError(
+                f"{setting} = {self.url!r}: the bucket {bucket!r} does not exist" + _at_endpoint(),
+                hint=f"create the bucket, or point {setting} at one that exists (the "
+                "endpoint comes from AWS_ENDPOINT_URL, credentials from AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY)",
+            )
 
     def is_dir(self, *parts: str) -> bool:
         import pyarrow.fs as pafs
@@ -200,17 +216,28 @@ def s3_filesystem() -> pafs.FileSystem:
     return pafs.S3FileSystem(**options)
 
 
+def _at_endpoint() -> str:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return f" at {endpoint}" if endpoint else ""
+
+
 def _unreachable(location: Location, exc: OSError) -> Exception:
     from gristmill.errors import LakeError
 
     return LakeError(
-        f"cannot reach {location.url}: {_short(exc)}",
+        f"cannot reach {location.url}: {describe(exc)}",
         hint="check the bucket exists and the credentials and endpoint in the environment "
         "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL)",
     )
 
 
-def _short(exc: BaseException) -> str:
-    """The first line of an object store's error, without request ids."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
+def describe(exc: BaseException) -> str:
+    """An object store's error in one line: the S3 error code and message when the
+    response carried them (delta-rs nests the whole response), else the first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    code = re.search(r"<Code>([^<]*)</Code>", text)
+    message = re.search(r"<Message>([^<]*)</Message>", text)
+    if code:
+        return f"{code.group(1)}: {message.group(1) if message else ''}".rstrip(": ")
+    lines = [line.strip(" ↳") for line in text.strip().splitlines() if line.strip(" ↳")]
+    return " / ".join(lines[-2:])[:300] if lines else type(exc).__name__

@@ -153,12 +153,15 @@ class Workspace:
     @cached_property
     def lake(self) -> Lake:
         where = Location.parse(self.project.config.lake, self.root, setting="lake")
+        where.check("lake")
         return Lake(where, cache=self.state_dir / "lake-cache")
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
         config = self.project.config.artifacts
-        return ArtifactStore(Location.parse(config, self.root, setting="artifacts"))
+        where = Location.parse(config, self.root, setting="artifacts")
+        where.check("artifacts")
+        return ArtifactStore(where)
 
     @cached_property
     def services(self) -> Services:
