@@ -277,6 +277,9 @@ def test_a_remote_versions_files_are_cached_once_and_erased_with_it(
         mode="append",
         record={},
     )
+    fresh = Lake(Location(f"s3://{s3}/lake"), cache=tmp_path / "other")
+    assert fresh.read("people", 0, limit=2).num_rows == 2  # streamed: nothing copied
+    assert not (tmp_path / "other").exists()
     files = lake.parquet_files("people", 0)
     assert files and all(Path(f).is_file() and Path(f).is_relative_to(cache) for f in files)
     stamps = [Path(f).stat().st_mtime_ns for f in files]
