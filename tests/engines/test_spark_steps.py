@@ -97,7 +97,7 @@ def test_what_spark_cannot_run_the_same_is_refused_with_its_line(tmp_path: Path)
 @pytest.mark.parametrize(
     ("extra", "what"),
     [
-        ('checks=[gm.not_null("x")]', "a contract (columns=, checks=)"),
+        ('columns={"x": "BIGINT"}', "declared column types (columns=)"),
         ("partitions=gm.static('x', ['a', 'b'])", "partitions"),
     ],
 )
@@ -112,6 +112,48 @@ def test_what_runs_on_duckdb_only_is_refused_when_the_project_loads(
         Workspace.open(root).plan()
     assert f"table 'checked': {what} run on DuckDB only for now" in caught.value.message
     assert "remove engine='spark'" in caught.value.hint
+
+
+CHECKED_QUERY = """SELECT user_id, amount, CAST(ts AS DATE) AS day, tags
+FROM events
+"""
+CHECKS = """checks=[gm.unique("user_id", "day"), gm.in_range("amount", min=5),
+            gm.not_null("tags"), gm.accepted_values("user_id", ["u1", "u2", "u3", "u4", "u5"])],
+    max_quarantine_share=0.9"""
+
+
+def test_checks_on_spark_quarantine_the_rows_duckdb_quarantines(tmp_path: Path) -> None:
+    """A step's checks run on Spark: the same good rows, and the same quarantined rows with
+    the same reasons and the same text values (DOUBLE, DATE), as on DuckDB."""
+    module = MODULE.replace('sql="""' + QUERY + '""")', f'sql="""{CHECKED_QUERY}""", {CHECKS})')
+    module += f'\nby_duckdb = gm.table("by_duckdb", sql="""{CHECKED_QUERY}""", {CHECKS})\n'
+    root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
+    ws = Workspace.open(root)
+    outcome = ws.run()
+    assert outcome.ok, outcome.result.error()
+    steps = {s.name: s for s in outcome.result.steps}
+    assert steps["by_spark"].quarantine_counts == steps["by_duckdb"].quarantine_counts
+    counts = steps["by_spark"].quarantine_counts
+    assert set(counts) == {
+        "unique(user_id, day)",
+        "range(5 <= amount)",
+        "not_null(tags)",
+        "accepted_values(user_id)",
+    }, counts
+    assert steps["by_spark"].quarantined == steps["by_duckdb"].quarantined > 100
+    ws = Workspace.open(root)
+    assert rows(ws, "by_spark") == rows(ws, "by_duckdb") and len(rows(ws, "by_spark")) > 20
+    assert ws.read("by_spark").schema == ws.read("by_duckdb").schema
+    files = [p.name for p in ws.lake.path("by_spark").rglob("*.parquet")]
+    assert files and all(f.startswith("part-") for f in files)  # Spark's executors wrote them
+
+    def quarantined(name: str) -> list[tuple[object, ...]]:
+        table = ws.quarantine(name).drop(["_run_id"])
+        columns = [table[c].to_pylist() for c in table.column_names]
+        return sorted(zip(*columns, strict=True), key=repr)
+
+    assert quarantined("by_spark") == quarantined("by_duckdb")
+    assert "48.1" in {r[1] for r in quarantined("by_spark")}  # a DOUBLE as DuckDB prints it
 
 
 def test_a_wrong_engine_name_is_refused_at_load_time(tmp_path: Path) -> None:
@@ -155,8 +197,9 @@ def test_a_failing_spark_step_says_spark_s_reason_without_java_s_logs(tmp_path: 
 
 def test_the_example_s_sql_steps_give_duckdb_s_rows_on_spark(tmp_path: Path) -> None:
     """user_profile (ASOF JOIN, series of months, FILTER, distinct counts through lists,
-    epoch, decimal averages) and merchant_category_stats (GROUP BY ALL) of the churn
-    example, pinned to Spark, equal what DuckDB built: every row, every column, same types."""
+    epoch, decimal averages; with its checks, unpartitioned) and merchant_category_stats
+    (GROUP BY ALL) of the churn example, pinned to Spark, equal what DuckDB built: every
+    row, every column, same types."""
     from gristmill.workspace.init import init_project
 
     root = tmp_path / "demo"
@@ -166,7 +209,9 @@ def test_the_example_s_sql_steps_give_duckdb_s_rows_on_spark(tmp_path: Path) -> 
             "\nfrom pathlib import Path\n"
             'sql = Path(__file__).parent / "sql"\n'
             'profile_spark = gm.table("profile_spark", engine="spark", '
-            'sql=(sql / "user_profile.sql").read_text())\n'
+            'sql=(sql / "user_profile.sql").read_text(), checks=[gm.not_null("user_id", '
+            '"as_of"), gm.unique("user_id", "as_of"), gm.in_range("category_diversity_90d", '
+            "min=0, max=12)], row_count=gm.row_count(min=1))\n"
             'stats_spark = gm.table("stats_spark", engine="spark", '
             'sql=(sql / "merchant_category_stats.sql").read_text())\n'
         )

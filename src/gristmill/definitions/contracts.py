@@ -248,6 +248,13 @@ class Contract:
     def is_empty(self) -> bool:
         return not self.columns and not self.checks and self.row_count is None
 
+    def spark_refusal(self) -> str | None:
+        """What of this contract runs on DuckDB only for now (None: Spark runs all of it).
+        Declared types are TRY_CASTs of text, which the engines read differently."""
+        if self.columns:
+            return "declared column types (columns=)"
+        return None
+
     def row_checks(self) -> tuple[RowCheck, ...]:
         typed = tuple(TypeCheck(c, t) for c, t in self.columns.items())
         return typed + self.checks

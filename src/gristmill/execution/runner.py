@@ -127,6 +127,9 @@ class Runner:
     def _engine_for_step(self, step: PlannedStep) -> Engine:
         choice = self._choices.get(step.name)
         name = choice.engine if choice is not None else None  # None: the project's default
+        return self._engine(name)
+
+    def _engine(self, name: str | None) -> Engine:
         with self._engine_lock:
             key = name or ""
             if key not in self._engines:
@@ -475,6 +478,7 @@ class Runner:
                 artifacts=self.artifacts,
                 partitions=partitions,
                 pii=self.pii,
+                duckdb=lambda: self._engine("duckdb"),
             )
             output = run_step(ctx)
         materialization = replace(output.materialization, finished_at=utcnow())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -26,7 +26,7 @@ from gristmill.errors import (
     StepFailed,
     is_transient,
 )
-from gristmill.execution.engines import EngineSqlError, Session
+from gristmill.execution.engines import Engine, EngineSqlError, Session
 from gristmill.execution.ingest import check_files, raw_relation_sql
 from gristmill.execution.ml.train import Trained
 from gristmill.execution.sources.pii import pseudonymize
@@ -62,6 +62,8 @@ class StepContext:
     """For a partitioned table: the partitions this commit builds (the rest stay)."""
     pii: PiiSettings | None = None
     """Where a source with personal-data columns finds its pseudonym key."""
+    duckdb: Callable[[], Engine] | None = None
+    """The run's DuckDB, for what a step on another engine hands to it (quarantined rows)."""
 
 
 @dataclass(frozen=True)
@@ -190,27 +192,32 @@ def _sql_by_workers(ctx: StepContext, table: Table, sql: str) -> Materialization
     import uuid
 
     from gristmill.execution.engines.dialect import Untranslatable
-    from gristmill.execution.writer import commit_files
+    from gristmill.execution.writer import commit_files, write_by_workers
 
     where = Location(table.sql_path or table.location.path, table.location.line)
-    if not table.contract.is_empty or ctx.partitions:
-        partitioned = ctx.partitions or table.partitions is not None
-        what = "a contract (columns=, checks=)" if not table.contract.is_empty else "partitions"
+    refusal = table.contract.spark_refusal()
+    if refusal or ctx.partitions:
         raise StepFailed(
-            f"{table.name}: {what} runs on DuckDB only for now, and this step is pinned to Spark",
+            f"{table.name}: {refusal or 'partitions'} run on DuckDB only for now, and this "
+            "step is pinned to Spark",
             location=where,
-            hint="remove engine='spark' from the step"
-            + (", or its contract" if not table.contract.is_empty else "")
-            + (", or its partitions=" if partitioned and table.contract.is_empty else ""),
+            hint="remove engine='spark' from the step, or "
+            + ("its partitions=" if not refusal else "declare the types in its SQL (CAST)"),
         )
     folder = ctx.lake.files_folder(table.name, f"{ctx.template.run_id}-{uuid.uuid4().hex[:8]}")
     try:
-        ctx.session.write_files(sql, folder)
+        if table.contract.is_empty:
+            ctx.session.write_files(sql, folder)
+            return commit_files(ctx.lake, _table_request(ctx, table, STEP_VIEW), folder)
+        ctx.session.define(STEP_VIEW, sql)
+        assert ctx.duckdb is not None, "the runner hands every step its DuckDB"
+        return write_by_workers(
+            ctx.session, ctx.duckdb(), ctx.lake, _table_request(ctx, table, STEP_VIEW), folder
+        )
     except Untranslatable as exc:
         raise _untranslatable(table, exc) from None
     except EngineSqlError as exc:
         raise _sql_failed(table, exc) from None
-    return commit_files(ctx.lake, _table_request(ctx, table, STEP_VIEW), folder)
 
 
 def _untranslatable(table: Table, exc: Any) -> StepFailed:

@@ -7,6 +7,7 @@ step's result becomes visible. A rerun after a crash replaces orphaned quarantin
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from gristmill.execution.checks import (
     good_rows_sql,
     quarantine_sql,
 )
-from gristmill.execution.engines import Session
+from gristmill.execution.engines import Engine, Session
 from gristmill.planning import WriteMode
 from gristmill.storage.catalog import IngestedFile, Materialization
 from gristmill.storage.lake import Lake
@@ -109,11 +110,68 @@ def write_rows(lake: Lake, request: WriteRequest, rows: pa.RecordBatchReader) ->
     return _commit(lake, request, rows, {})
 
 
-def commit_files(lake: Lake, request: WriteRequest, folder: Path) -> Materialization:
-    """Commit the files an engine's workers wrote below ``folder`` (no contract: the
-    caller refuses one) as the table's next version."""
-    assert request.contract.is_empty and request.mode is WriteMode.OVERWRITE, request.table
-    record = replace(request.template, mode=request.mode.value, version=-1)
+def write_by_workers(
+    session: Session, duckdb: Engine, lake: Lake, request: WriteRequest, folder: Path
+) -> Materialization:
+    """A step whose engine's workers write its rows (Spark), with its checks.
+
+    The checked rows stay in the engine. The quarantined ones — at most
+    ``max_quarantine_share`` of them — are written by the workers to a local scratch folder,
+    counted there and put into the quarantine table through ``duckdb``, so their values are
+    text as DuckDB prints them (the same quarantine as a DuckDB step's). Only then are the
+    good rows written into the table's folder and committed, with the counts."""
+    assert request.contract.spark_refusal() is None and not request.files, request.table
+    columns = [c for c, _ in session.columns(request.relation)]
+    query = checked_query(request.relation, columns, request.contract, keep_only_declared=False)
+    session.materialize(CHECKED, query.sql)
+    ((total,),) = session.rows(f'SELECT count(*) FROM "{CHECKED}"')
+    with tempfile.TemporaryDirectory(prefix="gm-quarantine-") as scratch:
+        bad_rows = Path(scratch) / "rows"
+        session.write_files(f'SELECT * FROM "{CHECKED}" WHERE len("{FAILURES}") > 0', bad_rows)
+        files = sorted(str(f) for f in bad_rows.glob("*.parquet"))
+        with duckdb.session() as local:
+            bad, counts = 0, {}
+            if files:
+                local.register_parquet(CHECKED, files)
+                ((bad,),) = local.rows(f'SELECT count(*) FROM "{CHECKED}"')
+                counts = dict(
+                    local.rows(
+                        f'SELECT f, count(*) FROM (SELECT unnest("{FAILURES}") AS f '
+                        f'FROM "{CHECKED}") GROUP BY f ORDER BY f'
+                    )
+                )
+            _enforce_share(request, total, bad, counts)
+            _enforce_row_count(request, request.previous_rows + total - bad)
+            if bad:
+                latest = lake.latest_version(request.table)
+                next_version = 0 if latest is None else latest + 1
+                _write_quarantine(
+                    local, lake, request, query.raw_columns, next_version,
+                    has_file=False, has_order=False,
+                )  # fmt: skip
+                failpoints.hit("after_quarantine", request.table)
+    session.write_files(good_rows_sql(CHECKED, query.output_columns), folder)
+    return commit_files(lake, request, folder, counts=counts, quarantined=bad)
+
+
+def commit_files(
+    lake: Lake,
+    request: WriteRequest,
+    folder: Path,
+    *,
+    counts: dict[str, int] | None = None,
+    quarantined: int = 0,
+) -> Materialization:
+    """Commit the files an engine's workers wrote below ``folder`` (checked already, by
+    ``write_by_workers``) as the table's next version."""
+    assert request.mode is WriteMode.OVERWRITE, request.table
+    record = replace(
+        request.template,
+        mode=request.mode.value,
+        quarantined=quarantined,
+        quarantine_counts=counts or {},
+        version=-1,
+    )
     written = lake.commit_files(
         request.table, folder, mode="overwrite", record=record.to_record(),
         transactions=request.transactions,

@@ -5,7 +5,8 @@ it reads add up to ``auto_threshold`` or more, where it runs on Spark, if Spark 
 the same: pyspark and Java are there, and its SQL translates (else DuckDB, saying why). A
 step pinned with ``engine="spark"`` runs there; ``engine = "duckdb"`` or ``"spark"`` in
 ``gristmill.toml`` puts every SQL step on that engine. What runs on DuckDB only for now
-(contracts, partitions, Python steps, sources, training sets, models) stays there.
+(declared column types, partitions, Python steps, sources, training sets, models) stays
+there; a SQL step's checks run on Spark.
 
 The planner's dry run and the runner ask the same ``EngineChooser``: ``gristmill run
 --dry-run`` shows the choice per step, and ``gristmill runs ID`` where each step ran.
@@ -81,11 +82,12 @@ class EngineChooser:
         if not isinstance(definition, Table) or definition.function is not None:
             return EngineChoice("duckdb", "only SQL steps move to Spark")
         if definition.engine is not None:
-            self._refuse_remote(f"table {definition.name!r} is pinned to engine='spark'")
+            if definition.engine == "spark":
+                self._refuse_remote(f"table {definition.name!r} is pinned to engine='spark'")
             return EngineChoice(definition.engine, f"pinned: engine={definition.engine!r}")
-        if not definition.contract.is_empty or definition.partitions is not None:
-            what = "a contract runs" if not definition.contract.is_empty else "partitions run"
-            return EngineChoice("duckdb", f"{what} on DuckDB only for now")
+        refusal = definition.contract.spark_refusal()
+        if refusal or definition.partitions is not None:
+            return EngineChoice("duckdb", f"{refusal or 'partitions'} run on DuckDB only for now")
         if self._project != "auto":
             if self._project == "spark":
                 self._refuse_remote('gristmill.toml sets engine = "spark"')

@@ -60,10 +60,11 @@ class SparkStepSession(Session):  # noqa: N801 - not pyspark's SparkSession
         self._view(name, self._spark.read.parquet(*files))
 
     def define(self, name: str, sql: str) -> None:
-        self._view(name, self._frame(sql))
+        # with DuckDB's names and types: SQL over the view then sees what it would there
+        self._view(name, self._as_duckdb_types(self._frame(sql), sql))
 
     def materialize(self, name: str, sql: str) -> None:
-        self._view(name, self._frame(sql).persist())
+        self._view(name, self._as_duckdb_types(self._frame(sql), sql).persist())
 
     def reader(self, sql: str, batch_rows: int = 65_536) -> pa.RecordBatchReader:
         raise NotImplementedError("Spark writes results with its executors: write_files")
