@@ -63,7 +63,7 @@ def test_small_inputs_run_on_duckdb_and_the_plan_says_why(tmp_path: Path) -> Non
     engine, why = chosen["totals"]
     assert engine == "duckdb"
     assert why == f"inputs {size / 1000:.1f} KB < auto_threshold 20.0 GB"
-    assert chosen["python_step"] == ("duckdb", "only SQL steps move to Spark")
+    assert chosen["python_step"] == ("duckdb", "only SQL steps and training sets move to Spark")
     assert chosen["checked"] == chosen["totals"]  # checks run on either engine
     assert chosen["typed"] == (
         "duckdb",

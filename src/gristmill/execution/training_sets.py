@@ -53,6 +53,8 @@ def build(
     _require(spec, spec.labels, label_columns, [*spec.entity, spec.timestamp, spec.label])
     joins = [_view_join(session, spec, i, ref, nodes) for i, ref in enumerate(spec.features)]
     _check_collisions(spec, label_columns, joins)
+    if session.WRITES_FILES:  # Spark: its executors write the rows, the lake commits them
+        return _build_by_workers(session, lake, spec, joins, label_columns, template)
     session.materialize(JOINED, point_in_time_sql(spec, joins))
     stats = _stats(session, spec, joins)
     return write(
@@ -91,6 +93,74 @@ def point_in_time_sql(spec: TrainingSet, joins: list[_ViewJoin]) -> str:
             f"\n  ON {on} AND l.{q(spec.timestamp)} >= {j.alias}.__gm_ts"
         )
     return f"SELECT {', '.join(selected)}\nFROM {from_clause}"
+
+
+def _build_by_workers(
+    session: Session,
+    lake: Lake,
+    spec: TrainingSet,
+    joins: list[_ViewJoin],
+    label_columns: list[str],
+    template: Materialization,
+) -> Materialization:
+    import uuid
+
+    from gristmill.execution.writer import commit_files
+
+    for i, sql in enumerate(chained_point_in_time_sql(spec, joins, label_columns)):
+        session.define(f"{JOINED}_{i}", sql)
+    session.define(JOINED, f"SELECT * FROM {q(f'{JOINED}_{len(joins)}')}")
+    stats = _stats(session, spec, joins)
+    folder = lake.files_folder(spec.name, f"{template.run_id}-{uuid.uuid4().hex[:8]}")
+    session.write_files(f"SELECT * FROM {q(JOINED)}", folder)
+    request = WriteRequest(
+        table=spec.name,
+        relation=JOINED,
+        contract=Contract(),
+        mode=WriteMode.OVERWRITE,
+        template=replace(template, stats=stats),
+    )
+    return commit_files(lake, request, folder)
+
+
+def chained_point_in_time_sql(
+    spec: TrainingSet, joins: list[_ViewJoin], label_columns: list[str]
+) -> list[str]:
+    """The point-in-time join as one ASOF LEFT JOIN per query, each over the previous one
+    (view ``JOINED_i``), then the TTL applied: the shape the Spark dialect translates (an
+    ASOF join alone in its SELECT, its left side a table). The same rows as
+    ``point_in_time_sql``; the tests compare them."""
+    kept = [f"l.{q(c)}" for c in label_columns]
+    queries = []
+    for i, j in enumerate(joins):
+        keys = ", ".join(q(k) for k in j.entity)
+        cols = ", ".join(q(c) for c in j.columns)
+        on = " AND ".join(f"l.{q(k)} = {j.alias}.{q(k)}" for k in j.entity)
+        found = [f"{j.alias}.__gm_ts AS {q(f'__gm_ts_{i}')}"] + [
+            f"{j.alias}.{q(source)} AS {q(f'__gm_{i}_{source}')}" for source in j.columns
+        ]
+        left = q(f"{JOINED}_{i - 1}") if i else q(spec.labels)
+        queries.append(
+            f"SELECT {', '.join(kept + found)}\nFROM {left} AS l\n"
+            f"ASOF LEFT JOIN (SELECT {keys}, {q(j.timestamp)} AS __gm_ts, {cols} "
+            f"FROM {q(j.ref.view)}) AS {j.alias}\n  ON {on} AND l.{q(spec.timestamp)} >= "
+            f"{j.alias}.__gm_ts"
+        )
+        kept += [f"l.{q(f'__gm_ts_{i}')}"] + [f"l.{q(f'__gm_{i}_{c}')}" for c in j.columns]
+    selected = [f"l.{q(c)}" for c in label_columns]
+    for i, j in enumerate(joins):
+        ts = f"l.{q(f'__gm_ts_{i}')}"
+        in_range = f"{ts} IS NOT NULL"
+        if j.ref.ttl is not None:
+            micros = int(j.ref.ttl.total_seconds() * 1e6)
+            in_range += f" AND {ts} >= l.{q(spec.timestamp)} - INTERVAL '{micros}' MICROSECOND"
+        for source, output in j.columns.items():
+            value = f"l.{q(f'__gm_{i}_{source}')}"
+            selected.append(f"CASE WHEN {in_range} THEN {value} END AS {q(output)}")
+        selected.append(f"CASE WHEN {in_range} THEN {ts} END AS {q(j.found_column)}")
+    last = q(f"{JOINED}_{len(joins) - 1}") if joins else q(spec.labels)
+    queries.append(f"SELECT {', '.join(selected)}\nFROM {last} AS l")
+    return queries
 
 
 def _view_join(
