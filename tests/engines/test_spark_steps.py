@@ -278,3 +278,18 @@ def test_training_sets_on_spark_equal_duckdb_s_and_train_the_same_model(tmp_path
     files = [p.name for p in spark.lake.path("churn_training").rglob("*.parquet")]
     assert files and all(f.startswith("part-") for f in files)  # Spark's executors wrote them
     assert spark.models.version("churn", 1).metrics == duck.models.version("churn", 1).metrics
+    # batch scoring: on Spark its workers load the model and score; the same predictions
+    for ws in (duck, spark):
+        ws.models.promote("churn", 1, force=True, reason="tests")
+    on_duckdb = duck.models.score("churn", table="user_profile")
+    on_spark = spark.models.score("churn", table="user_profile")
+    assert (on_duckdb.engine, on_spark.engine) == ("duckdb", "spark")
+    assert on_spark.engine_reason == "project engine = spark"
+    assert on_spark.rows == on_duckdb.rows > 100
+    assert on_spark.score_mean == pytest.approx(on_duckdb.score_mean, rel=1e-12)
+    assert on_spark.predicted_positive == on_duckdb.predicted_positive
+    ours, theirs = spark.read("churn__predictions"), duck.read("churn__predictions")
+    assert ours.schema == theirs.schema
+    assert sorted(ours.to_pylist(), key=repr) == sorted(theirs.to_pylist(), key=repr)
+    files = [p.name for p in spark.lake.path("churn__predictions").rglob("*.parquet")]
+    assert files and all(f.startswith("part-") for f in files)

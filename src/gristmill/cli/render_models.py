@@ -162,3 +162,5 @@ def scored(r: ScoreResult) -> None:
         f"v{r.model_version} into {r.predictions_table} v{r.predictions_version} "
         f"in {r.duration_s:.2f}s (mean score {fmt(r.score_mean)}{positive})"
     )
+    if r.engine != "duckdb":
+        out.print(f"  scored on {r.engine} ({r.engine_reason})")

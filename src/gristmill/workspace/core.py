@@ -634,9 +634,9 @@ class Workspace:
         return tuple(done[v.name] for v in views if v.name in done)
 
     @contextmanager
-    def engine_session(self) -> Iterator[tuple[Session, bool]]:
+    def engine_session(self, name: str | None = None) -> Iterator[tuple[Session, bool]]:
         """A session of a fresh engine outside a run, and whether it scans Parquet itself."""
-        engine = self.engine()
+        engine = self.engine(name)
         try:
             with engine.session() as session:
                 yield session, engine.SUPPORTS_PARQUET_SCAN

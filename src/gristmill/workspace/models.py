@@ -351,7 +351,7 @@ class Models:
         batch_rows: int = 65_536,
     ) -> ScoreResult:
         """Score a table version with a model version (default: ``champion``)."""
-        from gristmill.execution.ml.scoring import ScoreRequest, score
+        from gristmill.execution.ml.scoring import ScoreRequest
 
         clock = time.perf_counter()
         loaded = self.load(name, model if model is not None else self._default_ref(name))
@@ -386,7 +386,8 @@ class Models:
             as_of=as_of,
             batch_rows=batch_rows,
         )
-        result = self._write_scores(name, loaded, request, score)
+        choice = self.ws.engine_chooser.for_data({table: source.version})
+        result = self._write_scores(name, loaded, request, choice.engine)
         stats = result.stats
         return ScoreResult(
             model=name,
@@ -400,14 +401,18 @@ class Models:
             duration_s=round(time.perf_counter() - clock, 3),
             score_mean=stats.get("score_mean"),
             predicted_positive=stats.get("predicted_positive"),
+            engine=choice.engine,
+            engine_reason=choice.reason,
         )
 
     def _default_ref(self, name: str) -> str | int:
         return "champion" if "champion" in self.catalog.aliases(name) else "latest"
 
     def _write_scores(
-        self, name: str, loaded: LoadedModel, request: Any, score: Any
+        self, name: str, loaded: LoadedModel, request: Any, engine: str
     ) -> Materialization:
+        from gristmill.execution.ml.bundle import Manifest
+        from gristmill.execution.ml.scoring import score, score_by_workers
         from gristmill.execution.steps import expose
 
         run = RunRequest(
@@ -440,9 +445,16 @@ class Models:
                     "as_of": _iso(request.as_of),
                 },
             )
-            with self.ws.engine_session() as (session, scan):
+            with self.ws.engine_session(engine) as (session, scan):
                 expose(session, self.ws.lake, request.table, request.version, scan=scan)
-                written = score(session, self.ws.lake, loaded, request, template)
+                if session.WRITES_FILES:  # Spark: its workers score, the lake commits
+                    manifest = loaded.manifest.to_bytes()
+                    model = self.ws.artifacts.get(Manifest.from_bytes(manifest).artifact)
+                    written = score_by_workers(
+                        session, self.ws.lake, loaded, (manifest, model), request, template
+                    )
+                else:
+                    written = score(session, self.ws.lake, loaded, request, template)
                 expose(
                     session,
                     self.ws.lake,

@@ -209,3 +209,5 @@ class ScoreResult:
     duration_s: float
     score_mean: float | None
     predicted_positive: int | None
+    engine: str = "duckdb"
+    engine_reason: str = ""

@@ -6,7 +6,7 @@ Core code asks an engine for a capability through its flags, never by its name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -16,6 +16,10 @@ from gristmill.errors import UnknownNameError
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.dataset as pads
+
+Batches = Callable[[Iterator["pa.RecordBatch"]], Iterator["pa.RecordBatch"]]
+Mapper = Callable[["pa.Schema"], tuple[Batches, "pa.Schema"]]
+"""Given the rows' schema: a function over a worker's batches, and its output's schema."""
 
 
 class Session(ABC):
@@ -55,6 +59,12 @@ class Session(ABC):
 
     def write_files(self, sql: str, folder: Path) -> None:
         """Write a query's result as Parquet files below ``folder`` (``WRITES_FILES``)."""
+        raise NotImplementedError
+
+    def write_mapped(self, sql: str, folder: Path, plan: Mapper) -> None:
+        """Write a query's rows, each batch turned by a function the workers run, as
+        Parquet files below ``folder`` (``WRITES_FILES``). ``plan`` gets the rows' Arrow
+        schema and gives the function and the schema of what it yields."""
         raise NotImplementedError
 
 

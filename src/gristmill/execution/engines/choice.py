@@ -93,8 +93,12 @@ class EngineChooser:
             return EngineChoice("duckdb", f"{refusal or 'partitions'} run on DuckDB only for now")
         return self._by_size(definition, versions)
 
+    def for_data(self, versions: Mapping[str, int]) -> EngineChoice:
+        """The engine of work over ``versions`` outside a step (batch scoring)."""
+        return self._by_size(None, versions)
+
     def _by_size(
-        self, definition: Table | TrainingSet, versions: Mapping[str, int]
+        self, definition: Table | TrainingSet | None, versions: Mapping[str, int]
     ) -> EngineChoice:
         """The project's engine, or under ``auto`` the one its inputs' size calls for."""
         if self._project != "auto":

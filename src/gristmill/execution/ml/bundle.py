@@ -79,12 +79,26 @@ class LoadedModel:
 
 
 def load(store: ArtifactStore, name: str, version: int, manifest_digest: str) -> LoadedModel:
-    manifest = Manifest.from_bytes(store.get(manifest_digest))
+    manifest = store.get(manifest_digest)  # both verified against their digests
+    return loads(name, version, manifest, store.get(Manifest.from_bytes(manifest).artifact))
+
+
+def loads(name: str, version: int, manifest_bytes: bytes, model_bytes: bytes) -> LoadedModel:
+    """A model from its two files' bytes (as ``load`` read them, or as shipped to a
+    worker); the model file's digest is checked against the manifest before it is parsed."""
+    from gristmill.storage.artifacts import sha256
+
+    manifest = Manifest.from_bytes(manifest_bytes)
+    if sha256(model_bytes) != manifest.artifact:
+        raise ArtifactError(
+            f"model {name} v{version}: its file's SHA-256 is not the manifest's; refusing "
+            "to load it",
+            hint="restore the original file, or retrain and register a new version",
+        )
     engine = backend(manifest.estimator, manifest.task, manifest.features)
     if engine.format != manifest.format:
         raise ArtifactError(
             f"model {name} v{version} is stored as {manifest.format!r}, "
             f"but its estimator writes {engine.format!r}",
         )
-    model = engine.loads(store.get(manifest.artifact))
-    return LoadedModel(name, version, manifest, engine, model)
+    return LoadedModel(name, version, manifest, engine, engine.loads(model_bytes))

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from gristmill.definitions.models import Task
 from gristmill.execution.engines import Session
+from gristmill.execution.engines.base import Batches
 from gristmill.execution.ml.bundle import LoadedModel
 from gristmill.execution.sql import latest_rows, q
 from gristmill.storage.catalog import Materialization
@@ -44,6 +45,31 @@ def rows_sql(request: ScoreRequest, features: list[str]) -> str:
     return latest_rows(request.table, entity, request.timestamp, columns, as_of=request.as_of)
 
 
+def scored_schema(model: LoadedModel, rows: pa.Schema, keys: tuple[str, ...]) -> pa.Schema:
+    """The predictions' columns: the keys as read, the score, the decision, the model."""
+    extra = [pa.field("score", pa.float64())]
+    if model.manifest.task is Task.CLASSIFICATION:
+        extra.append(pa.field("predicted", pa.int8()))
+    extra += [pa.field("model", pa.string()), pa.field("model_version", pa.int32())]
+    return pa.schema([*(rows.field(k) for k in keys), *extra])
+
+
+def scored(
+    model: LoadedModel, batch: pa.RecordBatch, keys: tuple[str, ...], schema: pa.Schema
+) -> pa.RecordBatch:
+    """One batch of rows, scored."""
+    scores = model.predict(batch)
+    n = batch.num_rows
+    columns = [batch.column(k) for k in keys] + [pa.array(scores)]
+    if model.manifest.task is Task.CLASSIFICATION:
+        columns.append(pa.array((scores >= model.manifest.threshold).astype(np.int8)))
+    columns += [
+        pa.array([model.name] * n, pa.string()),
+        pa.array(np.full(n, model.version, dtype=np.int32)),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
 def score(
     session: Session,
     lake: Lake,
@@ -52,28 +78,12 @@ def score(
     template: Materialization,
 ) -> Materialization:
     reader = session.reader(rows_sql(request, model.feature_names), request.batch_rows)
-    classify = model.manifest.task is Task.CLASSIFICATION
-    extra = [pa.field("score", pa.float64())]
-    if classify:
-        extra.append(pa.field("predicted", pa.int8()))
-    extra += [pa.field("model", pa.string()), pa.field("model_version", pa.int32())]
-    keys = [reader.schema.field(k) for k in request.keys]
-    schema = pa.schema([*keys, *extra])
+    schema = scored_schema(model, reader.schema, request.keys)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in reader:
-            if batch.num_rows == 0:
-                continue
-            scores = model.predict(batch)
-            n = batch.num_rows
-            columns = [batch.column(k) for k in request.keys] + [pa.array(scores)]
-            if classify:
-                columns.append(pa.array((scores >= model.manifest.threshold).astype(np.int8)))
-            columns += [
-                pa.array([model.name] * n, pa.string()),
-                pa.array(np.full(n, model.version, dtype=np.int32)),
-            ]
-            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+            if batch.num_rows:
+                yield scored(model, batch, request.keys, schema)
 
     record = replace(template, table_name=request.into, version=-1)
     written = lake.write(
@@ -89,4 +99,46 @@ def score(
         rows=written.rows,
         rows_added=written.rows,
         schema=[{"name": f.name, "type": str(f.type)} for f in schema],
+    )
+
+
+def score_by_workers(
+    session: Session,
+    lake: Lake,
+    model: LoadedModel,
+    files: tuple[bytes, bytes],
+    request: ScoreRequest,
+    template: Materialization,
+) -> Materialization:
+    """Batch scoring on an engine whose workers write the rows (Spark): each worker loads
+    the model from its two files' bytes (``files``: manifest, model; the model's digest
+    checked again there) and scores its part of the rows a batch at a time; the lake
+    commits the files they wrote. No row passes through this process."""
+    import uuid
+
+    record = replace(template, table_name=request.into, version=-1)
+    folder = lake.files_folder(request.into, f"{template.run_id}-{uuid.uuid4().hex[:8]}")
+    name, version, keys = model.name, model.version, request.keys
+
+    def plan(rows: pa.Schema) -> tuple[Batches, pa.Schema]:
+        schema = scored_schema(model, rows, keys)
+
+        def work(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            from gristmill.execution.ml.bundle import loads
+
+            loaded = loads(name, version, *files)
+            for batch in batches:
+                if batch.num_rows:
+                    yield scored(loaded, batch, keys, schema)
+
+        return work, schema
+
+    session.write_mapped(rows_sql(request, model.feature_names), folder, plan)
+    written = lake.commit_files(request.into, folder, mode="overwrite", record=record.to_record())
+    return replace(
+        record,
+        version=written.version,
+        rows=written.rows,
+        rows_added=written.rows,
+        schema=[{"name": f.name, "type": str(f.type)} for f in written.schema],
     )

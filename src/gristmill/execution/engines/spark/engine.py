@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gristmill.errors import EngineUnavailableError, MissingExtraError
-from gristmill.execution.engines.base import Engine, EngineSqlError, Session, register
+from gristmill.execution.engines.base import Engine, EngineSqlError, Mapper, Session, register
 from gristmill.execution.engines.dialect import duckdb_type, translate
 
 if TYPE_CHECKING:
@@ -82,6 +83,18 @@ class SparkStepSession(Session):  # noqa: N801 - not pyspark's SparkSession
         except Exception as exc:  # noqa: BLE001 - Spark's errors, as an engine error
             raise _sql_error(exc) from None
 
+    def write_mapped(self, sql: str, folder: Path, plan: Mapper) -> None:
+        import pyarrow as pa
+
+        frame = self._as_duckdb_types(self._frame(sql), sql)
+        rows = pa.schema([(f.name, _arrow_type(f.dataType)) for f in frame.schema])
+        work, output = plan(rows)
+        try:
+            mapped = frame.mapInArrow(work, _spark_schema(output))
+            mapped.write.mode("errorifexists").parquet(str(folder))
+        except Exception as exc:  # noqa: BLE001 - Spark's errors (a worker's, too)
+            raise _sql_error(exc) from None
+
     def _as_duckdb_types(self, frame: Any, sql: str) -> Any:
         """The result with the columns DuckDB gives the same SQL: its names (Spark's may
         differ in case) and its types (Spark's WEEKDAY is an INT where DuckDB's dayofweek
@@ -144,6 +157,10 @@ def _sql_error(exc: BaseException) -> EngineSqlError:
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
     first = _LINE.sub("", re.sub(r"\s*SQLSTATE: \w+", "", first)).rstrip("; ")
+    if "Python worker" in first:  # the worker's own error, from its traceback's last line
+        raised = [line for line in text.splitlines() if re.match(r"^[\w.]+(Error|Exception)", line)]
+        if raised:
+            first = f"a Python worker failed: {raised[-1].strip()}"
     return EngineSqlError(f"Spark: {first}", None)
 
 
@@ -214,6 +231,8 @@ def _start(master: str, conf: Mapping[str, str]) -> Any:
     quiet = files("gristmill.execution.engines.spark").joinpath("log4j2.properties")
     settings = SparkConf(loadDefaults=False).setMaster(master).setAppName("gristmill")
     settings.set("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{quiet}")
+    if master.startswith("local"):  # Python workers (batch scoring) run this interpreter
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # (pyspark reads only this)
     settings.setAll(list(conf.items()))
     folder = Path(tempfile.gettempdir()) / "gristmill-spark"
     folder.mkdir(exist_ok=True)
