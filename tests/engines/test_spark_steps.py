@@ -195,42 +195,6 @@ def test_a_failing_spark_step_says_spark_s_reason_without_java_s_logs(tmp_path: 
         assert noise not in out, out
 
 
-def test_the_example_s_sql_steps_give_duckdb_s_rows_on_spark(tmp_path: Path) -> None:
-    """user_profile (ASOF JOIN, series of months, FILTER, distinct counts through lists,
-    epoch, decimal averages; with its checks, unpartitioned) and merchant_category_stats
-    (GROUP BY ALL) of the churn example, pinned to Spark, equal what DuckDB built: every
-    row, every column, same types."""
-    from gristmill.workspace.init import init_project
-
-    root = tmp_path / "demo"
-    init_project(root, example="churn", scale="tiny", seed=3)
-    with (root / "pipeline.py").open("a") as module:
-        module.write(
-            "\nfrom pathlib import Path\n"
-            'sql = Path(__file__).parent / "sql"\n'
-            'profile_spark = gm.table("profile_spark", engine="spark", '
-            'sql=(sql / "user_profile.sql").read_text(), checks=[gm.not_null("user_id", '
-            '"as_of"), gm.unique("user_id", "as_of"), gm.in_range("category_diversity_90d", '
-            "min=0, max=12)], row_count=gm.row_count(min=1))\n"
-            'stats_spark = gm.table("stats_spark", engine="spark", '
-            'sql=(sql / "merchant_category_stats.sql").read_text())\n'
-        )
-    ws = Workspace.open(root)
-    outcome = ws.run(["+profile_spark", "+stats_spark", "user_profile", "merchant_category_stats"])
-    assert outcome.ok, outcome.result.error()
-    ws = Workspace.open(root)
-    for ours, theirs in (
-        ("profile_spark", "user_profile"),
-        ("stats_spark", "merchant_category_stats"),
-    ):
-        spark, duck = ws.read(ours), ws.read(theirs)
-        assert spark.num_rows > 50 and spark.schema == duck.schema, (ours, spark.schema)
-        assert sorted(spark.to_pylist(), key=repr) == sorted(duck.to_pylist(), key=repr), ours
-    steps = {s["table"]: s for s in ws.run_info(outcome.result.run_id).steps}
-    assert steps["profile_spark"]["engine"] == "spark"
-    assert steps["user_profile"]["engine"] == "duckdb"
-
-
 ACTIVITY = '''
 activity = gm.feature_view("activity", entity="user_id", timestamp="day", sql="""
 SELECT user_id, date_trunc('day', ts) AS day, count(*) AS events, sum(duration_s) AS seconds
@@ -245,10 +209,28 @@ wide_training = gm.training_set(
 '''
 
 
-def test_training_sets_on_spark_equal_duckdb_s_and_train_the_same_model(tmp_path: Path) -> None:
-    """With engine = "spark" the example's training set (and one joining two views, with
-    and without a TTL) is built on Spark — point in time, one ASOF join per view — with the
-    rows DuckDB builds; the model trained on it has the same metrics."""
+PROFILE_ON_SPARK = """
+from pathlib import Path
+sql = Path(__file__).parent / "sql"
+profile_spark = gm.table(
+    "profile_spark", engine="spark", sql=(sql / "user_profile.sql").read_text(),
+    checks=[gm.not_null("user_id", "as_of"), gm.unique("user_id", "as_of"),
+            gm.in_range("category_diversity_90d", min=0, max=12)], row_count=gm.row_count(min=1))
+"""
+
+
+def test_the_example_on_spark_equals_duckdb_s_sql_steps_training_sets_model_scores(
+    tmp_path: Path,
+) -> None:
+    """The churn example with engine = "spark" against the same with engine = "duckdb":
+
+    - user_profile (ASOF JOIN, series of months, FILTER, distinct counts through lists,
+      epoch, decimal averages; unpartitioned, with its checks) pinned to Spark, and
+      merchant_category_stats (GROUP BY ALL): every row, every column, same types;
+    - the training sets (the example's, and one joining two views with and without a
+      TTL), built point in time with one ASOF join per view: same rows and statistics;
+    - the model trained on each: same metrics; batch scoring by Spark's workers: same
+      predictions."""
     from gristmill.workspace.init import init_project
 
     built = {}
@@ -256,7 +238,7 @@ def test_training_sets_on_spark_equal_duckdb_s_and_train_the_same_model(tmp_path
         root = tmp_path / engine
         init_project(root, example="churn", scale="tiny", seed=3)
         with (root / "pipeline.py").open("a") as module:
-            module.write(ACTIVITY)
+            module.write(ACTIVITY + (PROFILE_ON_SPARK if engine == "spark" else ""))
         config = root / "gristmill.toml"
         config.write_text(config.read_text().replace('engine = "auto"', f'engine = "{engine}"'))
         ws = Workspace.open(root)
@@ -265,8 +247,16 @@ def test_training_sets_on_spark_equal_duckdb_s_and_train_the_same_model(tmp_path
         steps = {s["table"]: s for s in ws.run_info(outcome.result.run_id).steps}
         assert steps["churn_training"]["engine"] == engine
         assert steps["wide_training"]["engine"] == engine
+        assert steps["merchant_category_stats"]["engine"] == engine
+        assert steps["user_profile"]["engine"] == "duckdb"  # partitioned: DuckDB for now
         built[engine] = Workspace.open(root)
     duck, spark = built["duckdb"], built["spark"]
+    for ours, theirs in (
+        (spark.read("profile_spark"), duck.read("user_profile")),
+        (spark.read("merchant_category_stats"), duck.read("merchant_category_stats")),
+    ):
+        assert ours.num_rows > 50 and ours.schema == theirs.schema, ours.schema
+        assert sorted(ours.to_pylist(), key=repr) == sorted(theirs.to_pylist(), key=repr)
     for name in ("churn_training", "wide_training"):
         ours, theirs = spark.read(name), duck.read(name)
         assert ours.schema == theirs.schema, name
