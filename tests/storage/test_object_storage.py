@@ -312,10 +312,21 @@ def test_a_missing_data_file_on_s3_is_named(s3: str, tmp_path: Path) -> None:
     [
         ('lake = "gs://bucket/lake"', "gs:// is not supported yet"),
         ('lake = "s3://"', "names no bucket"),
-        ('lake = "s3://key:secret@bucket/lake"', "never in gristmill.toml"),
+        (f'lake = "s3://key:{SECRET}@bucket/lake"', "never in gristmill.toml"),
+        (f'artifacts = "s3://key:{SECRET}@bucket/a"', "s3://key:***@bucket/a"),
+        ('lake = "s3://bucket//lake"', "the prefix part '' is not supported"),
+        ('lake = "s3://bucket/../x"', "the prefix part '..' is not supported"),
+        ('lake = "s3://bucket/br[a]/lake"', "the prefix part 'br[a]' is not supported"),
+        ('lake = "s3://bucket/sp ace/lake"', "the prefix part 'sp ace' is not supported"),
+        ('lake = "s3://bucket/pct%41/lake"', "the prefix part 'pct%41' is not supported"),
+        ('lake = "s3://My_Bucket/lake"', "'My_Bucket' is not a bucket name"),
+        ('lake = "s3://bucket/lake?x=1"', "a query or a fragment"),
         ('lake = "ftp://host/lake"', "unknown scheme ftp://"),
         ('lake = "s3://gm-no-such-bucket/lake"', "the bucket 'gm-no-such-bucket' does not exist"),
-        ('artifacts = "s3://gm-no-such-bucket/a"', "artifacts = 's3://gm-no-such-bucket/a'"),
+        (
+            'artifacts = "s3://gm-no-such-bucket/a"',
+            "artifacts = 's3://gm-no-such-bucket/a': the bucket 'gm-no-such-bucket' does not exist",
+        ),
     ],
 )
 def test_bad_object_store_settings_are_refused_clearly(
@@ -329,6 +340,8 @@ def test_bad_object_store_settings_are_refused_clearly(
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert message in output, output
+    if "does not exist" not in message:  # refused as the project loads, with its line
+        assert "gristmill.toml:3" in output, output  # the line it replaced
     assert "Traceback" not in output and "internal error" not in output
     assert SECRET not in output
 
@@ -348,6 +361,15 @@ def test_an_unreachable_endpoint_is_a_clear_error(s3: str, tmp_path: Path) -> No
     assert proc.returncode == 1
     assert f"cannot reach s3://{s3}/demo/lake" in output, output
     assert "AWS_ENDPOINT_URL" in output  # the hint says where the setting comes from
+    assert "Traceback" not in output and SECRET not in output
+    plain = {k: v for k, v in os.environ.items() if k != "AWS_ALLOW_HTTP"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gristmill", "run", "-p", str(root)],
+        capture_output=True, text=True, env=plain, timeout=120,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1
+    assert "the endpoint is plain http://, which needs AWS_ALLOW_HTTP=true" in output, output
     assert "Traceback" not in output and SECRET not in output
 
 

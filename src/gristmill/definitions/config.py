@@ -150,6 +150,16 @@ class ProjectConfig(_Closed):
     duckdb: DuckDBSettings = DuckDBSettings()
     spark: SparkSettings = SparkSettings()
 
+    @field_validator("lake", "artifacts")
+    @classmethod
+    def _storage(cls, value: str, info: Any) -> str:
+        from gristmill.definitions.urls import check_storage_url
+
+        problem = check_storage_url(value, info.field_name)
+        if problem is not None:
+            raise ValueError(f"{problem[0]} ({problem[1]})")
+        return value
+
     @field_validator("auto_threshold")
     @classmethod
     def _threshold(cls, value: str) -> str:

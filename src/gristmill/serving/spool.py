@@ -222,7 +222,8 @@ class Drainer:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning(
                     "prediction log: committing spooled rows failed, they stay in %s and are "
-                    "retried: %s (check the lake's disk and permissions)",
+                    "retried: %s (check that the lake can be written: its disk and "
+                    "permissions, or its bucket, network and credentials)",
                     self.folder,
                     self.last_error,
                 )

@@ -376,8 +376,11 @@ class Lake:
 
         if missing:
             self._require_files(name, version, [u for u, _ in missing])
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(fetch, missing))
+            try:
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    list(pool.map(fetch, missing))
+            except OSError as exc:
+                raise _store_error(f"copying table {name!r} version {version}", exc) from None
         return [str(p) for p in paths]
 
     def _require_files(self, name: str, version: int, files: list[str]) -> None:
@@ -385,7 +388,10 @@ class Lake:
         import pyarrow.fs as pafs
 
         if self.remote:
-            infos = self.location.fs.get_file_info([self.location.key_of(f) for f in files])
+            try:
+                infos = self.location.fs.get_file_info([self.location.key_of(f) for f in files])
+            except OSError as exc:
+                raise _store_error(f"listing table {name!r} version {version}", exc) from None
             missing = [i.path for i in infos if i.type == pafs.FileType.NotFound]
         else:
             missing = [f for f in files if f.startswith("/") and not Path(f).is_file()]
@@ -406,9 +412,14 @@ class Lake:
         limit: int | None = None,
     ) -> pa.Table:
         dataset = self.dataset(name, version)
-        if limit is not None:  # Arrow takes a 32-bit count here: past 2**31 - 1 means "all"
-            return dataset.head(min(limit, 2**31 - 1), columns=columns)
-        return dataset.to_table(columns=columns)
+        try:
+            if limit is not None:  # Arrow takes a 32-bit count: past 2**31 - 1 means "all"
+                return dataset.head(min(limit, 2**31 - 1), columns=columns)
+            return dataset.to_table(columns=columns)
+        except OSError as exc:
+            if not self.remote:
+                raise
+            raise _store_error(f"reading table {name!r} version {version}", exc) from None
 
     def count(self, name: str, version: int) -> int:
         """Rows of a version, from the log's statistics (this process's handle when it

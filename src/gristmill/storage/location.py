@@ -18,16 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from gristmill.definitions.urls import check_storage_url
 from gristmill.errors import ConfigError
 
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
-
-REMOTE_SCHEMES = ("s3",)
-"""Object stores tested end to end here (S3 and S3-compatible servers)."""
-LATER_SCHEMES = ("s3a", "gs", "gcs", "az", "abfs", "abfss", "azure", "hdfs", "lakefs", "r2")
 
 
 @dataclass(frozen=True)
@@ -41,36 +38,15 @@ class Location:
     @classmethod
     def parse(cls, text: str, base: Path, *, setting: str) -> Location:
         """``text`` from gristmill.toml's ``setting``: a URL, or a folder relative to
-        ``base``."""
-        scheme = urlsplit(text).scheme.lower() if "://" in text else ""
-        if not scheme:
+        ``base`` (the project loads only URLs ``check_storage_url`` accepts)."""
+        problem = check_storage_url(text, setting)
+        if problem is not None:
+            raise ConfigError(problem[0], hint=problem[1])
+        if "://" not in text:
             folder = Path(text).expanduser()
             return cls(str(folder if folder.is_absolute() else base / folder))
-        if scheme in LATER_SCHEMES:
-            raise ConfigError(
-                f"{setting} = {text!r}: {scheme}:// is not supported yet; only s3:// (AWS S3 "
-                "and S3-compatible servers) is tested",
-                hint=f"use an s3:// URL or a local folder for {setting}",
-            )
-        if scheme not in REMOTE_SCHEMES:
-            raise ConfigError(
-                f"{setting} = {text!r}: unknown scheme {scheme}://",
-                hint=f"{setting} is a folder (relative to the project) or s3://bucket/prefix",
-            )
-        parts = urlsplit(text)
-        if not parts.netloc:
-            raise ConfigError(
-                f"{setting} = {text!r} names no bucket",
-                hint=f"write it as {scheme}://BUCKET/PREFIX",
-            )
-        if parts.query or parts.fragment or "@" in parts.netloc:
-            raise ConfigError(
-                f"{setting} = {text!r}: a URL with credentials, a query or a fragment",
-                hint="give credentials in the environment (AWS_ACCESS_KEY_ID, "
-                "AWS_SECRET_ACCESS_KEY), never in gristmill.toml",
-            )
-        prefix = parts.path.strip("/")
-        return cls(f"{scheme}://{parts.netloc}" + (f"/{prefix}" if prefix else ""))
+        scheme, rest = text.split("://", 1)
+        return cls(f"{scheme.lower()}://{rest.strip('/')}")
 
     @property
     def remote(self) -> bool:
@@ -103,7 +79,8 @@ class Location:
 
     def key_of(self, uri: str) -> str:
         """The file system's path of a URL delta-rs gave (``s3://b/k`` -> ``b/k``)."""
-        return uri.split("://", 1)[1] if self.remote and "://" in uri else uri
+        # delta-rs percent-encodes the URIs it gives (a space as %20); keys are plain
+        return unquote(uri.split("://", 1)[1]) if self.remote and "://" in uri else uri
 
     def check(self, setting: str) -> None:
         """Fail clearly when a remote root's bucket is missing or unreachable."""
@@ -235,6 +212,11 @@ def describe(exc: BaseException) -> str:
     """An object store's error in one line: the S3 error code and message when the
     response carried them (delta-rs nests the whole response), else the first line."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    if "scheme is not allowed" in text:
+        return "the endpoint is plain http://, which needs AWS_ALLOW_HTTP=true"
+    if "denied destination" in text or "resolve_deny" in text:
+        # no keys in the environment: the client asked the instance metadata service
+        return "no credentials found (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
     code = re.search(r"<Code>([^<]*)</Code>", text)
     message = re.search(r"<Message>([^<]*)</Message>", text)
     if code:
