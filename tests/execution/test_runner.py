@@ -293,3 +293,21 @@ def test_a_csv_row_of_the_wrong_width_is_named_with_its_line(tmp_path: Path) -> 
     assert step.error["message"] == (
         "data/a.csv line 3 has 4 columns, the header has 3 (delimiter ',')"
     )
+
+
+def test_a_table_deleted_from_the_lake_is_not_rebuilt_under_recorded_version_numbers(
+    workspace: Workspace,
+) -> None:
+    import shutil
+
+    assert workspace.run().ok
+    shutil.rmtree(workspace.lake.path("per_user"))
+    outcome = Workspace.open(workspace.root).run(["per_user"], full_refresh=True)
+    assert not outcome.ok
+    error = {s.name: s.error for s in outcome.result.steps if s.error}["per_user"]
+    assert error["message"] == (
+        "per_user: the catalog records versions up to v0, but its Delta table is gone from "
+        f"the lake ({workspace.lake.path('per_user')})"
+    )
+    assert "restore the table's folder" in error["hint"]
+    assert not workspace.lake.exists("per_user")  # nothing was written under v0 again

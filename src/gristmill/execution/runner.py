@@ -124,6 +124,22 @@ class Runner:
             for engine in engines.values():
                 engine.close()
 
+    def _require_lake_table(self, step: PlannedStep) -> None:
+        """Refuse to write a table whose versions the catalog holds but whose Delta table
+        is gone from the lake (deleted outside gristmill): its next commit would be a
+        version 0 again, and a recorded version number never changes its rows."""
+        if step.kind is StepKind.MODEL:
+            return
+        recorded = self.catalog.latest(step.name)
+        if recorded is None or self.lake.exists(step.name):
+            return
+        raise StepFailed(
+            f"{step.name}: the catalog records versions up to v{recorded.version}, but its "
+            f"Delta table is gone from the lake ({self.lake.uri(step.name)})",
+            hint="restore the table's folder (or prefix) from a backup; versions are "
+            "immutable, so gristmill does not build version 0 again under the same name",
+        )
+
     def _engine_for_step(self, step: PlannedStep) -> Engine:
         choice = self._choices.get(step.name)
         name = choice.engine if choice is not None else None  # None: the project's default
@@ -429,6 +445,7 @@ class Runner:
         a success in the catalog transaction that stores the new version."""
         definition = self.graph.nodes[step.name]
         inputs = self._input_versions(step)
+        self._require_lake_table(step)
         previous = (
             self.catalog.latest(step.name)
             if step.kind in (StepKind.INGEST, StepKind.MODEL)
