@@ -128,10 +128,10 @@ class Runner:
         """Refuse to write a table whose versions the catalog holds but whose Delta table
         is gone from the lake (deleted outside gristmill): its next commit would be a
         version 0 again, and a recorded version number never changes its rows."""
-        if step.kind is StepKind.MODEL:
+        if step.kind is StepKind.MODEL or self.lake.exists(step.name):
             return
         recorded = self.catalog.latest(step.name)
-        if recorded is None or self.lake.exists(step.name):
+        if recorded is None:  # a table's first build
             return
         raise StepFailed(
             f"{step.name}: the catalog records versions up to v{recorded.version}, but its "

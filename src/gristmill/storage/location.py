@@ -84,10 +84,10 @@ class Location:
 
     def check(self, setting: str) -> None:
         """Fail clearly when a remote root's bucket is missing or unreachable."""
-        import pyarrow.fs as pafs
-
         if not self.remote:
             return
+        import pyarrow.fs as pafs
+
         bucket = self.url.split("://", 1)[1].split("/", 1)[0]
         if self._info(bucket).type == pafs.FileType.NotFound:
             raise ConfigError(
@@ -98,11 +98,15 @@ class Location:
             )
 
     def is_dir(self, *parts: str) -> bool:
+        if not self.remote:  # a stat, without importing pyarrow (a no-op run stays fast)
+            return os.path.isdir(self.key(*parts))
         import pyarrow.fs as pafs
 
         return bool(self._info(self.key(*parts)).type == pafs.FileType.Directory)
 
     def is_file(self, *parts: str) -> bool:
+        if not self.remote:
+            return os.path.isfile(self.key(*parts))
         import pyarrow.fs as pafs
 
         return bool(self._info(self.key(*parts)).type == pafs.FileType.File)
@@ -115,6 +119,9 @@ class Location:
 
     def children(self, *parts: str) -> list[str]:
         """Names of the folders directly below ``parts`` ([] when there is none)."""
+        if not self.remote:
+            folder = Path(self.key(*parts))
+            return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
         import pyarrow.fs as pafs
 
         selector = pafs.FileSelector(self.key(*parts), allow_not_found=True)
