@@ -47,6 +47,10 @@ Spaces, ``#``, ``%``, ``?``, quotes and any other Unicode are fine."""
 WriteMode = Literal["append", "overwrite"]
 STAGING_FOLDER = ".staging"
 """Below the lake root: the rows of a merge in progress, in files without a name."""
+COMMIT_RETRIES = 100
+"""How often a commit that lost the race for its version number tries the next one
+(delta-rs checks each time that the winner's changes do not conflict). delta-rs's 15 ran
+out with three processes appending to one table on S3 on a busy machine."""
 MERGED_FILE_SIZE = 16 * 1024 * 1024
 """The Parquet file size of a table kept by merges (a source's, by primary key): a merge
 rewrites each file holding a changed key, so a smaller file than Delta's default (about
@@ -465,6 +469,7 @@ class Lake:
         properties = CommitProperties(
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
+            max_commit_retries=COMMIT_RETRIES,
         )
         configuration = dict(_stats_configuration([f.name for f in data.schema], no_stats) or {})
         if merged:
@@ -549,6 +554,7 @@ class Lake:
         properties = CommitProperties(
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
+            max_commit_retries=COMMIT_RETRIES,
         )
         try:
             merger = handle.merge(
@@ -645,6 +651,7 @@ class Lake:
         properties = CommitProperties(
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
+            max_commit_retries=COMMIT_RETRIES,
         )
         try:
             if not self.exists(name):
@@ -722,7 +729,8 @@ class Lake:
             metrics = table.delete(
                 predicate,
                 commit_properties=CommitProperties(
-                    custom_metadata={METADATA_KEY: json.dumps(record)}
+                    custom_metadata={METADATA_KEY: json.dumps(record)},
+                    max_commit_retries=COMMIT_RETRIES,
                 ),
                 post_commithook_properties=_hooks(),
             )
