@@ -504,3 +504,31 @@ def test_follow_prints_a_json_line_per_extraction_and_stops_cleanly_on_sigterm(
     assert lines and all(set(line) == {"run_id", "summary", "steps"} for line in lines)
     landed = [line for line in lines if line["summary"]["rows_written"]]
     assert sum(line["summary"]["rows_written"] for line in landed) == 5
+
+
+def test_a_stream_sensor_does_not_queue_a_second_run_while_its_run_is_queued(
+    tmp_path: Path, stream: str
+) -> None:
+    """The pending count a stream reports changes while its run reads it; the sensor
+    waits for its run instead of queuing another for the same messages."""
+    root = project(tmp_path / "p", stream)
+    (root / "pipeline.py").write_text(
+        (root / "pipeline.py").read_text()
+        + 'landed = gm.sensor("landed", on=gm.new_data("events"), select="events+", '
+        'min_interval="0s")\n'
+    )
+    publish(stream, [event(i) for i in range(7)])
+    assert Workspace.open(root).run().ok
+    ws = Workspace.open(root)
+    assert ws.scheduler.tick().fired == []  # starts watching: nothing new
+    publish(stream, [event(i) for i in range(7, 10)])
+    (fired,) = ws.scheduler.tick().fired
+    assert fired["reason"] == "events: 3 message(s) past sequence 7"
+    publish(stream, [event(i) for i in range(10, 12)])  # the news changes; its run waits
+    assert ws.scheduler.tick().fired == []
+    (state,) = [s for s in ws.scheduler.sensors() if s.name == "landed"]
+    assert state.reason.endswith(f"its run {fired['run_id'][:8]} is queued"), state.reason
+    done = gm_json(root, "scheduler", "--once")  # runs it: all 12 messages land
+    assert done["queued_by_triggers"] == [] and [r["status"] for r in done["ran"]] == ["success"]
+    assert Workspace.open(root).read("events").num_rows == 12
+    assert Workspace.open(root).scheduler.tick().fired == []  # nothing new after it

@@ -176,6 +176,14 @@ class Scheduler:
                     reason = reason.replace(
                         "already queued", f"its last run {last}: fix {what} or run by hand"
                     )
+            if fire and sensor.on.kind == "new_data" and state is not None and state.run_id:
+                # a source's news changes while its run reads it (a stream's pending count
+                # falls as messages are fetched): not a second run for the same news; the
+                # cursor stays, so what arrives meanwhile fires once the run is done
+                last = self.ws.catalog.run_store.get(state.run_id).status
+                if last in ("queued", "running"):
+                    fire, cursor = False, state.cursor
+                    reason = f"{reason}; its run {state.run_id[:8]} is {last}"
             run = None
             if fire:
                 run = (
