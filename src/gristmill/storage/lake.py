@@ -28,7 +28,7 @@ from gristmill.errors import (
     UnsupportedPathError,
     VersionNotFoundError,
 )
-from gristmill.storage.location import Location
+from gristmill.storage.location import Location, store_error
 
 if TYPE_CHECKING:  # heavy imports stay lazy so that a no-op run starts fast
     import pyarrow as pa
@@ -232,7 +232,7 @@ class Lake:
                 hint="run `gristmill run` to build it",
             ) from None
         except OSError as exc:
-            raise _store_error(f"cannot read table {name!r} at {self.uri(name)}", exc) from None
+            raise store_error(f"cannot read table {name!r} at {self.uri(name)}", exc) from None
         except DeltaError as exc:
             if version is not None:
                 raise VersionNotFoundError(
@@ -384,7 +384,7 @@ class Lake:
                 with ThreadPoolExecutor(max_workers=8) as pool:
                     list(pool.map(fetch, missing))
             except OSError as exc:
-                raise _store_error(f"copying table {name!r} version {version}", exc) from None
+                raise store_error(f"copying table {name!r} version {version}", exc) from None
         return [str(p) for p in paths]
 
     def _require_files(self, name: str, version: int, files: list[str]) -> None:
@@ -395,7 +395,7 @@ class Lake:
             try:
                 infos = self.location.fs.get_file_info([self.location.key_of(f) for f in files])
             except OSError as exc:
-                raise _store_error(f"listing table {name!r} version {version}", exc) from None
+                raise store_error(f"listing table {name!r} version {version}", exc) from None
             missing = [i.path for i in infos if i.type == pafs.FileType.NotFound]
         else:
             missing = [f for f in files if f.startswith("/") and not Path(f).is_file()]
@@ -423,7 +423,7 @@ class Lake:
         except OSError as exc:
             if not self.remote:
                 raise
-            raise _store_error(f"reading table {name!r} version {version}", exc) from None
+            raise store_error(f"reading table {name!r} version {version}", exc) from None
 
     def count(self, name: str, version: int) -> int:
         """Rows of a version, from the log's statistics (this process's handle when it
@@ -492,7 +492,7 @@ class Lake:
                 post_commithook_properties=_hooks(),
             )
         except OSError as exc:
-            raise _store_error(f"writing table {name!r}", exc) from None
+            raise store_error(f"writing table {name!r}", exc) from None
         except DeltaError as exc:
             raise LakeError(f"writing table {name!r} failed: {exc}") from exc
         if handle is None:
@@ -586,7 +586,7 @@ class Lake:
                 empty = pa.schema(handle.schema().to_arrow()).empty_table()
                 write_deltalake(handle, empty, mode="append", commit_properties=properties)
         except OSError as exc:
-            raise _store_error(f"merging into table {name!r}", exc) from None
+            raise store_error(f"merging into table {name!r}", exc) from None
         except DeltaError as exc:
             if "multiple source rows" in str(exc):
                 raise LakeError(
@@ -671,7 +671,7 @@ class Lake:
                     post_commithook_properties=_hooks(),
                 )
         except OSError as exc:
-            raise _store_error(f"committing the files of table {name!r}", exc) from None
+            raise store_error(f"committing the files of table {name!r}", exc) from None
         except DeltaError as exc:
             raise LakeError(f"committing the files of table {name!r} failed: {exc}") from exc
         handle = DeltaTable(self.uri(name))
@@ -735,7 +735,7 @@ class Lake:
                 post_commithook_properties=_hooks(),
             )
         except OSError as exc:
-            raise _store_error(f"erasing rows of table {name!r}", exc) from None
+            raise store_error(f"erasing rows of table {name!r}", exc) from None
         except DeltaError as exc:
             raise LakeError(f"erasing rows of table {name!r} failed: {exc}") from exc
         version = int(table.version())
@@ -975,17 +975,6 @@ def _check_supported(root: Path) -> None:
             hint="move the project to a folder without [ ] ^ | \\, control characters or "
             "%XX sequences in its path, or set `lake` in gristmill.toml to such a folder",
         )
-
-
-def _store_error(what: str, exc: OSError) -> LakeError:
-    """An object store's failure (a missing bucket, no network, refused credentials)."""
-    from gristmill.storage.location import describe
-
-    return LakeError(
-        f"{what}: {describe(exc)}",
-        hint="check the lake's bucket, the network, and the credentials and endpoint in "
-        "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)",
-    )
 
 
 def _local_path(uri: str) -> str:

@@ -115,7 +115,7 @@ class Location:
         try:
             return self.fs.get_file_info(key)
         except OSError as exc:
-            raise _unreachable(self, exc) from None
+            raise store_error(f"cannot reach {self.url}", exc) from None
 
     def children(self, *parts: str) -> list[str]:
         """Names of the folders directly below ``parts`` ([] when there is none)."""
@@ -128,7 +128,7 @@ class Location:
         try:
             found = self.fs.get_file_info(selector)
         except OSError as exc:
-            raise _unreachable(self, exc) from None
+            raise store_error(f"cannot reach {self.url}", exc) from None
         return sorted(i.base_name for i in found if i.type == pafs.FileType.Directory)
 
     def files(self, *parts: str) -> Iterator[tuple[str, str]]:
@@ -205,13 +205,15 @@ def _at_endpoint() -> str:
     return f" at {endpoint}" if endpoint else ""
 
 
-def _unreachable(location: Location, exc: OSError) -> Exception:
+def store_error(what: str, exc: OSError) -> Exception:
+    """An object store's failure (a missing bucket, no network, refused credentials), as
+    the lake's error: what failed, the store's own reason, and where the settings come from."""
     from gristmill.errors import LakeError
 
     return LakeError(
-        f"cannot reach {location.url}: {describe(exc)}",
-        hint="check the bucket exists and the credentials and endpoint in the environment "
-        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL)",
+        f"{what}: {describe(exc)}",
+        hint="check the bucket exists, the network, and the credentials and endpoint in the "
+        "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL)",
     )
 
 

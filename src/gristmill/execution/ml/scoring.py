@@ -116,7 +116,10 @@ def score_by_workers(
     commits the files they wrote. No row passes through this process."""
     import uuid
 
-    record = replace(template, table_name=request.into, version=-1)
+    from gristmill.definitions.contracts import Contract
+    from gristmill.execution.writer import WriteRequest, commit_files
+    from gristmill.planning import WriteMode
+
     folder = lake.files_folder(request.into, f"{template.run_id}-{uuid.uuid4().hex[:8]}")
     name, version, keys = model.name, model.version, request.keys
 
@@ -134,11 +137,11 @@ def score_by_workers(
         return work, schema
 
     session.write_mapped(rows_sql(request, model.feature_names), folder, plan)
-    written = lake.commit_files(request.into, folder, mode="overwrite", record=record.to_record())
-    return replace(
-        record,
-        version=written.version,
-        rows=written.rows,
-        rows_added=written.rows,
-        schema=[{"name": f.name, "type": str(f.type)} for f in written.schema],
+    into = WriteRequest(
+        table=request.into,
+        relation="",
+        contract=Contract(),
+        mode=WriteMode.OVERWRITE,
+        template=replace(template, table_name=request.into),
     )
+    return commit_files(lake, into, folder)
