@@ -15,7 +15,7 @@ import pytest
 
 from gristmill.errors import DefinitionError
 from gristmill.workspace import Workspace
-from tests.conftest import write_project
+from tests.conftest import gm, write_project
 
 pytestmark = pytest.mark.spark
 
@@ -283,3 +283,6 @@ def test_the_example_on_spark_equals_duckdb_s_sql_steps_training_sets_model_scor
     assert sorted(ours.to_pylist(), key=repr) == sorted(theirs.to_pylist(), key=repr)
     files = [p.name for p in spark.lake.path("churn__predictions").rglob("*.parquet")]
     assert files and all(f.startswith("part-") for f in files)
+    shown = gm(spark.root, "score", "churn", "--table", "user_profile")  # the CLI says where
+    assert shown.returncode == 0, shown.stderr
+    assert "scored on spark (project engine = spark)" in shown.stdout, shown.stdout
