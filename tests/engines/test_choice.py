@@ -64,11 +64,7 @@ def test_small_inputs_run_on_duckdb_and_the_plan_says_why(tmp_path: Path) -> Non
     assert engine == "duckdb"
     assert why == f"inputs {size / 1000:.1f} KB < auto_threshold 20.0 GB"
     assert chosen["python_step"] == ("duckdb", "only SQL steps and training sets move to Spark")
-    assert chosen["checked"] == chosen["totals"]  # checks run on either engine
-    assert chosen["typed"] == (
-        "duckdb",
-        "declared column types (columns=) run on DuckDB only for now",
-    )
+    assert chosen["checked"] == chosen["typed"] == chosen["totals"]  # by size alone
 
 
 def test_inputs_past_the_threshold_go_to_spark_unless_spark_cannot_run_them_the_same(
@@ -78,7 +74,7 @@ def test_inputs_past_the_threshold_go_to_spark_unless_spark_cannot_run_them_the_
     assert ws.run(["events"]).ok
     ws = Workspace.open(ws.root)
     chosen = choices(ws)  # pyspark and Java are here (the spark tests need them too)
-    assert chosen["totals"][0] == "spark" and chosen["checked"][0] == "spark"
+    assert chosen["totals"][0] == chosen["checked"][0] == chosen["typed"][0] == "spark"
     assert (
         chosen["totals"][1].startswith("inputs ")
         and "≥ auto_threshold 10.0 KB" in chosen["totals"][1]

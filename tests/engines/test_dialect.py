@@ -298,6 +298,10 @@ CASES = {
         "SELECT NULL, lag(x, 1, 0) OVER (ORDER BY id), lead(id, 2, NULL) OVER (ORDER BY id), "
         "ln(0.0), ln(-1.0) FROM t"
     ),
+    "isnan of numbers, NaN and NULL": (
+        "SELECT id, isnan(h), isnan(x), isnan(CAST(NULL AS DOUBLE)), "
+        "count_if(h IS NULL OR isnan(h)) OVER () FROM t"
+    ),
     "date_trunc's units": (
         "SELECT id, date_trunc('week', d), date_trunc('quarter', tu), date_trunc('hour', tu), "
         "date_trunc('year', d), date_trunc('second', tu) FROM t"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.errors import DefinitionError
+from gristmill.planning.planner import Backfill
 from gristmill.workspace import Workspace
 from tests.conftest import gm, write_project
 
@@ -94,24 +95,63 @@ def test_what_spark_cannot_run_the_same_is_refused_with_its_line(tmp_path: Path)
     assert not ws.lake.exists("by_spark") and not ws.lake.exists("late")
 
 
-@pytest.mark.parametrize(
-    ("extra", "what"),
-    [
-        ('columns={"x": "BIGINT"}', "declared column types (columns=)"),
-        ("partitions=gm.static('x', ['a', 'b'])", "partitions"),
-    ],
-)
-def test_what_runs_on_duckdb_only_is_refused_when_the_project_loads(
-    tmp_path: Path, extra: str, what: str
-) -> None:
-    module = (
-        MODULE + f'\nchecked = gm.table("checked", engine="spark", sql="SELECT 1 AS x", {extra})\n'
+FINISHED = """
+TYPED = dict(sql="SELECT id, amount, tags AS n FROM events", checks=[gm.not_null("n")],
+    columns={"id": "BIGINT", "amount": "DOUBLE", "n": "INTEGER"}, max_quarantine_share=0.9)
+DAILY = "SELECT CAST(ts AS DATE) AS day, user_id, sum(amount) AS total FROM events GROUP BY ALL"
+typed_spark = gm.table("typed_spark", engine="spark", **TYPED)
+typed_duckdb = gm.table("typed_duckdb", **TYPED)
+daily_spark = gm.table("daily_spark", engine="spark", sql=DAILY,
+    partitions=gm.daily("day", start="2026-11-01", batch=2))
+daily_duckdb = gm.table("daily_duckdb", sql=DAILY,
+    partitions=gm.daily("day", start="2026-11-01", batch=2))
+"""
+
+
+def test_partitioned_and_typed_steps_on_spark_are_finished_by_duckdb(tmp_path: Path) -> None:
+    """Spark computes the rows of a step with declared types or partitions; DuckDB types,
+    checks, quarantines and writes them into their partitions: the same tables, the same
+    quarantine, and a backfill of some days replaces just those days, on both engines."""
+    csv = CSV.replace(",a;b\n", ",12\n", 50)  # some tags that cast to INTEGER
+    root = write_project(tmp_path / "p", module=MODULE + FINISHED, sql={}, data={"a.csv": csv})
+    ws = Workspace.open(root)
+    outcome = ws.run()
+    assert outcome.ok, outcome.result.error()
+    steps = {s["table"]: s for s in ws.run_info(outcome.result.run_id).steps}
+    assert steps["typed_spark"]["engine"] == steps["daily_spark"]["engine"] == "spark"
+    assert steps["typed_duckdb"]["engine"] == steps["daily_duckdb"]["engine"] == "duckdb"
+    ws = Workspace.open(root)
+    built = ws.read("daily_spark").to_pylist()
+    for ours, theirs in (("typed_spark", "typed_duckdb"), ("daily_spark", "daily_duckdb")):
+        assert ws.read(ours).schema == ws.read(theirs).schema, ours
+        assert rows(ws, ours) == rows(ws, theirs) and len(rows(ws, ours)) > 40, ours
+    typed = {s.name: s for s in outcome.result.steps}
+    assert typed["typed_spark"].quarantine_counts == typed["typed_duckdb"].quarantine_counts
+    assert typed["typed_spark"].quarantined == typed["typed_duckdb"].quarantined > 100
+    assert (
+        ws.quarantine("typed_spark")
+        .drop(["_run_id"])
+        .sort_by("id")
+        .equals(ws.quarantine("typed_duckdb").drop(["_run_id"]).sort_by("id"))
     )
-    root = write_project(tmp_path / "p", module=module, sql={}, data={"a.csv": CSV})
-    with pytest.raises(DefinitionError) as caught:
-        Workspace.open(root).plan()
-    assert f"table 'checked': {what} run on DuckDB only for now" in caught.value.message
-    assert "remove engine='spark'" in caught.value.hint
+    assert str(ws.read("typed_spark").schema.field("n").type) == "int32"
+    # a backfill of three days, two per query: just those days are replaced
+    with (root / "data" / "a.csv").open("a") as more:
+        more.write("9001,u1,2026-11-03 10:00:00,999.5,\n9002,u1,2026-11-20 10:00:00,999.5,\n")
+    for table in ("daily_spark", "daily_duckdb"):
+        done = Workspace.open(root).backfill(
+            Backfill(table, "2026-11-02", "2026-11-04", force=True)
+        )
+        assert done.ok, done.result.error()
+    ws = Workspace.open(root)
+    assert rows(ws, "daily_spark") == rows(ws, "daily_duckdb")
+    by_day = {(r["day"].day, r["user_id"]): r["total"] for r in ws.read("daily_spark").to_pylist()}
+    before = {(r["day"].day, r["user_id"]): r["total"] for r in built}
+    assert by_day[(3, "u1")] == pytest.approx(before[(3, "u1")] + 999.5)  # rebuilt
+    assert by_day[(20, "u1")] == before[(20, "u1")]  # outside the range: kept
+    assert {k: v for k, v in by_day.items() if k[0] != 3} == {
+        k: v for k, v in before.items() if k[0] != 3
+    }
 
 
 CHECKED_QUERY = """SELECT user_id, amount, CAST(ts AS DATE) AS day, tags
@@ -225,7 +265,8 @@ def test_the_example_on_spark_equals_duckdb_s_sql_steps_training_sets_model_scor
     """The churn example with engine = "spark" against the same with engine = "duckdb":
 
     - user_profile (ASOF JOIN, series of months, FILTER, distinct counts through lists,
-      epoch, decimal averages; unpartitioned, with its checks) pinned to Spark, and
+      epoch, decimal averages; monthly partitions, finished by DuckDB), the same SQL
+      unpartitioned with its checks on Spark, and
       merchant_category_stats (GROUP BY ALL): every row, every column, same types;
     - the training sets (the example's, and one joining two views with and without a
       TTL), built point in time with one ASOF join per view: same rows and statistics;
@@ -248,10 +289,11 @@ def test_the_example_on_spark_equals_duckdb_s_sql_steps_training_sets_model_scor
         assert steps["churn_training"]["engine"] == engine
         assert steps["wide_training"]["engine"] == engine
         assert steps["merchant_category_stats"]["engine"] == engine
-        assert steps["user_profile"]["engine"] == "duckdb"  # partitioned: DuckDB for now
+        assert steps["user_profile"]["engine"] == engine  # partitioned: DuckDB finishes
         built[engine] = Workspace.open(root)
     duck, spark = built["duckdb"], built["spark"]
     for ours, theirs in (
+        (spark.read("user_profile"), duck.read("user_profile")),
         (spark.read("profile_spark"), duck.read("user_profile")),
         (spark.read("merchant_category_stats"), duck.read("merchant_category_stats")),
     ):
@@ -286,3 +328,28 @@ def test_the_example_on_spark_equals_duckdb_s_sql_steps_training_sets_model_scor
     shown = gm(spark.root, "score", "churn", "--table", "user_profile")  # the CLI says where
     assert shown.returncode == 0, shown.stderr
     assert "scored on spark (project engine = spark)" in shown.stdout, shown.stdout
+    # the drift monitor: on Spark the workers score both sides and the engine aggregates
+    # the statistics; the same values (to 1e-9) and charts as DuckDB's in-process ones
+    evaluated = {e: ws.monitors.run(["churn_drift"])[0] for e, ws in built.items()}
+    assert evaluated["spark"].state == evaluated["duckdb"].state != "error"
+    assert (evaluated["spark"].engine, evaluated["duckdb"].engine) == ("spark", "duckdb")
+    assert evaluated["spark"].rows == evaluated["duckdb"].rows > 100
+    found = {
+        e: {(r.subject, r.statistic): r for r in ws.monitors.results("churn_drift")}
+        for e, ws in built.items()
+    }
+    assert found["spark"].keys() == found["duckdb"].keys()
+    assert {s for s, _ in found["spark"]} >= {"score", "amount_avg_90d", "plan"}
+    for key, theirs in found["duckdb"].items():
+        ours = found["spark"][key]
+        assert ours.value == pytest.approx(theirs.value, rel=1e-9, abs=1e-9, nan_ok=True), key
+        assert ours.state == theirs.state, key
+        assert ours.details["engine"] == "spark"
+        chart, expected = ours.details.get("chart"), theirs.details.get("chart")
+        if expected and "edges" in expected:
+            assert chart["edges"] == pytest.approx(expected["edges"], rel=1e-9), key
+            assert chart["current"] == pytest.approx(expected["current"], rel=1e-9), key
+        else:
+            assert chart == expected, key
+    shown = gm(spark.root, "monitor", "run", "churn_drift")
+    assert "(on spark: project engine = spark)" in shown.stdout, shown.stdout

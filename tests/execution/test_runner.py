@@ -1,5 +1,8 @@
 """The runner over real DuckDB, Delta and SQLite."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -311,3 +314,65 @@ def test_a_table_deleted_from_the_lake_is_not_rebuilt_under_recorded_version_num
     )
     assert "restore the table's folder" in error["hint"]
     assert not workspace.lake.exists("per_user")  # nothing was written under v0 again
+
+
+MEMORY_MODULE = """
+import pyarrow as pa
+import gristmill as gm
+
+txns = gm.source("txns", "data/*.csv", columns={"id": "VARCHAR", "amount": "DOUBLE"})
+# 60M rows of two repeated values: about 1 MB on disk, 960 MB in memory
+wide = gm.table("wide", sql="SELECT 7::BIGINT AS a, 1.5::DOUBLE AS b FROM range(60000000)")
+
+@gm.table
+def small_sum(txns: pa.Table) -> pa.Table:
+    return pa.table({"n": [txns.num_rows]})
+
+@gm.table
+def wide_sum(wide: pa.Table, txns: pa.Table) -> pa.Table:
+    return pa.table({"n": [wide.num_rows]})
+"""
+
+LIMITED = """
+import resource, sys
+import duckdb, deltalake, pyarrow.dataset, gristmill.cli, gristmill.cli.app  # mapped first
+from pathlib import Path
+size = int(next(l for l in Path("/proc/self/status").read_text().splitlines()
+                if l.startswith("VmSize:")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 700 * 2**20, resource.RLIM_INFINITY))
+sys.argv = ["gristmill", *sys.argv[1:]]
+gristmill.cli.main()
+"""
+
+
+def test_a_python_step_whose_inputs_cannot_fit_is_refused_before_it_reads_them(
+    tmp_path: Path,
+) -> None:
+    """A real process under a real address-space limit (700 MB left): the Python step over
+    a table that takes 960 MB decoded (1 MB on disk) is refused, naming the sizes and the
+    limit, before it reads a row; the step over a small input runs in the same process."""
+    root = write_project(
+        tmp_path, module=MEMORY_MODULE, sql={}, data={"a.csv": "id,amount\n1,1.5\n2,2\n"}
+    )
+    ws = Workspace.open(root)
+    built = ws.run(["wide", "txns"])
+    assert built.ok, built.result.error()
+    assert ws.lake.version_bytes("wide", 0) < 20_000_000
+    assert ws.lake.decoded_bytes("wide", 0) == 60_000_000 * 16
+    proc = subprocess.run(
+        [sys.executable, "-c", LIMITED, "run", "small_sum", "wide_sum", "-p", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 1, said
+    assert "Traceback" not in said and "MemoryError" not in said, said
+    refusal = "wide_sum: a Python step gets its inputs in memory, and they take at least"
+    assert f"{refusal} 960.0 MB" in said and "(wide 960.0 MB, txns" in said, said
+    assert "left under the address-space limit (ulimit -v)" in said
+    assert "write it as a SQL step" in said
+    after = Workspace.open(root)
+    assert after.read("small_sum").to_pylist() == [{"n": 2}]
+    assert after.lake.latest_version("wide_sum") is None

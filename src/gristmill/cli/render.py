@@ -121,6 +121,8 @@ def evaluation_line(e: dict[str, Any]) -> None:
         line += f" — {e['error'] or e['skipped']}"
     elif e["state"] == "ok":
         line += f" — {e['rows']:,} rows, {e['findings']} statistics within thresholds"
+    if e.get("engine") and e["engine"] != "duckdb":
+        line += f" (on {e['engine']}: {e['engine_reason']})"
     out.print(line)
     for alert in e["alerts"][:6]:
         out.print(f"  {alert}")

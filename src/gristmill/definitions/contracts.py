@@ -248,9 +248,10 @@ class Contract:
     def is_empty(self) -> bool:
         return not self.columns and not self.checks and self.row_count is None
 
-    def spark_refusal(self) -> str | None:
-        """What of this contract runs on DuckDB only for now (None: Spark runs all of it).
-        Declared types are TRY_CASTs of text, which the engines read differently."""
+    def duckdb_finish(self) -> str | None:
+        """What of this contract DuckDB applies to a Spark step's rows (None: Spark applies
+        all of it). Declared types are TRY_CASTs of text, which the engines read
+        differently: Spark computes the rows, DuckDB types, checks and writes them."""
         if self.columns:
             return "declared column types (columns=)"
         return None

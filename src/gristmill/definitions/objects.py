@@ -160,16 +160,6 @@ class Table(Definition):
         return self.inputs
 
     def validate(self, nodes: Mapping[str, Definition]) -> None:
-        refusal = self.contract.spark_refusal()
-        if self.engine not in (None, "duckdb") and (self.partitions is not None or refusal):
-            what = "partitions" if self.partitions is not None else refusal
-            raise DefinitionError(
-                f"table {self.name!r}: {what} run on DuckDB only for now, and it is pinned to "
-                f"{self.engine}",
-                location=self.location,
-                hint=f"remove engine={self.engine!r}, or its "
-                + ("partitions=" if self.partitions is not None else "columns= (CAST in the SQL)"),
-            )
         if self.partitions is None:
             return
         strangers = sorted(k for k, _ in self.partitions.upstream if k not in self.inputs)

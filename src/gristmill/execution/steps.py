@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -194,18 +194,10 @@ def _sql_by_workers(ctx: StepContext, table: Table, sql: str) -> Materialization
     from gristmill.execution.engines.dialect import Untranslatable
     from gristmill.execution.writer import commit_files, write_by_workers
 
-    where = Location(table.sql_path or table.location.path, table.location.line)
-    refusal = table.contract.spark_refusal()
-    if refusal or ctx.partitions:
-        raise StepFailed(
-            f"{table.name}: {refusal or 'partitions'} run on DuckDB only for now, and this "
-            "step is pinned to Spark",
-            location=where,
-            hint="remove engine='spark' from the step, or "
-            + ("its partitions=" if not refusal else "declare the types in its SQL (CAST)"),
-        )
-    folder = ctx.lake.files_folder(table.name, f"{ctx.template.run_id}-{uuid.uuid4().hex[:8]}")
     try:
+        if ctx.partitions or table.contract.duckdb_finish():
+            return _finished_on_duckdb(ctx, table, sql)
+        folder = ctx.lake.files_folder(table.name, f"{ctx.template.run_id}-{uuid.uuid4().hex[:8]}")
         if table.contract.is_empty:
             ctx.session.write_files(sql, folder)
             return commit_files(ctx.lake, _table_request(ctx, table, STEP_VIEW), folder)
@@ -218,6 +210,24 @@ def _sql_by_workers(ctx: StepContext, table: Table, sql: str) -> Materialization
         raise _untranslatable(table, exc) from None
     except EngineSqlError as exc:
         raise _sql_failed(table, exc) from None
+
+
+def _finished_on_duckdb(ctx: StepContext, table: Table, sql: str) -> Materialization:
+    """Spark computes the step's rows and its executors write them to a scratch folder;
+    DuckDB types (``columns=``), checks, quarantines and writes them as a DuckDB step
+    would, replacing just the partitions being built. The rows pass through this process
+    a batch at a time, as any DuckDB step's do."""
+    import tempfile
+
+    assert ctx.duckdb is not None, "the runner hands every step its DuckDB"
+    with tempfile.TemporaryDirectory(prefix="gm-spark-rows-") as scratch:
+        folder = Path(scratch) / "rows"
+        ctx.session.write_files(sql, folder)
+        files = sorted(str(f) for f in folder.glob("*.parquet"))
+        with ctx.duckdb().session() as local:
+            local.register_parquet(STEP_VIEW, files)
+            finishing = replace(ctx, session=local, engine_scans_parquet=True)
+            return _write_table(finishing, table, STEP_VIEW)
 
 
 def _untranslatable(table: Table, exc: Any) -> StepFailed:
@@ -268,6 +278,7 @@ def _table_request(
 
 def _python(ctx: StepContext, table: Table) -> Materialization:
     assert table.function is not None
+    _require_memory(ctx, table)
     hints = _hints(table.function)
     args = {
         name: _convert(ctx.lake.read(name, version), hints.get(name))
@@ -295,6 +306,29 @@ def _python(ctx: StepContext, table: Table) -> Materialization:
         raise failed from exc
     ctx.session.register("__gm_result", _to_arrow(table, result))
     return _write_table(ctx, table, "__gm_result")
+
+
+def _require_memory(ctx: StepContext, table: Table) -> None:
+    """A Python step gets its inputs whole, in this process: refuse, before reading any,
+    inputs that cannot fit (their decoded size is more than what is left)."""
+    from gristmill.execution.engines.choice import size_text
+    from gristmill.execution.memory import available_bytes
+
+    sizes = {n: ctx.lake.decoded_bytes(n, v) for n, v in ctx.inputs.items()}
+    need = sum(sizes.values())
+    free, limit = available_bytes()
+    if need <= free:
+        return
+    biggest = ", ".join(
+        f"{n} {size_text(b)}" for n, b in sorted(sizes.items(), key=lambda i: -i[1])[:3]
+    )
+    raise StepFailed(
+        f"{table.name}: a Python step gets its inputs in memory, and they take at least "
+        f"{size_text(need)} decoded ({biggest}), more than the {size_text(free)} {limit}",
+        location=table.location,
+        hint="write it as a SQL step (which runs on Spark past auto_threshold), or run it "
+        "where more memory is free",
+    )
 
 
 def _write_table(ctx: StepContext, table: Table, view: str) -> Materialization:

@@ -120,7 +120,7 @@ def write_by_workers(
     counted there and put into the quarantine table through ``duckdb``, so their values are
     text as DuckDB prints them (the same quarantine as a DuckDB step's). Only then are the
     good rows written into the table's folder and committed, with the counts."""
-    assert request.contract.spark_refusal() is None and not request.files, request.table
+    assert request.contract.duckdb_finish() is None and not request.files, request.table
     columns = [c for c, _ in session.columns(request.relation)]
     query = checked_query(request.relation, columns, request.contract, keep_only_declared=False)
     session.materialize(CHECKED, query.sql)

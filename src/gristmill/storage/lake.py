@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import uuid
@@ -311,6 +312,34 @@ class Lake:
 
         actions = pa.table(self._open(name, version).get_add_actions(flatten=False))
         return int(pc.sum(actions.column("size_bytes")).as_py() or 0)
+
+    def decoded_bytes(self, name: str, version: int) -> int:
+        """What a version takes in memory, at least: for fixed-width columns their rows
+        times their width; for text, lists and the like, their pages' uncompressed size
+        plus an offset per row (from the files' footers: the log's sizes are compressed,
+        and a column that repeats compresses to almost nothing)."""
+        import pyarrow.dataset as pads
+
+        dataset = self.dataset(name, version)
+        width, variable = 0.0, set()
+        for field in dataset.schema:
+            try:
+                width += field.type.bit_width / 8
+            except ValueError:  # not fixed-width
+                variable.add(field.name)
+        total = 0.0
+        for fragment in dataset.get_fragments():
+            if not isinstance(fragment, pads.ParquetFileFragment):
+                continue
+            metadata = fragment.metadata
+            total += metadata.num_rows * (width + 4 * len(variable))
+            for i in range(metadata.num_row_groups):
+                group = metadata.row_group(i)
+                for c in range(group.num_columns):
+                    chunk = group.column(c)
+                    if chunk.path_in_schema.split(".")[0] in variable:
+                        total += chunk.total_uncompressed_size
+        return int(total)
 
     def _file_ranges(self, name: str, version: int, column: str) -> dict[str, tuple[Any, Any]]:
         import pyarrow as pa
@@ -614,15 +643,16 @@ class Lake:
         return self.root / STAGING_FOLDER
 
     def files_folder(self, name: str, tag: str) -> Path:
-        """Where an engine's workers write a result of ``name`` for ``commit_files``
-        (inside the table's directory: Delta's add actions name files below it)."""
+        """Where an engine's workers write a result of ``name`` for ``commit_files``:
+        inside the table's directory (Delta's add actions name files below it); for a
+        lake on object storage, a local staging folder laid out the same, which
+        ``commit_files`` uploads (workers that share the driver's disk: a local master)."""
+        return self._files_root(name) / f"gm-{tag}"
+
+    def _files_root(self, name: str) -> Path:
         if self.remote:
-            raise LakeError(
-                f"table {name!r}: an engine writing files itself needs a local lake; "
-                f"this lake is at {self.location.url}",
-                hint='run the step on DuckDB (engine = "duckdb" or "auto")',
-            )
-        return self.path(name) / f"gm-{tag}"
+            return self.cache.parent / "lake-staging" / name
+        return self.path(name)
 
     def commit_files(
         self,
@@ -635,7 +665,23 @@ class Lake:
     ) -> Written:
         """Commit the Parquet files below ``folder`` (``files_folder``) as the next version
         of ``name``, in one Delta transaction with their statistics; ``transactions`` ride
-        in it as app transactions (a writer that records its run there commits once)."""
+        in it as app transactions (a writer that records its run there commits once). On
+        object storage the files are uploaded first, then committed; the staged copies
+        are removed either way."""
+        try:
+            return self._commit_files(name, folder, mode, record, transactions)
+        finally:
+            if self.remote:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _commit_files(
+        self,
+        name: str,
+        folder: Path,
+        mode: WriteMode,
+        record: Mapping[str, Any],
+        transactions: Mapping[str, int] | None,
+    ) -> Written:
         from deltalake import CommitProperties, DeltaTable, Transaction
         from deltalake.exceptions import DeltaError
         from deltalake.schema import Schema as DeltaSchema
@@ -647,7 +693,9 @@ class Lake:
 
         from gristmill.storage.file_actions import file_actions
 
-        found = file_actions(self.path(name), folder)
+        found = file_actions(self._files_root(name), folder)
+        if self.remote:
+            self._upload(name, [a.path for a in found.actions])
         properties = CommitProperties(
             custom_metadata={METADATA_KEY: json.dumps(record)},
             app_transactions=[Transaction(app, v) for app, v in (transactions or {}).items()],
@@ -656,7 +704,7 @@ class Lake:
         try:
             if not self.exists(name):
                 create_table_with_add_actions(
-                    str(self.path(name)),
+                    self.uri(name),
                     DeltaSchema.from_arrow(found.schema),
                     found.actions,
                     commit_properties=properties,
@@ -679,6 +727,31 @@ class Lake:
             self._handles[name] = handle
         self._clean_log_at_checkpoint(name, handle)
         return Written(version=handle.version(), rows=found.rows, schema=found.schema)
+
+    def _upload(self, name: str, paths: list[str]) -> None:
+        """Copy staged files (paths relative to the table) to the table's prefix."""
+        from concurrent.futures import ThreadPoolExecutor
+        from urllib.parse import unquote
+
+        import pyarrow.fs as pafs
+
+        local = pafs.LocalFileSystem()
+        staged = self._files_root(name)
+
+        def upload(path: str) -> None:
+            relative = unquote(path)
+            pafs.copy_files(
+                str(staged / relative),
+                self.location.key_of(self.location.join(name, relative)),
+                source_filesystem=local,
+                destination_filesystem=self.location.fs,
+            )
+
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(upload, paths))
+        except OSError as exc:
+            raise store_error(f"uploading the files of table {name!r}", exc) from None
 
     def keep_out_of_stats(self, name: str, columns: Sequence[str], no_stats: Sequence[str]) -> None:
         """Keep ``no_stats`` out of an existing table's file statistics from its next commit

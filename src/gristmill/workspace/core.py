@@ -693,6 +693,7 @@ class Workspace:
             self.lake,
             project_engine=config.engine,
             threshold_bytes=size_bytes(config.auto_threshold),
+            spark_master=config.spark.master,
         )
 
     def _runner(self, reporter: Reporter) -> Runner:

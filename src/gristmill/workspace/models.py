@@ -202,6 +202,14 @@ class Models:
         v = self.version(name, ref)
         return load(self.ws.artifacts, name, v.version, v.manifest_digest)
 
+    def worker_files(self, loaded: LoadedModel) -> tuple[bytes, bytes]:
+        """A loaded model's two files (manifest, model) as bytes, for an engine's workers
+        to load it from (``bundle.loads`` checks the model's digest again there)."""
+        from gristmill.execution.ml.bundle import Manifest
+
+        manifest = loaded.manifest.to_bytes()
+        return manifest, self.ws.artifacts.get(Manifest.from_bytes(manifest).artifact)
+
     # ---- aliases ---------------------------------------------------------------------
 
     def promote(
@@ -411,7 +419,6 @@ class Models:
     def _write_scores(
         self, name: str, loaded: LoadedModel, request: Any, engine: str
     ) -> Materialization:
-        from gristmill.execution.ml.bundle import Manifest
         from gristmill.execution.ml.scoring import score, score_by_workers
         from gristmill.execution.steps import expose
 
@@ -448,10 +455,8 @@ class Models:
             with self.ws.engine_session(engine) as (session, scan):
                 expose(session, self.ws.lake, request.table, request.version, scan=scan)
                 if session.WRITES_FILES:  # Spark: its workers score, the lake commits
-                    manifest = loaded.manifest.to_bytes()
-                    model = self.ws.artifacts.get(Manifest.from_bytes(manifest).artifact)
                     written = score_by_workers(
-                        session, self.ws.lake, loaded, (manifest, model), request, template
+                        session, self.ws.lake, loaded, self.worker_files(loaded), request, template
                     )
                 else:
                     written = score(session, self.ws.lake, loaded, request, template)

@@ -15,6 +15,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from gristmill.definitions.monitors import (
@@ -44,6 +45,8 @@ from gristmill.storage.catalog.runs import RunRequest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from gristmill.execution.engines import Session
+    from gristmill.execution.ml.bundle import LoadedModel
     from gristmill.execution.monitoring.drift import Pair
     from gristmill.workspace.core import RunOutcome, Workspace
 
@@ -51,6 +54,7 @@ REFERENCE = "__gm_reference"
 CURRENT = "__gm_current"
 WINDOW = "__gm_window"
 LABELS = "__gm_labels"
+LOG_ON_DUCKDB = "a prediction log's features are JSON, read on DuckDB"
 RETRAIN_PRIORITY = 100
 """A monitor's retrain goes ahead of routine queued work."""
 
@@ -94,6 +98,9 @@ class Evaluation:
     skipped: str
     error: str
     findings: int
+    engine: str = ""
+    """Where a drift monitor's statistics were computed (empty for other monitors)."""
+    engine_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -262,6 +269,8 @@ class Monitors:
             skipped=outcome.skipped,
             error=outcome.error,
             findings=len(outcome.findings),
+            engine=outcome.engine,
+            engine_reason=outcome.engine_reason,
         )
 
     def _outcome(self, spec: Monitor, now: datetime) -> Outcome:
@@ -279,6 +288,7 @@ class Monitors:
         return self._performance(spec, version, now)
 
     def _drift(self, spec: DriftMonitor, version: ModelVersion, now: datetime) -> Outcome:
+        from gristmill.execution.engines.choice import EngineChoice
         from gristmill.execution.monitoring import drift
         from gristmill.execution.steps import expose
         from gristmill.serving.log import log_table
@@ -292,7 +302,17 @@ class Monitors:
             if (spec.features is None or f.name in spec.features) and f.name not in spec.exclude
         ]
         columns = ", ".join(f'"{f.name}"' for f in features)
-        with self.ws.engine_session() as (session, scan):
+        reference = {version.training_set: version.training_set_version}
+        if spec.current == LOG:
+            current, choice = log_table(spec.service), EngineChoice("duckdb", LOG_ON_DUCKDB)
+            logged = self.ws.lake.latest_version(current)
+            if logged is None:
+                return skipped("no predictions logged yet", model_version=champion)
+        else:
+            current, logged = spec.current, self.ws.materialization(spec.current).version
+            choice = self.ws.engine_chooser.for_data({**reference, current: logged})
+        on = {"engine": choice.engine, "engine_reason": choice.reason}
+        with self.ws.engine_session(choice.engine) as (session, scan):
             expose(
                 session,
                 self.ws.lake,
@@ -301,24 +321,16 @@ class Monitors:
                 alias=REFERENCE,
                 scan=scan,
             )
+            expose(session, self.ws.lake, current, logged, alias=CURRENT, scan=scan)
             if spec.current == LOG:
-                name = log_table(spec.service)
-                logged = self.ws.lake.latest_version(name)
-                if logged is None:
-                    return skipped("no predictions logged yet", model_version=champion)
-                expose(session, self.ws.lake, name, logged, alias=CURRENT, scan=scan)
                 start, end = now - spec.window, now
                 rows_sql = drift.log_rows_sql(CURRENT, features, start, end)
             else:
                 timestamp = timestamp_of(self.ws.graph.get(spec.current))
                 assert timestamp is not None
-                source = self.ws.materialization(spec.current)
-                expose(
-                    session, self.ws.lake, spec.current, source.version, alias=CURRENT, scan=scan
-                )
                 (newest,) = session.rows(f'SELECT max("{timestamp}") FROM {CURRENT}')[0]
                 if newest is None:
-                    return skipped(f"{spec.current} has no rows", model_version=champion)
+                    return skipped(f"{spec.current} has no rows", model_version=champion, **on)
                 end = _utc(newest)
                 start = end - spec.window
                 rows_sql = drift.table_rows_sql(CURRENT, features, timestamp, start)
@@ -328,22 +340,74 @@ class Monitors:
             window = EvaluationWindow(window_start=start, window_end=end, model_version=champion)
             if rows < spec.min_rows:
                 return skipped(
-                    f"{rows} rows in the window; min_rows is {spec.min_rows}", rows=rows, **window
+                    f"{rows} rows in the window; min_rows is {spec.min_rows}",
+                    rows=rows,
+                    **window,
+                    **on,
                 )
-            reference_scores = drift.scores(session, f"SELECT {columns} FROM {REFERENCE}", model)
-            if spec.current == LOG:  # the score the service answered with
-                current_scores = drift.fetch(session, f"SELECT {drift.SCORE} FROM {WINDOW}")[0]
+            if session.WRITES_FILES:  # Spark: its workers score, the engine aggregates
+                found, charts = self._drift_by_workers(session, spec, model, watched, columns)
             else:
-                current_scores = drift.scores(session, f"SELECT {columns} FROM {WINDOW}", model)
-            pairs = drift.column_pairs(session, REFERENCE, WINDOW, watched)
-            try:
-                found, charts = drift.findings(
-                    itertools.chain(pairs, [(drift.SCORE, reference_scores, current_scores)]),
-                    dict(spec.thresholds),
+                found, charts = self._drift_here(session, spec, model, watched, columns)
+        return Outcome(findings=found, rows=rows, charts=charts, **window, **on)
+
+    def _drift_here(
+        self,
+        session: Session,
+        spec: DriftMonitor,
+        model: LoadedModel,
+        watched: list[str],
+        columns: str,
+    ) -> tuple[list[Finding], dict[str, Any]]:
+        """Scores and statistics in this process, a column at a time (DuckDB)."""
+        from gristmill.execution.monitoring import drift
+
+        reference_scores = drift.scores(session, f"SELECT {columns} FROM {REFERENCE}", model)
+        if spec.current == LOG:  # the score the service answered with
+            current_scores = drift.fetch(session, f"SELECT {drift.SCORE} FROM {WINDOW}")[0]
+        else:
+            current_scores = drift.scores(session, f"SELECT {columns} FROM {WINDOW}", model)
+        pairs = drift.column_pairs(session, REFERENCE, WINDOW, watched)
+        try:
+            return drift.findings(
+                itertools.chain(pairs, [(drift.SCORE, reference_scores, current_scores)]),
+                dict(spec.thresholds),
+            )
+        finally:  # its reading thread is done with the session before the session closes
+            pairs.close()
+
+    def _drift_by_workers(
+        self,
+        session: Session,
+        spec: DriftMonitor,
+        model: LoadedModel,
+        watched: list[str],
+        columns: str,
+    ) -> tuple[list[Finding], dict[str, Any]]:
+        """Scores by the engine's workers, statistics aggregated by the engine (Spark):
+        no row comes to this process."""
+        import tempfile
+
+        from gristmill.execution.monitoring import drift
+
+        files = self.ws.models.worker_files(model)
+        scratch = self.ws.state_dir / "tmp"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="drift-", dir=scratch) as folder:
+            for side, relation in (("reference", REFERENCE), ("current", WINDOW)):
+                written = drift.scores_by_workers(
+                    session,
+                    f"SELECT {columns} FROM {relation}",
+                    model,
+                    files,
+                    Path(folder) / side,
                 )
-            finally:  # its reading thread is done with the session before the session closes
-                pairs.close()
-        return Outcome(findings=found, rows=rows, charts=charts, **window)
+                session.register_parquet(f"__gm_{side}_scores", written)
+            drifts = drift.engine_drifts(session, REFERENCE, WINDOW, watched)
+            score = drift.engine_drifts(
+                session, "__gm_reference_scores", "__gm_current_scores", [drift.SCORE]
+            )
+            return drift.findings_of(itertools.chain(drifts, score), dict(spec.thresholds))
 
     def _performance(
         self, spec: PerformanceMonitor, version: ModelVersion, now: datetime
@@ -756,6 +820,7 @@ class Monitors:
                 details={
                     **f.details,
                     "key": key,
+                    **({"engine": outcome.engine} if outcome.engine else {}),
                     "above_alerts": f.above_alerts,
                     **(
                         {"chart": outcome.charts[f.subject]}

@@ -4,9 +4,11 @@ With ``engine = "auto"`` (the default) a SQL step runs on DuckDB unless the Delt
 it reads add up to ``auto_threshold`` or more, where it runs on Spark, if Spark can run it
 the same: pyspark and Java are there, and its SQL translates (else DuckDB, saying why). A
 step pinned with ``engine="spark"`` runs there; ``engine = "duckdb"`` or ``"spark"`` in
-``gristmill.toml`` puts every SQL step on that engine. What runs on DuckDB only for now
-(declared column types, partitions, Python steps, sources, training sets, models) stays
-there; a SQL step's checks run on Spark.
+``gristmill.toml`` puts every SQL step on that engine. Training sets, batch scoring and
+drift monitors follow the same size rule. What runs on DuckDB only (Python steps, sources,
+models) stays there. A SQL step's checks run on Spark; a partitioned step's rows, or one
+with declared column types, are computed by Spark and finished (typed, checked, written
+into their partitions) by DuckDB.
 
 The planner's dry run and the runner ask the same ``EngineChooser``: ``gristmill run
 --dry-run`` shows the choice per step, and ``gristmill runs ID`` where each step ran.
@@ -60,7 +62,10 @@ def spark_missing() -> str | None:
     return None
 
 
-REMOTE_LAKE = "the Spark engine needs a local lake for now (its readers and writers use paths)"
+REMOTE_LAKE = (
+    "Spark with a lake on object storage needs a local master (local[N]): the driver "
+    "stages what the executors read and write on its own disk"
+)
 
 
 class EngineChooser:
@@ -70,9 +75,11 @@ class EngineChooser:
         *,
         project_engine: str,
         threshold_bytes: float,
+        spark_master: str = "local[2]",
         spark_missing: Callable[[], str | None] = spark_missing,
     ) -> None:
         self._lake = lake
+        self._remote_refused = lake.remote and not spark_master.startswith("local")
         self._project = project_engine
         self._threshold = threshold_bytes
         self._spark_missing = spark_missing
@@ -88,9 +95,6 @@ class EngineChooser:
             if definition.engine == "spark":
                 self._refuse_remote(f"table {definition.name!r} is pinned to engine='spark'")
             return EngineChoice(definition.engine, f"pinned: engine={definition.engine!r}")
-        refusal = definition.contract.spark_refusal()
-        if refusal or definition.partitions is not None:
-            return EngineChoice("duckdb", f"{refusal or 'partitions'} run on DuckDB only for now")
         return self._by_size(definition, versions)
 
     def for_data(self, versions: Mapping[str, int]) -> EngineChoice:
@@ -110,7 +114,7 @@ class EngineChooser:
         if size < self._threshold:
             return EngineChoice("duckdb", f"inputs {size_text(size)} < auto_threshold {threshold}")
         big = f"inputs {size_text(size)} ≥ auto_threshold {threshold}"
-        if self._lake.remote:
+        if self._remote_refused:
             return EngineChoice("duckdb", f"{big}, but {REMOTE_LAKE}")
         missing = self._spark_unavailable()
         if missing:
@@ -124,11 +128,11 @@ class EngineChooser:
         return EngineChoice("spark", big)
 
     def _refuse_remote(self, what: str) -> None:
-        if self._lake.remote:
+        if self._remote_refused:
             raise ConfigError(
                 f"{what}, but {REMOTE_LAKE} ({self._lake.location.url})",
-                hint='run it on DuckDB (engine = "auto" or "duckdb"), or keep the lake in '
-                "a local folder for Spark steps",
+                hint='run it on DuckDB (engine = "auto" or "duckdb"), use a local Spark '
+                'master ([spark] master = "local[4]"), or keep the lake in a local folder',
             )
 
     def input_bytes(self, versions: Mapping[str, int]) -> int:

@@ -424,6 +424,15 @@ def _integer_division(node: exp.Expr) -> exp.Expr | Refusal:
     return Refusal(_as_written(node), _line(node), "`//` of integers only: write floor(a / b)")
 
 
+def _is_nan(node: exp.Expr) -> exp.Expr:
+    """isnan of NULL: NULL on DuckDB, false on Spark."""
+    value = node.this
+    missing = exp.Is(this=value.copy(), expression=exp.Null())
+    return exp.Case(
+        ifs=[exp.If(this=missing, true=exp.Null())], default=exp.IsNan(this=value.copy())
+    )
+
+
 def _numeric_quantile(node: exp.Expr) -> exp.Expr | Refusal:
     """median/quantile_cont: Spark interpolates in DOUBLE; DuckDB keeps DECIMALs exact."""
     kind = _type_of(node.this)
@@ -1152,6 +1161,7 @@ _SPARK = _Rules(
         exp.TimestampTrunc: _date_trunc,
         exp.Avg: _average,
         exp.Ln: _ln,
+        exp.IsNan: _is_nan,
         exp.IntDiv: _integer_division,
         exp.Lambda: _lambda,
         exp.Lag: _offset_default,

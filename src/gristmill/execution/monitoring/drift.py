@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from gristmill.definitions.monitors import DRIFT_STATISTICS
 from gristmill.execution.engines import Session
+from gristmill.execution.engines.base import Batches
 from gristmill.execution.ml.bundle import LoadedModel
 from gristmill.execution.ml.features import Feature, FeatureKind
+from gristmill.execution.monitoring import engine_stats
 from gristmill.execution.monitoring.findings import Finding
-from gristmill.execution.monitoring.stats import column_drift
+from gristmill.execution.monitoring.stats import ColumnDrift, Kind, column_drift
 from gristmill.execution.sql import q
 
 SCORE = "score"
@@ -32,10 +35,17 @@ def findings(
     Pairs are taken one at a time (see ``column_pairs``), so the memory beyond the
     engine's is a few copies of one column.
     """
+    return findings_of((column_drift(*pair) for pair in pairs), thresholds)
+
+
+def findings_of(
+    drifts: Iterable[ColumnDrift], thresholds: Mapping[str, float]
+) -> tuple[list[Finding], dict[str, dict[str, Any]]]:
+    """Every statistic of every column, and each column's histogram."""
     out: list[Finding] = []
     charts: dict[str, dict[str, Any]] = {}
-    for name, reference, current in pairs:
-        drift = column_drift(name, reference, current)
+    for drift in drifts:
+        name = drift.column
         charts[name] = {"kind": drift.kind.value, **drift.histogram}
         for statistic, value in drift.values.items():
             out.append(
@@ -48,6 +58,42 @@ def findings(
                 )
             )
     return out, charts
+
+
+def engine_drifts(
+    session: Session, reference: str, current: str, names: Iterable[str]
+) -> Iterator[ColumnDrift]:
+    """Each column's statistics, aggregated by the engine where the rows are
+    (``engine_stats``): what runs on Spark, where no column comes to this process."""
+    kinds = dict(session.columns(reference))
+    for name in names:
+        kind = Kind.NUMERIC if engine_stats.is_numeric(kinds[name]) else Kind.CATEGORICAL
+        yield engine_stats.column_drift(session, name, (reference, name), (current, name), kind)
+
+
+def scores_by_workers(
+    session: Session, sql: str, model: LoadedModel, files: tuple[bytes, bytes], folder: Path
+) -> list[str]:
+    """The model's score of every row of ``sql``, computed and written by the engine's
+    workers (each loads the model from its two files' bytes, digest checked) as Parquet
+    files below ``folder``, whose paths are returned: a single ``score`` column."""
+    name, version = model.name, model.version
+    schema = pa.schema([pa.field(SCORE, pa.float64())])
+
+    def plan(rows: pa.Schema) -> tuple[Batches, pa.Schema]:
+        def work(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            from gristmill.execution.ml.bundle import loads
+
+            loaded = loads(name, version, *files)
+            for batch in batches:
+                if batch.num_rows:
+                    scored = pa.array(loaded.predict(batch), pa.float64())
+                    yield pa.RecordBatch.from_arrays([scored], schema=schema)
+
+        return work, schema
+
+    session.write_mapped(sql, folder, plan)
+    return sorted(str(p) for p in folder.glob("*.parquet"))
 
 
 def column_pairs(

@@ -59,6 +59,9 @@ class Outcome:
     """Why the evaluation could not run (empty when it ran)."""
     charts: dict[str, Any] = field(default_factory=dict)
     """Histograms of reference and current per subject, for the report."""
+    engine: str = ""
+    """Where the statistics were computed, and why there (drift monitors)."""
+    engine_reason: str = ""
 
     @property
     def state(self) -> State:

@@ -16,7 +16,8 @@ which the tests check to 1e-9.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, cast
 
@@ -32,6 +33,10 @@ EPSILON = 1e-4
 """Stands in for an empty bin's share in PSI (log of zero otherwise)."""
 TINY_P = 1e-12
 """KS p-values known to be below this are not computed exactly (see ``ks_p_value``)."""
+
+
+NUMERIC_STATISTICS = ("psi", "jensenshannon", "ks", "ks_p", "wasserstein", "wasserstein_norm")
+CATEGORICAL_STATISTICS = ("psi", "jensenshannon", "chi2", "chi2_p", "new_categories")
 
 
 class Kind(StrEnum):
@@ -65,47 +70,100 @@ class ColumnDrift:
 def column_drift(name: str, reference: pa.ChunkedArray, current: pa.ChunkedArray) -> ColumnDrift:
     """All statistics of one column; its kind follows the reference's Arrow type."""
     kind = Kind.NUMERIC if _is_numeric(reference.type) else Kind.CATEGORICAL
-    nulls = {
-        "null_rate_reference": _null_rate(reference),
-        "null_rate_current": _null_rate(current),
-    }
-    nulls["null_rate"] = abs(nulls["null_rate_current"] - nulls["null_rate_reference"])
     if kind is Kind.NUMERIC:
-        ref, cur = _floats(reference), _floats(current)
-        values, histogram = numeric(ref, cur)
+        values, histogram = numeric(_floats(reference), _floats(current))
     else:
         values, histogram = categorical(reference, current)
-    return ColumnDrift(
-        column=name,
-        kind=kind,
-        reference_rows=len(reference),
-        current_rows=len(current),
-        values={**values, **nulls},
-        histogram=histogram,
+    return with_null_rates(
+        ColumnDrift(
+            column=name,
+            kind=kind,
+            reference_rows=len(reference),
+            current_rows=len(current),
+            values=values,
+            histogram=histogram,
+        ),
+        _null_rate(reference),
+        _null_rate(current),
     )
+
+
+def with_null_rates(drift: ColumnDrift, reference: float, current: float) -> ColumnDrift:
+    """``drift`` with the null rates of both sides (NaN counts as null) and their gap."""
+    nulls = {
+        "null_rate_reference": reference,
+        "null_rate_current": current,
+        "null_rate": abs(current - reference),
+    }
+    return replace(drift, values={**drift.values, **nulls})
+
+
+@dataclass(frozen=True)
+class NumericSummary:
+    """What every numeric statistic is read off: both sides' shares of the reference's
+    decile bins, the two empirical CDFs' largest gaps and the area between them."""
+
+    reference_rows: int
+    current_rows: int
+    """Values without nulls and NaN, per side."""
+    edges: list[float]
+    """Inner bin edges (the reference's distinct deciles)."""
+    reference_share: np.ndarray
+    current_share: np.ndarray
+    gap_high: float
+    """max(F_reference - F_current) over every value."""
+    gap_low: float
+    """min(F_reference - F_current)."""
+    wasserstein: float
+    spread: float
+    """The reference's standard deviation (population)."""
+    low: float
+    high: float
+    """The reference's smallest and largest value."""
 
 
 def numeric(reference: np.ndarray, current: np.ndarray) -> tuple[dict[str, float], dict[str, Any]]:
     """Statistics of two numeric samples without nulls (NaN)."""
     if reference.size == 0 or current.size == 0:
-        return _empty(("psi", "jensenshannon", "ks", "ks_p", "wasserstein", "wasserstein_norm"))
+        return _empty(NUMERIC_STATISTICS)
     ref = np.sort(reference)
     cur = np.sort(current)
     edges = _quantile_edges(ref)
-    ref_share = _bin_shares(ref, edges)
-    cur_share = _bin_shares(cur, edges)
-    ks, ks_p, wasserstein = _ecdf_statistics(ref, cur)
-    spread = float(np.std(ref))
+    gap_high, gap_low, wasserstein = _ecdf_statistics(ref, cur)
+    summary = NumericSummary(
+        reference_rows=ref.size,
+        current_rows=cur.size,
+        edges=[float(e) for e in edges],
+        reference_share=_bin_shares(ref, edges),
+        current_share=_bin_shares(cur, edges),
+        gap_high=gap_high,
+        gap_low=gap_low,
+        wasserstein=wasserstein,
+        spread=float(np.std(ref)),
+        low=float(ref[0]),
+        high=float(ref[-1]),
+    )
+    return numeric_statistics(summary)
+
+
+def numeric_statistics(summary: NumericSummary) -> tuple[dict[str, float], dict[str, Any]]:
+    """Every numeric statistic, and the histogram, from a summary (however computed)."""
+    if summary.reference_rows == 0 or summary.current_rows == 0:
+        return _empty(NUMERIC_STATISTICS)
+    ref_share, cur_share = summary.reference_share, summary.current_share
+    ks = float(max(summary.gap_high, np.clip(-summary.gap_low, 0, 1)))
+    m, n = sorted([float(summary.reference_rows), float(summary.current_rows)], reverse=True)
+    wasserstein, spread = summary.wasserstein, summary.spread
     values = {
         "psi": psi(ref_share, cur_share),
         "jensenshannon": jensenshannon(ref_share, cur_share),
         "ks": ks,
-        "ks_p": ks_p,
+        "ks_p": ks_p_value(ks, np.round(m * n / (m + n))),
         "wasserstein": wasserstein,
         "wasserstein_norm": wasserstein / spread if spread > 0 else float(wasserstein > 0),
     }
     histogram = {
-        "edges": [float(ref[0]), *map(float, edges), float(ref[-1])],
+        "edges": [summary.low, *summary.edges, summary.high],
         "reference": ref_share.tolist(),
         "current": cur_share.tolist(),
     }
@@ -116,13 +174,18 @@ def categorical(
     reference: pa.ChunkedArray | pa.Array, current: pa.ChunkedArray | pa.Array
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Statistics of two categorical samples; nulls are left out (see the null rates)."""
-    ref_counts = _value_counts(reference)
-    cur_counts = _value_counts(current)
+    return categorical_statistics(_value_counts(reference), _value_counts(current))
+
+
+def categorical_statistics(
+    ref_counts: Mapping[str, int], cur_counts: Mapping[str, int]
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Every categorical statistic, and the histogram, from each side's category counts."""
     categories = sorted(set(ref_counts) | set(cur_counts))
     r = np.array([ref_counts.get(c, 0) for c in categories], dtype=np.float64)
     c = np.array([cur_counts.get(c, 0) for c in categories], dtype=np.float64)
     if r.sum() == 0 or c.sum() == 0:
-        return _empty(("psi", "jensenshannon", "chi2", "chi2_p", "new_categories"))
+        return _empty(CATEGORICAL_STATISTICS)
     new = sum(n for k, n in cur_counts.items() if k not in ref_counts)
     statistic, p_value = chi2(r, c)
     values = {
@@ -168,7 +231,8 @@ def chi2(reference_counts: np.ndarray, current_counts: np.ndarray) -> tuple[floa
 
 
 def _ecdf_statistics(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, float]:
-    """KS statistic, its asymptotic p-value, and Wasserstein-1, from two sorted samples.
+    """The largest and smallest gap between the two empirical CDFs (F_reference -
+    F_current), and Wasserstein-1 (the area between them), from two sorted samples.
 
     Both empirical CDFs are read off one stable merge: at the last of each run of equal
     values, the count from the reference is a running sum of where each value came from.
@@ -193,10 +257,8 @@ def _ecdf_statistics(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float, fl
     del below
     gaps -= ends / cur.size
     del ends
-    ks = float(max(np.max(gaps), np.clip(-np.min(gaps), 0, 1)))
     wasserstein = float(np.dot(np.abs(gaps[:-1]), np.diff(values)))
-    m, n = sorted([float(ref.size), float(cur.size)], reverse=True)
-    return ks, ks_p_value(ks, np.round(m * n / (m + n))), wasserstein
+    return float(np.max(gaps)), float(np.min(gaps)), wasserstein
 
 
 def ks_p_value(statistic: float, n: float) -> float:
