@@ -333,24 +333,37 @@ def wide_sum(wide: pa.Table, txns: pa.Table) -> pa.Table:
     return pa.table({"n": [wide.num_rows]})
 """
 
-LIMITED = """
-import resource, sys
-import duckdb, deltalake, pyarrow.dataset, gristmill.cli, gristmill.cli.app  # mapped first
-from pathlib import Path
-size = int(next(l for l in Path("/proc/self/status").read_text().splitlines()
-                if l.startswith("VmSize:")).split()[1]) * 1024
-resource.setrlimit(resource.RLIMIT_AS, (size + 700 * 2**20, resource.RLIM_INFINITY))
-sys.argv = ["gristmill", *sys.argv[1:]]
-gristmill.cli.main()
-"""
+
+def _memory_cgroup(limit: int) -> Path:
+    """A cgroup (v1 or v2) below this process's own, limited to ``limit`` bytes."""
+    import uuid
+
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    v1 = [line.split(":", 2)[2] for line in lines if "memory" in line.split(":")[1].split(",")]
+    if v1:
+        folder, limit_file = (
+            Path("/sys/fs/cgroup/memory") / v1[0].lstrip("/"),
+            "memory.limit_in_bytes",
+        )
+    else:
+        group = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+        folder, limit_file = Path("/sys/fs/cgroup") / group.lstrip("/"), "memory.max"
+    child = folder / f"gristmill-test-{uuid.uuid4().hex[:8]}"
+    try:
+        child.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a memory cgroup here ({exc}); the test needs root")
+    (child / limit_file).write_text(str(limit))
+    return child
 
 
 def test_a_python_step_whose_inputs_cannot_fit_is_refused_before_it_reads_them(
     tmp_path: Path,
 ) -> None:
-    """A real process under a real address-space limit (700 MB left): the Python step over
-    a table that takes 960 MB decoded (1 MB on disk) is refused, naming the sizes and the
-    limit, before it reads a row; the step over a small input runs in the same process."""
+    """A real process in a real memory cgroup of 800 MB (what a container gets): the Python
+    step over a table that takes 960 MB decoded (1 MB on disk) is refused, naming the sizes
+    and the limit, before it reads a row; the step over a small input runs in the same
+    process."""
     root = write_project(
         tmp_path, module=MEMORY_MODULE, sql={}, data={"a.csv": "id,amount\n1,1.5\n2,2\n"}
     )
@@ -359,19 +372,21 @@ def test_a_python_step_whose_inputs_cannot_fit_is_refused_before_it_reads_them(
     assert built.ok, built.result.error()
     assert ws.lake.version_bytes("wide", 0) < 20_000_000
     assert ws.lake.decoded_bytes("wide", 0) == 60_000_000 * 16
-    proc = subprocess.run(
-        [sys.executable, "-c", LIMITED, "run", "small_sum", "wide_sum", "-p", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    group = _memory_cgroup(800 * 2**20)
+    try:
+        proc = subprocess.run(
+            ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", sys.executable,
+             "-m", "gristmill", "run", "small_sum", "wide_sum", "-p", str(root)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+    finally:
+        group.rmdir()
     said = proc.stdout + proc.stderr
     assert proc.returncode == 1, said
     assert "Traceback" not in said and "MemoryError" not in said, said
     refusal = "wide_sum: a Python step gets its inputs in memory, and they take at least"
     assert f"{refusal} 960.0 MB" in said and "(wide 960.0 MB, txns" in said, said
-    assert "left under the address-space limit (ulimit -v)" in said
+    assert "left under the container's memory limit" in said
     assert "write it as a SQL step" in said
     after = Workspace.open(root)
     assert after.read("small_sum").to_pylist() == [{"n": 2}]

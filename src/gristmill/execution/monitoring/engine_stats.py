@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,6 +50,27 @@ def is_numeric(duckdb_type: str) -> bool:
     return _NUMERIC.fullmatch(duckdb_type.strip().upper()) is not None
 
 
+@dataclass(frozen=True)
+class _Side:
+    relation: str
+    column: str
+    floating: bool
+    """A FLOAT or DOUBLE column: NaN counts as missing."""
+
+    @property
+    def value(self) -> str:
+        return f"CAST({q(self.column)} AS DOUBLE)"
+
+    @property
+    def missing(self) -> str:
+        nan = f" OR isnan({q(self.column)})" if self.floating else ""
+        return f"{q(self.column)} IS NULL{nan}"
+
+    def present_value(self) -> str:
+        """The value where it counts (NULL where it is missing), for aggregates."""
+        return f"CASE WHEN {self.missing} THEN NULL ELSE {self.value} END"
+
+
 def column_drift(
     session: Session,
     name: str,
@@ -56,14 +78,16 @@ def column_drift(
     current: tuple[str, str],
     kind: Kind,
 ) -> ColumnDrift:
-    """Every statistic of one column: ``reference`` and ``current`` are (relation, column)."""
-    ref_rows, ref_missing = _counts(session, *reference)
-    cur_rows, cur_missing = _counts(session, *current)
-    ref, cur = _side(*reference), _side(*current)
+    """Every statistic of one column: ``reference`` and ``current`` are (relation, column).
+    Two queries for a numeric column, one for a categorical one."""
+    ref, cur = _side(session, *reference), _side(session, *current)
     if kind is Kind.NUMERIC:
-        values, histogram = numeric_statistics(_numeric_summary(session, ref, cur))
+        summary, counts = _numeric_summary(session, ref, cur)
+        values, histogram = numeric_statistics(summary)
     else:
-        values, histogram = categorical_statistics(*_category_counts(session, ref, cur))
+        ref_counts, cur_counts, counts = _category_counts(session, ref, cur)
+        values, histogram = categorical_statistics(ref_counts, cur_counts)
+    (ref_rows, ref_missing), (cur_rows, cur_missing) = counts
     drift = ColumnDrift(
         column=name,
         kind=kind,
@@ -79,59 +103,44 @@ def column_drift(
     )
 
 
-def _side(relation: str, column: str) -> tuple[str, str]:
-    return q(relation), q(column)
+Counts = tuple[tuple[int, int], tuple[int, int]]
+"""Per side (reference, current): its rows, and how many are missing (null, or NaN)."""
 
 
-def _value(column: str) -> str:
-    return f"CAST({column} AS DOUBLE)"
+def _side(session: Session, relation: str, column: str) -> _Side:
+    kind = dict(session.columns(relation)).get(column, "").upper()
+    return _Side(relation, column, kind in ("FLOAT", "DOUBLE", "REAL"))
 
 
-def _present(column: str, numeric: bool) -> str:
-    """The rows of a side the statistics count: no null, and for numbers no NaN."""
-    if not numeric:
-        return f"{column} IS NOT NULL"
-    return f"{column} IS NOT NULL AND NOT isnan({_value(column)})"
-
-
-def _counts(session: Session, relation: str, column: str) -> tuple[int, int]:
-    """A side's rows, and how many of them are null (or NaN, for a floating column)."""
-    floating = dict(session.columns(relation)).get(column, "").upper() in ("FLOAT", "DOUBLE")
-    nan = f" OR isnan({q(column)})" if floating else ""
-    ((rows, missing),) = session.rows(
-        f"SELECT count(*), count_if({q(column)} IS NULL{nan}) FROM {q(relation)}"
+def _numeric_summary(session: Session, ref: _Side, cur: _Side) -> tuple[NumericSummary, Counts]:
+    value = ref.present_value()
+    deciles = ", ".join(f"quantile_cont({value}, {i / BINS})" for i in range(1, BINS))
+    ((rows, missing, spread, low, high, *quantiles),) = session.rows(
+        f"SELECT count(*), count_if({ref.missing}), stddev_pop({value}), min({value}), "
+        f"max({value}), {deciles} FROM {q(ref.relation)}"
     )
-    return int(rows), int(missing or 0)
-
-
-def _numeric_summary(
-    session: Session, ref: tuple[str, str], cur: tuple[str, str]
-) -> NumericSummary:
-    (ref_relation, ref_column), (cur_relation, cur_column) = ref, cur
-    deciles = ", ".join(f"quantile_cont({_value(ref_column)}, {i / BINS})" for i in range(1, BINS))
-    ((n_ref, spread, low, high, *quantiles),) = session.rows(
-        f"SELECT count(*), stddev_pop({_value(ref_column)}), min({_value(ref_column)}), "
-        f"max({_value(ref_column)}), {deciles} "
-        f"FROM {ref_relation} WHERE {_present(ref_column, True)}"
+    n_ref = int(rows) - int(missing)
+    edges = (
+        [float(e) for e in np.unique(np.array(quantiles, dtype=np.float64))] if n_ref else []
     )
-    ((n_cur,),) = session.rows(
-        f"SELECT count(*) FROM {cur_relation} WHERE {_present(cur_column, True)}"
-    )
-    n_ref, n_cur = int(n_ref), int(n_cur)
-    if n_ref == 0 or n_cur == 0:
-        return NumericSummary(n_ref, n_cur, [], np.empty(0), np.empty(0), 0, 0, 0, 0, 0, 0)
-    edges = [float(e) for e in np.unique(np.array(quantiles, dtype=np.float64))]
     bins: dict[int, tuple[int, int]] = {}
-    gaps: tuple[float, float, float] | None = None
-    for kind, b, first, second, third in session.rows(_ecdf_sql(ref, cur, edges, n_ref, n_cur)):
+    gaps = (0.0, 0.0, 0.0)
+    cur_counts = (0, 0)
+    for kind, b, first, second, third in session.rows(_ecdf_sql(ref, cur, edges)):
         if kind == "bin":
             bins[int(b)] = (int(first), int(second))
+        elif kind == "ecdf":
+            gaps = (float(first or 0), float(second or 0), float(third or 0))
         else:
-            gaps = (float(first), float(second), float(third or 0.0))
-    assert gaps is not None
+            cur_counts = (int(first), int(second or 0))
+    n_cur = cur_counts[0] - cur_counts[1]
+    counts = ((int(rows), int(missing)), cur_counts)
+    if n_ref == 0 or n_cur == 0:
+        empty = np.empty(0)
+        return NumericSummary(n_ref, n_cur, [], empty, empty, 0, 0, 0, 0, 0, 0), counts
     ref_share = np.array([bins.get(b, (0, 0))[0] for b in range(len(edges) + 1)]) / n_ref
     cur_share = np.array([bins.get(b, (0, 0))[1] for b in range(len(edges) + 1)]) / n_cur
-    return NumericSummary(
+    summary = NumericSummary(
         reference_rows=n_ref,
         current_rows=n_cur,
         edges=edges,
@@ -144,6 +153,7 @@ def _numeric_summary(
         low=float(low),
         high=float(high),
     )
+    return summary, counts
 
 
 def _double(value: float) -> str:
@@ -151,26 +161,24 @@ def _double(value: float) -> str:
     return f"CAST('{value!r}' AS DOUBLE)"
 
 
-def _ecdf_sql(
-    ref: tuple[str, str], cur: tuple[str, str], edges: Sequence[float], n_ref: int, n_cur: int
-) -> str:
-    """Rows ('bin', b, reference rows, current rows, NULL) per decile bin, and one row
-    ('ecdf', NULL, max gap, min gap, Wasserstein) where gap = F_reference - F_current."""
-    (ref_relation, ref_column), (cur_relation, cur_column) = ref, cur
+def _ecdf_sql(ref: _Side, cur: _Side, edges: Sequence[float]) -> str:
+    """Rows ('bin', b, reference rows, current rows, NULL) per decile bin; one row
+    ('ecdf', NULL, max gap, min gap, Wasserstein) where gap = F_reference - F_current;
+    and one ('current', NULL, rows, missing rows, NULL) of the current side."""
     bin_of = (
         "CASE "
         + " ".join(f"WHEN v <= {_double(e)} THEN {i}" for i, e in enumerate(edges))
         + f" ELSE {len(edges)} END"
+        if edges
+        else "0"
     )
     running = "ORDER BY v ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     before = "ORDER BY b ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     return f"""
 WITH sides AS (
-    SELECT {_value(ref_column)} AS v, 1 AS r FROM {ref_relation}
-    WHERE {_present(ref_column, True)}
+    SELECT {ref.value} AS v, 1 AS r FROM {q(ref.relation)} WHERE NOT ({ref.missing})
     UNION ALL
-    SELECT {_value(cur_column)} AS v, 0 AS r FROM {cur_relation}
-    WHERE {_present(cur_column, True)}
+    SELECT {cur.value} AS v, 0 AS r FROM {q(cur.relation)} WHERE NOT ({cur.missing})
 ), counted AS (
     SELECT v, sum(r) AS r, count(*) - sum(r) AS c FROM sides GROUP BY v
 ), binned AS (
@@ -178,9 +186,11 @@ WITH sides AS (
 ), totals AS (
     SELECT b, sum(r) AS r, sum(c) AS c, min(v) AS lowest FROM binned GROUP BY b
 ), offsets AS (
-    SELECT b, r, c,
+    SELECT b,
            sum(r) OVER ({before}) - r AS r_before,
            sum(c) OVER ({before}) - c AS c_before,
+           sum(r) OVER () AS n_r,
+           sum(c) OVER () AS n_c,
            lead(lowest) OVER (ORDER BY b) AS next_lowest
     FROM totals
 ), running AS (
@@ -190,31 +200,41 @@ WITH sides AS (
            lead(v) OVER (PARTITION BY b ORDER BY v) AS next_v
     FROM binned
 ), gaps AS (
-    SELECT CAST(o.r_before + u.r_upto AS DOUBLE) / {n_ref}
-           - CAST(o.c_before + u.c_upto AS DOUBLE) / {n_cur} AS gap,
+    SELECT CAST(o.r_before + u.r_upto AS DOUBLE) / CAST(o.n_r AS DOUBLE)
+           - CAST(o.c_before + u.c_upto AS DOUBLE) / CAST(o.n_c AS DOUBLE) AS gap,
            coalesce(u.next_v, o.next_lowest) - u.v AS width
     FROM running AS u JOIN offsets AS o ON u.b = o.b
+    WHERE o.n_r > 0 AND o.n_c > 0
 )
 SELECT 'bin' AS kind, b, CAST(r AS DOUBLE) AS first, CAST(c AS DOUBLE) AS second,
        CAST(NULL AS DOUBLE) AS third
 FROM totals
 UNION ALL
 SELECT 'ecdf', NULL, max(gap), min(gap), sum(abs(gap) * width) FROM gaps
+UNION ALL
+SELECT 'current', NULL, CAST(count(*) AS DOUBLE), CAST(count_if({cur.missing}) AS DOUBLE),
+       NULL
+FROM {q(cur.relation)}
 """
 
 
 def _category_counts(
-    session: Session, ref: tuple[str, str], cur: tuple[str, str]
-) -> tuple[dict[str, int], dict[str, int]]:
-    (ref_relation, ref_column), (cur_relation, cur_column) = ref, cur
+    session: Session, ref: _Side, cur: _Side
+) -> tuple[dict[str, int], dict[str, int], Counts]:
+    """Each side's rows per category, and its rows and missing rows, in one query."""
     found = session.rows(
         f"""
 SELECT k, sum(r), count(*) - sum(r) FROM (
-    SELECT {ref_column} AS k, 1 AS r FROM {ref_relation} WHERE {ref_column} IS NOT NULL
+    SELECT {q(ref.column)} AS k, 1 AS r FROM {q(ref.relation)}
     UNION ALL
-    SELECT {cur_column} AS k, 0 AS r FROM {cur_relation} WHERE {cur_column} IS NOT NULL
+    SELECT {q(cur.column)} AS k, 0 AS r FROM {q(cur.relation)}
 ) AS sides GROUP BY k"""
     )
-    reference = {str(k): int(r) for k, r, _ in found if r}
-    current = {str(k): int(c) for k, _, c in found if c}
-    return reference, current
+    reference = {str(k): int(r) for k, r, _ in found if r and k is not None}
+    current = {str(k): int(c) for k, _, c in found if c and k is not None}
+    missing = [(int(r), int(c)) for k, r, c in found if k is None] or [(0, 0)]
+    counts = (
+        (sum(int(r) for _, r, _ in found), missing[0][0]),
+        (sum(int(c) for _, _, c in found), missing[0][1]),
+    )
+    return reference, current, counts
