@@ -120,9 +120,7 @@ def _numeric_summary(session: Session, ref: _Side, cur: _Side) -> tuple[NumericS
         f"max({value}), {deciles} FROM {q(ref.relation)}"
     )
     n_ref = int(rows) - int(missing)
-    edges = (
-        [float(e) for e in np.unique(np.array(quantiles, dtype=np.float64))] if n_ref else []
-    )
+    edges = [float(e) for e in np.unique(np.array(quantiles, dtype=np.float64))] if n_ref else []
     bins: dict[int, tuple[int, int]] = {}
     gaps = (0.0, 0.0, 0.0)
     cur_counts = (0, 0)
