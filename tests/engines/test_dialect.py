@@ -135,7 +135,7 @@ def duckdb_rows(data: Path, sql: str) -> list[tuple[Any, ...]]:
     import duckdb
 
     con = duckdb.connect()
-    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{data}')")
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{data}', can_have_nan=true)")
     return _rows(con.execute(sql).fetchall())
 
 

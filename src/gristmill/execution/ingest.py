@@ -34,6 +34,7 @@ def _reader_call(source: FileSource, files: Sequence[str], *, probe: bool) -> ex
         options |= {"header": True, "all_varchar": True}
     elif source.format is FileFormat.PARQUET:
         function = "read_parquet"
+        options["can_have_nan"] = True  # whatever the file's min/max say (duckdb#25521)
     else:
         function = "read_json"
         options |= {

@@ -26,6 +26,9 @@ _NO_HIVE = exp.PropertyEQ(
     this=exp.to_identifier("hive_partitioning"), expression=exp.Boolean(this=False)
 )
 """No Hive partitions: a folder such as env=prod in the project's path is no column."""
+_NAN = exp.PropertyEQ(this=exp.to_identifier("can_have_nan"), expression=exp.Boolean(this=True))
+"""A float column may hold NaN whatever its min/max say: Parquet writers (delta-rs's too)
+leave NaN out of them, and DuckDB would otherwise fold isnan(x) to false (duckdb#25521)."""
 
 
 def _sql_error(exc: duckdb.Error) -> EngineSqlError:
@@ -48,7 +51,7 @@ def _scans_prefix(names: tuple[str, ...]) -> str:
     for i, name in enumerate(names):
         scan = exp.Anonymous(
             this="read_parquet",
-            expressions=[exp.Placeholder(this=f"gm_scan_{i}"), _NO_HIVE],
+            expressions=[exp.Placeholder(this=f"gm_scan_{i}"), _NO_HIVE, _NAN],
         )
         query = query.with_(
             exp.to_identifier(name, quoted=True),
@@ -66,7 +69,11 @@ def _scan_sql(files: list[str]) -> str:
 
     scan = exp.Anonymous(
         this="read_parquet",
-        expressions=[exp.Array(expressions=[exp.Literal.string(f) for f in files]), _NO_HIVE],
+        expressions=[
+            exp.Array(expressions=[exp.Literal.string(f) for f in files]),
+            _NO_HIVE,
+            _NAN,
+        ],
     )
     return exp.select(exp.Star()).from_(scan).sql(dialect="duckdb")
 
