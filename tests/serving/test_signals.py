@@ -22,7 +22,8 @@ from tests.serving.conftest import Built, Server, logged_ids, start
 
 pytestmark = pytest.mark.slow
 
-LOOPS = 5
+LOOPS = 3
+"""Each scenario, start to kill, this many times a run (the test budget: 3 x 11 scenarios)."""
 
 
 class Load:
