@@ -306,3 +306,28 @@ def test_project_option_must_name_a_folder(cli, project: Path) -> None:
     _clear(missing)
     assert missing.json()["message"].endswith("typo does not exist")
     assert cli("status", "-p", str(project / "sql")).code == 0  # a folder inside it still works
+
+
+def test_a_monitor_line_prints_brackets_in_its_messages_as_written() -> None:
+    """Messages carry config sections ([spark]) and feature names: not read as markup."""
+    from gristmill.cli.render import evaluation_line, out
+
+    evaluation = {
+        "monitor": "m",
+        "type": "drift",
+        "state": "error",
+        "error": 'use a local Spark master ([spark] master = "local[4]")',
+        "skipped": "",
+        "rows": 0,
+        "findings": 0,
+        "alerts": ["[bold]x[/bold] psi = 0.5"],
+        "action": None,
+        "action_details": {},
+        "engine": "spark",
+        "engine_reason": "project engine = spark [red]",
+    }
+    with out.capture() as shown:
+        evaluation_line(evaluation)
+    text = shown.get()
+    assert '([spark] master = "local[4]")' in text, text
+    assert "[bold]x[/bold] psi" in text and "(on spark: project engine = spark [red])" in text

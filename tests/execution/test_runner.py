@@ -391,3 +391,22 @@ def test_a_python_step_whose_inputs_cannot_fit_is_refused_before_it_reads_them(
     after = Workspace.open(root)
     assert after.read("small_sum").to_pylist() == [{"n": 2}]
     assert after.lake.latest_version("wide_sum") is None
+
+
+def test_a_killed_process_s_scratch_rows_are_removed_at_the_next_run(project: Path) -> None:
+    """Rows on their way between engines sit in .gristmill/scratch (and a remote lake's
+    staging) under the writing process's id; the next run removes a dead process's
+    folders (an erasure must not miss such copies) and keeps a live one's."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    state = project / ".gristmill"
+    left = state / "scratch" / f"gm-{dead.stdout.strip()}-rows-abc" / "rows"
+    staged = state / "lake-staging" / "t" / f"gm-{dead.stdout.strip()}-run-1"
+    live = state / "scratch" / f"gm-{os.getpid()}-rows-def"
+    for folder in (left, staged, live):
+        folder.mkdir(parents=True)
+        (folder / "part-0.parquet").write_bytes(b"PAR1")
+    ws = Workspace.open(project)
+    assert ws.run().ok
+    assert not left.parent.exists() and not staged.exists()
+    assert (live / "part-0.parquet").exists()

@@ -118,14 +118,14 @@ def evaluation_line(e: dict[str, Any]) -> None:
     }
     line = f"monitor {e['monitor']} ({e['type']}): {state.get(e['state'], e['state'])}"
     if e["error"] or e["skipped"]:
-        line += f" — {e['error'] or e['skipped']}"
+        line += f" — {escape(e['error'] or e['skipped'])}"
     elif e["state"] == "ok":
         line += f" — {e['rows']:,} rows, {e['findings']} statistics within thresholds"
     if e.get("engine") and e["engine"] != "duckdb":
-        line += f" (on {e['engine']}: {e['engine_reason']})"
+        line += f" (on {e['engine']}: {escape(e['engine_reason'])})"
     out.print(line)
     for alert in e["alerts"][:6]:
-        out.print(f"  {alert}")
+        out.print(f"  {escape(alert)}")
     if len(e["alerts"]) > 6:
         out.print(f"  … and {len(e['alerts']) - 6} more")
     if e["action"] and e["action"] != "recorded":
@@ -133,8 +133,8 @@ def evaluation_line(e: dict[str, Any]) -> None:
         out.print(
             f"  action: [bold]{e['action']}[/]"
             + (f" v{details['version']}" if "version" in details else "")
-            + (f" — {details['reason']}" if details.get("reason") else "")
-            + (f" — {details['hint']}" if details.get("hint") else "")
+            + (f" — {escape(details['reason'])}" if details.get("reason") else "")
+            + (f" — {escape(details['hint'])}" if details.get("hint") else "")
         )
 
 

@@ -7,7 +7,6 @@ step's result becomes visible. A rerun after a crash replaces orphaned quarantin
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,7 @@ def write_by_workers(
     query = checked_query(request.relation, columns, request.contract, keep_only_declared=False)
     session.materialize(CHECKED, query.sql)
     ((total,),) = session.rows(f'SELECT count(*) FROM "{CHECKED}"')
-    with tempfile.TemporaryDirectory(prefix="gm-quarantine-") as scratch:
+    with lake.scratch("quarantine") as scratch:
         bad_rows = Path(scratch) / "rows"
         session.write_files(f'SELECT * FROM "{CHECKED}" WHERE len("{FAILURES}") > 0', bad_rows)
         files = sorted(str(f) for f in bad_rows.glob("*.parquet"))

@@ -162,6 +162,20 @@ class Commit:
     """The materialization record Gristmill stored with the commit; None if foreign."""
 
 
+SCRATCH = "scratch"
+STAGING = "lake-staging"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Lake:
     """Delta tables below one root: a local folder or a prefix on object storage.
 
@@ -647,12 +661,32 @@ class Lake:
         inside the table's directory (Delta's add actions name files below it); for a
         lake on object storage, a local staging folder laid out the same, which
         ``commit_files`` uploads (workers that share the driver's disk: a local master)."""
-        return self._files_root(name) / f"gm-{tag}"
+        return self._files_root(name) / f"gm-{os.getpid()}-{tag}"
 
     def _files_root(self, name: str) -> Path:
         if self.remote:
-            return self.cache.parent / "lake-staging" / name
+            return self.cache.parent / STAGING / name
         return self.path(name)
+
+    def scratch(self, what: str) -> tempfile.TemporaryDirectory[str]:
+        """A private folder for rows on their way (an engine's output that another
+        finishes), beside the lake's cache, named with this process's id: removed when
+        done, and by ``clean_scratch`` after a crash."""
+        folder = self.cache.parent / SCRATCH
+        folder.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=f"gm-{os.getpid()}-{what}-", dir=folder)
+
+    def clean_scratch(self) -> list[Path]:
+        """Remove what killed processes left in the scratch and staging folders (copies of
+        rows: an erasure must not miss them); a live process's folders stay."""
+        removed = []
+        for pattern in (f"{SCRATCH}/gm-*", f"{STAGING}/*/gm-*"):
+            for folder in self.cache.parent.glob(pattern):
+                pid = folder.name.split("-")[1]
+                if pid.isdigit() and not _alive(int(pid)):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        return removed
 
     def commit_files(
         self,
@@ -822,8 +856,6 @@ class Lake:
         commits versions of its own) and every log entry before the checkpoint removed
         (their file statistics hold old values); a remote lake's local copies of the
         table go too. Returns the files removed. Earlier versions can no longer be read."""
-        import shutil
-
         table = self._table(name)
         table.create_checkpoint()
         keep = int(table.version())
@@ -841,6 +873,7 @@ class Lake:
                 removed += 1
         if self.remote:
             shutil.rmtree(self.cache / self.location.key(name), ignore_errors=True)
+        self.clean_scratch()  # rows a killed run left on their way
         with self._lock:
             self._handles.pop(name, None)
         return removed

@@ -488,6 +488,7 @@ class Workspace:
     ) -> RunOutcome:
         reporter = reporter or NullReporter()
         params = active.record.params
+        self.lake.clean_scratch()  # what a killed run left on its way
         recovery = reconcile(self.graph, self.catalog, self.lake, active.closed_abandoned)
         backfill = params.get("backfill")
         plan = self.plan(

@@ -386,14 +386,10 @@ class Monitors:
     ) -> tuple[list[Finding], dict[str, Any]]:
         """Scores by the engine's workers, statistics aggregated by the engine (Spark):
         no row comes to this process."""
-        import tempfile
-
         from gristmill.execution.monitoring import drift
 
         files = self.ws.models.worker_files(model)
-        scratch = self.ws.state_dir / "tmp"
-        scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="drift-", dir=scratch) as folder:
+        with self.ws.lake.scratch("drift") as folder:
             for side, relation in (("reference", REFERENCE), ("current", WINDOW)):
                 written = drift.scores_by_workers(
                     session,
