@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -39,7 +40,8 @@ def test_files_written_elsewhere_commit_once_with_exact_statistics(tmp_path: Pat
     assert lake.transaction_version("t", "gm.x") == 4
     assert lake.commits("t")[0].record == {"run_id": "run1"}
     adds = [e["add"] for e in _log(lake, "t", 0) if "add" in e]
-    assert sorted(a["path"] for a in adds) == ["gm-run1/part-0.parquet", "gm-run1/part-1.parquet"]
+    assert folder.name == f"gm-{os.getpid()}-run1"  # the writer's process id: see clean_scratch
+    assert sorted(a["path"] for a in adds) == [f"{folder.name}/part-{i}.parquet" for i in (0, 1)]
     second = json.loads(next(a["stats"] for a in adds if a["path"].endswith("part-1.parquet")))
     assert second["numRecords"] == 2 and second["nullCount"] == {"id": 0, "s": 0, "ts": 1}
     assert (second["minValues"]["id"], second["maxValues"]["id"]) == (3, 7)
