@@ -410,3 +410,9 @@ def test_a_killed_process_s_scratch_rows_are_removed_at_the_next_run(project: Pa
     assert ws.run().ok
     assert not left.parent.exists() and not staged.exists()
     assert (live / "part-0.parquet").exists()
+    # an erasure removes them too (it may run with no build after the crash)
+    again = state / "scratch" / f"gm-{dead.stdout.strip()}-quarantine-x"
+    again.mkdir(parents=True)
+    (again / "part-0.parquet").write_bytes(b"PAR1")
+    Workspace.open(project).lake.forget_history("txns")
+    assert not again.exists() and (live / "part-0.parquet").exists()
