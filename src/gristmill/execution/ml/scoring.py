@@ -7,7 +7,7 @@ straight to the Delta writer, so memory holds a batch or two, not the table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from gristmill.definitions.models import Task
 from gristmill.execution.engines import Session
-from gristmill.execution.engines.base import Batches
+from gristmill.execution.engines.base import Batches, Mapper
 from gristmill.execution.ml.bundle import LoadedModel
 from gristmill.execution.sql import latest_rows, q
 from gristmill.storage.catalog import Materialization
@@ -102,6 +102,37 @@ def score(
     )
 
 
+Turn = Callable[[LoadedModel, pa.RecordBatch, pa.Schema], pa.RecordBatch]
+
+
+def model_mapper(
+    model: LoadedModel,
+    files: tuple[bytes, bytes],
+    schema_of: Callable[[pa.Schema], pa.Schema],
+    turn: Turn,
+) -> Mapper:
+    """What an engine's workers run over their batches with the model: each worker loads
+    it from its two files' bytes (manifest, model; ``bundle.loads`` checks the model's
+    digest again there) and turns every non-empty batch with ``turn``; ``schema_of``
+    gives the output's schema from the rows'."""
+    name, version = model.name, model.version
+
+    def plan(rows: pa.Schema) -> tuple[Batches, pa.Schema]:
+        schema = schema_of(rows)
+
+        def work(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            from gristmill.execution.ml.bundle import loads
+
+            loaded = loads(name, version, *files)
+            for batch in batches:
+                if batch.num_rows:
+                    yield turn(loaded, batch, schema)
+
+        return work, schema
+
+    return plan
+
+
 def score_by_workers(
     session: Session,
     lake: Lake,
@@ -121,21 +152,13 @@ def score_by_workers(
     from gristmill.planning import WriteMode
 
     folder = lake.files_folder(request.into, f"{template.run_id}-{uuid.uuid4().hex[:8]}")
-    name, version, keys = model.name, model.version, request.keys
-
-    def plan(rows: pa.Schema) -> tuple[Batches, pa.Schema]:
-        schema = scored_schema(model, rows, keys)
-
-        def work(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            from gristmill.execution.ml.bundle import loads
-
-            loaded = loads(name, version, *files)
-            for batch in batches:
-                if batch.num_rows:
-                    yield scored(loaded, batch, keys, schema)
-
-        return work, schema
-
+    keys = request.keys
+    plan = model_mapper(
+        model,
+        files,
+        lambda rows: scored_schema(model, rows, keys),
+        lambda loaded, batch, schema: scored(loaded, batch, keys, schema),
+    )
     session.write_mapped(rows_sql(request, model.feature_names), folder, plan)
     into = WriteRequest(
         table=request.into,

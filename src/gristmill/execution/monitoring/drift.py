@@ -12,7 +12,6 @@ import pyarrow as pa
 
 from gristmill.definitions.monitors import DRIFT_STATISTICS
 from gristmill.execution.engines import Session
-from gristmill.execution.engines.base import Batches
 from gristmill.execution.ml.bundle import LoadedModel
 from gristmill.execution.ml.features import Feature, FeatureKind
 from gristmill.execution.monitoring import engine_stats
@@ -77,21 +76,17 @@ def scores_by_workers(
     """The model's score of every row of ``sql``, computed and written by the engine's
     workers (each loads the model from its two files' bytes, digest checked) as Parquet
     files below ``folder``, whose paths are returned: a single ``score`` column."""
-    name, version = model.name, model.version
+    from gristmill.execution.ml.scoring import model_mapper
+
     schema = pa.schema([pa.field(SCORE, pa.float64())])
-
-    def plan(rows: pa.Schema) -> tuple[Batches, pa.Schema]:
-        def work(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            from gristmill.execution.ml.bundle import loads
-
-            loaded = loads(name, version, *files)
-            for batch in batches:
-                if batch.num_rows:
-                    scored = pa.array(loaded.predict(batch), pa.float64())
-                    yield pa.RecordBatch.from_arrays([scored], schema=schema)
-
-        return work, schema
-
+    plan = model_mapper(
+        model,
+        files,
+        lambda rows: schema,
+        lambda loaded, batch, out: pa.RecordBatch.from_arrays(
+            [pa.array(loaded.predict(batch), pa.float64())], schema=out
+        ),
+    )
     session.write_mapped(sql, folder, plan)
     return sorted(str(p) for p in folder.glob("*.parquet"))
 
