@@ -86,7 +86,7 @@ def get(url: str, key: str | None = None) -> tuple[int, str]:
 def test_the_daemon_serves_metrics_to_reader_keys_only(tmp_path: Path) -> None:
     root = write_project(tmp_path / "p", module=MODULE)
     assert gm(root, "run").returncode == 0
-    reader = gm_json(root, "tokens", "create", "--role", "reader")["token"]
+    reader = gm_json(root, "tokens", "create", "--role", "viewer")["token"]
     service = gm_json(root, "tokens", "create", "--role", "service")["token"]
     port = free_port()
     daemon = spawn(root, "scheduler", "--metrics", f"127.0.0.1:{port}", "--interval", "0.3")
@@ -103,7 +103,7 @@ def test_the_daemon_serves_metrics_to_reader_keys_only(tmp_path: Path) -> None:
         assert status == 200
         assert get(base + "/metrics")[0] == 401
         forbidden = get(base + "/metrics", service)
-        assert forbidden[0] == 403 and "role 'service' may not do this" in forbidden[1]
+        assert forbidden[0] == 403 and "(role service) may not read metrics" in forbidden[1]
         assert get(base + "/metrics", "gm_not_a_key")[0] == 401
         status, text = get(base + "/metrics", reader)
         assert status == 200

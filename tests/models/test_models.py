@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 import pytest
 from sklearn import metrics as skm
 
-from gristmill.errors import ArtifactError, GateRefused, ScoringError
+from gristmill.access import Principal, acting_as
+from gristmill.errors import ArtifactError, Forbidden, GateRefused, ScoringError
 from gristmill.execution.ml.train import time_cutoff
 from gristmill.workspace import Workspace
 from tests.conftest import CliResult, built_example
@@ -189,13 +190,17 @@ def test_a_failing_gate_refuses_the_promotion_and_force_records_an_override(
     assert ws.catalog.aliases("churn_strict") == {}
     with pytest.raises(GateRefused, match="--force needs --reason"):
         ws.models.promote("churn_strict", 1, force=True)
-    done = ws.models.promote("churn_strict", 1, force=True, reason="demo", actor="ana")
+    ana = Principal("user:ana", "admin")
+    with acting_as(Principal("user:eng", "engineer")), pytest.raises(Forbidden, match="override"):
+        ws.models.promote("churn_strict", 1, force=True, reason="demo")
+    with acting_as(ana):
+        done = ws.models.promote("churn_strict", 1, force=True, reason="demo")
     assert done.action == "override"
     assert ws.catalog.aliases("churn_strict") == {"champion": 1}
     (event,) = ws.models.events("churn_strict")
     assert (event.action, event.actor, event.reason, event.version) == (
         "override",
-        "ana",
+        "user:ana",
         "demo",
         1,
     )
@@ -210,9 +215,11 @@ def test_gates_compare_with_the_champion_and_rollback_is_recorded(ws: Workspace)
     # v2 equals v1, so it is not better than the champion by 0.001
     with pytest.raises(GateRefused, match="champion.roc_auc"):
         ws.models.promote("churn_relative", 2)
-    ws.models.promote("churn_relative", 2, force=True, reason="hotfix", actor="bo")
-    back = ws.models.rollback("churn_relative", reason="bad deploy", actor="bo")
+    with acting_as(Principal("key:0b0b0b0b", "admin")):
+        ws.models.promote("churn_relative", 2, force=True, reason="hotfix")
+        back = ws.models.rollback("churn_relative", reason="bad deploy")
     assert (back.action, back.version, back.previous_version) == ("rollback", 1, 2)
+    assert back.actor == "key:0b0b0b0b"
     actions = [(e.action, e.version) for e in ws.models.events("churn_relative")]
     assert actions == [("promote", 1), ("override", 2), ("rollback", 1)]
 

@@ -133,7 +133,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Built:
     """The small example, built and promoted, with a key of each role; never served."""
     root = tmp_path_factory.mktemp("serving") / "demo"
     ws = built_example(root, scale="small", seed=3)
-    keys = {role: ws.tokens.create(role).token for role in ("service", "reader", "admin")}
+    keys = {role: ws.tokens.create(role).token for role in ("service", "viewer", "admin")}
     ws.close()
     return Built(root, keys)
 

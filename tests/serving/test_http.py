@@ -128,7 +128,7 @@ def test_a_batch_answers_every_instance_and_names_the_ones_that_failed(server: S
         (b'{"entity": {"user_id": "nobody"}}', None, "service", 404, "no online features"),
         (b'{"entity": {"user_id": "u_0000006"}}', None, None, 401, "missing API key"),
         (b'{"entity": {"user_id": "u_0000006"}}', None, "bogus", 401, "unknown or revoked"),
-        (b'{"entity": {"user_id": "u_0000006"}}', None, "reader", 403, "role 'reader' may not"),
+        (b'{"entity": {"user_id": "u_0000006"}}', None, "viewer", 403, "may not"),
         (b'{"instances": []}', None, "service", 422, "instances must be a list"),
     ],
 )
@@ -168,12 +168,12 @@ def test_metrics_and_openapi_need_a_key_by_default(server: Server) -> None:
     assert httpx.get(f"{server.url}/metrics").status_code == 401
     assert httpx.get(f"{server.url}/metrics", headers=server.headers()).status_code == 403
     assert httpx.get(f"{server.url}/openapi.json").status_code == 401
-    for role in ("reader", "admin"):
+    for role in ("viewer", "admin"):
         assert httpx.get(f"{server.url}/metrics", headers=server.headers(role)).status_code == 200
     httpx.post(
         f"{server.url}{PREDICT}", json={"entity": {"user_id": USERS[0]}}, headers=server.headers()
     )
-    text = httpx.get(f"{server.url}/metrics", headers=server.headers("reader")).text
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers("viewer")).text
     assert (
         'gristmill_request_seconds_count{route="/v1/services/{name}/predict",service="churn",'
         'status="200"}'
@@ -186,7 +186,7 @@ def test_metrics_and_openapi_need_a_key_by_default(server: Server) -> None:
 def test_the_openapi_document_is_valid(server: Server) -> None:
     from openapi_spec_validator import validate
 
-    doc = httpx.get(f"{server.url}/openapi.json", headers=server.headers("reader")).json()
+    doc = httpx.get(f"{server.url}/openapi.json", headers=server.headers("viewer")).json()
     validate(doc)  # raises on an invalid document
     entity = doc["components"]["schemas"]["churn.One"]["properties"]["entity"]
     assert entity["required"] == ["user_id"] and entity["additionalProperties"] is False
@@ -227,7 +227,7 @@ def test_invented_paths_do_not_grow_the_metrics(server: Server) -> None:
         t.start()
     for t in threads:
         t.join()
-    reader = server.headers("reader")
+    reader = server.headers("viewer")
     text = httpx.get(f"{server.url}/metrics", headers=reader).text
     assert len(text.encode()) < 30_000, len(text)
     assert 'service="_other"' in text and 'route="unmatched"' in text
@@ -267,7 +267,7 @@ def test_a_client_that_leaves_during_the_upload_is_not_an_error(server: Server) 
                 '\r\n{"entity": '.encode()
             )
     time.sleep(0.5)
-    text = httpx.get(f"{server.url}/metrics", headers=server.headers("reader")).text
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers("viewer")).text
     assert 'status="500"' not in text and 'status="499"' in text
     assert "Traceback" not in server.stderr() and "internal error" not in server.stderr()
 
@@ -340,7 +340,7 @@ def test_cli_tokens_and_predictions(server: Server, cli: Callable[..., CliResult
     assert len(rows) > 3 and [x["request_id"] for x in newest] == [
         x["request_id"] for x in everything[:3]
     ]
-    created = cli("tokens", "create", "--role", "reader", "--json", *p).json()
+    created = cli("tokens", "create", "--role", "viewer", "--json", *p).json()
     assert cli("tokens", "revoke", created["id"], *p).code == 0
     listed = {t["id"]: t for t in cli("tokens", "list", "--json", *p).json()}
     assert listed[created["id"]]["revoked_at"] is not None and "hash" not in listed[created["id"]]

@@ -34,7 +34,7 @@ def test_metrics_count_the_requests_of_every_worker(project: Built) -> None:
             )
             assert r.status_code == 200
         for _ in range(10):  # whichever worker answers the scrape
-            text = httpx.get(f"{server.url}/metrics", headers=server.headers("reader")).text
+            text = httpx.get(f"{server.url}/metrics", headers=server.headers("viewer")).text
             (count,) = COUNT.findall(text)
             assert float(count) == 400
             decisions = re.findall(r'gristmill_decisions_total\{[^}]*service="churn"\} (\S+)', text)

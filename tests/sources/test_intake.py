@@ -37,7 +37,7 @@ def project(root: Path, **settings: str) -> Path:
         + textwrap.dedent(f'events = gm.intake_source(\n    "events",\n    {body},\n)\n')
     )
     ws = Workspace.open(root)
-    for role in ("ingest", "reader"):
+    for role in ("ingest", "viewer"):
         (root / f"{role}.key").write_text(ws.tokens.create(role).token)
     ws.close()
     return root
@@ -121,7 +121,7 @@ def test_posted_rows_land_once_retries_are_recognized_bad_input_is_refused(
         answer = served.post(body)
         assert answer.status_code == status and message in answer.json()["message"], answer.text
     assert served.post('[{"id": 4}]', key="bad key").status_code == 400
-    assert served.post('[{"id": 4}]', role="reader").status_code == 403
+    assert served.post('[{"id": 4}]', role="viewer").status_code == 403
     anonymous = httpx.post(f"{served.url}/v1/intake/events", content="[]", headers=JSON)
     assert anonymous.status_code == 401
     other = served.post('[{"id": 4}]', headers={"Content-Type": "text/csv"})

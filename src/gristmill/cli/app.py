@@ -623,7 +623,7 @@ def scheduler(
     metrics: Annotated[
         str | None,
         typer.Option(
-            help="Serve Prometheus metrics on HOST:PORT (GET /metrics, admin or reader key).",
+            help="Serve Prometheus metrics on HOST:PORT (GET /metrics, a viewer key or above).",
             show_default=False,
         ),
     ] = None,

@@ -14,10 +14,6 @@ from gristmill.cli.render import emit_json, out, write_output
 
 ModelArg = Annotated[str, typer.Argument(help="Model name.")]
 RefArg = Annotated[str, typer.Argument(help="Version number, alias (champion) or latest.")]
-ActorOpt = Annotated[
-    str | None, typer.Option(help="Who does this (default: $GRISTMILL_ACTOR or the OS user).")
-]
-
 models_app = typer.Typer(
     help="Model versions, metrics, aliases and their history.", invoke_without_command=True
 )
@@ -112,14 +108,12 @@ def promote(
     force: Annotated[
         bool, typer.Option("--force", help="Promote even if gates fail (recorded as override).")
     ] = False,
-    actor: ActorOpt = None,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Point an alias at a version, if the model's gates pass."""
-    result = _open(project).models.promote(
-        model, ref, alias=alias, reason=reason, force=force, actor=actor
-    )
+    """Point an alias at a version, if the model's gates pass (the audit trail records who:
+    your OS user's role in [access], or GRISTMILL_TOKEN's key; --force needs admin)."""
+    result = _open(project).models.promote(model, ref, alias=alias, reason=reason, force=force)
     emit_json(result) if json else view.promotion(result)
 
 
@@ -128,12 +122,11 @@ def rollback(
     model: ModelArg,
     alias: Annotated[str, typer.Option(help="Alias to move back.")] = "champion",
     reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")] = "",
-    actor: ActorOpt = None,
     project: ProjectOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Point an alias back at the version it held before its last move."""
-    result = _open(project).models.rollback(model, alias=alias, reason=reason, actor=actor)
+    result = _open(project).models.rollback(model, alias=alias, reason=reason)
     emit_json(result) if json else view.promotion(result)
 
 

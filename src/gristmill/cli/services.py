@@ -116,9 +116,7 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(project: ProjectOpt = None, json: JsonOpt = False) -> None:
     """API keys: id, role, note, created, revoked (never the key)."""
-    rows = [
-        {k: v for k, v in t.__dict__.items() if k != "hash"} for t in _open(project).tokens.list()
-    ]
+    rows = [t.__dict__ for t in _open(project).tokens.list()]
     if json:
         return emit_json(rows)
     from gristmill.cli.render import records

@@ -87,7 +87,8 @@ class ServeSettings(_Closed):
     """Settings of ``gristmill serve`` (command-line options override the limits)."""
 
     metrics: Literal["key", "public"] = "key"
-    """``/metrics``: ``key`` needs an admin or reader key; ``public`` answers anyone."""
+    """``/metrics``: ``key`` needs a viewer, analyst, engineer or admin key; ``public``
+    answers anyone."""
     openapi: Literal["key", "public"] = "key"
     """``/openapi.json``: ``key`` needs any valid key; ``public`` answers anyone."""
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1000
@@ -119,6 +120,34 @@ class PiiSettings(_Closed):
     """Environment variable holding the key."""
     key_file: str | None = None
     """Or a file holding it (relative to the project), read when the variable is not set."""
+
+
+ROLE_NAMES = ("viewer", "analyst", "engineer", "admin", "service", "ingest")
+Role = Literal["viewer", "analyst", "engineer", "admin", "service", "ingest"]
+Mask = Literal["null", "hash", "last4", "clear"]
+
+
+class AccessSettings(_Closed):
+    """``[access]``: who the command line acts as, and how personal-data columns read.
+
+    Without ``users``, every OS user of the project folder acts as ``admin`` (a laptop).
+    Naming users restricts the command line: an unnamed user gets ``default_role``."""
+
+    users: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")], Role] = {}
+    """OS user name -> role, e.g. ``{ alice = "admin", bob = "analyst" }``."""
+    default_role: Role | None = None
+    """The role of an OS user not in ``users`` (default: ``viewer`` once ``users`` names
+    anyone, else ``admin``)."""
+    masks: dict[Role, Mask] = {}
+    """How columns tagged as personal data read, per role (merged over the defaults:
+    viewer ``null``, analyst ``hash``, engineer and admin ``clear``, service ``clear``,
+    ingest ``null``)."""
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12
+    """How long a UI login lasts."""
+    query_rows: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """The most rows the SQL page and the API's query return."""
+    query_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
+    """The longest a query of the SQL page may run before it is interrupted."""
 
 
 class ProjectConfig(_Closed):
@@ -169,6 +198,7 @@ class ProjectConfig(_Closed):
     serve: ServeSettings = ServeSettings()
     runs: RunSettings = RunSettings()
     pii: PiiSettings = PiiSettings()
+    access: AccessSettings = AccessSettings()
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:

@@ -32,9 +32,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gristmill import __version__
+from gristmill.access import Action, Principal, authorize
 from gristmill.definitions.sources.intake import IntakeSource
 from gristmill.errors import (
-    Forbidden,
     GristmillError,
     MethodNotAllowed,
     NoSuchRoute,
@@ -69,10 +69,6 @@ from gristmill.serving.webhook import Webhook
 
 logger = logging.getLogger("gristmill.serving")
 
-PREDICT_ROLES = frozenset({"admin", "service"})
-READ_ROLES = frozenset({"admin", "service", "reader"})
-METRICS_ROLES = frozenset({"admin", "reader"})
-ANY_ROLE = frozenset({"admin", "service", "reader", "ingest"})
 PREDICT = "/v1/services/{name}/predict"
 MODEL = "/v2/models/{name}"
 VERSION = "/v2/models/{name}/versions/{version}"
@@ -82,11 +78,11 @@ Handler = Callable[[Request], Awaitable[Reply]]
 
 @dataclass(frozen=True)
 class Settings:
-    authenticate: Callable[[str], str | None] | None
-    """Token -> role, or None for an unknown token; None here: no authentication."""
+    authenticate: Callable[[str], Principal | None] | None
+    """Token -> principal, or None for an unknown token; None here: no authentication."""
     max_body: int = 1 << 20
     metrics_public: bool = False
-    """Whether ``/metrics`` answers without a key (default: admin or reader keys)."""
+    """Whether ``/metrics`` answers without a key (default: a viewer key or above)."""
     openapi_public: bool = False
     """Whether ``/openapi.json`` answers without a key (default: any valid key)."""
 
@@ -98,7 +94,7 @@ class Endpoint:
         self,
         route: str,
         handler: Handler,
-        roles: frozenset[str] | None,
+        action: Action | None,
         *,
         settings: Settings,
         metrics: Metrics,
@@ -106,7 +102,7 @@ class Endpoint:
     ) -> None:
         self.route = route
         self.handler = handler
-        self.roles = roles if settings.authenticate is not None else None
+        self.action = action if settings.authenticate is not None else None
         self.settings = settings
         self.metrics = metrics
         self.oip = oip
@@ -115,8 +111,8 @@ class Endpoint:
         clock = time.perf_counter()
         request = Request(scope, receive, self.settings.max_body)
         try:
-            if self.roles is not None:
-                request.role = authorize(request, self.settings, self.roles)
+            if self.action is not None:
+                request.role = authenticate(request, self.settings, self.action).role
             reply = await self.handler(request)
         except ClientGone:  # nothing to answer; counted, not logged as an error
             self._count(request, 499, clock)
@@ -135,8 +131,9 @@ class Endpoint:
         self.metrics.observe(self.route, service, status, time.perf_counter() - clock)
 
 
-def authorize(request: Request, settings: Settings, roles: frozenset[str]) -> str:
-    """The role of the request's key, if it may do this; the one place roles are checked."""
+def authenticate(request: Request, settings: Settings, action: Action) -> Principal:
+    """The principal of the request's key, if it may take ``action`` (``access.authorize``:
+    the one place roles are checked)."""
     assert settings.authenticate is not None
     header = request.header(b"authorization") or b""
     scheme, _, token = header.decode("latin-1").partition(" ")
@@ -144,18 +141,14 @@ def authorize(request: Request, settings: Settings, roles: frozenset[str]) -> st
         raise Unauthorized(
             "missing API key", hint="send `Authorization: Bearer <key>` (gristmill tokens create)"
         )
-    role = settings.authenticate(token.strip())
-    if role is None:
+    principal = settings.authenticate(token.strip())
+    if principal is None:
         raise Unauthorized(
             "unknown or revoked API key",
             token_given=True,
             hint="create one: gristmill tokens create",
         )
-    if role not in roles:
-        raise Forbidden(
-            f"role {role!r} may not do this", hint=f"roles that may: {', '.join(sorted(roles))}"
-        )
-    return role
+    return authorize(principal, action)
 
 
 class Handlers:
@@ -372,13 +365,13 @@ def build_app(
     handlers.intake_only = intake is not None and not host.runtimes
     handlers.intake_sources = intake.sources if intake is not None else {}
 
-    def endpoint(route: str, handler: Handler, roles: frozenset[str] | None, **kw: Any) -> Endpoint:
-        return Endpoint(route, handler, roles, settings=settings, metrics=metrics, **kw)
+    def endpoint(route: str, handler: Handler, action: Action | None, **kw: Any) -> Endpoint:
+        return Endpoint(route, handler, action, settings=settings, metrics=metrics, **kw)
 
-    metrics_roles = None if settings.metrics_public else METRICS_ROLES
-    openapi_roles = None if settings.openapi_public else ANY_ROLE
+    metrics_roles = None if settings.metrics_public else Action.METRICS
+    openapi_roles = None if settings.openapi_public else Action.OPENAPI
     table: list[tuple[str, str, Endpoint]] = [
-        ("POST", PREDICT, endpoint(PREDICT, handlers.predict, PREDICT_ROLES)),
+        ("POST", PREDICT, endpoint(PREDICT, handlers.predict, Action.PREDICT)),
         ("GET", "/v2", endpoint("/v2", handlers.server_metadata, None, oip=True)),
         ("GET", "/v2/health/live", endpoint("/v2/health/live", handlers.live, None, oip=True)),
         ("GET", "/v2/health/ready", endpoint("/v2/health/ready", handlers.ready, None, oip=True)),
@@ -388,19 +381,23 @@ def build_app(
     if intake is not None:
         from gristmill.serving import intake as posting
 
-        table.append(("POST", posting.ROUTE, endpoint(posting.ROUTE, intake.post, posting.ROLES)))
+        table.append(("POST", posting.ROUTE, endpoint(posting.ROUTE, intake.post, Action.INGEST)))
     for base in (MODEL, VERSION):
         table += [
-            ("GET", base, endpoint(base, handlers.model_metadata, READ_ROLES, oip=True)),
+            (
+                "GET",
+                base,
+                endpoint(base, handlers.model_metadata, Action.SERVICE_METADATA, oip=True),
+            ),
             (
                 "GET",
                 f"{base}/ready",
-                endpoint(f"{base}/ready", handlers.model_ready, READ_ROLES, oip=True),
+                endpoint(f"{base}/ready", handlers.model_ready, Action.SERVICE_METADATA, oip=True),
             ),
             (
                 "POST",
                 f"{base}/infer",
-                endpoint(f"{base}/infer", handlers.infer, PREDICT_ROLES, oip=True),
+                endpoint(f"{base}/infer", handlers.infer, Action.PREDICT, oip=True),
             ),
         ]
 
@@ -479,7 +476,7 @@ def build_metrics_app(render: Callable[[], bytes], settings: Settings) -> Starle
     async def health(request: Request) -> Reply:
         return Reply(200, b'{"status":"ok"}')
 
-    roles = None if settings.metrics_public else METRICS_ROLES
+    roles = None if settings.metrics_public else Action.METRICS
     table = [
         ("/metrics", Endpoint("/metrics", metrics_text, roles, settings=settings, metrics=metrics)),
         ("/health", Endpoint("/health", health, None, settings=settings, metrics=metrics)),

@@ -20,7 +20,6 @@ from gristmill.errors import BadRequest, IdempotencyConflict, NoSuchRoute, TooMa
 from gristmill.serving.http import Reply, Request, json_reply
 from gristmill.storage.intake import BufferFull, IntakeBuffer, KeyReused, buffer_path
 
-ROLES = frozenset({"admin", "ingest"})
 ROUTE = "/v1/intake/{name}"
 RETRY_AFTER_S = 5
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")

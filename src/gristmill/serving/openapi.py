@@ -430,7 +430,7 @@ def _text_get(summary: str) -> dict[str, Any]:
     return {
         "summary": summary,
         **_secured(True),
-        "description": 'Needs an admin or reader key unless [serve] metrics = "public".',
+        "description": 'Needs a viewer key or above unless [serve] metrics = "public".',
         "responses": {
             "200": {
                 "description": summary,

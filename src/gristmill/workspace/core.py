@@ -16,6 +16,8 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from gristmill.access import Action as Do
+from gristmill.access import Principal, requires
 from gristmill.definitions.graph import Graph
 from gristmill.definitions.loader import Project, load_project
 from gristmill.definitions.objects import Table
@@ -60,11 +62,11 @@ if TYPE_CHECKING:
     from gristmill.execution.engines.choice import EngineChooser
     from gristmill.execution.online import OnlineSync
     from gristmill.storage.catalog.records import ErasureRecord
+    from gristmill.workspace.auth import Tokens
     from gristmill.workspace.erasure import Erasure
     from gristmill.workspace.models import Models
     from gristmill.workspace.monitors import Evaluation, Monitors
     from gristmill.workspace.scheduler import Scheduler
-    from gristmill.workspace.serve import Tokens
     from gristmill.workspace.services import Services
     from gristmill.workspace.watch import Watch
 
@@ -136,10 +138,39 @@ class TableSample:
 class Workspace:
     """A loaded project with its catalog and lake."""
 
-    def __init__(self, project: Project) -> None:
+    def __init__(self, project: Project, *, principal_required: bool = False) -> None:
         self.project = project
         self.root = project.root
         self.state_dir = self.root / STATE_DIR
+        self.principal_required = principal_required
+        """An API or UI process: every call must act as a principal (``acting_as``); none
+        falls back to the OS user."""
+
+    @property
+    def principal(self) -> Principal:
+        """Who the current call acts as: the edge's principal (``access.acting_as``), else
+        the command line's (``GRISTMILL_TOKEN`` or the OS user mapped in ``[access]``)."""
+        from gristmill import access
+        from gristmill.errors import Unauthorized
+
+        acting = access.current()
+        if acting is not None:
+            return acting
+        if self.principal_required:
+            raise Unauthorized("this call has no principal", hint="log in or send an API key")
+        return self._cli_principal
+
+    @cached_property
+    def _cli_principal(self) -> Principal:
+        from gristmill.workspace.auth import cli_principal
+
+        return cli_principal(self)
+
+    def authorize(self, action: Do, what: str = "") -> Principal:
+        """The checkpoint: the current principal, if it may take ``action``."""
+        from gristmill.access import authorize
+
+        return authorize(self.principal, action, what)
 
     @classmethod
     def open(cls, path: Path | str | None = None) -> Workspace:
@@ -173,10 +204,11 @@ class Workspace:
     @cached_property
     def tokens(self) -> Tokens:
         """API keys for serving (stored as SHA-256 hashes)."""
-        from gristmill.workspace.serve import Tokens
+        from gristmill.workspace.auth import Tokens
 
         return Tokens(self)
 
+    @requires(Do.READ_ROWS)
     def predictions(
         self, service: str, *, since: str | timedelta | None = None, limit: int = 50
     ) -> pa.Table:
@@ -236,6 +268,7 @@ class Workspace:
 
     # ---- running ---------------------------------------------------------------------
 
+    @requires(Do.READ)
     def plan(
         self,
         selection: Sequence[str] = (),
@@ -280,6 +313,7 @@ class Workspace:
             reason += f" (not built yet: {', '.join(missing)})"
         return replace(step, engine=choice.engine, engine_reason=reason)
 
+    @requires(Do.RUN)
     def backfill(
         self,
         backfill: Backfill,
@@ -290,18 +324,24 @@ class Workspace:
         """Build the missing, failed and stale partitions of a range, here and now, as a
         run of kind ``backfill`` (cancel it like any run; run it again to resume)."""
         self.plan(backfill=backfill)  # refuse bad input before a run is recorded
-        with self.coordinator.start(backfill_request(backfill, requested_by)) as active:
+        with self.coordinator.start(
+            backfill_request(backfill, requested_by or self.principal.name)
+        ) as active:
             outcome = self._build(active, reporter)
         return outcome
 
+    @requires(Do.RUN)
     def enqueue_backfill(
         self, backfill: Backfill, *, requested_by: str | None = None, priority: int = 0
     ) -> RunInfo:
         """Queue a backfill for the scheduler instead of running it here."""
         self.plan(backfill=backfill)
-        request = replace(backfill_request(backfill, requested_by), priority=priority)
+        request = replace(
+            backfill_request(backfill, requested_by or self.principal.name), priority=priority
+        )
         return _run_info(self.coordinator.enqueue(request))
 
+    @requires(Do.RUN)
     def ingest(
         self,
         sources: Sequence[str],
@@ -319,18 +359,21 @@ class Workspace:
                 raise UnknownNameError("source", name, known)
         return self.run(sources, full_refresh=full_refresh, reporter=reporter)
 
-    def erase(self, subject: str, *, actor: str | None = None) -> Erasure:
+    @requires(Do.ERASE)
+    def erase(self, subject: str) -> Erasure:
         """Remove a person's rows (``subject``: ``COLUMN=VALUE``) from every table that
         carries the column, across history, and verify it on disk (see ``erasure``)."""
         from gristmill.workspace.erasure import erase, parse_subject
 
         column, value = parse_subject(subject)
-        return erase(self, column, value, actor=actor or f"user:{os_user()}")
+        return erase(self, column, value, actor=self.principal.name)
 
+    @requires(Do.READ)
     def erasures(self) -> list[ErasureRecord]:
         """The erasure trail, oldest first."""
         return self.catalog.erasures()
 
+    @requires(Do.READ)
     def follow(
         self,
         sources: Sequence[str],
@@ -367,6 +410,7 @@ class Workspace:
             stop.wait(wait)
         return None
 
+    @requires(Do.RUN)
     def run(
         self,
         selection: Sequence[str] = (),
@@ -383,11 +427,14 @@ class Workspace:
 
         The run is started here and now (``RunInProgressError`` while another runs)."""
         self.graph.select(selection)  # a selection naming nothing: no run is recorded
-        request = build_request(selection, full_refresh, force, requested_by, tags=tags)
+        request = build_request(
+            selection, full_refresh, force, requested_by or self.principal.name, tags=tags
+        )
         with self.coordinator.start(request) as active:
             outcome = self._build(active, reporter)
         return self._after_build(outcome, monitors)
 
+    @requires(Do.RUN)
     def enqueue(
         self,
         selection: Sequence[str] = (),
@@ -402,11 +449,14 @@ class Workspace:
         """Queue a build for the scheduler (or ``work``) instead of running it here;
         ``timeout``: the scheduler stops it (its processes) once it has run this long."""
         self.plan(selection, full_refresh=full_refresh, force=force)  # refuse bad input now
-        request = build_request(selection, full_refresh, force, requested_by, priority, tags)
+        request = build_request(
+            selection, full_refresh, force, requested_by or self.principal.name, priority, tags
+        )
         if timeout is not None:
             request = replace(request, timeout_s=timeout.total_seconds())
         return _run_info(self.coordinator.enqueue(request))
 
+    @requires(Do.RUN)
     def work(
         self,
         *,
@@ -476,6 +526,7 @@ class Workspace:
         )
         return self.coordinator.enqueue(request)
 
+    @requires(Do.RUN)
     def cancel(self, run_id: str) -> RunInfo:
         """Cancel a queued run, or ask a running one to stop before its next step."""
         return _run_info(self.coordinator.cancel(run_id))
@@ -610,6 +661,7 @@ class Workspace:
 
         return Scheduler(self)
 
+    @requires(Do.RUN)
     def sync_online(self) -> tuple[OnlineSync, ...]:
         """Bring every online feature view's latest version into the online store."""
         views = [t for t in self.graph.tables() if t.feature is not None and t.feature.online]
@@ -644,6 +696,7 @@ class Workspace:
         finally:
             engine.close()
 
+    @requires(Do.READ_ROWS)
     def lookup(self, view: str, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         """Online features of entities (for composite keys, values joined by \\x1f)."""
         import orjson
@@ -713,6 +766,7 @@ class Workspace:
 
     # ---- reading ---------------------------------------------------------------------
 
+    @requires(Do.READ)
     def status(self) -> list[TableStatus]:
         plan = self.plan()
         out = []
@@ -738,6 +792,7 @@ class Workspace:
             )
         return out
 
+    @requires(Do.READ)
     def tables(self) -> list[TableInfo]:
         out = []
         for name in self.graph.order:
@@ -758,6 +813,7 @@ class Workspace:
             )
         return out
 
+    @requires(Do.READ)
     def sources(self) -> list[SourceInfo]:
         """Each source: its kind, what it reads, its state, how far behind, its last error."""
         from gristmill.definitions.sources import (
@@ -839,6 +895,7 @@ class Workspace:
             return {"entity": list(node.feature.entity), "timestamp": node.feature.timestamp}
         return None
 
+    @requires(Do.READ)
     def materialization(self, table: str, version: int | None = None) -> Materialization:
         if table not in self.graph.nodes and self.catalog.latest(table) is None:
             self.graph.get(table)  # raises, naming the tables there are
@@ -861,6 +918,7 @@ class Workspace:
             )
         return found
 
+    @requires(Do.READ_ROWS)
     def read(
         self,
         table: str,
@@ -875,6 +933,7 @@ class Workspace:
         data = self.lake.read(table, m.version, columns=columns, limit=limit)
         return _frame(data, as_)
 
+    @requires(Do.READ_ROWS)
     def sample(
         self, table: str, version: int | None = None, *, limit: int, quarantined: bool = False
     ) -> TableSample:
@@ -887,6 +946,7 @@ class Workspace:
         )
         return TableSample(table, m.version, m.rows, m.quarantined, m.quarantine_counts, data)
 
+    @requires(Do.READ_ROWS)
     def quarantine(
         self, table: str, version: int | None = None, limit: int | None = None
     ) -> pa.Table:
@@ -902,10 +962,12 @@ class Workspace:
         data = data.filter(pc.equal(data["_table_version"], m.version))
         return data.slice(0, limit) if limit is not None else data
 
+    @requires(Do.READ)
     def history(self, table: str) -> list[VersionInfo]:
         self.materialization(table)
         return [_version_info(m) for m in self.catalog.history(table)]
 
+    @requires(Do.READ)
     def runs(
         self, limit: int = 20, *, status: str | None = None, kind: str | None = None
     ) -> list[RunInfo]:
@@ -918,6 +980,7 @@ class Workspace:
         rows = self.catalog.run_store.list(status=status, kind=kind, limit=limit)
         return [_run_info(r) for r in rows]
 
+    @requires(Do.READ)
     def run_log(self, run_id: str) -> str:
         """The log the scheduler kept of a run (by id or unique prefix)."""
         record = self.catalog.run_store.get(run_id)
@@ -929,6 +992,7 @@ class Workspace:
             )
         return path.read_text(errors="replace")
 
+    @requires(Do.READ)
     def run_info(self, run_id: str) -> RunInfo:
         """One run (by id or unique prefix) with its steps."""
         record = self.catalog.run_store.get(run_id)
@@ -948,6 +1012,7 @@ class Workspace:
         info = _run_info(record)
         return RunInfo(**{**info.__dict__, "steps": steps})
 
+    @requires(Do.READ)
     def lineage(
         self, table: str, *, upstream: bool = True, version: int | None = None
     ) -> LineageNode:
@@ -1070,7 +1135,7 @@ def build_request(
         selection=" ".join(selection),
         full_refresh=full_refresh,
         params=params,
-        requested_by=requested_by or f"user:{os_user()}",
+        requested_by=requested_by or "user:" + os_user(),
         priority=priority,
     )
 
@@ -1082,7 +1147,7 @@ def backfill_request(backfill: Backfill, requested_by: str | None) -> RunRequest
         selection=f"{backfill.table} {span}",
         full_refresh=False,
         params={"backfill": asdict(backfill)},
-        requested_by=requested_by or f"user:{os_user()}",
+        requested_by=requested_by or "user:" + os_user(),
     )
 
 

@@ -7,11 +7,11 @@ registered, moves aliases through the gates with an audit trail, and batch-score
 from __future__ import annotations
 
 import builtins
-import os
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from gristmill.access import Action, requires
 from gristmill.definitions.gates import GateResult
 from gristmill.definitions.models import Model
 from gristmill.definitions.objects import Table, check_name
@@ -43,6 +43,7 @@ class Models:
 
     # ---- training --------------------------------------------------------------------
 
+    @requires(Action.RUN)
     def train(self, name: str, **run_options: Any) -> RunOutcome:
         """Build the model's inputs if stale, then train and register a new version."""
         self.spec(name)
@@ -60,6 +61,7 @@ class Models:
             )
         return node
 
+    @requires(Action.READ)
     def list(self) -> list[ModelSummary]:
         defined = {n: d for n, d in self.ws.graph.nodes.items() if isinstance(d, Model)}
         out = []
@@ -110,6 +112,7 @@ class Models:
             )
         return found
 
+    @requires(Action.READ)
     def show(self, name: str, ref: str | int | None = None) -> ModelVersionInfo:
         v = self.version(name, ref)
         d = v.details
@@ -145,6 +148,7 @@ class Models:
             limitations=d.get("limitations", ""),
         )
 
+    @requires(Action.READ)
     def card(self, name: str, ref: str | int | None = None, *, format: str = "md") -> str:  # noqa: A002
         """The version's model card as Markdown (``md``) or self-contained ``html``."""
         from gristmill.workspace import cards
@@ -154,10 +158,12 @@ class Models:
         info = self.show(name, ref)
         return cards.markdown(info) if format == "md" else cards.to_html(info)
 
+    @requires(Action.READ)
     def events(self, name: str) -> builtins.list[ModelEvent]:
         self.version(name)
         return self.catalog.model_events(name)
 
+    @requires(Action.READ)
     def compare(self, name: str, a: str | int, b: str | int) -> Comparison:
         va, vb = self.version(name, a), self.version(name, b)
         rows = []
@@ -212,6 +218,7 @@ class Models:
 
     # ---- aliases ---------------------------------------------------------------------
 
+    @requires(Action.PROMOTE)
     def promote(
         self,
         name: str,
@@ -220,9 +227,23 @@ class Models:
         alias: str = "champion",
         reason: str = "",
         force: bool = False,
+    ) -> Promotion:
+        """Point ``alias`` at a version if the spec's gates pass; ``force`` overrides them,
+        for a principal that may ``override``. The audit trail records the principal."""
+        return self.move(name, ref, alias=alias, reason=reason, force=force)
+
+    def move(
+        self,
+        name: str,
+        ref: str | int,
+        *,
+        alias: str,
+        reason: str,
+        force: bool = False,
         actor: str | None = None,
     ) -> Promotion:
-        """Point ``alias`` at a version if the spec's gates pass (``force`` overrides)."""
+        """``promote`` without the ``promote`` check, for the project's own automation (a
+        monitor's gated retraining, ``actor="monitor:<name>"``); gates still decide."""
         _check_alias(alias)
         candidate = self.version(name, ref)
         previous = self.catalog.aliases(name).get(alias)
@@ -234,8 +255,10 @@ class Models:
                 f"{name} v{candidate.version} did not pass "
                 + "; ".join(f"`{r.gate}` ({r.detail})" for r in failed),
                 hint="improve the model, or override with --force --reason '...' "
-                "(recorded in the audit trail)",
+                "(recorded in the audit trail; needs the admin role)",
             )
+        if failed:
+            self.ws.authorize(Action.OVERRIDE, f"{name} v{candidate.version} (gates failed)")
         if force and failed and not reason.strip():
             raise GateRefused(
                 "--force needs --reason: an override is recorded with why",
@@ -245,8 +268,10 @@ class Models:
         # gates can be overridden, integrity cannot: a servable alias needs an intact file
         self.load(name, candidate.version)
         action = "override" if failed else ("rollback" if rollback else "promote")
-        return self._move(name, alias, candidate.version, previous, action, reason, actor, results)
+        who = actor or self.ws.principal.name
+        return self._move(name, alias, candidate.version, previous, action, reason, who, results)
 
+    @requires(Action.READ)
     def gate_results(
         self, name: str, ref: str | int, *, alias: str = "champion"
     ) -> builtins.list[GateResult]:
@@ -262,6 +287,7 @@ class Models:
         }
         return [g.check(candidate.metrics, others) for g in self.spec(name).gates]
 
+    @requires(Action.READ)
     def pending(self, name: str) -> builtins.list[ModelEvent]:
         """Promotions a monitor left for manual approval that no later move completed."""
         events = self.catalog.model_events(name)
@@ -280,9 +306,8 @@ class Models:
                 out.append(event)
         return out
 
-    def rollback(
-        self, name: str, *, alias: str = "champion", reason: str = "", actor: str | None = None
-    ) -> Promotion:
+    @requires(Action.PROMOTE)
+    def rollback(self, name: str, *, alias: str = "champion", reason: str = "") -> Promotion:
         """Point ``alias`` back at the version it held before its last move."""
         current = self.catalog.aliases(name).get(alias)
         moves = [e for e in self.catalog.model_events(name) if e.alias == alias]
@@ -292,6 +317,7 @@ class Models:
                 f"alias {alias!r} of {name!r} has no earlier version to roll back to",
                 hint=f"`gristmill models history {name}` shows the alias's moves",
             )
+        actor = self.ws.principal.name
         return self._move(name, alias, before, current, "rollback", reason, actor, [])
 
     def _move(
@@ -302,7 +328,7 @@ class Models:
         previous: int | None,
         action: str,
         reason: str,
-        actor: str | None,
+        actor: str,
         results: builtins.list[GateResult],
     ) -> Promotion:
         event = ModelEvent(
@@ -311,7 +337,7 @@ class Models:
             alias=alias,
             version=version,
             previous_version=previous,
-            actor=actor or os.environ.get("GRISTMILL_ACTOR") or _user(),
+            actor=actor,
             reason=reason,
             at=utcnow(),
             gates=[r.to_dict() for r in results],
@@ -347,6 +373,7 @@ class Models:
             )
         return into
 
+    @requires(Action.RUN)
     def score(
         self,
         name: str,
@@ -426,7 +453,7 @@ class Models:
             kind="score",
             selection=f"score {name} {request.table}",
             params={"model": name, "table": request.table, "into": request.into},
-            requested_by=f"user:{_user()}",
+            requested_by=self.ws.principal.name,
         )
         with self.ws.coordinator.start(run) as active:
             run_id = active.run_id
@@ -516,12 +543,6 @@ def _check_alias(alias: str) -> None:
             f"invalid alias {alias!r}",
             hint="an alias is a word like champion, challenger or staging (not 'latest')",
         )
-
-
-def _user() -> str:
-    from gristmill.workspace.core import os_user
-
-    return os_user()
 
 
 def _iso(value: datetime | None) -> str | None:

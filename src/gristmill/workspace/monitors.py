@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from gristmill.access import Action, requires
 from gristmill.definitions.monitors import (
     LOG,
     LOWER_IS_BETTER,
@@ -157,6 +158,7 @@ class Monitors:
 
     # ---- evaluation ------------------------------------------------------------------
 
+    @requires(Action.RUN)
     def run(
         self,
         names: list[str] | None = None,
@@ -179,8 +181,6 @@ class Monitors:
             due.append((spec, key))
         if not due:
             return []
-        from gristmill.workspace.core import os_user
-
         out = []
         # the evaluations are a run of kind monitor: on record with the others, never
         # waiting for a build (it writes no table)
@@ -188,7 +188,7 @@ class Monitors:
             kind="monitor",
             selection=" ".join(names or []),
             params={"monitors": [spec.name for spec, _ in due], "targets": []},
-            requested_by=requested_by or f"user:{os_user()}",
+            requested_by=requested_by or self.ws.principal.name,
         )
         with self.ws.coordinator.start(request) as active:
             for spec, key in due:
@@ -675,7 +675,7 @@ class Monitors:
                 "gates": gates,
             }
         try:
-            self.ws.models.promote(model, latest.version, alias=alias, reason=message, actor=actor)
+            self.ws.models.move(model, latest.version, alias=alias, reason=message, actor=actor)
         except GateRefused as exc:  # the champion moved in between
             return "kept", {"version": latest.version, "reason": exc.message}
         return "promoted", {"version": latest.version, "previous": before, "gates": gates}
@@ -707,6 +707,7 @@ class Monitors:
 
     # ---- reading -----------------------------------------------------------------------
 
+    @requires(Action.READ)
     def status(self) -> list[MonitorStatus]:
         out = []
         for spec in self.ws.project.monitors.values():
@@ -742,6 +743,7 @@ class Monitors:
             )
         return out
 
+    @requires(Action.READ)
     def results(
         self,
         name: str,
@@ -759,11 +761,13 @@ class Monitors:
             and (statistic is None or r.statistic == statistic)
         ]
 
+    @requires(Action.READ)
     def alerts(self, name: str | None = None) -> list[MonitorAlert]:
         if name is not None:
             self.spec(name)
         return self.catalog.monitor_alerts(name)
 
+    @requires(Action.READ)
     def report(self, service: str) -> str:
         """A self-contained HTML page of the service's monitors (no network needed)."""
         from gristmill.workspace.reports import service_report

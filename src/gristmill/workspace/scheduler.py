@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gristmill.access import Action, requires
 from gristmill.definitions.loader import definition_files
 from gristmill.definitions.schedules import Schedule
 from gristmill.definitions.sensors import Sensor
@@ -105,10 +106,12 @@ class Scheduler:
     def _store(self) -> Any:
         return self.ws.catalog.schedule_store
 
+    @requires(Action.READ)
     def schedules(self, now: datetime | None = None) -> list[ScheduleInfo]:
         now = now or utcnow()
         return [self._info(s, now) for s in self.ws.project.schedules.values()]
 
+    @requires(Action.READ)
     def schedule(self, name: str) -> ScheduleInfo:
         found = self.ws.project.schedules.get(name)
         if found is None:
@@ -118,6 +121,7 @@ class Scheduler:
     deciding: bool = True
     """False in a worker: it runs queued runs and never decides schedules or sensors."""
 
+    @requires(Action.RUN)
     def tick(self, now: datetime | None = None) -> TickReport:
         """Decide every schedule's due ticks and queue their runs, if this is the leader."""
         if not self.deciding:
@@ -153,6 +157,7 @@ class Scheduler:
 
     # ---- sensors ------------------------------------------------------------------------
 
+    @requires(Action.READ)
     def sensors(self) -> list[SensorInfo]:
         states = self._store.sensor_states()
         return [self._sensor_info(s, states.get(s.name)) for s in self.ws.project.sensors.values()]
@@ -252,6 +257,7 @@ class Scheduler:
         """Hand the leadership back at once (a daemon that stops)."""
         self._store.release(LEADER, self.owner)
 
+    @requires(Action.RUN)
     def run_next(self) -> RunInfo | None:
         """Take the next queued run and run it in a process of its own; the run as it
         ended, or None when there was nothing to run.
@@ -588,7 +594,7 @@ def serve(
     ``tick`` and ``fired`` (dicts), ``run`` (a RunInfo), ``undelivered`` (an on_failure
     delivery), ``reloaded`` and ``reload_failed`` (a message). Leadership is handed back
     at the end, however the loop ends. ``metrics`` (host, port): serve ``GET /metrics``
-    (Prometheus; an admin or reader key unless ``metrics_public``) meanwhile. ``decide``
+    (Prometheus; a viewer key or above unless ``metrics_public``) meanwhile. ``decide``
     False: a worker, which only runs what is queued (on this or another machine).
     """
     served = Served()
@@ -672,7 +678,7 @@ def start_metrics(
 
     from gristmill.errors import ServiceConfigError
     from gristmill.serving.app import Settings, build_metrics_app
-    from gristmill.workspace.serve import TokenCache
+    from gristmill.workspace.auth import Keys
 
     host, port = address
     try:
@@ -684,7 +690,7 @@ def start_metrics(
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
             hint="pick a free port: --metrics 127.0.0.1:9465",
         ) from None
-    authenticate = None if public else TokenCache(current())
+    authenticate = None if public else Keys(current())
     app = build_metrics_app(
         lambda: current().scheduler.metrics(),
         Settings(authenticate=authenticate, metrics_public=public),

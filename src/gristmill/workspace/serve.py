@@ -6,22 +6,17 @@ plain callables (build a runtime, read an alias, check a key, append to the lake
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import shutil
 import signal
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import orjson
 
-from gristmill.errors import ServiceConfigError, UnknownNameError
+from gristmill.errors import ServiceConfigError
 from gristmill.execution.ml.estimators import import_lightgbm_for_scoring
 from gristmill.serving.app import Dispatch, Settings, build_app
 from gristmill.serving.drainer import DrainerProcess
@@ -30,17 +25,13 @@ from gristmill.serving.metrics import MULTIPROCESS_ENV, Metrics
 from gristmill.serving.protocol import GuardedProtocol
 from gristmill.serving.spool import Spool
 from gristmill.serving.webhook import Webhook
-from gristmill.storage.catalog import ApiToken
-from gristmill.storage.catalog.records import utcnow
+from gristmill.workspace.auth import Keys
 
 if TYPE_CHECKING:
     from gristmill.definitions.sources import IntakeSource
     from gristmill.serving.intake import Intake
     from gristmill.workspace.core import Workspace
 
-ROLES = ("admin", "service", "reader", "ingest")
-NEW_KEY_S = 1.0
-"""An unknown key re-reads the keys if they are older than this: new keys work at once."""
 ENV = "GRISTMILL_SERVE"
 
 
@@ -49,73 +40,6 @@ class Limits(TypedDict):
 
     max_connections: int
     request_timeout: float
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class NewToken:
-    id: str
-    role: str
-    note: str
-    token: str
-    """Shown once; only its SHA-256 is stored."""
-
-
-class Tokens:
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-
-    def create(self, role: str, note: str = "") -> NewToken:
-        if role not in ROLES:
-            raise UnknownNameError("role", role, list(ROLES))
-        token_id = secrets.token_hex(4)
-        token = f"gm_{token_id}_{secrets.token_urlsafe(24)}"
-        self.ws.catalog.add_token(ApiToken(token_id, role, _hash(token), note, utcnow()))
-        return NewToken(token_id, role, note, token)
-
-    def list(self) -> list[ApiToken]:
-        return self.ws.catalog.tokens()
-
-    def revoke(self, token_id: str) -> None:
-        if not self.ws.catalog.revoke_token(token_id):
-            active = [t.id for t in self.ws.catalog.tokens() if t.revoked_at is None]
-            raise UnknownNameError("active key", token_id, active)
-
-
-class TokenCache:
-    """Token -> role, re-read from the catalog at most every ``ttl_s`` (revocation lag)."""
-
-    def __init__(self, ws: Workspace, ttl_s: float = 5.0) -> None:
-        self.ws = ws
-        self.ttl_s = ttl_s
-        self._roles: dict[str, str] = {}
-        self._known: dict[str, str] = {}
-        """Valid tokens seen since the last reload (so never more than the valid keys)."""
-        self._loaded = 0.0
-        self._lock = threading.Lock()
-
-    def __call__(self, token: str) -> str | None:
-        now = time.monotonic()
-        if now - self._loaded > self.ttl_s:
-            self._reload(now)
-        role = self._known.get(token)
-        if role is None:
-            hashed = _hash(token)
-            if hashed not in self._roles and now - self._loaded > NEW_KEY_S:
-                self._reload(now)  # a key created a moment ago; at most once a second
-            role = self._roles.get(hashed)
-            if role is not None:
-                self._known[token] = role
-        return role
-
-    def _reload(self, now: float) -> None:
-        with self._lock:
-            self._roles = {t.hash: t.role for t in self.ws.catalog.tokens() if t.revoked_at is None}
-            self._known = {}
-            self._loaded = now
 
 
 def check(
@@ -180,7 +104,7 @@ def create_app(
         host,
         Spool(spool_folder(ws)),
         Settings(
-            authenticate=TokenCache(ws) if auth else None,
+            authenticate=Keys(ws) if auth else None,
             max_body=int(settings.max_body_mb * (1 << 20)),
             metrics_public=settings.metrics == "public",
             openapi_public=settings.openapi == "public",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from gristmill.access import Action, requires
 from gristmill.definitions.objects import Table
 from gristmill.definitions.services import Service
 from gristmill.errors import NotMaterializedError, UnknownServiceError
@@ -59,6 +60,7 @@ class Services:
 
         return View(name, node.feature.entity, state.columns)
 
+    @requires(Action.PREDICT)
     def predict(
         self, name: str, entity: Mapping[str, Any], features: Mapping[str, Any] | None = None
     ) -> Prediction:

@@ -211,3 +211,14 @@ class ScoreResult:
     predicted_positive: int | None
     engine: str = "duckdb"
     engine_reason: str = ""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as ``gristmill tokens list`` and the API show it: never its hash."""
+
+    id: str
+    role: str
+    note: str
+    created_at: datetime
+    revoked_at: datetime | None = None
