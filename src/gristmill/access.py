@@ -25,6 +25,8 @@ from gristmill.definitions.config import ROLE_NAMES, AccessSettings
 from gristmill.errors import Forbidden
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from gristmill.definitions.graph import Graph
 
 
@@ -211,3 +213,27 @@ def mask_sql(column: str, mask: str) -> str:
             f"'…' || right(CAST({column} AS VARCHAR), 4) END"
         )
     return "CAST(NULL AS VARCHAR)"
+
+
+def mask_arrow(data: pa.Table, masks: Mapping[str, str]) -> pa.Table:
+    """``data`` with each column named in ``masks`` read through its mask (DuckDB over the
+    Arrow table: the same expressions as the SQL page's views)."""
+    import duckdb
+
+    present = {c: m for c, m in masks.items() if c in data.column_names and m != "clear"}
+    if not present:
+        return data
+    columns = ", ".join(
+        f"{mask_sql(_quote(c), present[c])} AS {_quote(c)}" if c in present else _quote(c)
+        for c in data.column_names
+    )
+    con = duckdb.connect()
+    try:
+        con.register("__gm_masked", data)
+        return con.sql(f"SELECT {columns} FROM __gm_masked").to_arrow_table()
+    finally:
+        con.close()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -417,3 +417,11 @@ class MethodNotAllowed(GristmillError):
             f"{method} is not allowed here", hint=f"this route takes {', '.join(allowed)}"
         )
         self.allowed = allowed
+
+
+class QueryError(GristmillError):
+    """A query of the SQL page that is not one read-only SELECT over the project's tables,
+    does not parse, fails, or runs past its time limit."""
+
+    category = "invalid"
+    exit_code = 2

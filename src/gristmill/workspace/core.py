@@ -46,7 +46,9 @@ from gristmill.storage.lake import Lake
 from gristmill.storage.location import Location
 from gristmill.storage.online import OnlineStore, open_online_store
 from gristmill.workspace.shapes import (
+    AuditEvent,
     LineageNode,
+    ProjectGraph,
     RunInfo,
     SourceInfo,
     TableInfo,
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     from gristmill.workspace.erasure import Erasure
     from gristmill.workspace.models import Models
     from gristmill.workspace.monitors import Evaluation, Monitors
+    from gristmill.workspace.query import Queries
     from gristmill.workspace.scheduler import Scheduler
     from gristmill.workspace.services import Services
     from gristmill.workspace.watch import Watch
@@ -248,6 +251,34 @@ class Workspace:
         from gristmill.workspace.monitors import Monitors
 
         return Monitors(self)
+
+    @cached_property
+    def queries(self) -> Queries:
+        """SQL over pinned table versions with masks: the SQL page, ``gm.connect``."""
+        from gristmill.workspace.query import Queries
+
+        return Queries(self)
+
+    @requires(Do.READ)
+    def project_graph(self, focus: str | None = None, hops: int | None = None) -> ProjectGraph:
+        """The whole project as one lineage graph with statuses (pruned around ``focus``)."""
+        from gristmill.workspace.overview import project_graph
+
+        return project_graph(self, focus, hops)
+
+    @requires(Do.READ)
+    def audit(self, limit: int = 200) -> list[AuditEvent]:
+        """The audit trail, newest first: alias moves, refusals, retrains, erasures."""
+        from gristmill.workspace.overview import audit
+
+        return audit(self, limit)
+
+    def masked(self, table: str, data: pa.Table) -> pa.Table:
+        """``data`` of ``table`` with its personal-data columns masked for the principal."""
+        from gristmill.access import mask_arrow
+
+        masks = self.queries.masks().get(table, {})
+        return mask_arrow(data, masks) if masks else data
 
     @cached_property
     def models(self) -> Models:
@@ -931,7 +962,7 @@ class Workspace:
         """A table version as Arrow (default), Polars or pandas."""
         m = self.materialization(table, version)
         data = self.lake.read(table, m.version, columns=columns, limit=limit)
-        return _frame(data, as_)
+        return _frame(self.masked(table, data), as_)
 
     @requires(Do.READ_ROWS)
     def sample(
@@ -960,7 +991,8 @@ class Workspace:
 
         data = self.lake.read(name, self.lake.latest_version(name) or 0)
         data = data.filter(pc.equal(data["_table_version"], m.version))
-        return data.slice(0, limit) if limit is not None else data
+        data = data.slice(0, limit) if limit is not None else data
+        return self.masked(table, data)
 
     @requires(Do.READ)
     def history(self, table: str) -> list[VersionInfo]:

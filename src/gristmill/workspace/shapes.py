@@ -222,3 +222,67 @@ class KeyInfo:
     note: str
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """What a query of the SQL page returned."""
+
+    columns: list[dict[str, str]]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    """More rows matched than ``limit``; only the first ``limit`` are here."""
+    limit: int
+    duration_ms: float
+    versions: dict[str, int]
+    """The exact version of each table the query read."""
+    masked: dict[str, list[str]]
+    """Per table, the personal-data columns masked for the principal's role."""
+
+
+@dataclass(frozen=True)
+class SavedQueryInfo:
+    name: str
+    sql: str
+    owner: str
+    saved_at: datetime
+    pins: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    id: str
+    label: str
+    kind: str
+    """source, table, feature_view, training_set, model, service or monitor."""
+    status: str
+    """fresh, stale, never, failed or unknown."""
+    version: int | None
+    href: str
+
+
+@dataclass(frozen=True)
+class ProjectGraph:
+    """The whole project as one graph (the UI's lineage page), pruned to ``hops`` around
+    ``focus`` when one is given."""
+
+    nodes: list[GraphNode]
+    edges: list[list[str]]
+    focus: str | None
+    total: int
+    """Nodes in the whole project, before pruning."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One entry of the audit trail: a model alias moved, a promotion refused or left
+    pending, a retrain, a person's data erased."""
+
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    detail: str
+    reason: str = ""
+    gates: list[dict[str, Any]] = field(default_factory=list)

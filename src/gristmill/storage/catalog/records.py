@@ -229,3 +229,15 @@ class PartitionRecord:
     run_id: str
     updated_at: datetime
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedQuery:
+    """A query of the SQL page kept under a name, with the versions (or time) it pins."""
+
+    name: str
+    sql: str
+    owner: str
+    saved_at: datetime
+    pins: dict[str, Any]
+    """``{"versions": {table: version}}`` or ``{"as_of": iso}``, or ``{}`` (latest)."""

@@ -285,3 +285,13 @@ erasures = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("details", JSON, nullable=False),
 )
+
+saved_queries = Table(
+    "saved_queries",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("sql", Text, nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("saved_at", DateTime(timezone=True), nullable=False),
+    Column("pins", JSON, nullable=False),
+)

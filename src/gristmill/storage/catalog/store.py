@@ -48,6 +48,7 @@ from gristmill.storage.catalog.records import (
     MonitorAlert,
     MonitorResult,
     PartitionRecord,
+    SavedQuery,
     StepRecord,
     as_utc,
     utcnow,
@@ -604,6 +605,26 @@ class Catalog(CatalogReader):
         with self._read() as conn:
             rows = conn.execute(select(e).order_by(e.c.id)).mappings()
             return [ErasureRecord(**dict(row)) for row in rows]
+
+    def save_query(self, query: SavedQuery) -> None:
+        """Keep a query under its name (replacing one of the same name)."""
+        q = s.saved_queries
+        with self._write() as conn:
+            conn.execute(delete(q).where(q.c.name == query.name))
+            conn.execute(insert(q).values(**query.__dict__))
+
+    def saved_queries(self) -> list[SavedQuery]:
+        q = s.saved_queries
+        with self._read() as conn:
+            rows = conn.execute(select(q).order_by(q.c.name)).mappings()
+            return [
+                SavedQuery(**{**dict(row), "saved_at": as_utc(row["saved_at"])}) for row in rows
+            ]
+
+    def delete_query(self, name: str) -> bool:
+        q = s.saved_queries
+        with self._write() as conn:
+            return bool(conn.execute(delete(q).where(q.c.name == name)).rowcount)
 
     def record_event(self, event: ModelEvent) -> None:
         """An audit-trail entry that moves no alias (a retrain, a refusal, a pending one)."""

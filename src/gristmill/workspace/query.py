@@ -1,0 +1,335 @@
+"""Read-only SQL over pinned table versions, with masks: the SQL page, the API's query
+endpoint and the notebook connection (``gm.connect``).
+
+Each table of the project is a view named as the table over the version pinned for it
+(the latest by default, one given per table, or the newest as of a time). The views read
+the versions' Arrow datasets registered under hidden names; personal-data columns are
+masked in the view by the principal's role. A query of the SQL page is parsed first
+(sqlglot, DuckDB's dialect): one ``SELECT`` whose tables are the project's tables or its
+own CTEs, no table functions; DuckDB then runs it with external access off and its
+configuration locked, a row limit and a time limit (interrupted past it).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from gristmill.access import Action, mask_of, mask_sql, personal_columns, requires
+from gristmill.errors import InvalidInputError, NotFoundError, QueryError
+from gristmill.storage.catalog.records import SavedQuery, as_utc, utcnow
+from gristmill.workspace.shapes import QueryResult, SavedQueryInfo
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from gristmill.workspace.core import Workspace
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .-]{0,127}$")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Queries:
+    """SQL over the lake for people: pinned versions, masks, limits, saved queries."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    # ---- pins --------------------------------------------------------------------------
+
+    def pins(
+        self, versions: Mapping[str, int] | None = None, as_of: datetime | None = None
+    ) -> dict[str, int]:
+        """Table -> the version queries read: ``versions`` where given, else the newest
+        built at or before ``as_of``, else the latest. Unbuilt tables are left out."""
+        versions = dict(versions or {})
+        for name in versions:
+            if name not in self.ws.graph.nodes:
+                self.ws.graph.get(name)  # raises, naming the tables there are
+        out: dict[str, int] = {}
+        when = as_utc(as_of) if as_of is not None else None
+        for name in self.ws.graph.order:
+            if name in versions:
+                out[name] = self.ws.materialization(name, versions[name]).version
+                continue
+            if when is not None:
+                built = [
+                    m.version
+                    for m in self.ws.catalog.history(name)
+                    if (as_utc(m.finished_at) or when) <= when
+                ]
+                if built:
+                    out[name] = built[-1]
+                continue
+            last = self.ws.catalog.latest(name)
+            if last is not None:
+                out[name] = last.version
+        return out
+
+    def masks(self) -> dict[str, dict[str, str]]:
+        """Table -> {column: mask} for the current principal (``clear`` columns left out)."""
+        mask = mask_of(self.ws.project.config.access, self.ws.principal.role)
+        if mask == "clear":
+            return {}
+        return {
+            table: {column: mask for column in columns}
+            for table, columns in personal_columns(self.ws.graph).items()
+        }
+
+    # ---- connections -------------------------------------------------------------------
+
+    @requires(Action.QUERY)
+    def connect(
+        self, *, versions: Mapping[str, int] | None = None, as_of: datetime | None = None
+    ) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with a view per table at its pinned version, masked for the
+        principal (``gm.connect``). Its views are the project's tables; DuckDB is yours."""
+        return self._connection(self.pins(versions, as_of))
+
+    def _connection(self, pins: Mapping[str, int], lock: bool = False) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        con = duckdb.connect(config={"threads": 2})
+        masks = self.masks()
+        hidden = f"__gm_{secrets.token_hex(6)}_"
+        for table, version in pins.items():
+            raw = f"{hidden}{table}"
+            dataset = self.ws.lake.dataset(table, version)
+            con.register(raw, dataset)
+            masked = masks.get(table, {})
+            names = dataset.schema.names
+            columns = ", ".join(
+                f"{mask_sql(_quote(c), masked[c])} AS {_quote(c)}" if c in masked else _quote(c)
+                for c in names
+            )
+            con.execute(f"CREATE VIEW {_quote(table)} AS SELECT {columns} FROM {_quote(raw)}")
+        if lock:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        return con
+
+    # ---- the SQL page ------------------------------------------------------------------
+
+    @requires(Action.QUERY)
+    def run(
+        self,
+        sql: str,
+        *,
+        versions: Mapping[str, int] | None = None,
+        as_of: datetime | None = None,
+        limit: int | None = None,
+        timeout_s: float | None = None,
+    ) -> QueryResult:
+        """One read-only query; at most ``limit`` rows (``[access] query_rows``) within
+        ``timeout_s`` (``[access] query_seconds``)."""
+        settings = self.ws.project.config.access
+        limit = min(limit or settings.query_rows, settings.query_rows)
+        timeout_s = min(timeout_s or settings.query_seconds, settings.query_seconds)
+        pins = self.pins(versions, as_of)
+        tables = check_query(sql, set(self.ws.graph.nodes))
+        unbuilt = sorted(t for t in tables if t not in pins)
+        if unbuilt:
+            raise QueryError(
+                f"table {unbuilt[0]!r} has no version to read"
+                + (f" as of {as_of.isoformat()}" if as_of else ""),
+                hint=f"build it (`gristmill run +{unbuilt[0]}`) or pin another time",
+            )
+        used = {t: pins[t] for t in sorted(tables)}
+        clock = time.perf_counter()
+        with self._guarded(used, timeout_s) as con:
+            data = _fetch(con, sql, limit, timeout_s)
+        truncated = data.num_rows > limit
+        data = data.slice(0, limit)
+        masks = self.masks()
+        masked = {}
+        for table, version in used.items():
+            m = self.ws.catalog.materialization(table, version)
+            present = {c["name"] for c in m.schema} if m else set()
+            columns = sorted(c for c in masks.get(table, {}) if c in present)
+            if columns:
+                masked[table] = columns
+        return QueryResult(
+            columns=[{"name": f.name, "type": str(f.type)} for f in data.schema],
+            rows=[list(r.values()) for r in data.to_pylist()],
+            row_count=data.num_rows,
+            truncated=truncated,
+            limit=limit,
+            duration_ms=round((time.perf_counter() - clock) * 1000, 1),
+            versions=used,
+            masked=masked,
+        )
+
+    @requires(Action.QUERY)
+    def download(
+        self,
+        sql: str,
+        *,
+        format: str,  # noqa: A002
+        versions: Mapping[str, int] | None = None,
+        as_of: datetime | None = None,
+    ) -> tuple[bytes, str]:
+        """A query's rows (up to the row limit) as CSV or Parquet bytes, and the media type."""
+        import io
+
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        if format not in ("csv", "parquet"):
+            raise InvalidInputError(f"format {format[:20]!r} is not csv or parquet")
+        settings = self.ws.project.config.access
+        pins = self.pins(versions, as_of)
+        tables = check_query(sql, set(self.ws.graph.nodes))
+        used = {t: pins[t] for t in tables if t in pins}
+        with self._guarded(used, settings.query_seconds) as con:
+            data = _fetch(con, sql, settings.query_rows, settings.query_seconds)
+        data = data.slice(0, settings.query_rows)
+        sink = io.BytesIO()
+        if format == "csv":
+            pcsv.write_csv(data, sink)
+            return sink.getvalue(), "text/csv"
+        pq.write_table(data, sink)
+        return sink.getvalue(), "application/vnd.apache.parquet"
+
+    @contextmanager
+    def _guarded(self, pins: Mapping[str, int], timeout_s: float) -> Iterator[Any]:
+        con = self._connection(pins, lock=True)
+        timer = threading.Timer(timeout_s, con.interrupt)
+        timer.start()
+        try:
+            yield con
+        finally:
+            timer.cancel()
+            con.close()
+
+    # ---- saved queries -----------------------------------------------------------------
+
+    @requires(Action.QUERY)
+    def save(
+        self,
+        name: str,
+        sql: str,
+        *,
+        versions: Mapping[str, int] | None = None,
+        as_of: datetime | None = None,
+    ) -> SavedQueryInfo:
+        if not NAME.match(name):
+            raise InvalidInputError(
+                f"query name {name[:40]!r} is not valid",
+                hint="1 to 128 letters, digits, spaces, '_', '.', '-'",
+            )
+        check_query(sql, set(self.ws.graph.nodes))
+        pins: dict[str, Any] = {}
+        if versions:
+            pins["versions"] = dict(self.pins(versions)) | dict(versions)
+        if as_of is not None:
+            pins["as_of"] = as_of.isoformat()
+        record = SavedQuery(name, sql, self.ws.principal.name, utcnow(), pins)
+        self.ws.catalog.save_query(record)
+        return _saved(record)
+
+    @requires(Action.QUERY)
+    def saved(self) -> list[SavedQueryInfo]:
+        return [_saved(q) for q in self.ws.catalog.saved_queries()]
+
+    @requires(Action.QUERY)
+    def delete(self, name: str) -> None:
+        if not self.ws.catalog.delete_query(name):
+            raise NotFoundError(f"no saved query named {name[:128]!r}")
+
+
+def _saved(q: SavedQuery) -> SavedQueryInfo:
+    return SavedQueryInfo(q.name, q.sql, q.owner, q.saved_at, q.pins)
+
+
+def _fetch(con: Any, sql: str, limit: int, timeout_s: float) -> pa.Table:
+    import duckdb
+    import pyarrow as pa
+
+    try:
+        reader = con.sql(sql).to_arrow_reader(min(limit + 1, 65_536))
+        batches = []
+        rows = 0
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows > limit:
+                break
+        if not batches:
+            return reader.schema.empty_table()
+        return pa.Table.from_batches(batches)
+    except duckdb.InterruptException:
+        raise QueryError(
+            f"the query ran past the time limit of {timeout_s:g} s and was stopped",
+            hint="filter or aggregate more, or raise [access] query_seconds",
+        ) from None
+    except duckdb.Error as exc:
+        message = str(exc).split("\n")[0]
+        raise QueryError(f"the query failed: {message}", hint="fix the SQL") from None
+
+
+def check_query(sql: str, tables: set[str]) -> set[str]:
+    """The project tables a query reads; ``QueryError`` unless it is one read-only SELECT
+    over those tables and its own CTEs."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import ParseError
+
+    if not sql.strip():
+        raise QueryError("the query is empty", hint="write a SELECT")
+    if len(sql) > 100_000:
+        raise QueryError("the query is over 100,000 characters")
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except ParseError as exc:
+        first = exc.errors[0] if exc.errors else {}
+        where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
+        raise QueryError(
+            f"the query does not parse{where}: {first.get('description', exc)}",
+            hint="the SQL page reads DuckDB's SQL",
+        ) from None
+    if len(statements) != 1:
+        raise QueryError(
+            f"the SQL holds {len(statements)} statements; the page runs one",
+            hint="remove the others (and a trailing ';' is fine)",
+        )
+    tree = statements[0]
+    if not isinstance(tree, exp.Query):
+        raise QueryError(
+            f"only SELECT queries run here, not {tree.key.upper()}",
+            hint="the SQL page is read-only: SELECT ... FROM <table>",
+        )
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    read: set[str] = set()
+    for table in tree.find_all(exp.Table):
+        if isinstance(table.this, exp.GenerateSeries):  # range(), generate_series(): no data
+            continue
+        if not isinstance(table.this, exp.Identifier):
+            raise QueryError(
+                f"table functions are not allowed here ({table.this.sql(dialect='duckdb')[:60]})",
+                hint="read the project's tables by name",
+            )
+        if table.args.get("db") or table.args.get("catalog"):
+            raise QueryError(
+                f"{table.sql(dialect='duckdb')[:60]}: only the project's tables can be read",
+                hint=f"tables: {', '.join(sorted(tables))[:300]}",
+            )
+        name = table.name
+        if name in ctes:
+            continue
+        if name not in tables:
+            raise QueryError(
+                f"no table named {name[:60]!r} in this project",
+                hint=f"tables: {', '.join(sorted(tables))[:300]}",
+            )
+        read.add(name)
+    return read
