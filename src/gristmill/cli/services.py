@@ -136,6 +136,23 @@ def tokens_revoke(
 
 
 @app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    project: ProjectOpt = None,
+) -> None:
+    """The web UI and the REST API (/api/v1): log in with an API key (gristmill tokens
+    create --role viewer|analyst|engineer|admin)."""
+    from gristmill.web.app import serve as serve_ui
+
+    ws = _open(project)
+    if not any(k.revoked_at is None for k in ws.tokens.list()):
+        out.print("[yellow]no API key yet:[/] make one with `gristmill tokens create --role admin`")
+    out.print(f"Gristmill UI on http://{host}:{port}  (API: /api/v1/openapi.json)")
+    serve_ui(ws, host, port)
+
+
+@app.command()
 def predictions(
     service: Annotated[str, typer.Argument(help="Service name.")],
     since: Annotated[str | None, typer.Option(help="e.g. 15m, 1h, 2d.")] = None,

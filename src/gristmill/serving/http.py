@@ -66,8 +66,10 @@ CATEGORY_STATUS = {
     "conflict": 409,
     "forbidden": 403,
     "unavailable": 503,
+    "failed": 422,
 }
-"""Errors without a status of their own answer by their category."""
+"""Errors without a status of their own answer by their category; ``failed`` (the work
+itself failed: a run, a training) is 422, never a 500, which is kept for bugs."""
 REALM = b'Bearer realm="gristmill"'
 JSON = b"application/json"
 
@@ -80,7 +82,7 @@ def status_of(exc: GristmillError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
-    return CATEGORY_STATUS.get(exc.category, 500)
+    return CATEGORY_STATUS.get(exc.category, 422)
 
 
 @dataclass
