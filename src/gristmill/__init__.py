@@ -19,6 +19,7 @@ from gristmill.errors import GristmillError, TransientError
 _API = {
     "gristmill.definitions.contracts": (
         "accepted_values",
+        "connect",
         "in_range",
         "matches",
         "not_null",
@@ -129,6 +130,30 @@ def open_project(path: str | None = None):  # type: ignore[no-untyped-def]
     from gristmill.workspace import Workspace
 
     return Workspace.open(path)
+
+
+def connect(
+    path: str | None = None,
+    *,
+    as_of: str | Any = None,
+    versions: dict[str, int] | None = None,
+    token: str | None = None,
+) -> Any:
+    """A DuckDB connection over a project's tables for a notebook: one view per table at
+    the version pinned for it (latest, ``versions``, or the newest as of ``as_of``), its
+    personal-data columns masked for the caller (``token``, ``GRISTMILL_TOKEN``, or the OS
+    user as ``[access]`` maps it). Needs the ``query`` action (analyst and up)."""
+    from datetime import datetime
+
+    from gristmill.access import acting_as
+    from gristmill.workspace import Workspace
+    from gristmill.workspace.auth import cli_principal
+
+    ws = Workspace.open(path)
+    when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
+    principal = cli_principal(ws, {"GRISTMILL_TOKEN": token} if token else None)
+    with acting_as(principal):
+        return ws.queries.connect(versions=versions, as_of=when)
 
 
 __all__ = [

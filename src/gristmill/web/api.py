@@ -133,8 +133,6 @@ class BackfillBody(_Body):
     first: Name | None = None
     last: Name | None = None
     force: bool = False
-    dry_run: bool = True
-    """True: answer the plan; false: queue the backfill run."""
 
 
 class QueryBody(_Body):
@@ -171,10 +169,12 @@ def _trigger(ws: Workspace, a: Args) -> Any:
 
 def _backfill(ws: Workspace, a: Args) -> Any:
     b: BackfillBody = a["body"]
-    backfill = Backfill(b.table, b.first, b.last, b.force)
-    if b.dry_run:
-        return ws.plan(backfill=backfill)
-    return ws.enqueue_backfill(backfill)
+    return ws.enqueue_backfill(Backfill(b.table, b.first, b.last, b.force))
+
+
+def _backfill_plan(ws: Workspace, a: Args) -> Any:
+    b: BackfillBody = a["body"]
+    return ws.plan(backfill=Backfill(b.table, b.first, b.last, b.force))
 
 
 def _promote(ws: Workspace, a: Args) -> Any:
@@ -359,9 +359,18 @@ ROUTES: tuple[ApiRoute, ...] = (
     ),
     ApiRoute(
         "POST",
+        "/backfills/plan",
+        Action.READ,
+        "A backfill's plan: what would run and why (nothing runs)",
+        _backfill_plan,
+        body=BackfillBody,
+        tag="schedules",
+    ),
+    ApiRoute(
+        "POST",
         "/backfills",
         Action.RUN,
-        "Plan a backfill (dry_run) or queue it",
+        "Queue a backfill run (the scheduler runs it)",
         _backfill,
         body=BackfillBody,
         tag="schedules",
@@ -534,6 +543,16 @@ ROUTES: tuple[ApiRoute, ...] = (
 )
 
 
+class JsonResponse(JSONResponse):
+    """orjson: dates, NaN as null, numpy scalars; anything else by ``str``."""
+
+    def render(self, content: Any) -> bytes:
+        import orjson
+
+        options = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+        return orjson.dumps(content, default=str, option=options)
+
+
 def routes(web: Web) -> list[Route]:
     out = [Route(PREFIX + r.path, _endpoint(web, r), methods=[r.method]) for r in ROUTES]
     doc = openapi()
@@ -573,7 +592,7 @@ def _endpoint(web: Web, route: ApiRoute) -> Callable[[Request], Any]:
             return Response(str(result), media_type="text/plain; charset=utf-8")
         if route.returns == "html":
             return Response(str(result), media_type="text/html; charset=utf-8")
-        return JSONResponse(to_jsonable(result))
+        return JsonResponse(to_jsonable(result))
 
     return endpoint
 
@@ -588,8 +607,13 @@ async def _body(request: Request, model: type[BaseModel]) -> BaseModel:
     raw = await request.body()
     if len(raw) > 1 << 20:
         raise BadRequest("the body is over 1 MB")
+    if not raw.strip():
+        raise BadRequest(
+            "the request has no body",
+            hint=f"send a JSON object: {{{', '.join(model.model_fields)}}}",
+        )
     try:
-        return model.model_validate_json(raw or b"{}")
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "body"
@@ -675,3 +699,15 @@ def _responses(r: ApiRoute) -> dict[str, Any]:
         out[str(status)] = {"description": "error", "content": error}
     out["503"] = {"description": "a server gristmill needs is unavailable", "content": error}
     return out
+
+
+def roles_table() -> str:
+    """The table of routes by role that docs/access.md publishes (a test keeps them equal)."""
+    from gristmill.definitions.config import ROLE_NAMES
+
+    lines = ["| route | action | " + " | ".join(ROLE_NAMES) + " |"]
+    lines.append("|---|---|" + "---|" * len(ROLE_NAMES))
+    for r in ROUTES:
+        marks = " | ".join("yes" if r.action in PERMISSIONS[role] else "—" for role in ROLE_NAMES)
+        lines.append(f"| `{r.method} {PREFIX}{r.path}` | {r.action.value} | {marks} |")
+    return "\n".join(lines)

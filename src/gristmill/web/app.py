@@ -97,8 +97,9 @@ def build_app(ws: Workspace, *, secure_cookies: bool = False) -> Starlette:
 
     def _fallback(request: Request, exc: GristmillError) -> Response:
         status, body = error_body(exc)
+        headers = {"allow": ", ".join(exc.allowed)} if isinstance(exc, MethodNotAllowed) else None
         if request.url.path.startswith("/api/"):
-            return JSONResponse(body, status)
+            return JSONResponse(body, status, headers=headers)
         return pages.render(
             "error.html", status, session=web.session(request), path=request.url.path, error=body
         )

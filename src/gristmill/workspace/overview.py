@@ -24,7 +24,7 @@ def project_graph(ws: Workspace, focus: str | None = None, hops: int | None = No
     edges: list[list[str]] = []
     for name in ws.graph.order:
         node = ws.graph.nodes[name]
-        kind = node.kind.value
+        kind = "source" if node.kind.value == "ingest" else node.kind.value
         if isinstance(node, Table) and node.feature is not None:
             kind = "feature_view"
         last = ws.catalog.latest(name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 
@@ -14,15 +14,33 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, datetime):
+    if isinstance(value, (datetime, date)):
         return value.isoformat()
     if hasattr(value, "value") and type(value).__module__ != "builtins":
         return value.value
     return value
 
 
+class Shape:
+    """What every public shape shares: it renders as an HTML table in Jupyter."""
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(_short(v))}</td></tr>"
+            for k, v in to_jsonable(self).items()
+        )
+        return f"<table><caption>{escape(type(self).__name__)}</caption>{rows}</table>"
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
 @dataclass(frozen=True)
-class TableStatus:
+class TableStatus(Shape):
     name: str
     kind: str
     version: int | None
@@ -36,7 +54,7 @@ class TableStatus:
 
 
 @dataclass(frozen=True)
-class TableInfo:
+class TableInfo(Shape):
     name: str
     kind: str
     defined_at: str
@@ -49,7 +67,7 @@ class TableInfo:
 
 
 @dataclass(frozen=True)
-class SourceInfo:
+class SourceInfo(Shape):
     """A source as ``gristmill sources`` shows it: what it reads (never a secret), how
     far it got and what went wrong last."""
 
@@ -70,7 +88,7 @@ class SourceInfo:
 
 
 @dataclass(frozen=True)
-class VersionInfo:
+class VersionInfo(Shape):
     table: str
     version: int
     run_id: str
@@ -92,7 +110,7 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
-class RunInfo:
+class RunInfo(Shape):
     run_id: str
     status: str
     """queued, running, success, noop, failed, crashed, cancelled or timed_out."""
@@ -120,7 +138,7 @@ class RunInfo:
 
 
 @dataclass(frozen=True)
-class LineageNode:
+class LineageNode(Shape):
     name: str
     kind: str
     version: int | None
@@ -130,7 +148,7 @@ class LineageNode:
 
 
 @dataclass(frozen=True)
-class ModelSummary:
+class ModelSummary(Shape):
     name: str
     training_set: str
     estimator: str
@@ -144,7 +162,7 @@ class ModelSummary:
 
 
 @dataclass(frozen=True)
-class ModelVersionInfo:
+class ModelVersionInfo(Shape):
     model: str
     version: int
     aliases: list[str]
@@ -169,7 +187,7 @@ class ModelVersionInfo:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(Shape):
     model: str
     a: int
     b: int
@@ -183,7 +201,7 @@ class Comparison:
 
 
 @dataclass(frozen=True)
-class Promotion:
+class Promotion(Shape):
     model: str
     alias: str
     version: int
@@ -197,7 +215,7 @@ class Promotion:
 
 
 @dataclass(frozen=True)
-class ScoreResult:
+class ScoreResult(Shape):
     model: str
     model_version: int
     table: str
@@ -214,7 +232,7 @@ class ScoreResult:
 
 
 @dataclass(frozen=True)
-class KeyInfo:
+class KeyInfo(Shape):
     """An API key as ``gristmill tokens list`` and the API show it: never its hash."""
 
     id: str
@@ -225,7 +243,7 @@ class KeyInfo:
 
 
 @dataclass(frozen=True)
-class QueryResult:
+class QueryResult(Shape):
     """What a query of the SQL page returned."""
 
     columns: list[dict[str, str]]
@@ -242,7 +260,7 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
-class SavedQueryInfo:
+class SavedQueryInfo(Shape):
     name: str
     sql: str
     owner: str
@@ -251,7 +269,7 @@ class SavedQueryInfo:
 
 
 @dataclass(frozen=True)
-class GraphNode:
+class GraphNode(Shape):
     id: str
     label: str
     kind: str
@@ -263,7 +281,7 @@ class GraphNode:
 
 
 @dataclass(frozen=True)
-class ProjectGraph:
+class ProjectGraph(Shape):
     """The whole project as one graph (the UI's lineage page), pruned to ``hops`` around
     ``focus`` when one is given."""
 
@@ -275,7 +293,7 @@ class ProjectGraph:
 
 
 @dataclass(frozen=True)
-class AuditEvent:
+class AuditEvent(Shape):
     """One entry of the audit trail: a model alias moved, a promotion refused or left
     pending, a retrain, a person's data erased."""
 

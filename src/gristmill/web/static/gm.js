@@ -238,7 +238,7 @@
       var b = Array.isArray(e) ? e[1] : e.to;
       if (a == null || b == null) return;
       a = String(a); b = String(b);
-      if (!seen[a] || !seen[b]) return;
+      if (!seen[a] || !seen[b] || a === b) return; // unknown ids and self-loops are not drawn
       var key = a + '\u0000' + b;
       if (seenEdge[key]) return;
       seenEdge[key] = true;
@@ -252,7 +252,7 @@
     var gw = Math.ceil(g.graph().width || 0), gh = Math.ceil(g.graph().height || 0);
     if (!nodes.length) { gw = 300; gh = 40; }
     var root = svg('svg', {
-      xmlns: SVG_NS, viewBox: '0 0 ' + gw + ' ' + gh, width: gw, height: gh,
+      viewBox: '0 0 ' + gw + ' ' + gh, width: gw, height: gh,
       role: 'img', 'aria-label': 'Lineage graph of ' + nodes.length + ' nodes',
       'font-family': FONT, 'class': 'gm-lineage-svg'
     });
@@ -440,7 +440,7 @@
     var sx = function (t) { return x0 + (t - t0) / span * plotW; };
 
     var root = svg('svg', {
-      xmlns: SVG_NS, viewBox: '0 0 ' + W + ' ' + H, width: '100%',
+      viewBox: '0 0 ' + W + ' ' + H, width: '100%',
       preserveAspectRatio: 'xMinYMin meet', role: 'img',
       'aria-label': 'Timeline of ' + rows.length + ' steps', 'font-family': FONT,
       'font-size': FS, 'class': 'gm-gantt-svg'
@@ -452,7 +452,7 @@
     var axis = svg('g', { 'class': 'gm-axis', fill: '#495057' }, root);
     var spanS = span / 1000;
     var step = niceStep(spanS / Math.max(2, Math.min(8, Math.floor(plotW / 90))));
-    for (var s = 0; s <= spanS + 1e-9; s += step) {
+    for (var s = 0; starts.length && s <= spanS + 1e-9; s += step) {
       var x = r1(x0 + s / spanS * plotW);
       svg('line', { x1: x, x2: x, y1: AXIS - 6, y2: H - 4, stroke: '#e9ecef' }, axis);
       var anchor = x > x1 - 20 ? 'end' : 'middle';
@@ -620,8 +620,14 @@
     if (categories) {
       var cats = categories;
       xAxis.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
+      var catMax = 0;
+      cats.forEach(function (c) { catMax = Math.max(catMax, textWidth(c.length > 16 ? c.slice(0, 15) + '\u2026' : c, 12)); });
+      xAxis.space = Math.min(130, Math.max(40, Math.ceil(catMax) + 12));
       xAxis.values = function (u, splits) {
-        return splits.map(function (v) { return v === Math.round(v) && v >= 0 && v < cats.length ? cats[v] : ''; });
+        return splits.map(function (v) {
+          var c = v === Math.round(v) && v >= 0 && v < cats.length ? cats[v] : '';
+          return c.length > 16 ? c.slice(0, 15) + '\u2026' : c;
+        });
       };
     }
     var yAxis = { stroke: '#495057', grid: { stroke: '#f1f3f5' }, ticks: { stroke: '#dee2e6' } };

@@ -1,0 +1,65 @@
+"""A real ``gristmill ui`` process over the built churn example, with a key per role."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gristmill.definitions.config import ROLE_NAMES
+from tests.conftest import built_example, spawn
+
+STRICT = """
+churn_strict = gm.model(
+    "churn_strict", training_set="churn_training",
+    estimator=gm.lightgbm(n_estimators=10), gates=["roc_auc >= 0.99"],
+)
+"""
+
+
+@dataclass
+class UiServer:
+    root: Path
+    url: str
+    keys: dict[str, str]
+    process: subprocess.Popen[str]
+
+    def headers(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="package")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    root = tmp_path_factory.mktemp("web") / "demo"
+    ws = built_example(root, scale="tiny", seed=5, append=STRICT, promote=False)
+    ws.models.score("churn", table="user_profile")
+    ws.monitors.run()
+    keys = {role: ws.tokens.create(role, f"{role} of the tests").token for role in ROLE_NAMES}
+    ws.close()
+    port = free_port()
+    process = spawn(root, "ui", "--port", str(port))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr
+        time.sleep(0.1)
+    yield UiServer(root, url, keys, process)
+    process.terminate()
+    process.wait(10)
