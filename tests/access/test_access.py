@@ -26,7 +26,10 @@ people = gm.source(
 )
 """
 SQL = {"adults.sql": "SELECT id, email, age FROM people WHERE age >= 18"}
-CSV = "id,email,phone,age\n1,alice@example.com,+49301234,34\n2,bob@example.com,555 0100,12\n3,,,40\n4,x@y.z,1,-7\n"
+CSV = (
+    "id,email,phone,age\n1,alice@example.com,+49301234,34\n2,bob@example.com,555 0100,12\n"
+    "3,,,40\n4,x@y.z,1,-7\n"
+)
 
 
 @pytest.fixture

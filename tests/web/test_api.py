@@ -15,8 +15,13 @@ from gristmill.web.api import PREFIX, ROUTES, ApiRoute, roles_table
 from tests.web.conftest import UiServer
 
 DOCS = Path(__file__).parents[2] / "docs" / "access.md"
-NAMES = {"tables": "user_profile", "models": "churn", "monitors": "churn_drift",
-         "services": "churn", "lineage": "user_profile"}  # fmt: skip
+NAMES = {
+    "tables": "user_profile",
+    "models": "churn",
+    "monitors": "churn_drift",
+    "services": "churn",
+    "lineage": "user_profile",
+}
 BODIES: dict[str, dict[str, Any]] = {
     "/runs": {"select": ["+user_profile"]},
     "/models/{name}/promote": {"version": 1, "alias": "challenger", "reason": "api test"},
@@ -34,8 +39,14 @@ def call(server: UiServer, route: ApiRoute, role: str | None, run_id: str) -> ht
     params = {"a": "1", "b": "1", "version": "1"} if route.tag == "models" else {}
     headers = server.headers(role) if role else {}
     body = BODIES.get(route.path) if route.method == "POST" else None
-    return httpx.request(route.method, server.url + PREFIX + path, params=params, json=body,
-                         headers=headers, timeout=60)  # fmt: skip
+    return httpx.request(
+        route.method,
+        server.url + PREFIX + path,
+        params=params,
+        json=body,
+        headers=headers,
+        timeout=60,
+    )
 
 
 def test_every_route_answers_every_role_as_the_published_table_says(ui_server: UiServer) -> None:
@@ -112,14 +123,20 @@ def test_the_audit_actor_is_the_key_and_a_viewer_cannot_promote(ui_server: UiSer
         url + "/models/churn/promote", json={"version": 1}, headers=ui_server.headers("viewer")
     )
     assert refused.status_code == 403 and "may not promote models" in refused.json()["message"]
-    override = httpx.post(url + "/models/churn_strict/promote",
-                          json={"version": 1, "force": True, "reason": "x"}, headers=ui_server.headers("engineer"))  # fmt: skip
+    override = httpx.post(
+        url + "/models/churn_strict/promote",
+        json={"version": 1, "force": True, "reason": "x"},
+        headers=ui_server.headers("engineer"),
+    )
     assert (
         override.status_code == 403
         and "may not override failing gates" in override.json()["message"]
     )
-    done = httpx.post(url + "/models/churn/promote", json={"version": 1, "reason": "<b>api</b>"},
-                      headers=ui_server.headers("engineer"))  # fmt: skip
+    done = httpx.post(
+        url + "/models/churn/promote",
+        json={"version": 1, "reason": "<b>api</b>"},
+        headers=ui_server.headers("engineer"),
+    )
     assert done.status_code == 200, done.text
     key_id = ui_server.keys["engineer"].split("_")[1]
     assert done.json()["actor"] == f"key:{key_id}"
