@@ -85,9 +85,9 @@ class Pages:
         self.web = web
         self.env = environment()
 
-    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(name).render(**context)
-        return HTMLResponse(html, status)
+    def render(self, template: str, code: int = 200, /, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(**context)
+        return HTMLResponse(html, code)
 
     def page(self, template: str, gather: Gather) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -98,6 +98,7 @@ class Pages:
             clock = time.perf_counter()
             try:
                 data = await self.web.call(session.principal, gather, self.web.ws, request)
+                response = self.render(template, session=session, path=request.url.path, **data)
             except GristmillError as exc:
                 return self.error(request, session, exc)
             except Exception:
@@ -112,7 +113,6 @@ class Pages:
                         "hint": "the server's log has the details",
                     },
                 )
-            response = self.render(template, session=session, path=request.url.path, **data)
             response.headers["server-timing"] = (
                 f"app;dur={(time.perf_counter() - clock) * 1000:.1f}"
             )

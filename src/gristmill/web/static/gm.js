@@ -496,8 +496,9 @@
   }
 
   // ---------------------------------------------------------------- chart
-  /* spec = {kind: 'line'|'bar', x: [...], xTime: bool, series: [{label, values}],
-   *         height: 260, band: {lower: [...], upper: [...], label}} */
+  /* spec = {kind: 'line'|'bar', x: [...], xTime: bool, series: [{label, values, color}],
+   *         height: 260, band: {lower: [...], upper: [...], label}, labels: [...], xLabel, legend}
+   * Non-numeric x (xTime false), or x = 0..n-1 with `labels`, is drawn as categories. */
   function chart(el, spec) {
     el = $(el);
     if (!el) return null;
@@ -538,6 +539,10 @@
       // Non-numeric x: categories at 0, 1, 2, ... labelled with the given values.
       categories = rawX.map(function (v) { return v == null ? '' : String(v); });
       xs = rawX.map(function (_, i) { return i; });
+    } else if (!xTime && Array.isArray(spec.labels) && spec.labels.length === xs.length &&
+               xs.every(function (v, i) { return v === i; })) {
+      // x = 0..n-1 with spec.labels naming each point: categories too.
+      categories = spec.labels.map(function (v) { return v == null ? '' : String(v); });
     }
 
     var cols = [xs];
