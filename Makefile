@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-10)
 GM := $(abspath $(BIN))/gristmill
 
-.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration bench-sources bench-streams bench-engines clean
+.PHONY: setup demo demo-drift test lint bench bench-feast-env bench-training-set bench-serving bench-monitoring bench-orchestration bench-sources bench-streams bench-engines bench-ui clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
@@ -129,6 +129,12 @@ bench-engines: $(BENCH)/.installed
 # drift vs Evidently's DataDriftPreset (100k and 1M rows x 20 columns, made on first run)
 bench-monitoring: setup benchmarks/.venv-evidently/.installed
 	$(BIN)/python benchmarks/monitoring.py
+
+# the UI and API on the large example with 1,000 runs and 100 model versions in the
+# catalog, and a 500-node lineage in Debian's Chromium (apt-get install chromium)
+bench-ui: setup
+	@command -v chromium >/dev/null || { echo "bench-ui needs chromium: apt-get install chromium"; exit 2; }
+	$(BIN)/python benchmarks/ui.py
 
 clean:
 	rm -rf $(VENV) demo demo-drift

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from gristmill.definitions.config import ROLE_NAMES
+from gristmill.storage.catalog import ModelEvent
+from gristmill.storage.catalog.records import utcnow
 from tests.conftest import built_example, spawn
 
 STRICT = """
@@ -46,6 +48,20 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     ws = built_example(root, scale="tiny", seed=5, append=STRICT, promote=False)
     ws.models.score("churn", table="user_profile")
     ws.monitors.run()
+    # a promotion a monitor left for approval (as a manual-approval retrain does)
+    ws.catalog.record_event(
+        ModelEvent(
+            model="churn",
+            action="pending",
+            alias="candidate",
+            version=1,
+            previous_version=None,
+            actor="monitor:churn_drift",
+            reason="retrained after drift",
+            at=utcnow(),
+            gates=[],
+        )
+    )
     keys = {role: ws.tokens.create(role, f"{role} of the tests").token for role in ROLE_NAMES}
     ws.close()
     port = free_port()

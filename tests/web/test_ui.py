@@ -90,6 +90,7 @@ def test_every_page_loads_without_console_errors(
         path = path or f"/runs/{runs[-1]['run_id']}"
         response = w.page.goto(ui_server.url + path)
         assert response is not None and response.status == 200, (path, response and response.status)
+        assert "script-src 'self'" in response.headers["content-security-policy"]
         w.page.wait_for_load_state("networkidle")
         for drawn in w.page.query_selector_all(
             "[data-gm-lineage], [data-gm-gantt], [data-gm-chart]"
@@ -139,9 +140,15 @@ def test_promote_is_refused_by_a_failing_gate_and_accepted_with_passing_ones(
     w.page.goto(ui_server.url + "/audit")
     assert XSS in w.page.inner_text("main")
     assert not w.xss_ran() and w.errors == []
+    # approve what a monitor left pending
+    w.page.goto(ui_server.url + "/models/churn")
+    assert "retrained after drift" in w.page.inner_text("main")
+    w.page.click("button.approve")
+    w.page.wait_for_url("**/models/churn?version=1")
+    assert w.page.query_selector("button.approve") is None
     aliases = httpx.get(ui_server.url + "/api/v1/models", headers=ui_server.headers("viewer"))
     churn = next(m for m in aliases.json() if m["name"] == "churn")
-    assert churn["aliases"]["challenger"] == 1
+    assert churn["aliases"]["challenger"] == 1 and churn["aliases"]["candidate"] == 1
 
 
 def test_the_sql_page_returns_rows_draws_a_chart_and_escapes_values(

@@ -18,7 +18,7 @@ from gristmill.workspace.shapes import (
 )
 
 if TYPE_CHECKING:
-    from gristmill.storage.catalog import ModelEvent
+    from gristmill.workspace.shapes import ModelEventInfo
 
 
 def model_list(rows: list[ModelSummary]) -> None:
@@ -119,7 +119,7 @@ def promotion(p: Promotion) -> None:
         out.print(f"  {mark} {escape(g['gate'])}: {escape(g['detail'])}")
 
 
-def events(model: str, rows: list[ModelEvent]) -> None:
+def events(model: str, rows: list[ModelEventInfo]) -> None:
     view = [
         {
             "at": e.at,

@@ -9,6 +9,7 @@ the published table of roles (docs/access.md), not a second check.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -394,6 +395,23 @@ ROUTES: tuple[ApiRoute, ...] = (
     ),
     ApiRoute(
         "GET",
+        "/models/{name}/versions",
+        Action.READ,
+        "Every version of a model: metrics with intervals, aliases, lineage",
+        lambda ws, a: ws.models.versions(a["name"]),
+        (NAME,),
+        tag="models",
+    ),
+    ApiRoute(
+        "GET",
+        "/services",
+        Action.READ,
+        "Services: model, alias and the version it points at, lookups",
+        lambda ws, a: ws.services.list(),
+        tag="services",
+    ),
+    ApiRoute(
+        "GET",
         "/models/{name}/compare",
         Action.READ,
         "Two versions side by side",
@@ -566,6 +584,12 @@ def routes(web: Web) -> list[Route]:
 
 def _endpoint(web: Web, route: ApiRoute) -> Callable[[Request], Any]:
     async def endpoint(request: Request) -> Response:
+        clock = time.perf_counter()
+        response = await answer(request)
+        response.headers["server-timing"] = f"app;dur={(time.perf_counter() - clock) * 1000:.1f}"
+        return response
+
+    async def answer(request: Request) -> Response:
         try:
             principal, session = web.principal(request)
             if route.method != "GET":

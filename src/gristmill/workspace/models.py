@@ -22,10 +22,12 @@ from gristmill.storage.catalog.records import utcnow
 from gristmill.storage.catalog.runs import RunRequest
 from gristmill.workspace.shapes import (
     Comparison,
+    ModelEventInfo,
     ModelSummary,
     ModelVersionInfo,
     Promotion,
     ScoreResult,
+    shape_of,
 )
 
 if TYPE_CHECKING:
@@ -149,6 +151,14 @@ class Models:
         )
 
     @requires(Action.READ)
+    def versions(self, name: str) -> builtins.list[ModelVersionInfo]:
+        """Every version of a model, oldest first, as ``show`` gives each."""
+        found = self.catalog.model_versions(name)
+        if not found:
+            self.spec(name)  # an unknown model is an error; a known one may have none yet
+        return [self.show(name, v.version) for v in found]
+
+    @requires(Action.READ)
     def card(self, name: str, ref: str | int | None = None, *, format: str = "md") -> str:  # noqa: A002
         """The version's model card as Markdown (``md``) or self-contained ``html``."""
         from gristmill.workspace import cards
@@ -159,9 +169,9 @@ class Models:
         return cards.markdown(info) if format == "md" else cards.to_html(info)
 
     @requires(Action.READ)
-    def events(self, name: str) -> builtins.list[ModelEvent]:
+    def events(self, name: str) -> builtins.list[ModelEventInfo]:
         self.version(name)
-        return self.catalog.model_events(name)
+        return [shape_of(ModelEventInfo, e) for e in self.catalog.model_events(name)]
 
     @requires(Action.READ)
     def compare(self, name: str, a: str | int, b: str | int) -> Comparison:
@@ -288,7 +298,7 @@ class Models:
         return [g.check(candidate.metrics, others) for g in self.spec(name).gates]
 
     @requires(Action.READ)
-    def pending(self, name: str) -> builtins.list[ModelEvent]:
+    def pending(self, name: str) -> builtins.list[ModelEventInfo]:
         """Promotions a monitor left for manual approval that no later move completed."""
         events = self.catalog.model_events(name)
         out = []
@@ -303,7 +313,7 @@ class Models:
                 for e in later
             )
             if not done:
-                out.append(event)
+                out.append(shape_of(ModelEventInfo, event))
         return out
 
     @requires(Action.PROMOTE)

@@ -42,6 +42,7 @@ from gristmill.storage.catalog import (
 )
 from gristmill.storage.catalog.records import utcnow
 from gristmill.storage.catalog.runs import RunRequest
+from gristmill.workspace.shapes import AlertInfo, MonitorValue, shape_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -751,21 +752,21 @@ class Monitors:
         since: datetime | None = None,
         subject: str | None = None,
         statistic: str | None = None,
-    ) -> list[MonitorResult]:
+    ) -> list[MonitorValue]:
         """A monitor's stored values, oldest first, optionally of one subject/statistic."""
         self.spec(name)
         return [
-            r
+            shape_of(MonitorValue, r)
             for r in self.catalog.monitor_results(name, since=since)
             if (subject is None or r.subject == subject)
             and (statistic is None or r.statistic == statistic)
         ]
 
     @requires(Action.READ)
-    def alerts(self, name: str | None = None) -> list[MonitorAlert]:
+    def alerts(self, name: str | None = None) -> list[AlertInfo]:
         if name is not None:
             self.spec(name)
-        return self.catalog.monitor_alerts(name)
+        return [shape_of(AlertInfo, a) for a in self.catalog.monitor_alerts(name)]
 
     @requires(Action.READ)
     def report(self, service: str) -> str:

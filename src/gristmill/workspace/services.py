@@ -9,6 +9,7 @@ from gristmill.access import Action, requires
 from gristmill.definitions.objects import Table
 from gristmill.definitions.services import Service
 from gristmill.errors import NotMaterializedError, UnknownServiceError
+from gristmill.workspace.shapes import ServiceInfo
 
 if TYPE_CHECKING:
     from gristmill.serving.runtime import Prediction, ServiceRuntime, View
@@ -59,6 +60,26 @@ class Services:
         from gristmill.serving.runtime import View
 
         return View(name, node.feature.entity, state.columns)
+
+    @requires(Action.READ)
+    def list(self) -> list[ServiceInfo]:
+        """Every service: its model, alias and the versions they point at now, lookups."""
+        out = []
+        for spec in sorted(self.ws.project.services.values(), key=lambda s: s.name):
+            champion, challenger = self.versions(spec.name)
+            out.append(
+                ServiceInfo(
+                    name=spec.name,
+                    model=spec.model,
+                    alias=spec.alias,
+                    version=champion,
+                    challenger=spec.challenger,
+                    challenger_version=challenger,
+                    lookups=list(spec.lookups),
+                    request_features=list(spec.request_features),
+                )
+            )
+        return out
 
     @requires(Action.PREDICT)
     def predict(

@@ -304,3 +304,68 @@ class AuditEvent(Shape):
     detail: str
     reason: str = ""
     gates: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ModelEventInfo(Shape):
+    """An entry of a model's audit trail: an alias moved (promote, override, rollback), or
+    a retrain, a refusal, a promotion left pending."""
+
+    model: str
+    action: str
+    alias: str | None
+    version: int
+    previous_version: int | None
+    actor: str
+    """The principal who acted: ``user:…``, ``key:…`` or ``monitor:…``."""
+    reason: str
+    at: datetime
+    gates: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class MonitorValue(Shape):
+    """One stored value of a monitor: a statistic of a subject at an evaluation."""
+
+    evaluation_id: str
+    monitor: str
+    type: str
+    evaluated_at: datetime
+    window_start: datetime | None
+    window_end: datetime | None
+    subject: str
+    statistic: str
+    value: float | None
+    threshold: float | None
+    state: str
+    model_version: int | None = None
+    details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AlertInfo(Shape):
+    evaluation_id: str
+    monitor: str
+    at: datetime
+    message: str
+    action: str
+    """What followed: recorded, promoted, pending, kept (gates refused), failed."""
+    details: dict[str, Any] | None = None
+
+
+def shape_of(cls: type[Any], record: Any) -> Any:
+    """A public shape from an internal record with the same fields."""
+    return cls(**{f: getattr(record, f) for f in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ServiceInfo(Shape):
+    name: str
+    model: str
+    alias: str
+    version: int | None
+    """The version ``alias`` points at now (None: not promoted yet)."""
+    challenger: str | None
+    challenger_version: int | None
+    lookups: list[str]
+    request_features: list[str]

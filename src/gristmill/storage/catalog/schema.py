@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 metadata = MetaData()
 
