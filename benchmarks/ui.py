@@ -125,6 +125,7 @@ def grow_catalog(root: Path, runs: int, versions: int) -> dict[str, int]:
             .mappings()
             .one()
         )
+        first.pop("id", None)  # a key of its own per row
         top = conn.execute(select(func.max(mv.c.version)).where(mv.c.model == "churn")).scalar_one()
         copies = [dict(first, version=v) for v in range(top + 1, versions + 1)]
         if copies:

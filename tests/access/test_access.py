@@ -143,3 +143,41 @@ def test_queries_pin_versions_limit_rows_and_stop_at_the_time_limit(ws: Workspac
         ws.queries.run(
             "SELECT count(*) FROM people a, range(100000000) b, range(1000) c", timeout_s=0.2
         )
+
+
+def test_gm_connect_pins_versions_as_of_a_time_and_masks_for_its_key(ws: Workspace) -> None:
+    import gristmill as gm
+
+    first = ws.catalog.latest("people")
+    assert first is not None
+    (ws.root / "data" / "b.csv").write_text("id,email,phone,age\n5,e@f.g,2,50\n")
+    assert ws.run().ok
+    analyst = ws.tokens.create("analyst").token
+    viewer = ws.tokens.create("viewer").token
+    con = gm.connect(str(ws.root), token=analyst, as_of=first.finished_at.isoformat())
+    assert con.sql("SELECT count(*) FROM people").fetchall()[0] == (3,)
+    ((digest,),) = con.sql("SELECT email FROM people WHERE id = 1").fetchall()
+    assert len(digest) == 16  # hashed for an analyst
+    latest = gm.connect(str(ws.root), token=analyst)
+    assert latest.sql("SELECT count(*) FROM people").fetchall()[0] == (4,)
+    with pytest.raises(Forbidden, match="may not run SQL queries"):
+        gm.connect(str(ws.root), token=viewer)
+
+
+def test_a_wrong_role_in_access_is_a_config_error_with_its_line(tmp_path: Path) -> None:
+    from gristmill.errors import ConfigError
+
+    toml = 'name = "t"\n\n[access]\nusers = { bob = "god" }\n'
+    root = write_project(tmp_path / "p", toml=toml)
+    with pytest.raises(ConfigError) as caught:
+        Workspace.open(root)
+    assert "gristmill.toml:4" in str(caught.value) and "viewer" in str(caught.value)
+
+
+def test_a_key_made_with_the_old_reader_role_acts_as_a_viewer(ws: Workspace) -> None:
+    from gristmill.storage.catalog import ApiToken
+    from gristmill.storage.catalog.records import utcnow
+    from gristmill.workspace.auth import Keys, hash_token
+
+    ws.catalog.add_token(ApiToken("0ld0ld00", "reader", hash_token("gm_old"), "", utcnow()))
+    assert Keys(ws)("gm_old") == Principal("key:0ld0ld00", "viewer")

@@ -69,6 +69,13 @@ def test_sql_syntax_error_names_file_and_line(tmp_path: Path) -> None:
     assert info.value.location.line == 2
 
 
+def test_an_unclosed_quote_in_a_sql_file_is_a_definition_error(tmp_path: Path) -> None:
+    root = write_project(tmp_path, sql={"bad.sql": "select 'id from txns\n"})
+    with pytest.raises(DefinitionError, match="SQL syntax error") as info:
+        load_project(root)
+    assert info.value.location is not None and info.value.location.path.name == "bad.sql"
+
+
 def test_python_module_error_names_line(tmp_path: Path) -> None:
     root = write_project(tmp_path, module="import gristmill as gm\n\nx = 1 / 0\n", sql={})
     with pytest.raises(DefinitionError) as info:

@@ -157,3 +157,23 @@ def test_schemathesis_with_every_check_finds_nothing(ui_server: UiServer, tmp_pa
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-6000:]
     assert " passed" in done.stdout and "failed" not in done.stdout.split("Test cases:")[-1]
+
+
+def test_a_revoked_key_ends_its_ui_sessions_within_five_seconds(ui_server: UiServer) -> None:
+    import time
+
+    from gristmill.workspace import Workspace
+
+    ws = Workspace.open(ui_server.root)
+    key = ws.tokens.create("viewer", "short-lived")
+    client = httpx.Client(base_url=ui_server.url)
+    assert client.post("/login", data={"key": key.token, "next": "/runs"}).status_code == 303
+    assert client.get("/runs").status_code == 200
+    ws.tokens.revoke(key.id)
+    ws.close()
+    clock = time.monotonic()
+    while client.get("/runs").status_code == 200:
+        assert time.monotonic() - clock < 6.5, "the session outlived its revoked key"
+        time.sleep(0.25)
+    assert client.get("/runs").headers["location"].startswith("/login")
+    client.close()

@@ -211,11 +211,13 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
             if header.match(line):
                 section_start = i
                 break
-    key = str(loc[-1])
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
-    for i in range(section_start, len(lines)):
-        if pattern.match(lines[i]):
-            return i + 1
+    # the innermost key on a line of its own; a key inside an inline table
+    # (``users = { bob = "god" }``) is found by its parent's line
+    for key in [str(k) for k in reversed(loc[1:] if len(loc) > 1 else loc)]:
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+        for i in range(section_start, len(lines)):
+            if pattern.match(lines[i]):
+                return i + 1
     return None
 
 

@@ -79,10 +79,16 @@ def _cache_path(text: str) -> Path | None:
 def _parse_now(text: str, location: Location) -> ParsedSql:
     import sqlglot
     from sqlglot import exp
-    from sqlglot.errors import ParseError
+    from sqlglot.errors import ParseError, TokenError
 
     try:
         statements = [s for s in sqlglot.parse(text, read=DIALECT) if s is not None]
+    except TokenError as exc:  # an unclosed quote, a stray character: no line from sqlglot
+        raise DefinitionError(
+            f"SQL syntax error: {str(exc)[:200]}",
+            location=location,
+            hint="look for an unclosed quote or comment",
+        ) from None
     except ParseError as exc:
         err = exc.errors[0] if exc.errors else {}
         line = err.get("line")

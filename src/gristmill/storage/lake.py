@@ -176,6 +176,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
+def _sampler() -> Any:
+    """One in-memory DuckDB for first-row reads; each read takes a cursor of it."""
+    import duckdb
+
+    return duckdb.connect(config={"threads": 2})
+
+
+FIRST_ROWS = 10_000
+"""Reads of at most this many rows (samples) go through DuckDB's early-stopping scan."""
+
+
 class Lake:
     """Delta tables below one root: a local folder or a prefix on object storage.
 
@@ -458,6 +470,10 @@ class Lake:
         columns: list[str] | None = None,
         limit: int | None = None,
     ) -> pa.Table:
+        if limit is not None and limit <= FIRST_ROWS and not self.remote:
+            first = self._first_rows(name, version, limit, columns)
+            if first is not None:
+                return first
         dataset = self.dataset(name, version)
         try:
             if limit is not None:  # Arrow takes a 32-bit count: past 2**31 - 1 means "all"
@@ -467,6 +483,38 @@ class Lake:
             if not self.remote:
                 raise
             raise store_error(f"reading table {name!r} version {version}", exc) from None
+
+    def _first_rows(
+        self, name: str, version: int, limit: int, columns: list[str] | None
+    ) -> pa.Table | None:
+        """A version's first rows through DuckDB, which decodes only the pages it needs
+        (Arrow's ``head`` decodes whole row groups: 0.5 s for 20 rows of a 1M-row group);
+        None where the files are not plain Parquet (read the dataset then)."""
+        import pyarrow as pa
+
+        table = self._open(name, version)
+        if not self._plain(table):
+            return None
+        files = [_local_path(uri) for uri in table.file_uris()]
+        if not files:
+            return None
+        self._require_files(name, version, files)
+        schema = pa.schema(table.schema().to_arrow())
+        wanted = columns or schema.names
+        select = ", ".join('"' + c.replace('"', '""') + '"' for c in wanted)
+        cursor = _sampler().cursor()
+        try:
+            relation = cursor.sql(
+                f"SELECT {select} FROM read_parquet($files, can_have_nan = true) LIMIT {limit}",
+                params={"files": files},
+            )
+            rows = relation.to_arrow_table()
+        finally:
+            cursor.close()
+        try:
+            return rows.cast(pa.schema([schema.field(c) for c in wanted]))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
+            return None  # a type DuckDB reads otherwise than Delta: the exact, slower read
 
     def count(self, name: str, version: int) -> int:
         """Rows of a version, from the log's statistics (this process's handle when it

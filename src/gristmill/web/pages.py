@@ -392,9 +392,7 @@ def model(ws: Workspace, r: Request) -> dict[str, Any]:
     summary = next((m for m in ws.models.list() if m.name == name), None)
     if summary is None:
         ws.models.spec(name)
-    versions = (
-        [ws.models.show(name, v) for v in range(1, (summary.latest or 0) + 1)] if summary else []
-    )
+    versions = ws.models.versions(name) if summary and summary.latest else []
     ref = r.query_params.get("version")
     chosen = versions[-1] if versions else None
     if ref and ref.isdigit():

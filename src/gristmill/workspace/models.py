@@ -117,46 +117,23 @@ class Models:
     @requires(Action.READ)
     def show(self, name: str, ref: str | int | None = None) -> ModelVersionInfo:
         v = self.version(name, ref)
-        d = v.details
         training_set = self.catalog.materialization(v.training_set, v.training_set_version)
-        return ModelVersionInfo(
-            model=v.model,
-            version=v.version,
-            aliases=[a for a, n in self.catalog.aliases(name).items() if n == v.version],
-            created_at=v.created_at,
-            run_id=v.run_id,
-            task=v.task,
-            estimator=v.estimator,
-            metrics=v.metrics,
-            baseline=d.get("baseline", {}),
-            params=d.get("params", {}),
-            features=d.get("features", []),
-            importance=d.get("importance", {}),
-            split=d.get("split", {}),
-            curves=d.get("curves", {}),
-            lineage={
-                "training_set": v.training_set,
-                "training_set_version": v.training_set_version,
-                "inputs": training_set.inputs if training_set else {},
-                "label_rows": d.get("training_set_stats", {}).get("labels"),
-                "label_rows_without_features": d.get("training_set_stats", {}).get("missing"),
-                "code_hash": v.code_hash,
-                "fingerprint": v.fingerprint,
-            },
-            artifact={**d.get("artifact", {}), "manifest": v.manifest_digest},
-            environment=d.get("environment", {}),
-            duration_s=v.duration_s,
-            intended_use=d.get("intended_use", ""),
-            limitations=d.get("limitations", ""),
-        )
+        return _info(v, self.catalog.aliases(name), training_set)
 
     @requires(Action.READ)
     def versions(self, name: str) -> builtins.list[ModelVersionInfo]:
-        """Every version of a model, oldest first, as ``show`` gives each."""
+        """Every version of a model, oldest first, as ``show`` gives each (the catalog read
+        once: a model with hundreds of versions lists in milliseconds)."""
         found = self.catalog.model_versions(name)
         if not found:
             self.spec(name)  # an unknown model is an error; a known one may have none yet
-        return [self.show(name, v.version) for v in found]
+        aliases = self.catalog.aliases(name)
+        sets: dict[tuple[str, int], Materialization | None] = {}
+        for v in found:
+            key = (v.training_set, v.training_set_version)
+            if key not in sets:
+                sets[key] = self.catalog.materialization(*key)
+        return [_info(v, aliases, sets[(v.training_set, v.training_set_version)]) for v in found]
 
     @requires(Action.READ)
     def card(self, name: str, ref: str | int | None = None, *, format: str = "md") -> str:  # noqa: A002
@@ -557,3 +534,39 @@ def _check_alias(alias: str) -> None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+def _info(
+    v: ModelVersion, aliases: dict[str, int], training_set: Materialization | None
+) -> ModelVersionInfo:
+    d = v.details
+    return ModelVersionInfo(
+        model=v.model,
+        version=v.version,
+        aliases=[a for a, n in aliases.items() if n == v.version],
+        created_at=v.created_at,
+        run_id=v.run_id,
+        task=v.task,
+        estimator=v.estimator,
+        metrics=v.metrics,
+        baseline=d.get("baseline", {}),
+        params=d.get("params", {}),
+        features=d.get("features", []),
+        importance=d.get("importance", {}),
+        split=d.get("split", {}),
+        curves=d.get("curves", {}),
+        lineage={
+            "training_set": v.training_set,
+            "training_set_version": v.training_set_version,
+            "inputs": training_set.inputs if training_set else {},
+            "label_rows": d.get("training_set_stats", {}).get("labels"),
+            "label_rows_without_features": d.get("training_set_stats", {}).get("missing"),
+            "code_hash": v.code_hash,
+            "fingerprint": v.fingerprint,
+        },
+        artifact={**d.get("artifact", {}), "manifest": v.manifest_digest},
+        environment=d.get("environment", {}),
+        duration_s=v.duration_s,
+        intended_use=d.get("intended_use", ""),
+        limitations=d.get("limitations", ""),
+    )

@@ -282,7 +282,7 @@ def check_query(sql: str, tables: set[str]) -> set[str]:
     over those tables and its own CTEs."""
     import sqlglot
     from sqlglot import exp
-    from sqlglot.errors import ParseError
+    from sqlglot.errors import ParseError, TokenError
 
     if not sql.strip():
         raise QueryError("the query is empty", hint="write a SELECT")
@@ -296,6 +296,11 @@ def check_query(sql: str, tables: set[str]) -> set[str]:
         raise QueryError(
             f"the query does not parse{where}: {first.get('description', exc)}",
             hint="the SQL page reads DuckDB's SQL",
+        ) from None
+    except TokenError as exc:
+        raise QueryError(
+            f"the query does not parse: {str(exc)[:200]}",
+            hint="an unclosed quote or a character SQL does not take",
         ) from None
     if len(statements) != 1:
         raise QueryError(

@@ -101,14 +101,15 @@ def translate(sql: str, target: str, schema: Schema) -> str:
 
 def _typed(sql: str, target: str, schema: Schema) -> exp.Expr:
     import sqlglot
-    from sqlglot.errors import ParseError
+    from sqlglot.errors import ParseError, TokenError
     from sqlglot.optimizer.annotate_types import annotate_types
     from sqlglot.optimizer.qualify import qualify
 
     try:
         statements = sqlglot.parse(sql, read=SOURCE)
-    except ParseError as exc:
-        line = exc.errors[0].get("line") if exc.errors else None
+    except (ParseError, TokenError) as exc:
+        errors = getattr(exc, "errors", None)
+        line = errors[0].get("line") if errors else None
         hint = "the SQL must parse as DuckDB's: check it with `gristmill run` on DuckDB"
         raise Untranslatable(target, [Refusal("SQL that does not parse", line, hint)]) from None
     statements = [s for s in statements if s is not None]
