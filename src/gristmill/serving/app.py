@@ -40,7 +40,6 @@ from gristmill.errors import (
     NoSuchRoute,
     OnlineStoreError,
     PredictionLogError,
-    Unauthorized,
     UnknownModelError,
 )
 from gristmill.serving import oip
@@ -54,6 +53,7 @@ from gristmill.serving.http import (
     Send,
     internal_error,
     json_reply,
+    key_principal,
     reply_for,
     send_reply,
     status_of,
@@ -135,19 +135,8 @@ def authenticate(request: Request, settings: Settings, action: Action) -> Princi
     """The principal of the request's key, if it may take ``action`` (``access.authorize``:
     the one place roles are checked)."""
     assert settings.authenticate is not None
-    header = request.header(b"authorization") or b""
-    scheme, _, token = header.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized(
-            "missing API key", hint="send `Authorization: Bearer <key>` (gristmill tokens create)"
-        )
-    principal = settings.authenticate(token.strip())
-    if principal is None:
-        raise Unauthorized(
-            "unknown or revoked API key",
-            token_given=True,
-            hint="create one: gristmill tokens create",
-        )
+    header = (request.header(b"authorization") or b"").decode("latin-1")
+    principal = key_principal(header, settings.authenticate)
     return authorize(principal, action)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gristmill.access import Principal
 from gristmill.errors import (
     BadRequest,
     CatalogError,
@@ -76,6 +77,24 @@ JSON = b"application/json"
 
 class ClientGone(Exception):
     """The client closed the connection before its request was read; nothing to answer."""
+
+
+def key_principal(header: str | None, authenticate: Callable[[str], Principal | None]) -> Principal:
+    """Who an ``Authorization: Bearer <key>`` header names: the one reading of a key, for
+    the serving app and the API/UI app alike (``authenticate``: the workspace's keys)."""
+    scheme, _, token = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(
+            "missing API key", hint="send `Authorization: Bearer <key>` (gristmill tokens create)"
+        )
+    principal = authenticate(token.strip())
+    if principal is None:
+        raise Unauthorized(
+            "unknown or revoked API key",
+            token_given=True,
+            hint="ask an admin for a key: gristmill tokens create --role ...",
+        )
+    return principal
 
 
 def status_of(exc: GristmillError) -> int:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from gristmill.access import Principal, acting_as
 from gristmill.errors import Forbidden, GristmillError, Unauthorized
-from gristmill.serving.http import status_of
+from gristmill.serving.http import key_principal, status_of
 from gristmill.workspace.auth import Keys, Session, Sessions
 from gristmill.workspace.core import Workspace
 
@@ -53,20 +53,7 @@ class Web:
         """The caller: a bearer key, else a session cookie; ``Unauthorized`` if neither."""
         header = request.headers.get("authorization")
         if header is not None:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise Unauthorized(
-                    "the Authorization header is not `Bearer <key>`",
-                    hint="send `Authorization: Bearer gm_...` (gristmill tokens create)",
-                )
-            found = self.keys(token.strip())
-            if found is None:
-                raise Unauthorized(
-                    "unknown or revoked API key",
-                    token_given=True,
-                    hint="ask an admin for a key: gristmill tokens create --role ...",
-                )
-            return found, None
+            return key_principal(header, self.keys), None
         session = self.session(request)
         if session is None:
             raise Unauthorized(

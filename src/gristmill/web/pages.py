@@ -102,17 +102,7 @@ class Pages:
             except GristmillError as exc:
                 return self.error(request, session, exc)
             except Exception:
-                number, _ = incident(request)
-                return self.render(
-                    "error.html",
-                    500,
-                    session=session,
-                    path=request.url.path,
-                    error={
-                        "message": f"internal error {number}",
-                        "hint": "the server's log has the details",
-                    },
-                )
+                return self.bug(request, session)
             response.headers["server-timing"] = (
                 f"app;dur={(time.perf_counter() - clock) * 1000:.1f}"
             )
@@ -139,20 +129,20 @@ class Pages:
             except GristmillError as exc:
                 return self.error(request, session, exc)
             except Exception:
-                number, _ = incident(request)
-                return self.render(
-                    "error.html",
-                    500,
-                    session=session,
-                    path=request.url.path,
-                    error={"message": f"internal error {number}", "hint": ""},
-                )
+                return self.bug(request, session)
             if request.headers.get("hx-request"):
                 response: Response = Response(status_code=204, headers={"hx-redirect": target})
                 return response
             return RedirectResponse(target, 303)
 
         return endpoint
+
+    def bug(self, request: Request, session: Session | None) -> HTMLResponse:
+        """Not the user's doing: the traceback goes to the log under an id, the page says
+        only the id."""
+        number, _ = incident(request)
+        message = {"message": f"internal error {number}", "hint": "the server's log has it"}
+        return self.render("error.html", 500, session=session, path=request.url.path, error=message)
 
     def error(self, request: Request, session: Session | None, exc: GristmillError) -> HTMLResponse:
         status, body = error_body(exc)
