@@ -150,10 +150,17 @@ def connect(
     from gristmill.workspace.auth import cli_principal
 
     ws = Workspace.open(path)
-    when = datetime.fromisoformat(as_of) if isinstance(as_of, str) else as_of
-    principal = cli_principal(ws, {"GRISTMILL_TOKEN": token} if token else None)
-    with acting_as(principal):
-        return ws.queries.connect(versions=versions, as_of=when)
+    try:
+        when = as_of
+        if isinstance(as_of, str):
+            from gristmill.workspace.query import parse_time
+
+            when = parse_time(as_of)
+        principal = cli_principal(ws, {"GRISTMILL_TOKEN": token} if token else None)
+        with acting_as(principal):
+            return ws.queries.connect(versions=versions, as_of=when)
+    finally:
+        ws.close()  # the views read the versions' files, not the catalog
 
 
 __all__ = [

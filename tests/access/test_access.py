@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,12 +34,13 @@ CSV = (
 
 
 @pytest.fixture
-def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     monkeypatch.setenv("GRISTMILL_PII_KEY", KEY)
     root = write_project(tmp_path / "p", module=MODULE, sql=SQL, data={"a.csv": CSV})
     ws = Workspace.open(root)
     assert ws.run().ok
-    return ws
+    yield ws
+    ws.close()
 
 
 def as_role(role: str) -> Principal:

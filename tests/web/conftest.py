@@ -78,4 +78,4 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
         time.sleep(0.1)
     yield UiServer(root, url, keys, process)
     process.terminate()
-    process.wait(10)
+    process.communicate(timeout=10)  # reads and closes its pipes

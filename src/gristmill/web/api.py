@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,6 +25,7 @@ from gristmill.errors import BadRequest, GristmillError, InvalidInputError
 from gristmill.planning import Backfill
 from gristmill.web.edge import Web, error_body, incident
 from gristmill.workspace.core import Workspace
+from gristmill.workspace.query import parse_time
 from gristmill.workspace.shapes import to_jsonable
 
 PREFIX = "/api/v1"
@@ -145,17 +145,6 @@ class QueryBody(_Body):
 
 class SaveQueryBody(QueryBody):
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00]*$")]
-
-
-def parse_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInputError(
-            f"as_of {value[:40]!r} is not an ISO-8601 time", hint="e.g. 2026-06-01T00:00:00Z"
-        ) from None
 
 
 NAME = Param("name", where="path", required=True, description="A table, model or monitor.")

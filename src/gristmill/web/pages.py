@@ -21,10 +21,10 @@ from starlette.routing import Route
 from gristmill.access import Action
 from gristmill.errors import GristmillError, InvalidInputError, Unauthorized
 from gristmill.planning import Backfill
-from gristmill.web.api import parse_time
 from gristmill.web.edge import COOKIE, CSRF_FIELD, Web, error_body, incident
 from gristmill.workspace.auth import Session
 from gristmill.workspace.core import Workspace
+from gristmill.workspace.query import parse_time
 from gristmill.workspace.shapes import to_jsonable
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -247,6 +247,18 @@ class Queries:
             raise NotFoundError(f"no saved query named {name[:128]!r}")
 
 
+def parse_time(value: str | None) -> datetime | None:
+    """An ``as_of`` given as text (ISO-8601; a date means its midnight, UTC unless given)."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"as_of {value[:40]!r} is not an ISO-8601 time", hint="e.g. 2026-06-01T00:00:00Z"
+        ) from None
+
+
 def _saved(q: SavedQuery) -> SavedQueryInfo:
     return SavedQueryInfo(q.name, q.sql, q.owner, q.saved_at, q.pins)
 
