@@ -143,19 +143,15 @@ def connect(
     the version pinned for it (latest, ``versions``, or the newest as of ``as_of``), its
     personal-data columns masked for the caller (``token``, ``GRISTMILL_TOKEN``, or the OS
     user as ``[access]`` maps it). Needs the ``query`` action (analyst and up)."""
-    from datetime import datetime
-
     from gristmill.access import acting_as
     from gristmill.workspace import Workspace
     from gristmill.workspace.auth import cli_principal
 
     ws = Workspace.open(path)
     try:
-        when = as_of
-        if isinstance(as_of, str):
-            from gristmill.workspace.query import parse_time
+        from gristmill.workspace.query import parse_time
 
-            when = parse_time(as_of)
+        when = parse_time(as_of) if isinstance(as_of, str) else as_of
         principal = cli_principal(ws, {"GRISTMILL_TOKEN": token} if token else None)
         with acting_as(principal):
             return ws.queries.connect(versions=versions, as_of=when)
