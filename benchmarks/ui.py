@@ -185,8 +185,12 @@ def p95(values: list[float]) -> float:
 def measure(server: Server, key: str, n: int) -> list[dict[str, Any]]:
     import httpx
 
+    import re
+
     client = httpx.Client(base_url=server.url, timeout=120)
-    login = client.post("/login", data={"key": key, "next": "/runs"})
+    token = re.search(r'name="login_token" value="([^"]+)"', client.get("/login").text)
+    assert token is not None
+    login = client.post("/login", data={"key": key, "next": "/runs", "login_token": token[1]})
     assert login.status_code == 303, login.text
     out = []
     for path in PAGES + API:

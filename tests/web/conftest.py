@@ -79,3 +79,16 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     yield UiServer(root, url, keys, process)
     process.terminate()
     process.communicate(timeout=10)  # reads and closes its pipes
+
+
+def logged_in(url: str, key: str) -> httpx.Client:
+    """An HTTP client logged in through the login form (its token and cookie)."""
+    import re
+
+    client = httpx.Client(base_url=url)
+    form = client.get("/login")
+    token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+    assert token is not None, form.text
+    done = client.post("/login", data={"key": key, "next": "/runs", "login_token": token[1]})
+    assert done.status_code == 303, done.text
+    return client

@@ -12,7 +12,7 @@ import httpx
 from gristmill.access import PERMISSIONS
 from gristmill.definitions.config import ROLE_NAMES
 from gristmill.web.api import PREFIX, ROUTES, ApiRoute, roles_table
-from tests.web.conftest import UiServer
+from tests.web.conftest import UiServer, logged_in
 
 DOCS = Path(__file__).parents[2] / "docs" / "access.md"
 NAMES = {
@@ -166,8 +166,7 @@ def test_a_revoked_key_ends_its_ui_sessions_within_five_seconds(ui_server: UiSer
 
     ws = Workspace.open(ui_server.root)
     key = ws.tokens.create("viewer", "short-lived")
-    client = httpx.Client(base_url=ui_server.url)
-    assert client.post("/login", data={"key": key.token, "next": "/runs"}).status_code == 303
+    client = logged_in(ui_server.url, key.token)
     assert client.get("/runs").status_code == 200
     ws.tokens.revoke(key.id)
     ws.close()
@@ -177,3 +176,51 @@ def test_a_revoked_key_ends_its_ui_sessions_within_five_seconds(ui_server: UiSer
         time.sleep(0.25)
     assert client.get("/runs").headers["location"].startswith("/login")
     client.close()
+
+
+def test_gm_connect_reads_the_example_s_tables_and_no_model(ui_server: UiServer) -> None:
+    import gristmill as gm
+
+    con = gm.connect(str(ui_server.root), token=ui_server.keys["analyst"])
+    views = {row[0] for row in con.sql("SELECT view_name FROM duckdb_views()").fetchall()}
+    assert {"user_profile", "transactions", "churn_training"} <= views and "churn" not in views
+    assert "__gm_" not in str(con.sql("SELECT sql FROM duckdb_views()").fetchall())
+    ((n,),) = con.sql("SELECT count(*) FROM user_profile").fetchall()
+    assert n > 0
+    r = httpx.post(
+        ui_server.url + PREFIX + "/query",
+        json={"sql": "SELECT * FROM churn"},
+        headers=ui_server.headers("analyst"),
+    )
+    assert r.status_code == 400 and "no table named 'churn'" in r.json()["message"]
+    deep = httpx.post(
+        ui_server.url + PREFIX + "/query",
+        json={"sql": "SELECT " + "(" * 80 + "1" + ")" * 80},
+        headers=ui_server.headers("analyst"),
+    )
+    assert deep.status_code == 400 and "nested too deeply" in deep.json()["message"]
+    wide = httpx.post(
+        ui_server.url + PREFIX + "/query",
+        json={"sql": "SELECT repeat('x', 100000) || i AS s FROM range(5000) t(i)"},
+        headers=ui_server.headers("analyst"),
+    )
+    assert wide.status_code == 400 and "the result is over 100 MB" in wide.json()["message"]
+
+
+def test_a_running_server_sees_edited_definitions(ui_server: UiServer) -> None:
+    import time
+
+    extra = ui_server.root / "sql" / "fresh_table.sql"
+    url, viewer = ui_server.url + PREFIX + "/tables", ui_server.headers("viewer")
+    try:
+        extra.write_text("SELECT user_id FROM users\n")
+        deadline = time.monotonic() + 5
+        while "fresh_table" not in {t["name"] for t in httpx.get(url, headers=viewer).json()}:
+            assert time.monotonic() < deadline, "the new table never appeared"
+            time.sleep(0.3)
+    finally:
+        extra.unlink()
+    deadline = time.monotonic() + 5
+    while "fresh_table" in {t["name"] for t in httpx.get(url, headers=viewer).json()}:
+        assert time.monotonic() < deadline, "the removed table stayed"
+        time.sleep(0.3)

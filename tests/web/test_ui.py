@@ -24,6 +24,7 @@ PAGES = {
     "compare": "/models/churn/compare?a=1&b=1",
     "monitors": "/monitors",
     "monitor": "/monitors/churn_drift",
+    "performance": "/monitors/churn_performance",
     "schedules": "/schedules?table=user_profile",
     "sql": "/sql",
     "audit": "/audit",
@@ -217,6 +218,12 @@ def test_forms_without_the_csrf_token_are_refused_and_logout_ends_the_session(
     w.page.wait_for_url("**/login")
     w.page.goto(ui_server.url + "/models")
     assert "/login" in w.page.url
-    bad = w.page.request.post(ui_server.url + "/login", form={"key": "gm_nope_nope"})
-    assert bad.status == 401 and "unknown or revoked API key" in bad.text()
+    forged = w.page.request.post(ui_server.url + "/login", form={"key": ui_server.keys["admin"]})
+    assert forged.status == 403 and "posted from elsewhere" in forged.text()  # login CSRF
+    w.page.goto(ui_server.url + "/login")
+    w.page.fill("input[name=key]", "gm_nope_nope")
+    with w.page.expect_response("**/login") as answer:
+        w.page.click("button[type=submit]")
+    assert answer.value.status == 401 and "unknown or revoked API key" in w.page.inner_text("main")
+    w.errors = [e for e in w.errors if "401" not in e]  # the refusal's own status
     assert w.errors == []

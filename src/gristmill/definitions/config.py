@@ -148,6 +148,10 @@ class AccessSettings(_Closed):
     """The most rows the SQL page and the API's query return."""
     query_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
     """The longest a query of the SQL page may run before it is interrupted."""
+    query_mb: Annotated[int, Field(ge=1, le=65536)] = 100
+    """The largest result of the SQL page, in MB (Arrow's size in memory)."""
+    query_memory: str = "2GB"
+    """DuckDB's memory limit for one query of the SQL page."""
 
 
 class ProjectConfig(_Closed):

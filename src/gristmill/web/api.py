@@ -29,6 +29,14 @@ from gristmill.workspace.query import parse_time
 from gristmill.workspace.shapes import to_jsonable
 
 PREFIX = "/api/v1"
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
+"""HTML the API sends (reports, cards) is self-contained: no script may run in it."""
+
+
+class Html(str):
+    """A handler's answer that is an HTML page (a card asked for as HTML)."""
+
+
 Args = dict[str, Any]
 
 
@@ -101,6 +109,8 @@ class ApiRoute:
     returns: Literal["json", "text", "html"] = "json"
     tag: str = ""
     statuses: tuple[int, ...] = field(default=(400, 401, 403, 404, 409, 422))
+    html_too: bool = False
+    """A ``text`` route that answers HTML when asked (``Html``)."""
 
 
 class _Body(BaseModel):
@@ -195,6 +205,11 @@ def _table(ws: Workspace, a: Args) -> Any:
 
 def _compare(ws: Workspace, a: Args) -> Any:
     return ws.models.compare(a["name"], a["a"], a["b"])
+
+
+def _card(ws: Workspace, a: Args) -> Any:
+    card = ws.models.card(a["name"], a["ref"], format=a["format"])
+    return Html(card) if a["format"] == "html" else card
 
 
 def _me(ws: Workspace, a: Args) -> Any:
@@ -412,10 +427,11 @@ ROUTES: tuple[ApiRoute, ...] = (
         "GET",
         "/models/{name}/card",
         Action.READ,
-        "The model card (Markdown)",
-        lambda ws, a: ws.models.card(a["name"], a["ref"]),
-        (NAME, Param("ref")),
+        "The model card: Markdown, or HTML with format=html",
+        _card,
+        (NAME, Param("ref"), Param("format", enum=("md", "html"), default="md")),
         returns="text",
+        html_too=True,
         tag="models",
     ),
     ApiRoute(
@@ -603,8 +619,10 @@ def _endpoint(web: Web, route: ApiRoute) -> Callable[[Request], Any]:
             return JSONResponse(body, 500)
         if route.returns == "text":
             return Response(str(result), media_type="text/plain; charset=utf-8")
-        if route.returns == "html":
-            return Response(str(result), media_type="text/html; charset=utf-8")
+        if route.returns == "html" or isinstance(result, Html):
+            page = Response(str(result), media_type="text/html; charset=utf-8")
+            page.headers["content-security-policy"] = REPORT_CSP
+            return page
         return JsonResponse(to_jsonable(result))
 
     return endpoint
@@ -704,7 +722,10 @@ def _responses(r: ApiRoute) -> dict[str, Any]:
     media = {"json": "application/json", "text": "text/plain", "html": "text/html"}[r.returns]
     ok_schema: dict[str, Any] = {"type": "string"} if r.returns != "json" else {}
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    out: dict[str, Any] = {"200": {"description": "OK", "content": {media: {"schema": ok_schema}}}}
+    content = {media: {"schema": ok_schema}}
+    if r.html_too:
+        content["text/html"] = {"schema": {"type": "string"}}
+    out: dict[str, Any] = {"200": {"description": "OK", "content": content}}
     statuses = set(r.statuses) | ({409, 413, 415} if r.body else set())
     if r.path.startswith("/runs/{id}") or r.path in ("/runs",):
         statuses.add(409)

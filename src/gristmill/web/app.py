@@ -68,6 +68,7 @@ class SecurityHeaders:
 def build_app(ws: Workspace, *, secure_cookies: bool = False) -> Starlette:
     """The API and UI over ``ws``; every call must act as a caller's principal."""
     ws.principal_required = True
+    ws.refresh()  # what the definitions are compared with from now on
     keys = Keys(ws)
     sessions = Sessions(
         keys, ws.root / STATE_DIR / "ui-secret", ws.project.config.access.session_hours
@@ -122,4 +123,12 @@ def serve(ws: Workspace, host: str, port: int) -> None:
     import uvicorn
 
     app = build_app(ws)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # a stop waits this long for requests in flight (a query has its own time limit)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

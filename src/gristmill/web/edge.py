@@ -11,9 +11,11 @@ answer alike); anything else is a bug: logged with an incident id, answered 500.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,6 +32,7 @@ logger = logging.getLogger("gristmill.web")
 COOKIE = "gm_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
+REFRESH_S = 1.0
 T = TypeVar("T")
 
 
@@ -41,10 +44,23 @@ class Web:
     keys: Keys
     sessions: Sessions
     secure_cookies: bool = False
+    checked: float = 0.0
+    """When the definitions were last compared with the files."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def call(self, principal: Principal, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
-        """``fn(*args, **kw)`` in a worker thread, acting as ``principal``."""
-        return await run_in_threadpool(partial(_as, principal, fn, *args, **kw))
+        """``fn(*args, **kw)`` in a worker thread, acting as ``principal``, over the
+        project's definitions as they are on disk now (re-read at most once a second)."""
+        return await run_in_threadpool(partial(self._fresh, principal, fn, *args, **kw))
+
+    def _fresh(self, principal: Principal, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        now = time.monotonic()
+        if now - self.checked > REFRESH_S:
+            with self.lock:
+                if now - self.checked > REFRESH_S:
+                    self.ws.refresh()
+                    self.checked = now
+        return _as(principal, fn, *args, **kw)
 
     def session(self, request: Request) -> Session | None:
         return self.sessions.read(request.cookies.get(COOKIE))

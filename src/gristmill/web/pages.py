@@ -5,6 +5,7 @@ session's CSRF token and answer with a redirect (post/redirect/get)."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -29,15 +30,17 @@ from gristmill.workspace.shapes import to_jsonable
 
 TEMPLATES = Path(__file__).parent / "templates"
 NAV = [
-    ("lineage", "/lineage"),
-    ("runs", "/runs"),
-    ("tables", "/tables"),
-    ("models", "/models"),
-    ("monitors", "/monitors"),
-    ("schedules", "/schedules"),
-    ("sql", "/sql"),
-    ("audit", "/audit"),
+    ("lineage", "/lineage", Action.READ),
+    ("runs", "/runs", Action.READ),
+    ("tables", "/tables", Action.READ),
+    ("models", "/models", Action.READ),
+    ("monitors", "/monitors", Action.READ),
+    ("schedules", "/schedules", Action.READ),
+    ("sql", "/sql", Action.QUERY),
+    ("audit", "/audit", Action.READ),
 ]
+"""The pages, each shown to the roles that may take its action."""
+LOGIN_COOKIE = "gm_login"
 Gather = Callable[[Workspace, Request], dict[str, Any]]
 
 
@@ -152,19 +155,42 @@ class Pages:
 
     async def login_page(self, request: Request) -> Response:
         next_ = _safe_next(request.query_params.get("next"))
-        return self.render("login.html", session=None, path="/login", next=next_, error=None)
+        return self._login_form(next_, None, 200)
+
+    def _login_form(self, next_: str, error: dict[str, Any] | None, code: int) -> Response:
+        """The form with a fresh login token, also set as a SameSite=Strict cookie: a page
+        elsewhere cannot post a login (and so cannot log anyone into its own session)."""
+        token = secrets.token_urlsafe(16)
+        response = self.render(
+            "login.html", code, session=None, path="/login", next=next_, error=error, token=token
+        )
+        response.set_cookie(
+            LOGIN_COOKIE,
+            token,
+            max_age=3600,
+            httponly=True,
+            samesite="strict",
+            secure=self.web.secure_cookies,
+        )
+        return response
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
         token = str(form.get("key", ""))
         next_ = _safe_next(str(form.get("next", "/")))
+        given, expected = str(form.get("login_token", "")), request.cookies.get(LOGIN_COOKIE)
+        if not expected or not secrets.compare_digest(given, expected):
+            error = {
+                "message": "the login form is stale or was posted from elsewhere",
+                "hint": "open /login and log in again",
+                "status": 403,
+            }
+            return self._login_form(next_, error, 403)
         try:
             cookie, session = self.web.sessions.open(token)
         except GristmillError as exc:
             status, body = error_body(exc)
-            return self.render(
-                "login.html", status, session=None, path="/login", next=next_, error=body
-            )
+            return self._login_form(next_, body, status)
         response = RedirectResponse(next_, 303)
         response.set_cookie(
             COOKIE,
@@ -188,13 +214,34 @@ class Pages:
         response.delete_cookie(COOKIE)
         return response
 
+    def guarded(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A handler whose own errors it answers itself; anything else is a bug (the bug
+        page, never a bare 500), and the answer carries the server's time."""
+
+        async def endpoint(request: Request) -> Response:
+            clock = time.perf_counter()
+            try:
+                response = await handler(request)
+            except GristmillError as exc:
+                response = self.error(request, self.web.session(request), exc)
+            except Exception:
+                response = self.bug(request, self.web.session(request))
+            response.headers["server-timing"] = (
+                f"app;dur={(time.perf_counter() - clock) * 1000:.1f}"
+            )
+            return response
+
+        return endpoint
+
     def routes(self) -> list[Route]:
         p = self.page
         return [
             Route("/", lambda r: RedirectResponse("/lineage", 303)),
-            Route("/login", self.login_page, methods=["GET"]),
-            Route("/login", self.login, methods=["POST"]),
-            Route("/logout", self.logout, methods=["POST"]),
+            Route("/login", self.guarded(self.login_page), methods=["GET"]),
+            Route("/login", self.guarded(self.login), methods=["POST"]),
+            Route("/logout", self.guarded(self.logout), methods=["POST"]),
             Route("/lineage", p("lineage.html", lineage)),
             Route("/runs", p("runs.html", runs)),
             Route("/runs/{id}", p("run.html", run)),
@@ -207,8 +254,8 @@ class Pages:
             Route("/monitors/{name}", p("monitor.html", monitor)),
             Route("/schedules", p("schedules.html", schedules)),
             Route("/sql", p("sql.html", sql_page)),
-            Route("/sql/run", self.sql_run, methods=["POST"]),
-            Route("/sql/download", self.sql_download, methods=["POST"]),
+            Route("/sql/run", self.guarded(self.sql_run), methods=["POST"]),
+            Route("/sql/download", self.guarded(self.sql_download), methods=["POST"]),
             Route("/audit", p("audit.html", audit)),
             Route("/act/run", self.form(trigger), methods=["POST"]),
             Route("/act/cancel", self.form(cancel), methods=["POST"]),
@@ -421,26 +468,30 @@ def monitors(ws: Workspace, r: Request) -> dict[str, Any]:
 def monitor(ws: Workspace, r: Request) -> dict[str, Any]:
     name = r.path_params["name"]
     spec = ws.monitors.spec(name)
-    results = ws.monitors.results(name)
+    results = [x for x in ws.monitors.results(name) if x.subject != "evaluation"]
     times = sorted({x.evaluated_at for x in results})
-    by: dict[tuple[str, str], dict[datetime, float | None]] = {}
+    series: dict[tuple[str, str], list[Any]] = {}
     for x in results:
-        by.setdefault((x.subject, x.statistic), {})[x.evaluated_at] = x.value
+        series.setdefault((x.subject, x.statistic), []).append(x)
     charts = []
-    for (subject, statistic), values in sorted(by.items()):
-        thresholds = [
-            x.threshold for x in results if x.subject == subject and x.statistic == statistic
-        ]
+    for (subject, statistic), points in sorted(series.items()):
+        at = {p.evaluated_at: p for p in points}
         chart: dict[str, Any] = {
             "kind": "line",
             "x": times,
             "xTime": True,
             "series": [
-                {"label": f"{subject} {statistic}", "values": [values.get(t) for t in times]}
+                {"label": f"{subject} {statistic}", "values": [_value(at.get(t)) for t in times]}
             ],
         }
-        if thresholds and thresholds[-1] is not None:
-            chart["series"].append({"label": "threshold", "values": [thresholds[-1]] * len(times)})
+        low = [_detail(at.get(t), "low") for t in times]
+        high = [_detail(at.get(t), "high") for t in times]
+        if any(v is not None for v in low + high):  # performance: its confidence band
+            chart["band"] = {"lower": low, "upper": high, "label": "95% interval"}
+        if points[-1].threshold is not None:
+            chart["series"].append(
+                {"label": "threshold", "values": [points[-1].threshold] * len(times)}
+            )
         charts.append({"title": f"{subject} · {statistic}", "chart": chart})
     last_id = results[-1].evaluation_id if results else None
     latest = [x for x in results if x.evaluation_id == last_id]
@@ -448,7 +499,41 @@ def monitor(ws: Workspace, r: Request) -> dict[str, Any]:
         "spec": spec,
         "latest": latest,
         "charts": charts[:40],
+        "distributions": [d for d in map(_distribution, latest) if d][:24],
         "alerts": list(reversed(ws.monitors.alerts(name))),
+    }
+
+
+def _value(point: Any) -> float | None:
+    return None if point is None else point.value
+
+
+def _detail(point: Any, key: str) -> float | None:
+    return None if point is None or not point.details else point.details.get(key)
+
+
+def _distribution(point: Any) -> dict[str, Any] | None:
+    """Reference vs current shares of a feature (what its drift statistic compared)."""
+    chart = (point.details or {}).get("chart")
+    if not chart:
+        return None
+    if chart.get("kind") == "categorical":
+        labels = [str(c) for c in chart["categories"]]
+    else:
+        edges = chart["edges"]
+        labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
+    return {
+        "title": f"{point.subject} ({point.statistic} {_num(point.value)})",
+        "chart": {
+            "kind": "bar",
+            "x": list(range(len(labels))),
+            "labels": labels,
+            "xTime": False,
+            "series": [
+                {"label": "reference", "values": chart["reference"]},
+                {"label": "current", "values": chart["current"]},
+            ],
+        },
     }
 
 

@@ -149,6 +149,22 @@ class Workspace:
         """An API or UI process: every call must act as a principal (``acting_as``); none
         falls back to the OS user."""
 
+    def refresh(self) -> bool:
+        """Load the project's definitions again if a file of them changed since they were
+        loaded (a long-running server sees an edited gate, a new table); True if it did.
+        The lake, catalog and stores stay the ones opened (a change of those needs a
+        restart). A project that no longer loads raises its error, as the CLI would."""
+        stamp = _definitions_stamp(self.root, self.project)
+        if getattr(self, "_stamp", None) is None:
+            self._stamp = stamp
+            return False
+        if stamp == self._stamp:
+            return False
+        self.project = load_project(self.root)
+        self._stamp = _definitions_stamp(self.root, self.project)
+        self.__dict__.pop("_cli_principal", None)
+        return True
+
     @property
     def principal(self) -> Principal:
         """Who the current call acts as: the edge's principal (``access.acting_as``), else
@@ -1076,6 +1092,22 @@ class Workspace:
         history = [h for h in self.catalog.history(table) if h.version <= m.version]
         start = max((h.version for h in history if h.mode == "overwrite"), default=0)
         return [f for h in history if h.version >= start for f in h.files]
+
+
+def _definitions_stamp(root: Path, project: Project) -> tuple[tuple[str, int, int], ...]:
+    """Path, modification time and size of every file the definitions are read from."""
+    config = project.config
+    paths = [root / "gristmill.toml", *root.glob("*.py")]
+    paths += [root / m for m in config.modules or []]
+    paths += sorted((root / config.sql).glob("**/*.sql"))
+    out = []
+    for path in sorted(set(paths)):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(out)
 
 
 def _declared(node: Any) -> list[dict[str, str]]:

@@ -15,7 +15,14 @@ from gristmill.access import Action, requires
 from gristmill.definitions.gates import GateResult
 from gristmill.definitions.models import Model
 from gristmill.definitions.objects import Table, check_name
-from gristmill.errors import DefinitionError, GateRefused, Location, ScoringError, UnknownModelError
+from gristmill.errors import (
+    DefinitionError,
+    GateRefused,
+    InvalidInputError,
+    Location,
+    ScoringError,
+    UnknownModelError,
+)
 from gristmill.execution.ml.bundle import LoadedModel, load
 from gristmill.storage.catalog import Materialization, ModelEvent, ModelVersion
 from gristmill.storage.catalog.records import utcnow
@@ -526,7 +533,7 @@ def _check_alias(alias: str) -> None:
     import re
 
     if not re.match(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$", alias) or alias == "latest":
-        raise UnknownModelError(
+        raise InvalidInputError(
             f"invalid alias {alias!r}",
             hint="an alias is a word like champion, challenger or staging (not 'latest')",
         )

@@ -39,6 +39,10 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 class Queries:
     """SQL over the lake for people: pinned versions, masks, limits, saved queries."""
 
@@ -53,12 +57,16 @@ class Queries:
         """Table -> the version queries read: ``versions`` where given, else the newest
         built at or before ``as_of``, else the latest. Unbuilt tables are left out."""
         versions = dict(versions or {})
+        tables = self.tables()
         for name in versions:
-            if name not in self.ws.graph.nodes:
-                self.ws.graph.get(name)  # raises, naming the tables there are
+            if name not in tables:
+                raise QueryError(
+                    f"no table named {name[:60]!r} to pin",
+                    hint=f"tables: {', '.join(tables)[:300]}",
+                )
         out: dict[str, int] = {}
         when = as_utc(as_of) if as_of is not None else None
-        for name in self.ws.graph.order:
+        for name in self.tables():
             if name in versions:
                 out[name] = self.ws.materialization(name, versions[name]).version
                 continue
@@ -75,6 +83,13 @@ class Queries:
             if last is not None:
                 out[name] = last.version
         return out
+
+    def tables(self) -> list[str]:
+        """What queries can read: the tables and sources (models and the like are not
+        tables of rows)."""
+        from gristmill.definitions.models import Model
+
+        return [n for n in self.ws.graph.order if not isinstance(self.ws.graph.nodes[n], Model)]
 
     def masks(self) -> dict[str, dict[str, str]]:
         """Table -> {column: mask} for the current principal (``clear`` columns left out)."""
@@ -94,25 +109,48 @@ class Queries:
     ) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with a view per table at its pinned version, masked for the
         principal (``gm.connect``). Its views are the project's tables; DuckDB is yours."""
-        return self._connection(self.pins(versions, as_of))
+        pins = self.pins(versions, as_of)
+        if not pins:
+            when = f" as of {as_of.isoformat()}" if as_of is not None else ""
+            raise QueryError(
+                f"no table has a version to read{when}",
+                hint="build the project (`gristmill run`) or pin a later time",
+            )
+        return self._connection(pins)
 
     def _connection(self, pins: Mapping[str, int], lock: bool = False) -> duckdb.DuckDBPyConnection:
+        """A view per pinned table, masked. Locked (the SQL page): the versions' Arrow
+        datasets under hidden names, external access off, the configuration locked; the
+        query check keeps those names out of reach. Unlocked (a notebook): views over the
+        versions' Parquet files, so no unmasked relation is registered in the connection
+        (the files themselves are readable by whoever can read the lake)."""
         import duckdb
 
-        con = duckdb.connect(config={"threads": 2})
+        config: dict[str, Any] = {"threads": 2}
+        if lock:
+            config["memory_limit"] = self.ws.project.config.access.query_memory
+        con = duckdb.connect(config=config)
         masks = self.masks()
         hidden = f"__gm_{secrets.token_hex(6)}_"
         for table, version in pins.items():
-            raw = f"{hidden}{table}"
-            dataset = self.ws.lake.dataset(table, version)
-            con.register(raw, dataset)
             masked = masks.get(table, {})
-            names = dataset.schema.names
+            files = None if lock else self.ws.lake.parquet_files(table, version)
+            if files:
+                names = self.ws.lake.schema(table, version).names
+                source = "read_parquet(?, can_have_nan = true)"
+            else:
+                dataset = self.ws.lake.dataset(table, version)
+                names = dataset.schema.names
+                con.register(hidden + table, dataset)
+                source = _quote(hidden + table)
             columns = ", ".join(
                 f"{mask_sql(_quote(c), masked[c])} AS {_quote(c)}" if c in masked else _quote(c)
                 for c in names
             )
-            con.execute(f"CREATE VIEW {_quote(table)} AS SELECT {columns} FROM {_quote(raw)}")
+            if files:  # a view keeps no parameters: the file list is spelled in it
+                listed = "[" + ", ".join(_literal(f) for f in files) + "]"
+                source = source.replace("?", listed)
+            con.execute(f"CREATE VIEW {_quote(table)} AS SELECT {columns} FROM {source}")
         if lock:
             con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
@@ -136,7 +174,7 @@ class Queries:
         limit = min(limit or settings.query_rows, settings.query_rows)
         timeout_s = min(timeout_s or settings.query_seconds, settings.query_seconds)
         pins = self.pins(versions, as_of)
-        tables = check_query(sql, set(self.ws.graph.nodes))
+        tables = check_query(sql, set(self.tables()))
         unbuilt = sorted(t for t in tables if t not in pins)
         if unbuilt:
             raise QueryError(
@@ -147,7 +185,7 @@ class Queries:
         used = {t: pins[t] for t in sorted(tables)}
         clock = time.perf_counter()
         with self._guarded(used, timeout_s) as con:
-            data = _fetch(con, sql, limit, timeout_s)
+            data = _fetch(con, sql, limit, timeout_s, settings.query_mb)
         truncated = data.num_rows > limit
         data = data.slice(0, limit)
         masks = self.masks()
@@ -188,10 +226,10 @@ class Queries:
             raise InvalidInputError(f"format {format[:20]!r} is not csv or parquet")
         settings = self.ws.project.config.access
         pins = self.pins(versions, as_of)
-        tables = check_query(sql, set(self.ws.graph.nodes))
+        tables = check_query(sql, set(self.tables()))
         used = {t: pins[t] for t in tables if t in pins}
         with self._guarded(used, settings.query_seconds) as con:
-            data = _fetch(con, sql, settings.query_rows, settings.query_seconds)
+            data = _fetch(con, sql, settings.query_rows, settings.query_seconds, settings.query_mb)
         data = data.slice(0, settings.query_rows)
         sink = io.BytesIO()
         if format == "csv":
@@ -227,7 +265,7 @@ class Queries:
                 f"query name {name[:40]!r} is not valid",
                 hint="1 to 128 letters, digits, spaces, '_', '.', '-'",
             )
-        check_query(sql, set(self.ws.graph.nodes))
+        check_query(sql, set(self.tables()))
         pins: dict[str, Any] = {}
         if versions:
             pins["versions"] = dict(self.pins(versions)) | dict(versions)
@@ -263,17 +301,23 @@ def _saved(q: SavedQuery) -> SavedQueryInfo:
     return SavedQueryInfo(q.name, q.sql, q.owner, q.saved_at, q.pins)
 
 
-def _fetch(con: Any, sql: str, limit: int, timeout_s: float) -> pa.Table:
+def _fetch(con: Any, sql: str, limit: int, timeout_s: float, max_mb: int) -> pa.Table:
     import duckdb
     import pyarrow as pa
 
     try:
-        reader = con.sql(sql).to_arrow_reader(min(limit + 1, 65_536))
+        reader = con.sql(sql).to_arrow_reader(min(limit + 1, 1024))
         batches = []
-        rows = 0
+        rows = size = 0
         for batch in reader:
             batches.append(batch)
             rows += batch.num_rows
+            size += batch.nbytes
+            if size > max_mb * 2**20:
+                raise QueryError(
+                    f"the result is over {max_mb} MB after {rows:,} rows",
+                    hint="select fewer or shorter columns, aggregate, or raise [access] query_mb",
+                )
             if rows > limit:
                 break
         if not batches:
@@ -293,7 +337,6 @@ def check_query(sql: str, tables: set[str]) -> set[str]:
     """The project tables a query reads; ``QueryError`` unless it is one read-only SELECT
     over those tables and its own CTEs."""
     import sqlglot
-    from sqlglot import exp
     from sqlglot.errors import ParseError, TokenError
 
     if not sql.strip():
@@ -302,6 +345,10 @@ def check_query(sql: str, tables: set[str]) -> set[str]:
         raise QueryError("the query is over 100,000 characters")
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except RecursionError:
+        raise QueryError(
+            "the query is nested too deeply to read", hint="flatten it: use CTEs (WITH ...)"
+        ) from None
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
@@ -320,6 +367,17 @@ def check_query(sql: str, tables: set[str]) -> set[str]:
             hint="remove the others (and a trailing ';' is fine)",
         )
     tree = statements[0]
+    try:
+        return _tables_read(tree, tables)
+    except RecursionError:
+        raise QueryError(
+            "the query is nested too deeply to read", hint="flatten it: use CTEs (WITH ...)"
+        ) from None
+
+
+def _tables_read(tree: Any, tables: set[str]) -> set[str]:
+    from sqlglot import exp
+
     if not isinstance(tree, exp.Query):
         raise QueryError(
             f"only SELECT queries run here, not {tree.key.upper()}",
