@@ -41,6 +41,8 @@ NAV = [
 ]
 """The pages, each shown to the roles that may take its action."""
 LOGIN_COOKIE = "gm_login"
+SHOWN = 25
+"""Versions a model's page lists unless asked for all (the API lists every one)."""
 Gather = Callable[[Workspace, Request], dict[str, Any]]
 
 
@@ -437,7 +439,8 @@ def model(ws: Workspace, r: Request) -> dict[str, Any]:
     gates = ws.models.gate_results(name, chosen.version) if chosen else []
     return {
         "model": summary,
-        "versions": list(reversed(versions)),
+        "versions": list(reversed(versions))[: None if r.query_params.get("all") else SHOWN],
+        "hidden": 0 if r.query_params.get("all") else max(0, len(versions) - SHOWN),
         "chosen": chosen,
         "gates": gates,
         "events": list(reversed(ws.models.events(name))),
