@@ -145,14 +145,14 @@ def connect(
     user as ``[access]`` maps it). Needs the ``query`` action (analyst and up)."""
     from gristmill.access import acting_as
     from gristmill.workspace import Workspace
-    from gristmill.workspace.auth import cli_principal
+    from gristmill.workspace.auth import cli_principal, key_principal
 
     ws = Workspace.open(path)
     try:
         from gristmill.workspace.query import parse_time
 
         when = parse_time(as_of) if isinstance(as_of, str) else as_of
-        principal = cli_principal(ws, {"GRISTMILL_TOKEN": token} if token else None)
+        principal = cli_principal(ws) if token is None else key_principal(ws, token)
         with acting_as(principal):
             return ws.queries.connect(versions=versions, as_of=when)
     finally:

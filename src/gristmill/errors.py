@@ -425,3 +425,11 @@ class QueryError(GristmillError):
 
     category = "invalid"
     exit_code = 2
+
+
+class QueryBusyError(GristmillError):
+    """The SQL page runs as many queries as it may at once; try again shortly."""
+
+    category = "unavailable"
+    transient = True
+    exit_code = 2

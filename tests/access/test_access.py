@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,3 +184,80 @@ def test_a_key_made_with_the_old_reader_role_acts_as_a_viewer(ws: Workspace) -> 
 
     ws.catalog.add_token(ApiToken("0ld0ld00", "reader", hash_token("gm_old"), "", utcnow()))
     assert Keys(ws)("gm_old") == Principal("key:0ld0ld00", "viewer")
+
+
+TAGGED = (
+    '"birth_year": "INTEGER",\n        "email": "VARCHAR",\n    },\n    pii={"email": "email"},'
+)
+
+
+def test_a_masked_table_that_is_not_plain_parquet_is_copied_masked_into_gm_connect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tagging a new column of the example's users makes delta-rs add a reader feature:
+    the table is no longer plain Parquet, and the notebook gets a masked copy of it, never
+    an unmasked relation it could find in DuckDB's catalog."""
+    import gristmill as gm
+    from tests.conftest import built_example
+
+    monkeypatch.setenv("GRISTMILL_PII_KEY", KEY)
+    ws = built_example(tmp_path / "demo", scale="tiny", seed=2, promote=False)
+    sources = ws.root / "sources.py"
+    text = sources.read_text().replace(
+        '"birth_year": "INTEGER",\n    },',
+        TAGGED,
+        1,
+    )
+    sources.write_text(text)
+    (csv,) = sorted((ws.root / "data" / "users").glob("*.csv"))
+    lines = csv.read_text().splitlines()
+    csv.write_text(
+        "\n".join([lines[0] + ",email"] + [f"{r},u{i}@x.org" for i, r in enumerate(lines[1:])])
+        + "\n"
+    )
+    ws.close()
+    ws = Workspace.open(ws.root)
+    assert ws.run().ok
+    m = ws.catalog.latest("users")
+    assert m is not None and ws.lake.parquet_files("users", m.version) is None  # not plain
+    con = gm.connect(str(ws.root), token=ws.tokens.create("analyst").token)
+    ws.close()
+    catalog = con.sql("SELECT view_name FROM duckdb_views()").fetchall()
+    catalog += con.sql("SELECT table_name FROM duckdb_tables()").fetchall()
+    assert not [name for (name,) in catalog if name.startswith("__gm_")]
+    emails = {e for (e,) in con.sql("SELECT email FROM users").fetchall()}
+    assert emails and all(e is None or len(e) == 16 for e in emails)  # hashed for an analyst
+
+
+def test_the_sql_page_caps_joins_and_queries_at_once(tmp_path: Path) -> None:
+    import threading
+
+    from gristmill.errors import QueryBusyError
+
+    toml = 'name = "t"\n\n[access]\nquery_concurrency = 1\nquery_seconds = 5\n'
+    ws = Workspace.open(write_project(tmp_path / "p", toml=toml))
+    assert ws.run().ok
+    table = ws.queries.tables()[0]
+    joins = " ".join(f"JOIN {table} t{i} USING (id)" for i in range(1, 65))
+    with pytest.raises(QueryError, match="reads tables 65 times; the SQL page takes at most 64"):
+        ws.queries.run(f"SELECT count(*) FROM {table} t0 {joins}")
+    slow = f"SELECT count(*) FROM {table}, range(2000000000) r WHERE r.range % 7 = 11"
+    principal = ws.principal
+    outcome: list[str] = []
+
+    def first() -> None:
+        with acting_as(principal):
+            try:
+                ws.queries.run(slow, timeout_s=2)
+            except QueryError as exc:
+                outcome.append(exc.message)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    time.sleep(0.5)
+    with pytest.raises(QueryBusyError, match="1 queries are running and none ended within 0.5 s"):
+        ws.queries.run("SELECT 1 AS one", timeout_s=0.5)
+    worker.join()
+    assert outcome and "time limit of 2 s" in outcome[0]
+    assert ws.queries.run("SELECT 1 AS one").rows == [[1]]  # the slot is free again
+    ws.close()

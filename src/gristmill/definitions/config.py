@@ -150,8 +150,11 @@ class AccessSettings(_Closed):
     """The longest a query of the SQL page may run before it is interrupted."""
     query_mb: Annotated[int, Field(ge=1, le=65536)] = 100
     """The largest result of the SQL page, in MB (Arrow's size in memory)."""
-    query_memory: str = "2GB"
+    query_memory: str = "1GB"
     """DuckDB's memory limit for one query of the SQL page."""
+    query_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    """Queries of the SQL page at once per server process (more wait, then get 503): with
+    ``query_memory`` each, the page takes at most their product of memory."""
 
 
 class ProjectConfig(_Closed):

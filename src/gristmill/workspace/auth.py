@@ -150,6 +150,18 @@ def cli_principal(ws: Workspace, environ: Mapping[str, str] | None = None) -> Pr
     return Principal(f"user:{user}", os_role(ws.project.config.access, user))
 
 
+def key_principal(ws: Workspace, token: str) -> Principal:
+    """The principal of a key handed over in code (``gm.connect(token=...)``)."""
+    found = Keys(ws)(token.strip())
+    if found is None:
+        raise Unauthorized(
+            "the key given as token= is unknown or revoked",
+            token_given=True,
+            hint="ask an admin for a key: gristmill tokens create --role analyst",
+        )
+    return found
+
+
 def os_role(settings: AccessSettings, user: str) -> str:
     """An OS user's role: as named in ``users``, else ``default_role``; without either,
     ``admin`` when ``users`` names nobody (a project on a laptop), else ``viewer``."""

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gristmill.access import Action, mask_of, mask_sql, personal_columns, requires
-from gristmill.errors import InvalidInputError, NotFoundError, QueryError
+from gristmill.errors import InvalidInputError, NotFoundError, QueryBusyError, QueryError
 from gristmill.storage.catalog.records import SavedQuery, as_utc, utcnow
 from gristmill.workspace.shapes import QueryResult, SavedQueryInfo
 
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
     from gristmill.workspace.core import Workspace
 
+MAX_TABLES = 64
+"""Table references a query of the SQL page may hold: DuckDB plans a join of hundreds for
+minutes, and the time limit interrupts execution, not planning."""
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .-]{0,127}$")
 
 
@@ -48,6 +51,9 @@ class Queries:
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
+        self.running = threading.BoundedSemaphore(ws.project.config.access.query_concurrency)
+        """Queries of the SQL page at once in this process: with ``query_memory`` each,
+        what the page may take of the server's memory at most."""
 
     # ---- pins --------------------------------------------------------------------------
 
@@ -150,6 +156,12 @@ class Queries:
             if files:  # a view keeps no parameters: the file list is spelled in it
                 listed = "[" + ", ".join(_literal(f) for f in files) + "]"
                 source = source.replace("?", listed)
+            if not lock and not files and masked:
+                # not plain Parquet (deletion vectors, partition values or reader features
+                # in the log) and masked: a masked copy, and the unmasked relation dropped
+                con.execute(f"CREATE TABLE {_quote(table)} AS SELECT {columns} FROM {source}")
+                con.unregister(hidden + table)
+                continue
             con.execute(f"CREATE VIEW {_quote(table)} AS SELECT {columns} FROM {source}")
         if lock:
             con.execute("SET enable_external_access = false")
@@ -240,6 +252,20 @@ class Queries:
 
     @contextmanager
     def _guarded(self, pins: Mapping[str, int], timeout_s: float) -> Iterator[Any]:
+        if not self.running.acquire(timeout=timeout_s):
+            raise QueryBusyError(
+                f"{self.ws.project.config.access.query_concurrency} queries are running and "
+                f"none ended within {timeout_s:g} s",
+                hint="try again in a moment (or raise [access] query_concurrency)",
+            )
+        try:
+            with self._locked(pins, timeout_s) as con:
+                yield con
+        finally:
+            self.running.release()
+
+    @contextmanager
+    def _locked(self, pins: Mapping[str, int], timeout_s: float) -> Iterator[Any]:
         con = self._connection(pins, lock=True)
         timer = threading.Timer(timeout_s, con.interrupt)
         timer.start()
@@ -328,6 +354,11 @@ def _fetch(con: Any, sql: str, limit: int, timeout_s: float, max_mb: int) -> pa.
             f"the query ran past the time limit of {timeout_s:g} s and was stopped",
             hint="filter or aggregate more, or raise [access] query_seconds",
         ) from None
+    except duckdb.OutOfMemoryException:
+        raise QueryError(
+            "the query needed more memory than one query of the SQL page may take",
+            hint="aggregate or filter more, or raise [access] query_memory",
+        ) from None
     except duckdb.Error as exc:
         message = str(exc).split("\n")[0]
         raise QueryError(f"the query failed: {message}", hint="fix the SQL") from None
@@ -382,6 +413,12 @@ def _tables_read(tree: Any, tables: set[str]) -> set[str]:
         raise QueryError(
             f"only SELECT queries run here, not {tree.key.upper()}",
             hint="the SQL page is read-only: SELECT ... FROM <table>",
+        )
+    references = sum(1 for _ in tree.find_all(exp.Table))
+    if references > MAX_TABLES:
+        raise QueryError(
+            f"the query reads tables {references} times; the SQL page takes at most {MAX_TABLES}",
+            hint="join fewer tables (planning a join of hundreds runs past any time limit)",
         )
     ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
     read: set[str] = set()
