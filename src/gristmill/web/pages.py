@@ -124,12 +124,7 @@ class Pages:
         async def endpoint(request: Request) -> Response:
             session = self.web.session(request)
             try:
-                if session is None:
-                    raise Unauthorized("not logged in", hint="log in at /login")
-                fields = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-                self.web.check_csrf(
-                    session, fields.get(CSRF_FIELD) or request.headers.get("x-csrf-token")
-                )
+                session, fields = await self.posted(request, session)
                 target = await self.web.call(session.principal, act, self.web.ws, fields)
             except GristmillError as exc:
                 return self.error(request, session, exc)
@@ -141,6 +136,17 @@ class Pages:
             return RedirectResponse(target, 303)
 
         return endpoint
+
+    async def posted(
+        self, request: Request, session: Session | None
+    ) -> tuple[Session, dict[str, str]]:
+        """A logged-in post's session and fields, its CSRF token checked (the form's field
+        or htmx's header)."""
+        if session is None:
+            raise Unauthorized("not logged in", hint="log in at /login")
+        fields = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        self.web.check_csrf(session, fields.get(CSRF_FIELD) or request.headers.get("x-csrf-token"))
+        return session, fields
 
     def bug(self, request: Request, session: Session | None) -> HTMLResponse:
         """Not the user's doing: the traceback goes to the log under an id, the page says
@@ -271,12 +277,7 @@ class Pages:
     async def sql_run(self, request: Request) -> Response:
         session = self.web.session(request)
         try:
-            if session is None:
-                raise Unauthorized("not logged in", hint="log in at /login")
-            fields = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-            self.web.check_csrf(
-                session, request.headers.get("x-csrf-token") or fields.get(CSRF_FIELD)
-            )
+            session, fields = await self.posted(request, session)
             sql, as_of = fields.get("sql", ""), parse_time(fields.get("as_of") or None)
             result = await self.web.call(
                 session.principal, lambda ws: ws.queries.run(sql, as_of=as_of), self.web.ws
@@ -290,10 +291,7 @@ class Pages:
     async def sql_download(self, request: Request) -> Response:
         session = self.web.session(request)
         try:
-            if session is None:
-                raise Unauthorized("not logged in", hint="log in at /login")
-            fields = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-            self.web.check_csrf(session, fields.get(CSRF_FIELD))
+            session, fields = await self.posted(request, session)
             sql, fmt = fields.get("sql", ""), fields.get("format", "csv")
             as_of = parse_time(fields.get("as_of") or None)
             data, media = await self.web.call(
