@@ -49,6 +49,8 @@ class Action(StrEnum):
     """Erase a person's rows everywhere."""
     MANAGE_KEYS = "manage_keys"
     """Create, list and revoke API keys."""
+    MANAGE_OTHERS = "manage_others"
+    """Replace or delete what another principal saved (a saved query)."""
     PREDICT = "predict"
     """Ask a service for a prediction."""
     SERVICE_METADATA = "service_metadata"
@@ -70,6 +72,7 @@ PHRASES: Mapping[Action, str] = {
     Action.OVERRIDE: "override failing gates",
     Action.ERASE: "erase personal data",
     Action.MANAGE_KEYS: "manage API keys",
+    Action.MANAGE_OTHERS: "replace what others saved",
     Action.PREDICT: "ask for predictions",
     Action.SERVICE_METADATA: "read service metadata",
     Action.INGEST: "post rows to intake sources",

@@ -433,3 +433,11 @@ class QueryBusyError(GristmillError):
     category = "unavailable"
     transient = True
     exit_code = 2
+
+
+class SavedQueryTaken(GristmillError):
+    """A saved query's name belongs to someone else's query (only they or an admin may
+    replace or delete it)."""
+
+    category = "conflict"
+    exit_code = 2

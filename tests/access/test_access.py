@@ -261,3 +261,19 @@ def test_the_sql_page_caps_joins_and_queries_at_once(tmp_path: Path) -> None:
     assert outcome and "time limit of 2 s" in outcome[0]
     assert ws.queries.run("SELECT 1 AS one").rows == [[1]]  # the slot is free again
     ws.close()
+
+
+def test_a_saved_query_is_its_owner_s_to_replace(ws: Workspace) -> None:
+    from gristmill.errors import SavedQueryTaken
+
+    ana, bo = Principal("key:aaaa", "analyst"), Principal("key:bbbb", "analyst")
+    with acting_as(ana):
+        ws.queries.save("adults", "SELECT * FROM adults")
+    with acting_as(bo), pytest.raises(SavedQueryTaken, match="is key:aaaa's"):
+        ws.queries.save("adults", "SELECT 1 AS x FROM adults")
+    with acting_as(bo), pytest.raises(SavedQueryTaken):
+        ws.queries.delete("adults")
+    with acting_as(Principal("key:cccc", "admin")):
+        ws.queries.save("adults", "SELECT id FROM adults")
+    (saved,) = ws.queries.saved()
+    assert (saved.owner, saved.sql) == ("key:cccc", "SELECT id FROM adults")

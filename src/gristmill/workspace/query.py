@@ -22,7 +22,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gristmill.access import Action, mask_of, mask_sql, personal_columns, requires
-from gristmill.errors import InvalidInputError, NotFoundError, QueryBusyError, QueryError
+from gristmill.errors import (
+    InvalidInputError,
+    NotFoundError,
+    QueryBusyError,
+    QueryError,
+    SavedQueryTaken,
+)
 from gristmill.storage.catalog.records import SavedQuery, as_utc, utcnow
 from gristmill.workspace.shapes import QueryResult, SavedQueryInfo
 
@@ -297,6 +303,7 @@ class Queries:
             pins["versions"] = dict(self.pins(versions)) | dict(versions)
         if as_of is not None:
             pins["as_of"] = as_of.isoformat()
+        self._own(name)
         record = SavedQuery(name, sql, self.ws.principal.name, utcnow(), pins)
         self.ws.catalog.save_query(record)
         return _saved(record)
@@ -305,8 +312,19 @@ class Queries:
     def saved(self) -> list[SavedQueryInfo]:
         return [_saved(q) for q in self.ws.catalog.saved_queries()]
 
+    def _own(self, name: str) -> None:
+        """Refuse to touch another's saved query, unless the principal is an admin."""
+        me = self.ws.principal
+        taken = next((q for q in self.ws.catalog.saved_queries() if q.name == name), None)
+        if taken is not None and taken.owner != me.name and not me.may(Action.MANAGE_OTHERS):
+            raise SavedQueryTaken(
+                f"the saved query {name[:128]!r} is {taken.owner}'s",
+                hint="save yours under another name (an admin may replace it)",
+            )
+
     @requires(Action.QUERY)
     def delete(self, name: str) -> None:
+        self._own(name)
         if not self.ws.catalog.delete_query(name):
             raise NotFoundError(f"no saved query named {name[:128]!r}")
 
