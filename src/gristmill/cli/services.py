@@ -146,7 +146,7 @@ def ui(
     from gristmill.web.app import serve as serve_ui
 
     ws = _open(project)
-    if not any(k.revoked_at is None for k in ws.tokens.list()):
+    if not ws.tokens.any_active():
         out.print("[yellow]no API key yet:[/] make one with `gristmill tokens create --role admin`")
     out.print(f"Gristmill UI on http://{host}:{port}  (API: /api/v1/openapi.json)")
     serve_ui(ws, host, port)

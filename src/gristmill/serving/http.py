@@ -135,9 +135,14 @@ def reply_for(exc: GristmillError, *, oip: bool = False) -> Reply:
     return json_reply(body, status, headers)
 
 
-def internal_error(incident: str) -> Reply:
+def internal_error_body(incident: str) -> dict[str, Any]:
+    """What a bug answers, in every app: only the incident id to find it in the log."""
     message = f"internal error {incident}: the server's log has the details"
-    return json_reply({"error": "InternalError", "message": message, "status": 500}, 500)
+    return {"error": "InternalError", "message": message, "status": 500}
+
+
+def internal_error(incident: str) -> Reply:
+    return json_reply(internal_error_body(incident), 500)
 
 
 async def send_reply(send: Send, reply: Reply) -> None:

@@ -196,13 +196,6 @@ def _sample(ws: Workspace, a: Args, quarantined: bool = False) -> Any:
     return ws.sample(a["name"], a["version"], limit=a["limit"], quarantined=quarantined).to_dict()
 
 
-def _table(ws: Workspace, a: Args) -> Any:
-    info = next((t for t in ws.tables() if t.name == a["name"]), None)
-    if info is None:
-        ws.graph.get(a["name"])  # raises, naming the tables there are
-    return info
-
-
 def _compare(ws: Workspace, a: Args) -> Any:
     return ws.models.compare(a["name"], a["a"], a["b"])
 
@@ -241,7 +234,7 @@ ROUTES: tuple[ApiRoute, ...] = (
         "/tables/{name}",
         Action.READ,
         "One table: schema, inputs, latest version",
-        _table,
+        lambda ws, a: ws.table(a["name"]),
         (NAME,),
         tag="tables",
     ),

@@ -24,7 +24,7 @@ from starlette.requests import Request
 
 from gristmill.access import Principal, acting_as
 from gristmill.errors import Forbidden, GristmillError, Unauthorized
-from gristmill.serving.http import key_principal, status_of
+from gristmill.serving.http import internal_error_body, key_principal, status_of
 from gristmill.workspace.auth import Keys, Session, Sessions
 from gristmill.workspace.core import Workspace
 
@@ -104,5 +104,4 @@ def incident(request: Request) -> tuple[str, dict[str, Any]]:
     """A bug: log the traceback under an id, answer with the id only."""
     number = uuid.uuid4().hex[:12]
     logger.exception("internal error %s on %s %s", number, request.method, request.url.path)
-    message = f"internal error {number}: the server's log has the details"
-    return number, {"error": "InternalError", "message": message, "status": 500}
+    return number, internal_error_body(number)

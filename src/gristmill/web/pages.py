@@ -20,12 +20,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gristmill.access import Action
-from gristmill.errors import GristmillError, InvalidInputError, Unauthorized
+from gristmill.errors import GristmillError, InvalidInputError, NotFoundError, Unauthorized
 from gristmill.planning import Backfill
 from gristmill.web.edge import COOKIE, CSRF_FIELD, Web, error_body, incident
 from gristmill.workspace.auth import Session
 from gristmill.workspace.core import Workspace
 from gristmill.workspace.query import parse_time
+from gristmill.workspace.reports import bin_labels
 from gristmill.workspace.shapes import to_jsonable
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -151,9 +152,8 @@ class Pages:
     def bug(self, request: Request, session: Session | None) -> HTMLResponse:
         """Not the user's doing: the traceback goes to the log under an id, the page says
         only the id."""
-        number, _ = incident(request)
-        message = {"message": f"internal error {number}", "hint": "the server's log has it"}
-        return self.render("error.html", 500, session=session, path=request.url.path, error=message)
+        _, body = incident(request)
+        return self.render("error.html", 500, session=session, path=request.url.path, error=body)
 
     def error(self, request: Request, session: Session | None, exc: GristmillError) -> HTMLResponse:
         status, body = error_body(exc)
@@ -309,6 +309,16 @@ class Pages:
         )
 
 
+def _int_param(r: Request, name: str) -> int | None:
+    """A whole-number query parameter; anything else is a clear error, never ignored."""
+    raw = r.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise InvalidInputError(f"?{name}= is {raw[:20]!r}, not a version number")
+    return int(raw)
+
+
 def _safe_next(value: str | None) -> str:
     """Only a path of this site (no scheme, no host, no ``//``) may follow a login."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -367,7 +377,6 @@ def runs(ws: Workspace, r: Request) -> dict[str, Any]:
         "statuses": STATUSES,
         "kinds": KINDS,
         "can_run": ws.principal.may(Action.RUN),
-        "tables": list(ws.graph.order),
     }
 
 
@@ -375,13 +384,17 @@ def run(ws: Workspace, r: Request) -> dict[str, Any]:
     info = ws.run_info(r.path_params["id"])
     try:
         log = ws.run_log(info.run_id)
-    except GristmillError:
+    except NotFoundError:  # a run of `gristmill run` in a terminal keeps no log
         log = None
-    steps = ws.catalog.steps(info.run_id)
     gantt = [
-        {"name": s.table_name, "start": s.started_at, "end": s.finished_at, "status": s.status}
-        for s in steps
-        if s.started_at is not None
+        {
+            "name": s["table"],
+            "start": s["started_at"],
+            "end": s["finished_at"],
+            "status": s["status"],
+        }
+        for s in info.steps
+        if s["started_at"] is not None
     ]
     return {"run": info, "log": log, "gantt": gantt, "can_run": ws.principal.may(Action.RUN)}
 
@@ -392,11 +405,9 @@ def tables(ws: Workspace, r: Request) -> dict[str, Any]:
 
 def table(ws: Workspace, r: Request) -> dict[str, Any]:
     name = r.path_params["name"]
-    ws.graph.get(name)
-    info = next(t for t in ws.tables() if t.name == name)
+    info = ws.table(name)
     history = ws.history(name) if info.version is not None else []
-    raw = r.query_params.get("version")
-    version = int(raw) if raw and raw.isdigit() else None
+    version = _int_param(r, "version")
     sample = quarantine = None
     if history:
         sample = ws.sample(name, version, limit=20)
@@ -426,14 +437,12 @@ def models(ws: Workspace, r: Request) -> dict[str, Any]:
 
 def model(ws: Workspace, r: Request) -> dict[str, Any]:
     name = r.path_params["name"]
-    summary = next((m for m in ws.models.list() if m.name == name), None)
-    if summary is None:
-        ws.models.spec(name)
-    versions = ws.models.versions(name) if summary and summary.latest else []
-    ref = r.query_params.get("version")
+    summary = ws.models.summary(name)
+    versions = ws.models.versions(name) if summary.latest else []
+    ref = _int_param(r, "version")
     chosen = versions[-1] if versions else None
-    if ref and ref.isdigit():
-        chosen = next((v for v in versions if v.version == int(ref)), chosen)
+    if ref is not None:
+        chosen = ws.models.show(name, ref)  # an unknown version: its error, not the latest
     gates = ws.models.gate_results(name, chosen.version) if chosen else []
     return {
         "model": summary,
@@ -452,14 +461,7 @@ def model(ws: Workspace, r: Request) -> dict[str, Any]:
 def compare(ws: Workspace, r: Request) -> dict[str, Any]:
     name = r.path_params["name"]
     a, b = r.query_params.get("a", ""), r.query_params.get("b", "")
-    result = ws.models.compare(name, a, b)
-    imp_a = ws.models.show(name, result.a).importance
-    imp_b = ws.models.show(name, result.b).importance
-    importance = [
-        {"feature": f, "a": imp_a.get(f), "b": imp_b.get(f)}
-        for f in sorted(set(imp_a) | set(imp_b))
-    ]
-    return {"name": name, "cmp": result, "importance": importance}
+    return {"name": name, "cmp": ws.models.compare(name, a, b)}
 
 
 def monitors(ws: Workspace, r: Request) -> dict[str, Any]:
@@ -518,11 +520,7 @@ def _distribution(point: Any) -> dict[str, Any] | None:
     chart = (point.details or {}).get("chart")
     if not chart:
         return None
-    if chart.get("kind") == "categorical":
-        labels = [str(c) for c in chart["categories"]]
-    else:
-        edges = chart["edges"]
-        labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
+    labels = bin_labels(chart)
     return {
         "title": f"{point.subject} ({point.statistic} {_num(point.value)})",
         "chart": {

@@ -25,7 +25,7 @@ import orjson
 
 from gristmill.access import LEGACY_ROLES, Action, Principal, requires
 from gristmill.definitions.config import ROLE_NAMES, AccessSettings
-from gristmill.errors import Unauthorized, UnknownNameError
+from gristmill.errors import ConfigError, Unauthorized, UnknownNameError
 from gristmill.storage.catalog import ApiToken
 from gristmill.storage.catalog.records import utcnow
 from gristmill.workspace.shapes import KeyInfo
@@ -73,6 +73,10 @@ class Tokens:
             KeyInfo(t.id, t.role, t.note, t.created_at, t.revoked_at)
             for t in self.ws.catalog.tokens()
         ]
+
+    def any_active(self) -> bool:
+        """Whether any key may be used (no key is shown: asked before serving)."""
+        return any(t.revoked_at is None for t in self.ws.catalog.tokens())
 
     @requires(Action.MANAGE_KEYS)
     def revoke(self, token_id: str) -> None:
@@ -239,9 +243,22 @@ class Sessions:
 
 def _secret(path: Path) -> bytes:
     try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        pass
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = None  # the first start: made below
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the UI's session secret {path}: {exc.strerror}",
+            hint="give the server's user read access to it (mode 0600, its owner)",
+        ) from None
+    if text is not None:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise ConfigError(
+                f"the UI's session secret {path} is not hex",
+                hint="delete it: a new one is made at the next start (everyone logs in again)",
+            ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_hex(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -841,24 +841,28 @@ class Workspace:
 
     @requires(Do.READ)
     def tables(self) -> list[TableInfo]:
-        out = []
-        for name in self.graph.order:
-            node = self.graph.nodes[name]
-            last = self.catalog.latest(name)
-            out.append(
-                TableInfo(
-                    name=name,
-                    kind=node.kind.value,
-                    defined_at=str(node.location),
-                    inputs=list(node.dependencies),
-                    version=last.version if last else None,
-                    rows=last.rows if last else None,
-                    columns=last.schema if last else _declared(node),
-                    description=node.description,
-                    feature_view=self._feature(name),
-                )
-            )
-        return out
+        return [self._table_info(name) for name in self.graph.order]
+
+    @requires(Do.READ)
+    def table(self, name: str) -> TableInfo:
+        """One table as ``tables`` shows it (an unknown name: the error lists the tables)."""
+        self.graph.get(name)
+        return self._table_info(name)
+
+    def _table_info(self, name: str) -> TableInfo:
+        node = self.graph.nodes[name]
+        last = self.catalog.latest(name)
+        return TableInfo(
+            name=name,
+            kind=node.kind.value,
+            defined_at=str(node.location),
+            inputs=list(node.dependencies),
+            version=last.version if last else None,
+            rows=last.rows if last else None,
+            columns=last.schema if last else _declared(node),
+            description=node.description,
+            feature_view=self._feature(name),
+        )
 
     @requires(Do.READ)
     def sources(self) -> list[SourceInfo]:
@@ -1054,6 +1058,8 @@ class Workspace:
                 "engine": s.engine,
                 "engine_reason": s.engine_reason,
                 "error": s.error,
+                "started_at": s.started_at,
+                "finished_at": s.finished_at,
             }
             for s in self.catalog.steps(record.run_id)
         ]

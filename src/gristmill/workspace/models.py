@@ -72,25 +72,31 @@ class Models:
 
     @requires(Action.READ)
     def list(self) -> list[ModelSummary]:
-        defined = {n: d for n, d in self.ws.graph.nodes.items() if isinstance(d, Model)}
-        out = []
-        for name in sorted(set(defined) | set(self.catalog.model_names())):
-            versions = self.catalog.model_versions(name)
-            spec = defined.get(name)
-            latest = versions[-1] if versions else None
-            out.append(
-                ModelSummary(
-                    name=name,
-                    training_set=spec.training_set if spec else latest.training_set,  # type: ignore[union-attr]
-                    estimator=spec.estimator.kind.value if spec else latest.estimator,  # type: ignore[union-attr]
-                    versions=len(versions),
-                    latest=latest.version if latest else None,
-                    aliases=self.catalog.aliases(name),
-                    headline={k: v["value"] for k, v in latest.metrics.items()} if latest else {},
-                    defined=spec is not None,
-                )
-            )
-        return out
+        names = {n for n, d in self.ws.graph.nodes.items() if isinstance(d, Model)}
+        return [self._summary(name) for name in sorted(names | set(self.catalog.model_names()))]
+
+    @requires(Action.READ)
+    def summary(self, name: str) -> ModelSummary:
+        """One model as ``list`` shows it: defined here, or with versions in the registry."""
+        if name not in self.catalog.model_names():
+            self.spec(name)
+        return self._summary(name)
+
+    def _summary(self, name: str) -> ModelSummary:
+        node = self.ws.graph.nodes.get(name)
+        spec = node if isinstance(node, Model) else None
+        versions = self.catalog.model_versions(name)
+        latest = versions[-1] if versions else None
+        return ModelSummary(
+            name=name,
+            training_set=spec.training_set if spec else latest.training_set,  # type: ignore[union-attr]
+            estimator=spec.estimator.kind.value if spec else latest.estimator,  # type: ignore[union-attr]
+            versions=len(versions),
+            latest=latest.version if latest else None,
+            aliases=self.catalog.aliases(name),
+            headline={k: v["value"] for k, v in latest.metrics.items()} if latest else {},
+            defined=spec is not None,
+        )
 
     def version(self, name: str, ref: str | int | None = None) -> ModelVersion:
         """A version by number, by alias (``champion``) or ``latest`` (the default)."""
@@ -186,6 +192,7 @@ class Models:
         ]
         fa = {f["name"] for f in va.details.get("features", [])}
         fb = {f["name"] for f in vb.details.get("features", [])}
+        ia, ib = va.details.get("importance", {}), vb.details.get("importance", {})
         return Comparison(
             model=name,
             a=va.version,
@@ -195,6 +202,9 @@ class Models:
             features_added=sorted(fb - fa),
             features_removed=sorted(fa - fb),
             training_sets={"a": va.training_set_version, "b": vb.training_set_version},
+            importance=[
+                {"feature": f, "a": ia.get(f), "b": ib.get(f)} for f in sorted(set(ia) | set(ib))
+            ],
         )
 
     def load(self, name: str, ref: str | int | None = None) -> LoadedModel:

@@ -194,18 +194,22 @@ def _line_chart(
     return "".join(parts)
 
 
+def bin_labels(chart: dict[str, Any]) -> list[str]:
+    """The labels of a drift chart's bins: its categories, or each numeric bin's range
+    (its position where the edges do not match the shares)."""
+    reference = chart.get("reference") or []
+    if "categories" in chart:
+        return [str(c) for c in chart["categories"]]
+    edges = chart.get("edges") or []
+    labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
+    return labels if len(labels) == len(reference) else [str(i) for i in range(len(reference))]
+
+
 def _bars(chart: dict[str, Any]) -> str:
     reference, current = chart.get("reference") or [], chart.get("current") or []
     if not reference:
         return "<p>no distribution</p>"
-    if "categories" in chart:
-        labels = [str(c) for c in chart["categories"]]
-    else:
-        edges = chart.get("edges") or []
-        labels = [f"{edges[i]:.3g}–{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
-        labels = (
-            labels if len(labels) == len(reference) else [str(i) for i in range(len(reference))]
-        )
+    labels = bin_labels(chart)
     top = max([*reference, *current, 1e-9])
     n = len(reference)
     slot = (W - 2 * PAD) / n

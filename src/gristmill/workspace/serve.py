@@ -65,7 +65,7 @@ def check(
         )
     for name in names:
         ws.services.runtime(name)
-    if auth and not any(t.revoked_at is None for t in ws.catalog.tokens()):
+    if auth and not ws.tokens.any_active():
         raise ServiceConfigError(
             "serving needs API keys and the project has none",
             hint="create one: `gristmill tokens create --role service` (or serve --no-auth)",

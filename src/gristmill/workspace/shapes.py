@@ -198,6 +198,8 @@ class Comparison(Shape):
     features_added: list[str]
     features_removed: list[str]
     training_sets: dict[str, int]
+    importance: list[dict[str, Any]] = field(default_factory=list)
+    """Each feature's importance in a and in b (None where a version lacks it)."""
 
 
 @dataclass(frozen=True)
