@@ -13,14 +13,17 @@ import httpx
 import pytest
 
 from gristmill.definitions.config import ROLE_NAMES
-from gristmill.storage.catalog import ModelEvent
-from gristmill.storage.catalog.records import utcnow
 from tests.conftest import built_example, spawn
 
 STRICT = """
 churn_strict = gm.model(
     "churn_strict", training_set="churn_training",
     estimator=gm.lightgbm(n_estimators=10), gates=["roc_auc >= 0.99"],
+)
+# alerts on any drift at all; its retrained version waits for a person's approval
+approval_drift = gm.drift_monitor(
+    "approval_drift", service="churn", current="churn_training", window="30d",
+    thresholds={"psi": 1e-9}, on_alert=gm.retrain(approval="manual", alias="candidate"),
 )
 """
 
@@ -36,6 +39,18 @@ class UiServer:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
 
+def wait_until_up(url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr
+        time.sleep(0.1)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,35 +62,19 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
     root = tmp_path_factory.mktemp("web") / "demo"
     ws = built_example(root, scale="tiny", seed=5, append=STRICT, promote=False)
     ws.models.score("churn", table="user_profile")
+    ws.models.promote("churn", 1, reason="the tests' champion")
+    # the monitor alerts, its retrain runs here, and the new version waits for approval
+    (evaluation,) = ws.monitors.run(["approval_drift"], run_triggered=True)
+    assert evaluation.state == "alert", evaluation
+    (pending,) = ws.models.pending("churn")
+    assert (pending.alias, pending.actor) == ("candidate", "monitor:approval_drift")
     ws.monitors.run()
-    # a promotion a monitor left for approval (as a manual-approval retrain does)
-    ws.catalog.record_event(
-        ModelEvent(
-            model="churn",
-            action="pending",
-            alias="candidate",
-            version=1,
-            previous_version=None,
-            actor="monitor:churn_drift",
-            reason="retrained after drift",
-            at=utcnow(),
-            gates=[],
-        )
-    )
     keys = {role: ws.tokens.create(role, f"{role} of the tests").token for role in ROLE_NAMES}
     ws.close()
     port = free_port()
     process = spawn(root, "ui", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr
-        time.sleep(0.1)
+    wait_until_up(url, process)
     yield UiServer(root, url, keys, process)
     process.terminate()
     process.communicate(timeout=10)  # reads and closes its pipes

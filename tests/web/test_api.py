@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gristmill.access import PERMISSIONS
 from gristmill.definitions.config import ROLE_NAMES
@@ -187,6 +188,8 @@ def test_gm_connect_reads_the_example_s_tables_and_no_model(ui_server: UiServer)
     assert "__gm_" not in str(con.sql("SELECT sql FROM duckdb_views()").fetchall())
     ((n,),) = con.sql("SELECT count(*) FROM user_profile").fetchall()
     assert n > 0
+    pinned = gm.connect(str(ui_server.root), versions={"user_profile": 0})
+    assert pinned.sql("SELECT count(*) FROM user_profile").fetchall() == [(n,)]
     r = httpx.post(
         ui_server.url + PREFIX + "/query",
         json={"sql": "SELECT * FROM churn"},
@@ -224,3 +227,76 @@ def test_a_running_server_sees_edited_definitions(ui_server: UiServer) -> None:
     while "fresh_table" in {t["name"] for t in httpx.get(url, headers=viewer).json()}:
         assert time.monotonic() < deadline, "the removed table stayed"
         time.sleep(0.3)
+
+
+def test_sessions_survive_a_sigkill_and_a_sigterm_does_not_wait_for_a_long_query(
+    ui_server: UiServer,
+) -> None:
+    """A second real server on the same project: killed with SIGKILL mid-session, a new
+    one honours the session (the cookie is signed, nothing was in the killed process);
+    stopped with SIGTERM during a query that would run for minutes, it exits in seconds."""
+    import signal
+    import threading
+    import time
+
+    from tests.conftest import spawn
+    from tests.web.conftest import free_port, wait_until_up
+
+    def start() -> tuple[subprocess.Popen[str], str]:
+        port = free_port()
+        process = spawn(ui_server.root, "ui", "--port", str(port))
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url, process)
+        return process, url
+
+    first, url = start()
+    client = logged_in(url, ui_server.keys["analyst"])
+    cookie = client.cookies["gm_session"]
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    second, url = start()
+    again = httpx.get(url + "/sql", cookies={"gm_session": cookie})
+    assert again.status_code == 200 and "SQL" in again.text
+    slow = "SELECT count(*) FROM user_profile, range(5000000000) r WHERE r.range % 7 = 11"
+    answers: list[int] = []
+
+    def query() -> None:
+        try:
+            r = httpx.post(url + PREFIX + "/query", json={"sql": slow},
+                           headers=ui_server.headers("analyst"), timeout=60)  # fmt: skip
+            answers.append(r.status_code)
+        except httpx.TransportError:
+            answers.append(0)
+
+    worker = threading.Thread(target=query)
+    worker.start()
+    time.sleep(1.5)
+    clock = time.monotonic()
+    second.send_signal(signal.SIGTERM)
+    second.communicate(timeout=30)
+    assert time.monotonic() - clock < 8, "the stop waited for the query"
+    worker.join(30)
+    assert answers and answers[0] != 200
+    client.close()
+
+
+def test_a_session_ends_when_its_hours_are_up(ui_server: UiServer) -> None:
+    import time
+
+    from gristmill.workspace import Workspace
+    from gristmill.workspace.auth import Keys, Sessions
+
+    ws = Workspace.open(ui_server.root)
+    sessions = Sessions(Keys(ws), ui_server.root / ".gristmill" / "ui-secret", hours=1.5 / 3600)
+    cookie, opened = sessions.open(ui_server.keys["viewer"])
+    read = sessions.read(cookie)
+    assert read is not None and (read.principal, read.csrf) == (opened.principal, opened.csrf)
+    time.sleep(2)
+    assert sessions.read(cookie) is None
+    ws.close()
+    secret = ui_server.root / ".gristmill" / "broken-secret"
+    secret.write_text("not hex")
+    from gristmill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not hex"):
+        Sessions(Keys(ws), secret, hours=1)

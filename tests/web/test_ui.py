@@ -143,9 +143,11 @@ def test_promote_is_refused_by_a_failing_gate_and_accepted_with_passing_ones(
     assert not w.xss_ran() and w.errors == []
     # approve what a monitor left pending
     w.page.goto(ui_server.url + "/models/churn")
-    assert "retrained after drift" in w.page.inner_text("main")
+    assert "monitor:approval_drift" in w.page.inner_text("main")
     w.page.click("button.approve")
-    w.page.wait_for_url("**/models/churn?version=1")
+    w.page.wait_for_load_state("networkidle")
+    # the retrain found nothing new to learn from: the version it left pending is v1
+    assert w.page.url.endswith("/models/churn?version=1"), w.page.inner_text("main")
     assert w.page.query_selector("button.approve") is None
     aliases = httpx.get(ui_server.url + "/api/v1/models", headers=ui_server.headers("viewer"))
     churn = next(m for m in aliases.json() if m["name"] == "churn")
@@ -172,6 +174,10 @@ def test_the_sql_page_returns_rows_draws_a_chart_and_escapes_values(
         w.page.fill("textarea[name=sql]", "SELECT plan FROM user_profile ORDER BY plan LIMIT 2")
         w.page.click("button[value=csv]")
     assert Path(download.value.path()).read_text().splitlines()[0] == '"plan"'
+    # htmx sends the session's token as a header: without the form's field, still accepted
+    w.page.evaluate("() => document.querySelector('#sql-form input[name=csrf]').remove()")
+    run_sql(w.page, "SELECT 1 AS one FROM user_profile LIMIT 1")
+    assert w.page.inner_text("#result-table tbody td") == "1"
     assert not w.xss_ran() and w.errors == []
 
 
@@ -194,6 +200,14 @@ def test_a_viewer_sees_no_promote_button_and_is_refused(
     assert form.status == 403
     sql = w.page.goto(ui_server.url + "/sql")
     assert sql is not None and sql.status == 403  # a viewer runs no SQL
+    bad = w.page.goto(ui_server.url + "/tables/user_profile?version=abc")
+    assert (
+        bad is not None
+        and bad.status == 400
+        and "not a version number" in w.page.inner_text("main")
+    )
+    w.errors = [e for e in w.errors if "403" not in e and "400" not in e]  # those refusals
+    assert w.page.query_selector("nav a[href='/sql']") is None  # no link to what it may not use
 
 
 def test_forms_without_the_csrf_token_are_refused_and_logout_ends_the_session(
